@@ -1,0 +1,235 @@
+"""Shared machinery of the batched pendulum environments.
+
+Subclasses define the equations of motion (`derivatives`), link angles and geometry;
+this base class integrates them (RK4 or Euler), wraps angles, clamps speeds and computes
+rewards. Every tensor has a leading batch dimension ``B`` (one environment per
+individual of the population).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+
+import torch
+
+INTEGRATORS = ("rk4", "euler")
+REWARDS = ("height", "height_delta")
+INITS = ("up", "down", "random")
+
+# The original project starts almost exactly upright so that the pendulum falls.
+UP_OFFSET = 1e-5
+# `random` init: angular speeds uniform in [-RANDOM_SPEED, RANDOM_SPEED].
+RANDOM_SPEED = 0.5
+# `height_delta`: decreases of the height are penalised by this factor.
+DOWN_PENALTY = 1.1
+
+ParamValue = float | int | list | tuple | torch.Tensor
+Sampler = Callable[[int], torch.Tensor]  # count -> uniform numbers (B, count) in [0, 1)
+
+
+@dataclass(frozen=True)
+class EnvOptions:
+    """Simulation options shared by all environments (the config's `env` keys)."""
+
+    dt: float = 0.05
+    integrator: str = "rk4"
+    reward: str = "height"
+    init: str = "up"
+    max_torque: float = 1.0
+    max_speed: float | None = 10.0
+
+    def __post_init__(self) -> None:
+        if not self.dt > 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+        for name, value, allowed in (("integrator", self.integrator, INTEGRATORS),
+                                     ("reward", self.reward, REWARDS),
+                                     ("init", self.init, INITS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.max_speed is not None and not self.max_speed > 0:
+            raise ValueError(f"max_speed must be > 0 or None, got {self.max_speed}")
+
+
+def option_names() -> tuple[str, ...]:
+    """Names of the simulation options."""
+    return tuple(f.name for f in fields(EnvOptions))
+
+
+def resolve_params(defaults: Mapping[str, float], given: Mapping[str, ParamValue], batch_size: int,
+                   sampler: Sampler, *, device: torch.device | str, dtype: torch.dtype
+                   ) -> dict[str, torch.Tensor]:
+    """Turn scalars, ``[min, max]`` ranges and ``(B,)`` tensors into ``(B,)`` tensors.
+
+    Ranges are drawn from ``sampler`` in the order of ``defaults`` (one column each), so
+    the same sampler gives the same parameters whatever subset of them is randomised.
+    """
+    unknown = set(given) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown parameter {sorted(unknown)[0]!r}; known: {', '.join(defaults)}")
+    ranged = [k for k in defaults if _is_range(given.get(k))]
+    u = sampler(len(ranged)).to(device=device, dtype=dtype) if ranged else None
+    out = {}
+    for name, default in defaults.items():
+        value = given.get(name, default)
+        if isinstance(value, torch.Tensor):
+            out[name] = value.to(device=device, dtype=dtype).expand(batch_size).clone()
+        elif _is_range(value):
+            lo, hi = float(value[0]), float(value[1])
+            if hi < lo:
+                raise ValueError(f"parameter {name}: range [min, max] has min > max: {list(value)}")
+            out[name] = lo + (hi - lo) * u[:, ranged.index(name)]
+        else:
+            out[name] = torch.full((batch_size,), float(value), device=device, dtype=dtype)
+    return out
+
+
+def _is_range(value: object) -> bool:
+    return isinstance(value, (list, tuple))
+
+
+def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
+    """Wrap angles to [-pi, pi)."""
+    return torch.remainder(theta + math.pi, 2 * math.pi) - math.pi
+
+
+class BatchedEnv:
+    """A batch of independent environments integrated together.
+
+    ``state``: ``(B, 2 * links)`` as ``[theta1, omega1, theta2, omega2, ...]``.
+    """
+
+    name: str = ""
+    links: int = 1
+    param_defaults: Mapping[str, float] = {}
+
+    def __init__(self, batch_size: int, params: Mapping[str, torch.Tensor], options: EnvOptions,
+                 *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 init_uniform: torch.Tensor | None = None) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.options = options
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.params = dict(params)
+        self._prev_height: torch.Tensor | None = None
+        self.state = self.initial_state(init_uniform)
+
+    @property
+    def obs_dim(self) -> int:
+        """Observation size: ``[sin, cos, omega]`` per link."""
+        return 3 * self.links
+
+    @property
+    def action_dim(self) -> int:
+        """Action size (one motor torque)."""
+        return 1
+
+    @property
+    def state(self) -> torch.Tensor:
+        """Physical state ``(B, 2 * links)``."""
+        return self._state
+
+    @state.setter
+    def state(self, value: torch.Tensor) -> None:
+        value = torch.as_tensor(value, device=self.device, dtype=self.dtype)
+        expected = (self.batch_size, 2 * self.links)
+        if value.shape != expected:
+            raise ValueError(f"state must have shape {expected}, got {tuple(value.shape)}")
+        self._state = value.clone()
+        self._prev_height = None
+
+    def initial_state(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """Start state of the configured ``init``; ``uniform (B, 2*links)`` feeds `random`."""
+        state = torch.zeros(self.batch_size, 2 * self.links, device=self.device, dtype=self.dtype)
+        if self.options.init == "up":
+            state[:, 0::2] = math.pi * (1 + UP_OFFSET)
+        elif self.options.init == "random":
+            if uniform is None:
+                raise ValueError("init 'random' needs uniform numbers")
+            u = uniform.to(device=self.device, dtype=self.dtype)
+            state[:, 0::2] = (2 * u[:, : self.links] - 1) * math.pi
+            state[:, 1::2] = (2 * u[:, self.links :] - 1) * RANDOM_SPEED
+        return wrap_state(state)
+
+    def observe(self) -> torch.Tensor:
+        """Observation ``(B, 3 * links)``: ``[sin theta_i, cos theta_i, omega_i]`` per link."""
+        theta, omega = self._state[:, 0::2], self._state[:, 1::2]
+        return torch.stack((torch.sin(theta), torch.cos(theta), omega), dim=2).flatten(1)
+
+    def height(self, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Height reward ``(B,)``: ``1 - cos(theta)`` summed over links."""
+        state = self._state if state is None else state
+        return (1 - torch.cos(state[:, 0::2])).sum(dim=1)
+
+    def step(self, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Apply ``action`` (``(B,)`` or ``(B, 1)``, in [-1, 1]); return ``(obs, reward)``."""
+        if action.dim() == 2:
+            action = action[:, 0]
+        if action.shape != (self.batch_size,):
+            raise ValueError(f"action must have shape ({self.batch_size},) or ({self.batch_size}, 1), "
+                             f"got {tuple(action.shape)}")
+        torque = action.to(self.dtype).clamp(-1.0, 1.0) * self.options.max_torque
+        state = integrate(self.derivatives, self._state, torque, self.options.dt, self.options.integrator)
+        state = wrap_state(state)
+        if self.options.max_speed is not None:
+            state[:, 1::2] = state[:, 1::2].clamp(-self.options.max_speed, self.options.max_speed)
+        self._state = state
+        return self.observe(), self._reward()
+
+    def _reward(self) -> torch.Tensor:
+        height = self.height()
+        if self.options.reward == "height":
+            return height
+        prev, self._prev_height = self._prev_height, height
+        if prev is None:
+            return torch.zeros_like(height)
+        delta = height - prev
+        return torch.where(delta < 0, DOWN_PENALTY * delta, delta)
+
+    def derivatives(self, state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
+        """Time derivative of ``state`` under ``torque (B,)``."""
+        raise NotImplementedError
+
+    def energy(self, state: torch.Tensor | None = None) -> torch.Tensor:
+        """Total mechanical energy ``(B,)`` (kinetic + potential, zero at the pivot height)."""
+        raise NotImplementedError
+
+    def geometry(self, index: int = 0) -> list[tuple[float, float]]:
+        """Pivot, joint and tip positions (metres, y up) of batch element ``index``."""
+        theta = self._state[index, 0::2].detach().double().cpu().tolist()
+        lengths = [float(self.params[k][index]) for k in self.link_length_names]
+        points = [(0.0, 0.0)]
+        for t, length in zip(theta, lengths, strict=True):
+            x, y = points[-1]
+            points.append((x + length * math.sin(t), y - length * math.cos(t)))
+        return points
+
+    @property
+    def link_length_names(self) -> tuple[str, ...]:
+        """Names of the rod-length parameters, from the pivot outwards."""
+        raise NotImplementedError
+
+
+def wrap_state(state: torch.Tensor) -> torch.Tensor:
+    """Wrap the angle columns of a state to [-pi, pi)."""
+    state = state.clone()
+    state[:, 0::2] = wrap_angle(state[:, 0::2])
+    return state
+
+
+Derivative = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def integrate(f: Derivative, state: torch.Tensor, torque: torch.Tensor, dt: float, method: str
+              ) -> torch.Tensor:
+    """One step of ``method`` (``rk4`` or ``euler``) of ``state' = f(state, torque)``."""
+    if method == "euler":
+        return state + dt * f(state, torque)
+    k1 = f(state, torque)
+    k2 = f(state + (0.5 * dt) * k1, torque)
+    k3 = f(state + (0.5 * dt) * k2, torque)
+    k4 = f(state + dt * k3, torque)
+    return state + (dt / 6.0) * (k1 + 2 * k2 + 2 * k3 + k4)

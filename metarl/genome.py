@@ -1,0 +1,127 @@
+"""The genome: one flat ``(P, G)`` tensor with a named layout of the three rule cells.
+
+Cells, in genome order: ``reward_network`` (input 6, output S), ``node_network``
+(input 5+S, output S+2) and ``connection_network`` (input 12+S, output S+1). Each holds
+``w_state (I+H, H)``, ``b_state (H)``, ``w_output (I+H, O)``, ``b_output (O)``, each
+flattened row-major. With S=1, H=8 the genome has 520 numbers (135 + 165 + 220).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+
+NODE_INFO = 5  # [s, z, y, b, sigma] of a neuron
+CELLS = ("reward_network", "node_network", "connection_network")
+PARTS = ("w_state", "b_state", "w_output", "b_output")
+
+
+@dataclass(frozen=True)
+class CellShape:
+    """Sizes of one recurrent cell: input ``I``, state ``H``, output ``O``."""
+
+    inputs: int
+    state: int
+    outputs: int
+
+    def part_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes of the parameter tensors (without the population dimension)."""
+        i, h, o = self.inputs, self.state, self.outputs
+        return {"w_state": (i + h, h), "b_state": (h,), "w_output": (i + h, o), "b_output": (o,)}
+
+    @property
+    def size(self) -> int:
+        """Number of genes of this cell."""
+        return sum(_numel(s) for s in self.part_shapes().values())
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+@dataclass(frozen=True)
+class GenomeLayout:
+    """Where each cell parameter lives in the flat genome, for signal size S and state size H."""
+
+    signal_dim: int = 1
+    state_dim: int = 8
+
+    @cached_property
+    def cells(self) -> dict[str, CellShape]:
+        """Shapes of the three cells by name."""
+        s, h = self.signal_dim, self.state_dim
+        return {"reward_network": CellShape(1 + NODE_INFO, h, s),
+                "node_network": CellShape(NODE_INFO + s, h, s + 2),
+                "connection_network": CellShape(2 * NODE_INFO + s + 2, h, s + 1)}
+
+    @cached_property
+    def slices(self) -> dict[tuple[str, str], tuple[slice, tuple[int, ...]]]:
+        """``(cell, part) -> (slice of the genome, shape)``."""
+        out, start = {}, 0
+        for cell in CELLS:
+            for part, shape in self.cells[cell].part_shapes().items():
+                n = _numel(shape)
+                out[cell, part] = (slice(start, start + n), shape)
+                start += n
+        return out
+
+    @property
+    def size(self) -> int:
+        """Genes per individual (520 for S=1, H=8)."""
+        return sum(c.size for c in self.cells.values())
+
+    def view(self, genome: torch.Tensor, cell: str, part: str) -> torch.Tensor:
+        """Named view ``(P, *shape)`` of ``genome (P, G)``."""
+        self.check(genome)
+        sl, shape = self.slices[cell, part]
+        return genome[:, sl].reshape(genome.shape[0], *shape)
+
+    def check(self, genome: torch.Tensor) -> None:
+        """Raise if ``genome`` is not ``(P, G)``."""
+        if genome.dim() != 2 or genome.shape[1] != self.size:
+            raise ValueError(f"genome must have shape (P, {self.size}), got {tuple(genome.shape)}")
+
+    def random(self, population: int, std: float, generator: torch.Generator) -> torch.Tensor:
+        """Initial population ``(P, G)`` drawn from ``Normal(0, std^2)``."""
+        return std * torch.randn(population, self.size, generator=generator, device=generator.device)
+
+    def to_cells(self, genome: torch.Tensor) -> dict[str, dict[str, object]]:
+        """The saved-model form of one genome ``(G,)``: nested lists with a leading 1."""
+        genome = genome.detach().reshape(1, -1).double().cpu()
+        out: dict[str, dict[str, object]] = {}
+        for cell in CELLS:
+            entry: dict[str, object] = {p: self.view(genome, cell, p).tolist() for p in PARTS}
+            entry["state_dim"] = self.state_dim
+            out[cell] = entry
+        return out
+
+    @classmethod
+    def from_cells(cls, cells: dict) -> tuple[GenomeLayout, torch.Tensor]:
+        """Layout and genome ``(G,)`` (float32) of the saved-model form; ValueError if inconsistent."""
+        for cell in CELLS:
+            if not isinstance(cells.get(cell), dict):
+                raise ValueError(f"missing cell {cell!r}")
+        state_dim = int(cells["reward_network"].get("state_dim", 0))
+        w_out = torch.as_tensor(cells["reward_network"]["w_output"], dtype=torch.float64)
+        layout = cls(signal_dim=int(w_out.shape[-1]), state_dim=state_dim)
+        pieces = []
+        for cell in CELLS:
+            for part in PARTS:
+                _, shape = layout.slices[cell, part]
+                try:
+                    value = torch.as_tensor(cells[cell][part], dtype=torch.float64)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise ValueError(f"{cell}.{part}: missing or not numeric ({e})") from None
+                if value.numel() != _numel(shape) or tuple(value.shape[-len(shape):]) != shape:
+                    raise ValueError(f"{cell}.{part}: expected shape {shape} for signal_dim "
+                                     f"{layout.signal_dim}, state_dim {state_dim}, got {tuple(value.shape)}")
+                pieces.append(value.reshape(-1))
+        genome = torch.cat(pieces)
+        if not torch.isfinite(genome).all():
+            raise ValueError("genome contains non-finite numbers")
+        return layout, genome.float()

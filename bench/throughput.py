@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Time the lifetime loop of run_config.py (`metarl.lifetime.evaluate`) in individual-steps/s.
+
+    python3 bench/throughput.py --population 10000 --steps 100
+    python3 bench/throughput.py --population 10000 --steps 100 --reference   # the plain rule
+    python3 bench/throughput.py --population 100000 --steps 50 --repeats 1   # memory per individual
+
+The config is SPEC's default with the given population, lifetime steps and env. After a
+warm-up (one chunk, a few steps, so compilation is not timed), the whole population is
+evaluated ``--repeats`` times and the median is reported. The last line is
+``individual-steps/s: X  peak-rss-MiB: Y``; the marginal memory per individual is the
+difference of peak RSS between two runs (separate processes) divided by the difference
+of populations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from metarl import lifetime, rng  # noqa: E402
+from metarl.config import Config, EnvConfig, GAConfig, RuntimeConfig  # noqa: E402
+from metarl.genome import GenomeLayout  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--population", type=int, default=10000)
+    p.add_argument("--steps", type=int, default=100, help="lifetime steps")
+    p.add_argument("--env", default="Pendulum", help="Pendulum | DoublePendulum")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--reference", action="store_true", help="time the plain reference rule step")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--chunk-size", type=int, default=None, help="individuals per CPU chunk (default: automatic)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the step (default: the config's runtime.compile)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    runtime = RuntimeConfig(chunk_size=args.chunk_size, threads=args.threads)
+    if args.compile is not None:
+        runtime = dataclasses.replace(runtime, compile=args.compile)
+    config = Config(device=args.device, env=EnvConfig(name=args.env),
+                    ga=GAConfig(population_size=args.population, num_survivors=1, lifetime_steps=args.steps),
+                    runtime=runtime)
+    config.validate()
+    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    gen = torch.Generator().manual_seed(0)
+    genomes = layout.random(args.population, config.rule.init_std, gen).to(args.device)
+
+    # What `lifetime.evaluate` does for one evaluation per individual, with the choice of rule step.
+    keys = rng.individual_keys(0, 0, 0, torch.arange(args.population)).to(args.device)
+
+    def run(pop: int, steps: int) -> None:
+        lifetime.run_lifetimes(genomes[:pop], layout, config, keys[:pop], steps=steps, reference=args.reference)
+
+    start = time.perf_counter()
+    run(min(args.population, config.runtime.chunk_size or lifetime.DEFAULT_CPU_CHUNK), min(args.steps, 10))
+    print(f"warm-up: {time.perf_counter() - start:.1f} s")
+    rates = []
+    for i in range(args.repeats):
+        start = time.perf_counter()
+        run(args.population, args.steps)
+        elapsed = time.perf_counter() - start
+        rates.append(args.population * args.steps / elapsed)
+        print(f"repeat {i}: {elapsed:.2f} s  {rates[-1]:.3g} individual-steps/s")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
+    print(f"individual-steps/s: {statistics.median(rates):.4g}  peak-rss-MiB: {peak_mib:.1f}")
+
+
+if __name__ == "__main__":
+    main()

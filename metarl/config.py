@@ -393,16 +393,13 @@ def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
     if not overrides:
         return data
     data = dict(data or {})
+    parsed = [_parse_override(item) for item in overrides]
     if is_legacy(data):
+        # Flat keys of the original format are overridden before translation.
+        data.update({k: v for k, v in parsed if k in LEGACY_KEYS})
         data = from_legacy(data)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item}: expected section.key=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item}: value is not valid YAML") from None
+        parsed = [(k, v) for k, v in parsed if k not in LEGACY_KEYS]
+    for key, value in parsed:
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
@@ -411,6 +408,16 @@ def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
             node = node[part]
         node[parts[-1]] = value
     return data
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {item}: expected section.key=value")
+    try:
+        return key, yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {item}: value is not valid YAML") from None
 
 
 def resolve_device(name: str) -> torch.device:

@@ -1,0 +1,30 @@
+"""Shared test helpers: run the root scripts as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_DIR = ROOT.parent / "shared" / "seed"
+SEED_MODEL = SEED_DIR / "best_model.yaml"
+SEED_CONFIG = SEED_DIR / "base.yaml"
+
+
+def run_script(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python3 <script> args`` headless; returns the completed process (text output)."""
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def seed_files() -> tuple[Path, Path]:
+    """The original project's config and saved model (skipped if the shared seed folder is absent)."""
+    if not SEED_MODEL.is_file():
+        pytest.skip("shared seed files not available")
+    return SEED_CONFIG, SEED_MODEL

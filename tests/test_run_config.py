@@ -1,0 +1,160 @@
+"""run_config.py end to end: run folder, reproducibility, resume, Ctrl-C, bad input, memory."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import ROOT, run_script
+
+from metarl import io
+
+FITNESS = ("generation", "best", "mean", "median", "worst", "best_ever")
+TINY = "configs/tiny.yaml"
+
+
+def fitness_columns(run_dir):
+    with open(run_dir / "log.csv", newline="") as f:
+        return [tuple(row[k] for k in FITNESS) for row in csv.DictReader(f)]
+
+
+def run_ok(*args, **kw):
+    proc = run_script("run_config.py", *args, **kw)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_run_folder_contents(tmp_path):
+    out = tmp_path / "run"
+    proc = run_ok(TINY, "--out", str(out))
+    assert "gen     3" in proc.stdout
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "log.csv", "best_model.yaml", "checkpoint.pt"}
+    rows = io.read_log(out / "log.csv")
+    assert [r["generation"] for r in rows] == [0, 1, 2, 3]
+    assert all(r["best"] >= r["median"] >= r["worst"] for r in rows)
+    assert all(r["best_ever"] == max(x["best"] for x in rows[: i + 1]) for i, r in enumerate(rows))
+    model = io.load_model(out / "best_model.yaml")
+    assert model.generation == 3 and model.fitness == pytest.approx(rows[-1]["best"])
+    assert model.config.ga.population_size == 20
+
+
+def test_same_seed_same_log_and_other_seed_differs(tmp_path):
+    run_ok(TINY, "--out", str(tmp_path / "a"))
+    run_ok(TINY, "--out", str(tmp_path / "b"))
+    run_ok(TINY, "--out", str(tmp_path / "c"), "--seed", "2")
+    assert fitness_columns(tmp_path / "a") == fitness_columns(tmp_path / "b")
+    assert fitness_columns(tmp_path / "a") != fitness_columns(tmp_path / "c")
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    run_ok(TINY, "--out", str(tmp_path / "full"), "--generations", "6")
+    run_ok(TINY, "--out", str(tmp_path / "half"), "--generations", "3")
+    proc = run_ok("--resume", str(tmp_path / "half"), "--generations", "6")
+    assert "gen     3" in proc.stdout and "gen     0" not in proc.stdout
+    assert fitness_columns(tmp_path / "full") == fitness_columns(tmp_path / "half")
+    assert yaml.safe_load((tmp_path / "half" / "config.yaml").read_text())["ga"]["generations"] == 6
+    done = run_ok("--resume", str(tmp_path / "half"))
+    assert "nothing to do" in done.stdout
+
+
+def test_null_seed_is_drawn_and_recorded(tmp_path):
+    run_ok(TINY, "--out", str(tmp_path / "r"), "--set", "seed=null", "--generations", "1")
+    seed = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["seed"]
+    assert isinstance(seed, int)
+
+
+def test_original_flat_config_runs(tmp_path, seed_files):
+    base, _ = seed_files
+    proc = run_ok(str(base), "--out", str(tmp_path / "r"), "--set", "population_size=8", "--set", "num_survivors=2",
+                  "--set", "num_eval_steps=10", "--generations", "1", "--seed", "0")
+    assert "CUDA is not available" in proc.stderr or "cuda" not in proc.stdout
+    assert len(fitness_columns(tmp_path / "r")) == 1
+
+
+def test_ctrl_c_keeps_checkpoint_and_resumes(tmp_path):
+    out = tmp_path / "r"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "run_config.py", TINY, "--out", str(out), "--generations", "200",
+                             "--set", "ga.population_size=200", "--set", "ga.lifetime_steps=200"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "log.csv").exists():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "Traceback" not in err and f"--resume {out}" in err
+    done = len(fitness_columns(out))
+    assert done >= 1
+    resumed = run_script("run_config.py", "--resume", str(out), "--generations", str(done + 1))
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(fitness_columns(out)) == done + 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["configs/does_not_exist.yaml"], "no such file"),
+    ([TINY, "--set", "ga.num_survivors=50"], "ga.num_survivors"),
+    ([TINY, "--set", "ga.populaton_size=5"], "did you mean 'population_size'"),
+    ([TINY, "--set", "env.dt=0"], "env.dt"),
+    ([TINY, "--set", "env.name=Cartpole"], "env.name"),
+    ([TINY, "--set", "nonsense"], "--set nonsense"),
+    (["--resume", "/nonexistent/run"], "no such run folder"),
+])
+def test_bad_input_one_line_no_traceback(tmp_path, args, message):
+    proc = run_script("run_config.py", *args, "--out", str(tmp_path / "x")) if args[0] != "--resume" \
+        else run_script("run_config.py", *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()
+
+
+def test_bad_yaml_and_usage_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ga: [unclosed\n")
+    proc = run_script("run_config.py", str(bad))
+    assert proc.returncode == 2 and "invalid YAML" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run_script("run_config.py")
+    assert proc.returncode == 2 and "CONFIG" in proc.stderr
+    proc = run_script("run_config.py", TINY, "--generations", "0")
+    assert proc.returncode == 2 and "--generations" in proc.stderr
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    out = tmp_path / "r"
+    run_ok(TINY, "--out", str(out), "--generations", "1")
+    before = (out / "log.csv").read_bytes()
+    proc = run_script("run_config.py", TINY, "--out", str(out))
+    assert proc.returncode == 2 and "--resume" in proc.stderr
+    assert (out / "log.csv").read_bytes() == before
+
+
+def test_corrupt_checkpoint_is_reported(tmp_path):
+    out = tmp_path / "r"
+    run_ok(TINY, "--out", str(out), "--generations", "1")
+    (out / "checkpoint.pt").write_bytes(b"garbage")
+    proc = run_script("run_config.py", "--resume", str(out))
+    assert proc.returncode == 2 and "corrupt checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_population_10000_generation_under_1gb(tmp_path):
+    code = (
+        "import resource, sys, runpy; sys.argv = ['run_config.py', 'configs/base.yaml', '--out', sys.argv[1], "
+        "'--device', 'cpu', '--generations', '1', '--set', 'ga.lifetime_steps=5']\n"
+        "try:\n    runpy.run_path('run_config.py', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert proc.returncode == 0, proc.stderr
+    peak_kb = int(proc.stdout.split("PEAK_KB")[1])
+    assert peak_kb < 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MiB"
+    assert len(fitness_columns(tmp_path / "r")) == 1

@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from .envs import ENVS, env_class
-from .envs.base import INITS, INTEGRATORS, REWARDS
+from .envs.base import ACTION_SIGNS, INITS, INTEGRATORS, REWARDS
 from .errors import ConfigError
 
 PhysicalValue = float | list[float]
@@ -38,6 +38,7 @@ class EnvConfig:
     init: str = "up"
     max_torque: float = 1.0
     max_speed: float | None = 10.0
+    action_sign: int | str = 1  # 1, -1, or random (motor direction ±1 per individual)
     params: dict[str, PhysicalValue] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
@@ -49,6 +50,8 @@ class EnvConfig:
         _positive(f"{key}.max_torque", self.max_torque, allow_zero=True)
         if self.max_speed is not None:
             _positive(f"{key}.max_speed", self.max_speed)
+        if self.action_sign not in ACTION_SIGNS:
+            raise ConfigError(f"{key}.action_sign: must be 1, -1 or random, got {self.action_sign!r}")
         defaults = env_class(self.name).param_defaults
         for name, value in self.params.items():
             pkey = f"{key}.params.{name}"
@@ -74,7 +77,8 @@ class EnvConfig:
     def make_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `metarl.envs.make` (everything but the name)."""
         return {"dt": self.dt, "integrator": self.integrator, "reward": self.reward, "init": self.init,
-                "max_torque": self.max_torque, "max_speed": self.max_speed, "params": dict(self.params)}
+                "max_torque": self.max_torque, "max_speed": self.max_speed, "action_sign": self.action_sign,
+                "params": dict(self.params)}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 INTEGRATORS = ("rk4", "euler")
 REWARDS = ("height", "height_delta")
 INITS = ("up", "down", "random")
+ACTION_SIGNS = (1, -1, "random")
 
 # The original project starts almost exactly upright so that the pendulum falls.
 UP_OFFSET = 1e-5
@@ -39,6 +40,9 @@ class EnvOptions:
     init: str = "up"
     max_torque: float = 1.0
     max_speed: float | None = 10.0
+    # Direction of the motor: 1, -1, or "random" (±1 per batch element). A random sign
+    # makes every fixed controller useless on average: a rule must find the direction.
+    action_sign: int | str = 1
 
     def __post_init__(self) -> None:
         if not self.dt > 0:
@@ -48,6 +52,8 @@ class EnvOptions:
                                      ("init", self.init, INITS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.action_sign not in ACTION_SIGNS:
+            raise ValueError(f"action_sign must be 1, -1 or 'random', got {self.action_sign!r}")
         if self.max_speed is not None and not self.max_speed > 0:
             raise ValueError(f"max_speed must be > 0 or None, got {self.max_speed}")
 
@@ -106,7 +112,8 @@ class BatchedEnv:
 
     def __init__(self, batch_size: int, params: Mapping[str, torch.Tensor], options: EnvOptions,
                  *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 init_uniform: torch.Tensor | None = None) -> None:
+                 init_uniform: torch.Tensor | None = None, sign_uniform: torch.Tensor | None = None
+                 ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -116,6 +123,7 @@ class BatchedEnv:
         self.params = dict(params)
         self._prev_height: torch.Tensor | None = None
         self.state = self.initial_state(init_uniform)
+        self.action_sign = self._action_sign(sign_uniform)
 
     @property
     def obs_dim(self) -> int:
@@ -154,6 +162,16 @@ class BatchedEnv:
             state[:, 1::2] = (2 * u[:, self.links :] - 1) * RANDOM_SPEED
         return wrap_state(state)
 
+    def _action_sign(self, uniform: torch.Tensor | None) -> torch.Tensor:
+        """Motor direction ``(B,)`` of ±1; ``uniform (B, 1)`` feeds `random`."""
+        if self.options.action_sign != "random":
+            return torch.full((self.batch_size,), float(self.options.action_sign), device=self.device,
+                              dtype=self.dtype)
+        if uniform is None:
+            raise ValueError("action_sign 'random' needs uniform numbers")
+        u = uniform.to(device=self.device, dtype=self.dtype)[:, 0]
+        return torch.where(u < 0.5, -1.0, 1.0).to(self.dtype)
+
     def observe(self) -> torch.Tensor:
         """Observation ``(B, 3 * links)``: ``[sin theta_i, cos theta_i, omega_i]`` per link."""
         theta, omega = self._state[:, 0::2], self._state[:, 1::2]
@@ -171,7 +189,7 @@ class BatchedEnv:
         if action.shape != (self.batch_size,):
             raise ValueError(f"action must have shape ({self.batch_size},) or ({self.batch_size}, 1), "
                              f"got {tuple(action.shape)}")
-        torque = action.to(self.dtype).clamp(-1.0, 1.0) * self.options.max_torque
+        torque = action.to(self.dtype).clamp(-1.0, 1.0) * (self.options.max_torque * self.action_sign)
         state = integrate(self.derivatives, self._state, torque, self.options.dt, self.options.integrator)
         state = wrap_state(state)
         if self.options.max_speed is not None:

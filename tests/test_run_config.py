@@ -81,7 +81,7 @@ def test_ctrl_c_keeps_checkpoint_and_resumes(tmp_path):
     out = tmp_path / "r"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "run_config.py", TINY, "--out", str(out), "--generations", "200",
-                             "--set", "ga.population_size=200", "--set", "ga.lifetime_steps=200"],
+                             "--set", "ga.population_size=100", "--set", "ga.lifetime_steps=100"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "log.csv").exists():

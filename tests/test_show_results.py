@@ -1,0 +1,194 @@
+"""show_results.py end to end (subprocesses on tiny lifetimes), its error messages and metarl.plots."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_script
+from PIL import Image
+
+from metarl import plots
+from metarl.cli import run_main
+from metarl.io import load_model
+
+SCRIPT = "show_results.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("show_results", ROOT / SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scripts' batches are tiny here; on a shared machine extra threads only spin.
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny GA run (a second or two)."""
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        result = run_script("run_config.py", "configs/tiny.yaml", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def evaluate_json(model: Path, out: Path, *args: str) -> dict:
+    result = run_script(SCRIPT, str(model), "--evaluate", "--episodes", "8", "--steps", "20", "--json", str(out),
+                        *args)
+    assert result.returncode == 0, result.stderr
+    assert "learned / no_plasticity" in result.stdout
+    return json.loads(out.read_text())
+
+
+# ---------------------------------------------------------------------------- end to end
+
+def test_save_and_plot_replay_of_the_seed_model(tmp_path: Path, seed_files) -> None:
+    _, model = seed_files
+    result = run_script(SCRIPT, str(model), "--steps", "20", "--seed", "1", "--episodes", "8",
+                        "--save", str(tmp_path / "r.gif"), "--plot", str(tmp_path / "r.png"))
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "r.gif") as gif:
+        assert gif.n_frames > 1
+        width, height = gif.size
+        assert width > height  # environment and panels side by side
+    with Image.open(tmp_path / "r.png") as png:
+        assert png.format == "PNG" and min(png.size) > 300
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.gif", "r.png"]
+
+
+def test_run_folder_fitness_curve(tmp_path: Path, run_dir: Path) -> None:
+    result = run_script(SCRIPT, str(run_dir), "--plot", str(tmp_path / "curve.png"))
+    assert result.returncode == 0, result.stderr
+    assert "4 generations" in result.stdout
+    with Image.open(tmp_path / "curve.png") as png:
+        assert png.format == "PNG"
+
+
+def test_evaluate_json_is_reproducible_for_a_seed(tmp_path: Path, seed_files) -> None:
+    _, model = seed_files
+    a = evaluate_json(model, tmp_path / "a.json", "--seed", "4")
+    b = evaluate_json(model, tmp_path / "b.json", "--seed", "4")
+    c = evaluate_json(model, tmp_path / "c.json", "--seed", "5")
+    assert set(a["conditions"]) == {"learned", "no_plasticity", "reward_zeroed", "random_rule"}
+    for summary in a["conditions"].values():
+        assert summary["n"] == 8 and summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+    assert a == b
+    assert a["conditions"] != c["conditions"]
+    assert a["model"] == str(model) and a["settings"]["episodes"] == 8 and a["settings"]["steps"] == 20
+    assert isinstance(a["lifetime_gain"]["mean"], float)
+
+
+def test_evaluate_other_actor_size_and_overrides(tmp_path: Path, run_dir: Path) -> None:
+    data = evaluate_json(run_dir / "best_model.yaml", tmp_path / "e.json", "--hidden", "16,16",
+                         "--set", "env.params.length=[0.7,1.3]")
+    assert data["settings"]["hidden"] == [16, 16]
+    assert data["settings"]["env"]["params"]["length"] == [0.7, 1.3]
+    assert data["settings"]["overrides"] == ["env.params.length=[0.7,1.3]"]
+    assert all(s["n"] == 8 for s in data["conditions"].values())
+
+
+def test_missing_file_is_one_line_without_traceback(tmp_path: Path) -> None:
+    result = run_script(SCRIPT, str(tmp_path / "nope.yaml"))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'nope.yaml'}: no such model file or run folder"]
+
+
+BAD_INPUTS = {
+    "not a model": (["{model_dir}/not_model.yaml"], "not a saved model"),
+    "corrupt yaml": (["{model_dir}/corrupt.yaml"], "not a readable YAML"),
+    "incompatible cells": (["{model_dir}/wrong_cells.yaml"], "corrupt rule cells"),
+    "run dir without log": (["{model_dir}"], "no log.csv"),
+    "bad --hidden": (["{model}", "--evaluate", "--hidden", "16,x"], "--hidden"),
+    "zero --hidden": (["{model}", "--hidden", "0"], "--hidden"),
+    "--evaluate on a run dir": (["{run_dir}", "--evaluate"], "needs a MODEL.yaml"),
+    "--save format": (["{model}", "--save", "out.mp4"], ".gif"),
+    "--plot format": (["{model}", "--plot", "out.xyz"], "unsupported figure format"),
+    "unknown --set key": (["{model}", "--evaluate", "--set", "env.bogus=1"], "env.bogus"),
+    "bad --steps": (["{model}", "--steps", "0"], "--steps"),
+    "bad int": (["{model}", "--episodes", "many"], "--episodes"),
+    "--json without --evaluate": (["{model}", "--json", "x.json"], "--json"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_clear_line(case: str, tmp_path: Path, run_dir: Path, seed_files,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _, model = seed_files
+    (tmp_path / "not_model.yaml").write_text("a: 1\nb: [2, 3]\n")
+    (tmp_path / "corrupt.yaml").write_text("actor: {reward_network: [1, 2\n")
+    text = model.read_text().replace("b_output: [[0.01974194310605526]]", "b_output: [[0.1, 0.2, 0.3]]")
+    (tmp_path / "wrong_cells.yaml").write_text(text)
+    args, expected = BAD_INPUTS[case]
+    argv = [a.format(model=model, model_dir=tmp_path, run_dir=run_dir) for a in args]
+    assert run_main(load_script().main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+
+
+# ---------------------------------------------------------------------------- window and plots
+
+def test_live_window_replays_lifetimes_until_closed(monkeypatch: pytest.MonkeyPatch, seed_files,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _, model = seed_files
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    script = load_script()
+    lifetimes, polls = [], iter(range(25))
+    new_lifetime = script.new_lifetime
+
+    def counting(*args):
+        lifetimes.append(args[-1])
+        return new_lifetime(*args)
+
+    monkeypatch.setattr(script, "new_lifetime", counting)
+    # "Close the window" after 25 frames: two full lifetimes of 10 steps and part of a third.
+    # A tiny dt makes the real-time frame rate high, so the test does not wait.
+    monkeypatch.setattr(script, "window_open", lambda pygame: next(polls, None) is not None)
+    monkeypatch.setattr(script, "LIVE_PANEL_EVERY", 3)
+    assert run_main(script.main, [str(model), "--steps", "10", "--seed", "2", "--set", "env.dt=0.001"]) == 0
+    assert lifetimes == [0, 1, 2]
+    assert "seed 2" in capsys.readouterr().out
+
+
+def test_replay_panels_render_at_the_requested_size(seed_files) -> None:
+    _, model_path = seed_files
+    model = load_model(model_path)
+    script = load_script()
+    life = script.new_lifetime(model, model.config, model.config.layer_sizes, 0, 0)
+    panels = plots.ReplayPanels(300, 200, steps=5, weight_limit=4.0, sigma_limit=1.0)
+    panels.reset(life.actor, "test")
+    first = panels.update([], life.actor)
+    rewards = [float(life.step()[0]) for _ in range(5)]
+    last = panels.update(rewards, life.actor)
+    assert first.shape == last.shape == (200, 300, 3) and last.dtype == np.uint8
+    assert not np.array_equal(first, last)
+
+
+def test_fitness_curve_has_the_four_curves() -> None:
+    rows = [{"generation": g, "best": 3.0 + g, "mean": 1.0 + g, "median": 1.5 + g, "worst": 0.0,
+             "best_ever": 3.0 + g} for g in range(5)]
+    fig = plots.fitness_curve_figure(rows, title="run")
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert sorted(labels) == ["best", "best ever", "mean", "median"]
+    assert plots.figure_to_array(fig).ndim == 3
+
+
+def test_actor_values_pool_layers_and_individuals(seed_files) -> None:
+    _, model_path = seed_files
+    model = load_model(model_path)
+    script = load_script()
+    life = script.new_lifetime(model, model.config, [3, 5, 1], 0, 0)
+    assert plots.actor_values(life.actor, "weights").shape == (3 * 5 + 5 * 1,)
+    assert plots.actor_values(life.actor, "sigmas").tolist() == [0.0] * 6
+    assert torch.is_tensor(life.actor.weights[0])

@@ -110,6 +110,9 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context) -> 
             print(f"\ninterrupted; the run folder holds {state.generation} complete generations. Resume with:\n"
                   f"  python3 run_config.py --resume {run_dir}", file=sys.stderr)
         return INTERRUPTED
+    except BaseException:
+        bar.close()  # the error message must start on its own line, not after the bar
+        raise
     bar.close()
     say(f"done: {total} generations in {run_dir} (best model: {run_dir / 'best_model.yaml'})")
     return 0

@@ -4,24 +4,38 @@ The fitness of an individual is the reward summed over ``lifetime_steps`` steps.
 random draw comes from the individual's key (`metarl.rng`), so the result for an
 individual does not depend on which other individuals share its batch, chunk or process.
 On CPU the population runs in cache-sized chunks, each through its whole lifetime.
+
+One step (observe, act, env step, learning rule) is the pure function `transition`.
+Eagerly it runs `metarl.actor` and `metarl.rule` (batched `torch.bmm` products); with
+``runtime.compile`` it runs their feature-major twins in `metarl.fused`, compiled by
+`torch.compile` into a few loops that vectorise across individuals (`metarl.compiled`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
 from . import actor as actor_mod
-from . import envs, rng
+from . import compiled, envs, fused, rng
+from .actor import ActorState
 from .config import Config
+from .envs.base import BatchedEnv
 from .genome import GenomeLayout
 from .reference import reference_rule_step
-from .rule import initial_rule_state, rule_params, rule_step
+from .rule import RuleParams, RuleState, initial_rule_state, rule_params, rule_step
 
-NOISE_BLOCK = 64  # steps of sampling noise drawn at once
 DEFAULT_CPU_CHUNK = 1024
+DEFAULT_COMPILED_CPU_CHUNK = 1024
+# ``runtime.compile: null`` compiles only when a generation has at least this many individual-steps: compilation
+# takes ~30 s once per process, which eager steps of tiny configs never repay.
+COMPILE_MIN_WORK = 2_000_000
+# Compiled chunks are padded to a multiple of this (the widest SIMD vector, 16 floats).
+LANES = 16
 
 
 @dataclass(frozen=True)
@@ -32,24 +46,93 @@ class Conditions:
     zero_reward: bool = False  # True: the rule always sees reward 0
 
 
+@dataclass(frozen=True)
+class StepSpec:
+    """Everything constant about a step: a compiled step is specialised on it."""
+
+    neurons: int  # actor neurons with noise
+    learning_rate: float
+    weight_limit: float
+    sigma_limit: float
+    conditions: Conditions
+    reference: bool  # plain rule step of `metarl.reference`
+    fused: bool  # feature-major tensors and `metarl.fused` (the compiled path)
+
+
+@dataclass
+class Carry:
+    """What changes from step to step."""
+
+    t: torch.Tensor  # 0-d int64: the step number (a tensor, so compiled code does not specialise on it)
+    state: torch.Tensor  # (P, 2 * links) env state
+    prev_height: torch.Tensor  # (P,) height after the last step; NaN before the first
+    actor: ActorState | fused.FusedActor
+    rule: RuleState  # feature-major when the actor is
+
+
+def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout,
+               noise_keys: torch.Tensor, carry: Carry, spec: StepSpec) -> tuple[Carry, torch.Tensor]:
+    """One step of a lifetime; returns the next carry and the reward ``(P,)``. Pure.
+
+    ``env`` supplies the physics (its own state is not used), ``params`` the split genome
+    (None with ``spec.reference``), ``noise_keys (P,)`` the sampling-noise stream.
+    """
+    x = env.observation(carry.state)
+    if spec.sigma_limit == 0:
+        noise = x.new_zeros(x.shape[0], spec.neurons)
+    else:
+        noise = rng.normal_at(noise_keys, carry.t * spec.neurons, spec.neurons, dtype=x.dtype)
+    if spec.fused:
+        x, noise = x.t(), noise.t()
+        actor = fused.forward(carry.actor, x, noise)
+        action = actor.outputs[-1][0]
+    else:
+        actor = actor_mod.forward(carry.actor, x, noise)
+        action = actor.outputs[-1][:, 0]
+    state = env.advance(carry.state, action)
+    height = env.height(state)
+    reward = env.reward(height, carry.prev_height)
+    rule = carry.rule
+    if spec.conditions.plastic:
+        seen = torch.zeros_like(reward) if spec.conditions.zero_reward else reward
+        kw = {"learning_rate": spec.learning_rate, "weight_limit": spec.weight_limit,
+              "sigma_limit": spec.sigma_limit}
+        if spec.reference:
+            rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, **kw)
+        elif spec.fused:
+            rule, actor = fused.rule_step(params, rule, actor, x, seen, **kw)
+        else:
+            rule, actor = rule_step(params, rule, actor, x, seen, **kw)
+    if spec.fused:
+        # Contiguous outputs: the next step's inputs then have the layout the compiled code was made for.
+        actor = fused.FusedActor.of(actor, torch.Tensor.contiguous)
+        rule = fused.map_rule_state(rule, torch.Tensor.contiguous)
+    return Carry(carry.t + 1, state, height, actor, rule), reward
+
+
 class Lifetime:
     """One lifetime of a batch of individuals, advanced step by step.
 
     ``genomes (P, G)``, ``keys (P,)`` int64 (see `metarl.rng.individual_keys`).
+    ``compile``: run the step compiled (`metarl.compiled`); the caller decides, see
+    `use_compile`.
     """
 
     def __init__(self, genomes: torch.Tensor, layout: GenomeLayout, config: Config, keys: torch.Tensor, *,
                  conditions: Conditions = Conditions(), reference: bool = False,
-                 sizes: list[int] | None = None) -> None:
+                 sizes: list[int] | None = None, compile: bool = False) -> None:
         layout.check(genomes)
         if keys.shape != (genomes.shape[0],):
             raise ValueError(f"keys must have shape ({genomes.shape[0]},), got {tuple(keys.shape)}")
+        if compile and reference:
+            raise ValueError("the reference rule step is never compiled")
         self.config = config
         self.layout = layout
         self.genomes = genomes
         self.keys = keys
         self.conditions = conditions
         self.reference = reference
+        self.compile = compile
         self.sizes = list(sizes) if sizes is not None else config.layer_sizes
         device, dtype, pop = genomes.device, genomes.dtype, genomes.shape[0]
         offset = [0]
@@ -62,46 +145,67 @@ class Lifetime:
         self.env = envs.make(config.env.name, pop, device=device, dtype=dtype, sampler=sampler,
                              **config.env.make_kwargs())
         a = config.actor
-        self.actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
-                                             weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype)
-        self.rule_state = initial_rule_state(self.sizes, pop, layout.state_dim, device=device, dtype=dtype)
+        actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
+                                        weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype)
+        rule = initial_rule_state(self.sizes, pop, layout.state_dim, device=device, dtype=dtype)
         self.params = None if reference else rule_params(genomes, layout)
         self.neurons = actor_mod.neuron_count(self.sizes)
+        self.spec = StepSpec(self.neurons, a.learning_rate, a.weight_limit, a.sigma_limit, conditions,
+                             reference, fused=compile)
+        self._no_height = torch.full((pop,), float("nan"), dtype=dtype, device=device)
+        if compile:
+            actor = fused.FusedActor.of(actor)
+            rule = fused.map_rule_state(rule, fused.feature_major)
+            self.params = fused.map_params(self.params, fused.feature_major)
+        self._carry = Carry(torch.zeros((), dtype=torch.int64, device=device), self.env.state, self._no_height,
+                            actor, rule)
         self.t = 0
-        self.obs = self.env.observe()
-        self._noise: torch.Tensor | None = None
+        self._noise_keys = rng.stream_keys(keys, rng.STREAM_NOISE)
+        self._transition = compiled.compiled_transition(transition) if compile else transition
 
-    def _noise_at(self, t: int) -> torch.Tensor:
-        """Standard-normal sampling noise ``(P, neurons)`` of step ``t``."""
-        if self.config.actor.sigma_limit == 0:
-            return torch.zeros(self.keys.shape[0], self.neurons, dtype=self.genomes.dtype,
-                               device=self.genomes.device)
-        if self._noise is None or t % NOISE_BLOCK == 0:
-            start = t - t % NOISE_BLOCK
-            self._noise = rng.normal(self.keys, rng.STREAM_NOISE, NOISE_BLOCK * self.neurons,
-                                     offset=start * self.neurons, dtype=self.genomes.dtype
-                                     ).reshape(-1, NOISE_BLOCK, self.neurons)
-        return self._noise[:, t % NOISE_BLOCK]
+    @property
+    def actor(self) -> ActorState:
+        """The actors' plastic parameters and last activations (population-first views)."""
+        actor = self._carry.actor
+        return actor.view() if isinstance(actor, fused.FusedActor) else actor
+
+    @property
+    def rule_state(self) -> RuleState:
+        """Recurrent states of the rule's cells (population-first views)."""
+        rule = self._carry.rule
+        return fused.map_rule_state(rule, fused.population_major) if self.spec.fused else rule
+
+    @property
+    def obs(self) -> torch.Tensor:
+        """The observation ``(P, n_0)`` the actors see next."""
+        return self.env.observe()
 
     def step(self) -> torch.Tensor:
         """Act, step the env, apply the rule; returns the reward ``(P,)``."""
-        a = self.config.actor
-        x = self.obs
-        self.actor = actor_mod.forward(self.actor, x, self._noise_at(self.t))
-        self.obs, reward = self.env.step(self.actor.outputs[-1][:, 0])
-        if self.conditions.plastic:
-            seen = torch.zeros_like(reward) if self.conditions.zero_reward else reward
-            kw = {"learning_rate": a.learning_rate, "weight_limit": a.weight_limit, "sigma_limit": a.sigma_limit}
-            if self.reference:
-                self.rule_state, self.actor = reference_rule_step(self.genomes, self.layout, self.rule_state,
-                                                                  self.actor, x, seen, **kw)
-            else:
-                self.rule_state, self.actor = rule_step(self.params, self.rule_state, self.actor, x, seen, **kw)
+        env = self.env
+        # The env object holds the physical state, so that assigning ``env.state`` takes effect.
+        prev = env._prev_height if env._prev_height is not None else self._no_height
+        carry = Carry(self._carry.t, env._state, prev, self._carry.actor, self._carry.rule)
+        self._carry, reward = self._transition(env, self.params, self.genomes, self.layout, self._noise_keys,
+                                               carry, self.spec)
+        env._state, env._prev_height = self._carry.state, self._carry.prev_height
         self.t += 1
         return reward
 
 
 ProgressFn = Callable[[int], None]
+
+
+def use_compile(config: Config) -> bool:
+    """Whether `run_lifetimes` compiles the step: ``runtime.compile`` true, or null (auto) and
+    enough work per generation to repay the compilation.
+
+    Decided from the config alone, so every chunk, shard and lone re-evaluation of an
+    individual under one config runs the same code.
+    """
+    if config.runtime.compile is None:
+        return config.ga.population_size * config.ga.lifetime_steps >= COMPILE_MIN_WORK
+    return bool(config.runtime.compile)
 
 
 def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, keys: torch.Tensor, *,
@@ -115,29 +219,59 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
     """
     steps = config.ga.lifetime_steps if steps is None else steps
     pop = genomes.shape[0]
+    compile = use_compile(config) and not reference
     if chunk_size is None:
         chunk_size = config.runtime.chunk_size
     if chunk_size is None:
-        chunk_size = pop if genomes.device.type != "cpu" else DEFAULT_CPU_CHUNK
+        if genomes.device.type != "cpu":
+            chunk_size = _round_up(config.ga.population_size, LANES) if compile else pop
+        else:
+            chunk_size = DEFAULT_COMPILED_CPU_CHUNK if compile else DEFAULT_CPU_CHUNK
+    if compile:
+        # Every compiled chunk has the same size (the last one padded with copies of its last
+        # individual): one compilation, and the same kernel for every individual.
+        chunk_size = min(chunk_size, _round_up(config.ga.population_size, LANES))
     fitness = torch.zeros(pop, dtype=torch.float64, device=genomes.device)
     rewards = torch.zeros(pop, steps, dtype=genomes.dtype, device=genomes.device) if trace else None
-    with torch.no_grad():
+    with torch.no_grad(), _without_gc():
         for start in range(0, pop, chunk_size):
             sl = slice(start, min(start + chunk_size, pop))
-            life = Lifetime(genomes[sl], layout, config, keys[sl], conditions=conditions,
-                            reference=reference, sizes=sizes)
-            total = torch.zeros(sl.stop - sl.start, dtype=torch.float64, device=genomes.device)
+            n = sl.stop - sl.start
+            g, k = genomes[sl], keys[sl]
+            if compile and n < chunk_size:
+                g = torch.cat((g, g[-1:].expand(chunk_size - n, -1)))
+                k = torch.cat((k, k[-1:].expand(chunk_size - n)))
+            life = Lifetime(g, layout, config, k, conditions=conditions, reference=reference, sizes=sizes,
+                            compile=compile)
+            total = torch.zeros(g.shape[0], dtype=torch.float64, device=genomes.device)
             for t in range(steps):
                 r = life.step()
                 total += r
                 if rewards is not None:
-                    rewards[sl, t] = r
+                    rewards[sl, t] = r[:n]
                 if progress is not None and (t + 1) % 100 == 0:
-                    progress(100 * (sl.stop - sl.start))
+                    progress(100 * n)
             if progress is not None and steps % 100:
-                progress((steps % 100) * (sl.stop - sl.start))
-            fitness[sl] = total
+                progress((steps % 100) * n)
+            fitness[sl] = total[:n]
     return fitness, rewards
+
+
+@contextmanager
+def _without_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: the step loop makes many short-lived Python objects,
+    and scanning them every few hundred steps cost ~10% of a compiled step, for nothing."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def evaluate(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, seed: int, generation: int,

@@ -46,23 +46,38 @@ def individual_keys(seed: int, generation: int, evaluation: int, indices: torch.
     return hash32((indices.to(torch.int64) * 0x9E3779B9 + base) & _MASK)
 
 
-def _bits(keys: torch.Tensor, stream: int, counters: torch.Tensor) -> torch.Tensor:
-    """Random 32-bit values ``(P, C)`` for ``keys (P,)`` and ``counters (C,)``."""
-    base = hash32(keys ^ hash_ints(stream))
-    return hash32(base[:, None] ^ hash32(counters)[None, :])
+def stream_keys(keys: torch.Tensor, stream: int) -> torch.Tensor:
+    """Keys ``(P,)`` of one stream of the individuals with ``keys (P,)``."""
+    return hash32(keys ^ hash_ints(stream))
+
+
+def _uniform_at(base: torch.Tensor, counters: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Uniform numbers in (0, 1), ``(P, C)``, for stream keys ``base (P,)`` and ``counters (C,)``."""
+    bits = hash32(base[:, None] ^ hash32(counters)[None, :])
+    return ((bits >> 8).to(dtype) + 0.5) * (1.0 / (1 << 24))
 
 
 def uniform(keys: torch.Tensor, stream: int, count: int, *, offset: int = 0,
             dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Uniform numbers in (0, 1), shape ``(P, count)``."""
     counters = torch.arange(offset, offset + count, device=keys.device, dtype=torch.int64)
-    bits = _bits(keys, stream, counters)
-    return ((bits >> 8).to(dtype) + 0.5) * (1.0 / (1 << 24))
+    return _uniform_at(stream_keys(keys, stream), counters, dtype)
+
+
+def normal_at(base: torch.Tensor, offset: int | torch.Tensor, count: int, *,
+              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Standard normal numbers ``offset .. offset+count-1`` (Box-Muller), ``(P, count)``.
+
+    ``base (P,)`` are stream keys (`stream_keys`). ``offset`` may be a 0-d int64 tensor, so
+    that a compiled step function does not specialise on the step number.
+    """
+    first = 2 * (offset + torch.arange(count, device=base.device, dtype=torch.int64))
+    u1 = _uniform_at(base, first, dtype)
+    u2 = _uniform_at(base, first + 1, dtype)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
 
 
 def normal(keys: torch.Tensor, stream: int, count: int, *, offset: int = 0,
            dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Standard normal numbers (Box-Muller), shape ``(P, count)``."""
-    u = uniform(keys, stream, 2 * count, offset=2 * offset, dtype=dtype)
-    u1, u2 = u[:, 0::2], u[:, 1::2]
-    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
+    return normal_at(stream_keys(keys, stream), offset, count, dtype=dtype)

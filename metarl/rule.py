@@ -13,8 +13,10 @@ After every environment step (SPEC, "Learning rule"):
 This is the fast formulation: the first matmul of a cell is linear in its input, so the
 edge cell's input blocks that belong to a neuron (post info and ``c``; pre info; the
 constant flag) are multiplied once per neuron and broadcast over connections, and only
-the recurrent state and the weight are multiplied per connection. `metarl.reference`
-holds the plain formulation this one is tested against.
+the recurrent state and the weight are multiplied per connection. The genome is split
+into those blocks once per lifetime (`rule_params`). `metarl.reference` holds the plain
+formulation this one is tested against; `metarl.fused` is the same step laid out for
+`torch.compile`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .genome import NODE_INFO, GenomeLayout
 
 @dataclass
 class CellParams:
-    """Parameters of one cell for a population, split by input block."""
+    """Parameters of one cell for a population, split into the rows acting on the state and on the input."""
 
     state_h: torch.Tensor  # (P, H, H)   rows of w_state acting on the state
     state_x: torch.Tensor  # (P, I, H)   rows of w_state acting on the input
@@ -40,30 +42,70 @@ class CellParams:
 
 
 @dataclass
+class EdgeParams:
+    """The connection cell split by input block (``*_h`` feed the new state, ``*_o`` the output).
+
+    Input rows: post info ``[0:5]``, pre info ``[5:10]``, ``c`` ``[10:10+S]``, ``w``
+    ``[10+S]``, flag ``[11+S]``.
+    """
+
+    rec_h: torch.Tensor  # (P, H, H)   rows acting on the recurrent state
+    rec_o: torch.Tensor  # (P, H, O)
+    post_h: torch.Tensor  # (P, 5+S, H) rows acting on [post info, c]
+    post_o: torch.Tensor  # (P, 5+S, O)
+    pre_h: torch.Tensor  # (P, 5, H)   rows acting on the pre info
+    pre_o: torch.Tensor  # (P, 5, O)
+    obs_h: torch.Tensor  # (P, 1, H)   first layer: the pre info is [0, 0, x_i, 0, 0]
+    obs_o: torch.Tensor  # (P, 1, O)
+    w_h: torch.Tensor  # (P, 1, 1, H) row acting on the weight
+    w_o: torch.Tensor  # (P, 1, 1, O)
+    b_h: torch.Tensor  # (P, 1, H)   bias (hidden layers: flag = 0)
+    b_o: torch.Tensor  # (P, 1, O)
+    first_b_h: torch.Tensor  # (P, 1, H)   bias plus the flag row (first layer: flag = 1)
+    first_b_o: torch.Tensor  # (P, 1, O)
+
+
+@dataclass
 class RuleParams:
     """The three cells of a population's genomes, ready for the fast rule step."""
 
     reward: CellParams
     node: CellParams
-    edge: CellParams
+    edge: EdgeParams
     signal_dim: int
     state_dim: int
 
 
+
 def rule_params(genome: torch.Tensor, layout: GenomeLayout) -> RuleParams:
     """Split ``genome (P, G)`` into per-block cell parameters (contiguous copies)."""
-    h = layout.state_dim
+    h, s, n = layout.state_dim, layout.signal_dim, NODE_INFO
+
+    def part(name: str, key: str) -> torch.Tensor:
+        return layout.view(genome, name, key)
 
     def cell(name: str) -> CellParams:
-        ws = layout.view(genome, name, "w_state")
-        wo = layout.view(genome, name, "w_output")
+        ws, wo = part(name, "w_state"), part(name, "w_output")
         return CellParams(ws[:, :h].contiguous(), ws[:, h:].contiguous(),
-                          layout.view(genome, name, "b_state").unsqueeze(1).contiguous(),
+                          part(name, "b_state").unsqueeze(1).contiguous(),
                           wo[:, :h].contiguous(), wo[:, h:].contiguous(),
-                          layout.view(genome, name, "b_output").unsqueeze(1).contiguous())
+                          part(name, "b_output").unsqueeze(1).contiguous())
 
-    return RuleParams(cell("reward_network"), cell("node_network"), cell("connection_network"),
-                      layout.signal_dim, layout.state_dim)
+    def edge_blocks(w: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = w[:, h:]  # input rows
+        return {"rec": w[:, :h].contiguous(),
+                "post": torch.cat((x[:, :n], x[:, 2 * n:2 * n + s]), dim=1),
+                "pre": x[:, n:2 * n].contiguous(),
+                "obs": x[:, n + 2:n + 3].contiguous(),
+                "w": x[:, 2 * n + s].reshape(x.shape[0], 1, 1, -1).contiguous(),
+                "b": b.unsqueeze(1).contiguous(),
+                "first_b": (b + x[:, 2 * n + s + 1]).unsqueeze(1)}
+
+    name = "connection_network"
+    eh = edge_blocks(part(name, "w_state"), part(name, "b_state"))
+    eo = edge_blocks(part(name, "w_output"), part(name, "b_output"))
+    edge = EdgeParams(**{f"{k}_h": v for k, v in eh.items()}, **{f"{k}_o": v for k, v in eo.items()})
+    return RuleParams(cell("reward_network"), cell("node_network"), edge, layout.signal_dim, layout.state_dim)
 
 
 @dataclass
@@ -89,10 +131,19 @@ def initial_rule_state(sizes: list[int], population: int, state_dim: int, *,
                      [z(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
 
 
-def apply_cell(p: CellParams, h: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def affine(bias: torch.Tensor | None, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``bias + x @ w`` per individual (``x @ w`` without bias): ``x (P, *batch, I)``, ``w (P, I, O)``."""
+    if x.dim() == 3:
+        return torch.bmm(x, w) if bias is None else torch.baddbmm(bias, x, w)
+    out = torch.bmm(x.flatten(1, -2), w).reshape(*x.shape[:-1], w.shape[2])
+    return out if bias is None else bias + out
+
+
+def apply_cell(p: CellParams, h: torch.Tensor, x: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """One cell on every instance: ``h (P, N, H)``, ``x (P, N, I)`` -> ``(h', out (P, N, O))``."""
-    h = torch.tanh(torch.baddbmm(torch.baddbmm(p.state_b, x, p.state_x), h, p.state_h))
-    out = torch.tanh(torch.baddbmm(torch.baddbmm(p.out_b, x, p.out_x), h, p.out_h))
+    h = torch.tanh(affine(affine(p.state_b, x, p.state_x), h, p.state_h))
+    out = torch.tanh(affine(affine(p.out_b, x, p.out_x), h, p.out_h))
     return h, out
 
 
@@ -112,7 +163,6 @@ def rule_step(params: RuleParams, rstate: RuleState, actor: ActorState, x: torch
     r_in = torch.cat((reward.reshape(pop, 1, 1).expand(pop, n_out, 1), actor.node_info(layers)), dim=2)
     reward_h, e = apply_cell(params.reward, rstate.reward, r_in)
 
-    ep = params.edge
     for k in range(layers, 0, -1):
         i = k - 1
         info = actor.node_info(k)
@@ -121,7 +171,7 @@ def rule_step(params: RuleParams, rstate: RuleState, actor: ActorState, x: torch
         biases[i] = (biases[i] + learning_rate * node_out[:, :, s_dim]).clamp(-weight_limit, weight_limit)
         sigmas[i] = (sigmas[i] + learning_rate * node_out[:, :, s_dim + 1]).clamp(0.0, sigma_limit)
         post = torch.cat((info[:, :, :3], biases[i].unsqueeze(2), sigmas[i].unsqueeze(2), c), dim=2)
-        e, weights[i], edges[i] = _edge_layer(ep, edges[i], weights[i], post,
+        e, weights[i], edges[i] = _edge_layer(params.edge, edges[i], weights[i], post,
                                                actor.node_info(k - 1) if k > 1 else x, first=k == 1,
                                                s_dim=s_dim, learning_rate=learning_rate,
                                                weight_limit=weight_limit)
@@ -130,7 +180,7 @@ def rule_step(params: RuleParams, rstate: RuleState, actor: ActorState, x: torch
             ActorState(weights, biases, sigmas, actor.sums, actor.samples, actor.outputs))
 
 
-def _edge_layer(p: CellParams, h: torch.Tensor, w: torch.Tensor, post: torch.Tensor, pre: torch.Tensor,
+def _edge_layer(p: EdgeParams, h: torch.Tensor, w: torch.Tensor, post: torch.Tensor, pre: torch.Tensor,
                 *, first: bool, s_dim: int, learning_rate: float, weight_limit: float
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Edge cell on every connection of one layer.
@@ -139,30 +189,23 @@ def _edge_layer(p: CellParams, h: torch.Tensor, w: torch.Tensor, post: torch.Ten
     info (updated b, sigma) and ``c``; ``pre`` = ``(P, n_in, 5)`` node info, or the
     observation ``(P, n_0)`` for the first layer. Returns ``(e_prev (P, n_in, S), w', h')``.
     """
-    pop, n_in, n_out, hdim = h.shape
-    n = NODE_INFO
-    # Input rows: post info [0:5], pre info [5:10], c [10:10+S], w [10+S], flag [11+S].
-    post_rows = torch.cat((p.state_x[:, :n], p.state_x[:, 2 * n:2 * n + s_dim]), dim=1)
-    post_rows_o = torch.cat((p.out_x[:, :n], p.out_x[:, 2 * n:2 * n + s_dim]), dim=1)
-    w_row, w_row_o = p.state_x[:, 2 * n + s_dim], p.out_x[:, 2 * n + s_dim]
     if first:
-        # info_pre = [0, 0, x_i, 0, 0] and flag = 1.
-        pre_h = pre.unsqueeze(2) * p.state_x[:, n + 2].unsqueeze(1)
-        pre_o = pre.unsqueeze(2) * p.out_x[:, n + 2].unsqueeze(1)
-        const_h = p.state_b + p.state_x[:, 2 * n + s_dim + 1].unsqueeze(1)
-        const_o = p.out_b + p.out_x[:, 2 * n + s_dim + 1].unsqueeze(1)
+        pre_h = pre.unsqueeze(2) * p.obs_h
+        pre_o = pre.unsqueeze(2) * p.obs_o
+        b_h, b_o = p.first_b_h, p.first_b_o
     else:
-        pre_h = torch.bmm(pre, p.state_x[:, n:2 * n])
-        pre_o = torch.bmm(pre, p.out_x[:, n:2 * n])
-        const_h, const_o = p.state_b, p.out_b
-    post_h = torch.baddbmm(const_h, post, post_rows)  # (P, n_out, H)
-    post_o = torch.baddbmm(const_o, post, post_rows_o)  # (P, n_out, O)
+        pre_h = affine(None, pre, p.pre_h)
+        pre_o = affine(None, pre, p.pre_o)
+        b_h, b_o = p.b_h, p.b_o
+    # Terms shared by a neuron's connections, broadcast over (i, j) below.
+    post_h = affine(b_h, post, p.post_h)  # (P, n_out, H)
+    post_o = affine(b_o, post, p.post_o)  # (P, n_out, O)
 
     wv = w.unsqueeze(3)
-    a = torch.bmm(h.reshape(pop, n_in * n_out, hdim), p.state_h).reshape(pop, n_in, n_out, hdim)
-    a = a + post_h.unsqueeze(1) + pre_h.unsqueeze(2) + wv * w_row[:, None, None, :]
-    h_new = torch.tanh(a)
-    o = torch.bmm(h_new.reshape(pop, n_in * n_out, hdim), p.out_h).reshape(pop, n_in, n_out, -1)
-    o = torch.tanh(o + post_o.unsqueeze(1) + pre_o.unsqueeze(2) + wv * w_row_o[:, None, None, :])
+    base_h = post_h.unsqueeze(1) + pre_h.unsqueeze(2) + wv * p.w_h
+    h_new = torch.tanh(affine(base_h, h, p.rec_h))
+    base_o = post_o.unsqueeze(1) + pre_o.unsqueeze(2) + wv * p.w_o
+    o = torch.tanh(affine(base_o, h_new, p.rec_o))
     w_new = (w + learning_rate * o[..., s_dim]).clamp(-weight_limit, weight_limit)
-    return o[..., :s_dim].mean(dim=2), w_new, h_new
+    e = o[..., :s_dim].mean(dim=2)
+    return e, w_new, h_new

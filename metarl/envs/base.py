@@ -174,7 +174,11 @@ class BatchedEnv:
 
     def observe(self) -> torch.Tensor:
         """Observation ``(B, 3 * links)``: ``[sin theta_i, cos theta_i, omega_i]`` per link."""
-        theta, omega = self._state[:, 0::2], self._state[:, 1::2]
+        return self.observation(self._state)
+
+    def observation(self, state: torch.Tensor) -> torch.Tensor:
+        """Observation ``(B, 3 * links)`` of ``state (B, 2 * links)``."""
+        theta, omega = state[:, 0::2], state[:, 1::2]
         return torch.stack((torch.sin(theta), torch.cos(theta), omega), dim=2).flatten(1)
 
     def height(self, state: torch.Tensor | None = None) -> torch.Tensor:
@@ -189,23 +193,34 @@ class BatchedEnv:
         if action.shape != (self.batch_size,):
             raise ValueError(f"action must have shape ({self.batch_size},) or ({self.batch_size}, 1), "
                              f"got {tuple(action.shape)}")
+        self._state = self.advance(self._state, action)
+        height = self.height()
+        reward = self.reward(height, self._prev_height)
+        self._prev_height = height
+        return self.observe(), reward
+
+    def advance(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """The state ``(B, 2 * links)`` one step after ``state`` under ``action (B,)``; pure.
+
+        Integrates, wraps the angles and clamps the speeds. `step` and the fused lifetime
+        step (`metarl.lifetime`) both use it, so they share the physics exactly.
+        """
         torque = action.to(self.dtype).clamp(-1.0, 1.0) * (self.options.max_torque * self.action_sign)
-        state = integrate(self.derivatives, self._state, torque, self.options.dt, self.options.integrator)
+        state = integrate(self.derivatives, state, torque, self.options.dt, self.options.integrator)
         state = wrap_state(state)
         if self.options.max_speed is not None:
             state[:, 1::2] = state[:, 1::2].clamp(-self.options.max_speed, self.options.max_speed)
-        self._state = state
-        return self.observe(), self._reward()
+        return state
 
-    def _reward(self) -> torch.Tensor:
-        height = self.height()
+    def reward(self, height: torch.Tensor, prev_height: torch.Tensor | None) -> torch.Tensor:
+        """Reward ``(B,)`` of the step that reached ``height``; ``prev_height`` None (or NaN) = first step."""
         if self.options.reward == "height":
             return height
-        prev, self._prev_height = self._prev_height, height
-        if prev is None:
+        if prev_height is None:
             return torch.zeros_like(height)
-        delta = height - prev
-        return torch.where(delta < 0, DOWN_PENALTY * delta, delta)
+        delta = height - prev_height
+        # NaN marks "no previous height" where a tensor must stand in for None (compiled steps).
+        return torch.where(torch.isnan(prev_height), 0.0, torch.where(delta < 0, DOWN_PENALTY * delta, delta))
 
     def derivatives(self, state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
         """Time derivative of ``state`` under ``torque (B,)``."""

@@ -1,0 +1,168 @@
+"""The lifetime step in feature-major layout, written for `torch.compile` on CPU.
+
+Same mathematics as `metarl.actor.forward` + `metarl.rule.rule_step`, but every tensor
+carries the population as its *last* dimension (``weights (n_in, n_out, P)``, edge
+states ``(n_in, n_out, H, P)``) and every small product is an unrolled sum of broadcast
+multiplies. Inductor then fuses the whole step into a few loops that run across
+individuals with full SIMD vectors, instead of a batch of ``P`` tiny matrix products.
+Additions run in a fixed order written here, so an individual's arithmetic does not
+depend on the other individuals in its batch.
+
+Shapes below omit the trailing ``P``. `metarl.lifetime` converts to and from the
+population-first layout of `ActorState` / `RuleState`; tests compare this path with
+`metarl.reference`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from .actor import ActorState
+from .rule import CellParams, EdgeParams, RuleParams, RuleState
+
+
+def feature_major(t: torch.Tensor) -> torch.Tensor:
+    """``(P, ...)`` -> a contiguous copy ``(..., P)`` (with canonical strides, which compiled code guards on)."""
+    return t.movedim(0, -1).clone(memory_format=torch.contiguous_format)
+
+
+def population_major(t: torch.Tensor) -> torch.Tensor:
+    """``(..., P)`` -> a ``(P, ...)`` view."""
+    return t.movedim(-1, 0)
+
+
+@dataclass
+class FusedActor:
+    """`ActorState` with the population last: weights ``(n_in, n_out)``, the rest ``(n,)``."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    sigmas: list[torch.Tensor]
+    sums: list[torch.Tensor]
+    samples: list[torch.Tensor]
+    outputs: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, actor: ActorState, convert=feature_major) -> FusedActor:  # noqa: ANN001
+        return cls(*([convert(t) for t in getattr(actor, f.name)] for f in fields(cls)))
+
+    def view(self) -> ActorState:
+        """Population-first views ``(P, ...)``."""
+        return ActorState(*([population_major(t) for t in getattr(self, f.name)] for f in fields(self)))
+
+
+def map_params(params: RuleParams, fn) -> RuleParams:  # noqa: ANN001
+    """``params`` with ``fn`` applied to every tensor."""
+    def each(obj: CellParams | EdgeParams) -> CellParams | EdgeParams:
+        return type(obj)(**{f.name: fn(getattr(obj, f.name)) for f in fields(obj)})
+
+    return RuleParams(each(params.reward), each(params.node), each(params.edge), params.signal_dim,
+                      params.state_dim)
+
+
+def map_rule_state(rstate: RuleState, fn) -> RuleState:  # noqa: ANN001
+    """``rstate`` with ``fn`` applied to every tensor."""
+    return RuleState(fn(rstate.reward), [fn(t) for t in rstate.nodes], [fn(t) for t in rstate.edges])
+
+
+def lin(bias: torch.Tensor | None, feats: list[torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+    """``bias + sum_i feats[i] * w[i]``, added in index order. ``w (I, O)``, ``feats[i] (..., 1)``."""
+    out = bias
+    for i, f in enumerate(feats):
+        term = f * w[i]
+        out = term if out is None else out + term
+    if out is None:  # no inputs at all (state size 0)
+        raise ValueError("lin needs a bias or at least one input")
+    return out
+
+
+def _split(t: torch.Tensor, dim: int) -> list[torch.Tensor]:
+    """Features of ``t`` along ``dim``, each keeping a size-1 ``dim`` for broadcasting."""
+    return [t.narrow(dim, k, 1) for k in range(t.shape[dim])]
+
+
+def cell(p: CellParams, h: torch.Tensor, x: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One cell on ``N`` instances: ``h (N, H)``, ``x`` = I features ``(N, 1)`` -> ``(h' (N, H), out (N, O))``."""
+    h = torch.tanh(lin(lin(p.state_b[0], x, p.state_x), _split(h, 1), p.state_h))
+    out = torch.tanh(lin(lin(p.out_b[0], x, p.out_x), _split(h, 1), p.out_h))
+    return h, out
+
+
+def forward(actor: FusedActor, x: torch.Tensor, noise: torch.Tensor) -> FusedActor:
+    """`metarl.actor.forward`: ``x (n_0,)``, ``noise (sum n_k,)``."""
+    sums, samples, outputs = [], [], []
+    start = 0
+    for w, b, sigma in zip(actor.weights, actor.biases, actor.sigmas, strict=True):
+        n = w.shape[1]
+        s = lin(b, _split(x, 0), w)
+        z = s + sigma * noise[start:start + n]
+        x = torch.tanh(z)
+        sums.append(s)
+        samples.append(z)
+        outputs.append(x)
+        start += n
+    return FusedActor(actor.weights, actor.biases, actor.sigmas, sums, samples, outputs)
+
+
+def rule_step(params: RuleParams, rstate: RuleState, actor: FusedActor, x: torch.Tensor, reward: torch.Tensor, *,
+              learning_rate: float, weight_limit: float, sigma_limit: float) -> tuple[RuleState, FusedActor]:
+    """`metarl.rule.rule_step`: ``x (n_0,)``, ``reward ()`` (both with the trailing P)."""
+    s_dim = params.signal_dim
+    layers = len(actor.weights)
+    weights, biases, sigmas = list(actor.weights), list(actor.biases), list(actor.sigmas)
+    nodes, edges = list(rstate.nodes), list(rstate.edges)
+
+    def info(k: int) -> list[torch.Tensor]:
+        """Node info features of layer k, each ``(n_k, 1)``."""
+        i = k - 1
+        return [t[i].unsqueeze(1) for t in (actor.sums, actor.samples, actor.outputs, biases, sigmas)]
+
+    n_out = biases[-1].shape[0]
+    r = reward.expand(n_out, 1, reward.shape[-1])
+    reward_h, e = cell(params.reward, rstate.reward, [r, *info(layers)])
+
+    for k in range(layers, 0, -1):
+        i = k - 1
+        before = info(k)
+        nodes[i], node_out = cell(params.node, nodes[i], before + _split(e, 1))
+        biases[i] = (biases[i] + learning_rate * node_out[:, s_dim]).clamp(-weight_limit, weight_limit)
+        sigmas[i] = (sigmas[i] + learning_rate * node_out[:, s_dim + 1]).clamp(0.0, sigma_limit)
+        post = before[:3] + [biases[i].unsqueeze(1), sigmas[i].unsqueeze(1)] + _split(node_out[:, :s_dim], 1)
+        pre = info(k - 1) if k > 1 else None
+        e, weights[i], edges[i] = _edge_layer(params.edge, edges[i], weights[i], post, pre, x, s_dim=s_dim,
+                                               learning_rate=learning_rate, weight_limit=weight_limit)
+
+    return (RuleState(reward_h, nodes, edges),
+            FusedActor(weights, biases, sigmas, actor.sums, actor.samples, actor.outputs))
+
+
+def _edge_layer(p: EdgeParams, h: torch.Tensor, w: torch.Tensor, post: list[torch.Tensor],
+                pre: list[torch.Tensor] | None, x: torch.Tensor, *, s_dim: int, learning_rate: float,
+                weight_limit: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edge cell on every connection: ``h (n_in, n_out, H)``, ``w (n_in, n_out)``, ``post`` = 5+S
+    features ``(n_out, 1)``, ``pre`` = 5 features ``(n_in, 1)`` or None for the first layer
+    (then ``x (n_in,)`` is the observation). Returns ``(e_prev (n_in, S), w', h')``."""
+    if pre is None:
+        pre_h = x.unsqueeze(1) * p.obs_h[0]
+        pre_o = x.unsqueeze(1) * p.obs_o[0]
+        b_h, b_o = p.first_b_h[0], p.first_b_o[0]
+    else:
+        pre_h = lin(None, pre, p.pre_h)
+        pre_o = lin(None, pre, p.pre_o)
+        b_h, b_o = p.b_h[0], p.b_o[0]
+    post_h = lin(b_h, post, p.post_h)  # (n_out, H)
+    post_o = lin(b_o, post, p.post_o)  # (n_out, O)
+
+    wv = w.unsqueeze(2)
+    base_h = post_h.unsqueeze(0) + pre_h.unsqueeze(1) + wv * p.w_h[0, 0]
+    h_new = torch.tanh(lin(base_h, _split(h, 2), p.rec_h))
+    base_o = post_o.unsqueeze(0) + pre_o.unsqueeze(1) + wv * p.w_o[0, 0]
+    o = torch.tanh(lin(base_o, _split(h_new, 2), p.rec_o))
+    w_new = (w + learning_rate * o[:, :, s_dim]).clamp(-weight_limit, weight_limit)
+    parts = o[:, :, :s_dim].unbind(1)
+    e = parts[0]
+    for part in parts[1:]:
+        e = e + part
+    return e / w.shape[1], w_new, h_new

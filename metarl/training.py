@@ -9,6 +9,8 @@ state and the log rows, so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -58,9 +60,17 @@ class RunState:
 
 
 def with_seed(config: Config) -> Config:
-    """``config`` with a drawn seed if it has none."""
+    """``config`` with a drawn seed if it has none.
+
+    Under torchrun every process must draw the same seed: it is derived from the run id
+    that torchrun gives all processes of one launch.
+    """
     if config.seed is not None:
         return config
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id and os.environ.get("WORLD_SIZE", "1") != "1":
+        digest = hashlib.sha256(run_id.encode()).digest()
+        return config.replace(seed=int.from_bytes(digest[:4], "little") & 0x7FFFFFFF)
     return config.replace(seed=secrets.randbits(31))
 
 

@@ -1,0 +1,136 @@
+"""The fast lifetime paths against the plain reference (`metarl.reference`).
+
+Eager path: `metarl.rule.rule_step` (genome split once, batched products). Compiled path:
+`metarl.fused` (feature-major, unrolled products) under `torch.compile`; its mathematics
+is checked eagerly here in every shape, and compiled once in a small case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+from metarl import actor as actor_mod
+from metarl import fused, lifetime, rng
+from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig
+from metarl.genome import GenomeLayout
+from metarl.reference import reference_rule_step
+from metarl.rule import initial_rule_state, rule_params, rule_step
+
+KW = {"learning_rate": 0.01, "weight_limit": 4.0, "sigma_limit": 1.0}
+# (S, H, layer sizes)
+SHAPES = [(1, 8, [3, 8, 8, 1]), (1, 8, [3, 16, 1]), (2, 4, [6, 8, 8, 1]), (1, 0, [3, 8, 8, 1])]
+
+
+def genomes(layout: GenomeLayout, pop: int, seed: int = 0) -> torch.Tensor:
+    """Genomes with init_std 0.5, so that the cells are far from linear."""
+    return layout.random(pop, 0.5, torch.Generator().manual_seed(seed))
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
+    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("s_dim,h_dim,sizes", SHAPES)
+def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes: list[int]) -> None:
+    layout, pop = GenomeLayout(s_dim, h_dim), 12
+    g = genomes(layout, pop)
+    actor = actor_mod.initial_actor(sizes, torch.arange(pop), weight_init=0.1, weight_limit=4.0, sigma_init=0.3)
+    rstate = initial_rule_state(sizes, pop, h_dim)
+    params = rule_params(g, layout)
+    params_fm = fused.map_params(params, fused.feature_major)
+    ref = (rstate, actor)
+    fast = (rstate, actor)
+    fm = (fused.map_rule_state(rstate, fused.feature_major), fused.FusedActor.of(actor))
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        x = torch.randn(pop, sizes[0], generator=gen)
+        noise = torch.randn(pop, sum(sizes[1:]), generator=gen)
+        reward = torch.rand(pop, generator=gen) * 2
+        ref = reference_rule_step(g, layout, ref[0], actor_mod.forward(ref[1], x, noise), x, reward, **KW)
+        fast = rule_step(params, fast[0], actor_mod.forward(fast[1], x, noise), x, reward, **KW)
+        fm = fused.rule_step(params_fm, fm[0], fused.forward(fm[1], x.t(), noise.t()), x.t(), reward, **KW)
+    fm_rule = fused.map_rule_state(fm[0], fused.population_major)
+    for rule, act in (fast, (fm_rule, fm[1].view())):
+        for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
+            for got, want in zip(getattr(act, field), getattr(ref[1], field), strict=True):
+                assert_close(got, want)
+        for got, want in zip([rule.reward, *rule.nodes, *rule.edges], [ref[0].reward, *ref[0].nodes, *ref[0].edges],
+                             strict=True):
+            assert_close(got, want)
+    # The rule did change the actor: the comparison is not between two untouched states.
+    assert not torch.equal(ref[1].weights[0], actor.weights[0])
+
+
+def small_config(env: str = "Pendulum", hidden: list[int] | None = None, s_dim: int = 1, h_dim: int = 8,
+                 compile: bool = False, pop: int = 20, steps: int = 40) -> Config:
+    return Config(env=EnvConfig(name=env), actor=ActorConfig(hidden=hidden or [8, 8], sigma_init=0.2),
+                  rule=RuleConfig(signal_dim=s_dim, state_dim=h_dim),
+                  ga=GAConfig(population_size=pop, num_survivors=2, lifetime_steps=steps),
+                  runtime=RuntimeConfig(compile=compile))
+
+
+def fitness(config: Config, g: torch.Tensor, keys: torch.Tensor, **kw: object) -> torch.Tensor:
+    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    return lifetime.run_lifetimes(g, layout, config, keys, **kw)[0]
+
+
+def fused_eager_fitness(config: Config, g: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """A lifetime through `metarl.fused`, run eagerly (the compiled path's mathematics)."""
+    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    life = lifetime.Lifetime(g, layout, config, keys, compile=True)
+    life._transition = lifetime.transition
+    with torch.no_grad():
+        return sum(life.step().double() for _ in range(config.ga.lifetime_steps))
+
+
+@pytest.mark.parametrize("env,hidden,s_dim,h_dim", [("Pendulum", [8, 8], 1, 8), ("DoublePendulum", [8, 8], 1, 8),
+                                                    ("Pendulum", [16], 1, 8), ("Pendulum", [8, 8], 2, 4),
+                                                    ("DoublePendulum", [8, 8], 1, 0)])
+def test_lifetime_fast_paths_match_reference(env: str, hidden: list[int], s_dim: int, h_dim: int) -> None:
+    config = small_config(env, hidden, s_dim, h_dim)
+    layout = GenomeLayout(s_dim, h_dim)
+    g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
+    want = fitness(config, g, keys, reference=True)
+    assert_close(fitness(config, g, keys), want, 1e-4)
+    assert_close(fused_eager_fitness(config, g, keys), want, 1e-4)
+
+
+def test_fitness_does_not_depend_on_the_split() -> None:
+    config = small_config("DoublePendulum")
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 20), rng.individual_keys(5, 2, 0, torch.arange(20))
+    whole = fitness(config, g, keys)
+    assert torch.equal(fitness(config, g, keys, chunk_size=7), whole)
+    for i in (0, 13, 19):
+        assert torch.equal(fitness(config, g[i:i + 1], keys[i:i + 1]), whole[i:i + 1])
+    evaluated = lifetime.evaluate(g, layout, config, seed=5, generation=2)
+    assert torch.equal(evaluated, whole)
+    alone = lifetime.evaluate(g[13:14], layout, config, seed=5, generation=2, indices=torch.tensor([13]))
+    assert torch.equal(alone, whole[13:14])
+
+
+def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:
+    config = small_config(compile=True, pop=16, steps=30)
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 16), rng.individual_keys(1, 0, 0, torch.arange(16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to eager execution warns: fail instead
+        whole = fitness(config, g, keys)
+    assert_close(whole, fitness(config, g, keys, reference=True), 1e-4)
+    # Chunks are padded to one compiled size, so an individual's arithmetic is the same alone.
+    for i in (0, 9):
+        assert torch.equal(fitness(config, g[i:i + 1], keys[i:i + 1]), whole[i:i + 1])
+    assert torch.equal(fitness(config, g[:11], keys[:11]), whole[:11])
+
+
+def test_compile_is_decided_by_the_config_alone() -> None:
+    auto = dataclasses.replace(small_config(), runtime=RuntimeConfig(compile=None))
+    assert not lifetime.use_compile(auto)
+    big = dataclasses.replace(auto, ga=dataclasses.replace(auto.ga, population_size=10000, lifetime_steps=2000))
+    assert lifetime.use_compile(big)
+    assert lifetime.use_compile(small_config(compile=True))
+    assert not lifetime.use_compile(dataclasses.replace(big, runtime=RuntimeConfig(compile=False)))

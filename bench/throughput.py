@@ -16,7 +16,6 @@ of populations.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import resource
 import statistics
 import sys
@@ -41,8 +40,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--reference", action="store_true", help="time the plain reference rule step")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunk-size", type=int, default=None, help="individuals per CPU chunk (default: automatic)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the step (default: the config's runtime.compile)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.compile the step (default: on, as run_config.py does for SPEC's default config)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p.parse_args()
 
@@ -51,9 +50,7 @@ def main() -> None:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    runtime = RuntimeConfig(chunk_size=args.chunk_size, threads=args.threads)
-    if args.compile is not None:
-        runtime = dataclasses.replace(runtime, compile=args.compile)
+    runtime = RuntimeConfig(chunk_size=args.chunk_size, threads=args.threads, compile=args.compile)
     config = Config(device=args.device, env=EnvConfig(name=args.env),
                     ga=GAConfig(population_size=args.population, num_survivors=1, lifetime_steps=args.steps),
                     runtime=runtime)

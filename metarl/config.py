@@ -151,7 +151,9 @@ class RuntimeConfig:
     """Performance switches; none of them changes any result."""
 
     chunk_size: int | None = None  # individuals per CPU chunk; null = automatic
-    compile: bool = False  # torch.compile the lifetime step (falls back to eager)
+    # torch.compile the lifetime step (falls back to eager); null = auto: when a generation has
+    # at least 2e6 individual-steps (population_size * lifetime_steps), which repays compiling.
+    compile: bool | None = None
     threads: int | None = None  # torch CPU threads; null = torch's default
 
     def validate(self, key: str) -> None:

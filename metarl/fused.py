@@ -78,6 +78,28 @@ def lin(bias: torch.Tensor | None, feats: list[torch.Tensor], w: torch.Tensor) -
     return out
 
 
+# Rational approximation of tanh (Eigen's ``generic_fast_tanh_float``): within ~5 ulp of
+# torch.tanh, and 4x cheaper than the Sleef tanh inductor calls, which was a third of a step.
+_TANH_CLAMP = 7.90531110763549805
+_TANH_P = (4.89352455891786e-03, 6.37261928875436e-04, 1.48572235717979e-05, 5.12229709037114e-08,
+           -8.60467152213735e-11, 2.00018790482477e-13, -2.76076847742355e-16)
+_TANH_Q = (4.89352518554385e-03, 2.26843463243900e-03, 1.18534705686654e-04, 1.19825839466702e-06)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh to within a few ulp, as a polynomial ratio that compiles to plain vector arithmetic."""
+    c = x.clamp(-_TANH_CLAMP, _TANH_CLAMP)
+    x2 = c * c
+    p = x2 * _TANH_P[6] + _TANH_P[5]
+    for k in _TANH_P[4::-1]:
+        p = p * x2 + k
+    q = x2 * _TANH_Q[3] + _TANH_Q[2]
+    for k in _TANH_Q[1::-1]:
+        q = q * x2 + k
+    # Beyond the clamp the ratio gives 0.99999973; float32 tanh is exactly +-1 there.
+    return torch.where(x.abs() < _TANH_CLAMP, c * p / q, torch.sign(x))
+
+
 def _split(t: torch.Tensor, dim: int) -> list[torch.Tensor]:
     """Features of ``t`` along ``dim``, each keeping a size-1 ``dim`` for broadcasting."""
     return [t.narrow(dim, k, 1) for k in range(t.shape[dim])]
@@ -85,8 +107,8 @@ def _split(t: torch.Tensor, dim: int) -> list[torch.Tensor]:
 
 def cell(p: CellParams, h: torch.Tensor, x: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """One cell on ``N`` instances: ``h (N, H)``, ``x`` = I features ``(N, 1)`` -> ``(h' (N, H), out (N, O))``."""
-    h = torch.tanh(lin(lin(p.state_b[0], x, p.state_x), _split(h, 1), p.state_h))
-    out = torch.tanh(lin(lin(p.out_b[0], x, p.out_x), _split(h, 1), p.out_h))
+    h = tanh(lin(lin(p.state_b[0], x, p.state_x), _split(h, 1), p.state_h))
+    out = tanh(lin(lin(p.out_b[0], x, p.out_x), _split(h, 1), p.out_h))
     return h, out
 
 
@@ -98,7 +120,7 @@ def forward(actor: FusedActor, x: torch.Tensor, noise: torch.Tensor) -> FusedAct
         n = w.shape[1]
         s = lin(b, _split(x, 0), w)
         z = s + sigma * noise[start:start + n]
-        x = torch.tanh(z)
+        x = tanh(z)
         sums.append(s)
         samples.append(z)
         outputs.append(x)
@@ -157,9 +179,9 @@ def _edge_layer(p: EdgeParams, h: torch.Tensor, w: torch.Tensor, post: list[torc
 
     wv = w.unsqueeze(2)
     base_h = post_h.unsqueeze(0) + pre_h.unsqueeze(1) + wv * p.w_h[0, 0]
-    h_new = torch.tanh(lin(base_h, _split(h, 2), p.rec_h))
+    h_new = tanh(lin(base_h, _split(h, 2), p.rec_h))
     base_o = post_o.unsqueeze(0) + pre_o.unsqueeze(1) + wv * p.w_o[0, 0]
-    o = torch.tanh(lin(base_o, _split(h_new, 2), p.rec_o))
+    o = tanh(lin(base_o, _split(h_new, 2), p.rec_o))
     w_new = (w + learning_rate * o[:, :, s_dim]).clamp(-weight_limit, weight_limit)
     parts = o[:, :, :s_dim].unbind(1)
     e = parts[0]

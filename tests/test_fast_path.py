@@ -31,6 +31,7 @@ def genomes(layout: GenomeLayout, pop: int, seed: int = 0) -> torch.Tensor:
 
 
 def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
+    """Equal to ``tol`` absolute plus ``tol`` relative."""
     torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
@@ -54,13 +55,15 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
         fast = rule_step(params, fast[0], actor_mod.forward(fast[1], x, noise), x, reward, **KW)
         fm = fused.rule_step(params_fm, fm[0], fused.forward(fm[1], x.t(), noise.t()), x.t(), reward, **KW)
     fm_rule = fused.map_rule_state(fm[0], fused.population_major)
-    for rule, act in (fast, (fm_rule, fm[1].view())):
+    # The fused path's tanh is a rational approximation within ~6 ulp (`metarl.fused.tanh`),
+    # so after 50 chaotic steps it is held to 3e-5 rather than 1e-5.
+    for (rule, act), tol in ((fast, 1e-5), ((fm_rule, fm[1].view()), 3e-5)):
         for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
             for got, want in zip(getattr(act, field), getattr(ref[1], field), strict=True):
-                assert_close(got, want)
+                assert_close(got, want, tol)
         for got, want in zip([rule.reward, *rule.nodes, *rule.edges], [ref[0].reward, *ref[0].nodes, *ref[0].edges],
                              strict=True):
-            assert_close(got, want)
+            assert_close(got, want, tol)
     # The rule did change the actor: the comparison is not between two untouched states.
     assert not torch.equal(ref[1].weights[0], actor.weights[0])
 
@@ -125,6 +128,14 @@ def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:
     for i in (0, 9):
         assert torch.equal(fitness(config, g[i:i + 1], keys[i:i + 1]), whole[i:i + 1])
     assert torch.equal(fitness(config, g[:11], keys[:11]), whole[:11])
+
+
+def test_fused_tanh_is_within_a_few_ulp() -> None:
+    x = torch.cat((torch.linspace(-12, 12, 100_001), torch.linspace(-1e-3, 1e-3, 10_001)))
+    want = torch.tanh(x.double())
+    err = (fused.tanh(x).double() - want).abs()
+    assert (err <= 7 * 2.0**-24 * want.abs() + 1e-45).all()
+    assert torch.equal(fused.tanh(torch.tensor([-20.0, 0.0, 20.0])), torch.tensor([-1.0, 0.0, 1.0]))
 
 
 def test_compile_is_decided_by_the_config_alone() -> None:

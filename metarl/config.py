@@ -133,6 +133,9 @@ class GAConfig:
     # Same actor/env draws for every individual of a generation (common random numbers),
     # so that ranking compares rules rather than luck. Off = SPEC's independent draws.
     common_random_numbers: bool = False
+    # Evaluate in pairs of lifetimes with the same draws but opposite motor directions
+    # (env.action_sign 1 and -1): only a rule that finds the direction scores in both.
+    antithetic: bool = False
 
     def validate(self, key: str) -> None:
         for name in ("population_size", "num_survivors", "generations", "lifetime_steps",
@@ -144,6 +147,8 @@ class GAConfig:
         if not 0 <= self.mutation_probability <= 1:
             raise ConfigError(f"{key}.mutation_probability: must be in [0, 1], got {self.mutation_probability}")
         _positive(f"{key}.mutation_strength", self.mutation_strength, allow_zero=True)
+        if self.antithetic and self.evals_per_individual % 2:
+            raise ConfigError(f"{key}.antithetic: needs an even evals_per_individual, got {self.evals_per_individual}")
 
 
 @dataclass(frozen=True)
@@ -183,6 +188,8 @@ class Config:
         self.rule.validate("rule")
         self.ga.validate("ga")
         self.runtime.validate("runtime")
+        if self.ga.antithetic and self.env.action_sign == "random":
+            raise ConfigError("ga.antithetic: needs a fixed env.action_sign (1 or -1), not random")
 
     @property
     def layer_sizes(self) -> list[int]:

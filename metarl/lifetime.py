@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -288,8 +288,20 @@ def evaluate(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, see
     if config.ga.common_random_numbers:
         indices = torch.zeros_like(indices)
     total = torch.zeros(pop, dtype=torch.float64, device=genomes.device)
+    reversed_config = antithetic_config(config) if config.ga.antithetic else config
     for e in range(config.ga.evals_per_individual):
-        keys = rng.individual_keys(seed, generation, e, indices)
-        fitness, _ = run_lifetimes(genomes, layout, config, keys, progress=progress)
+        if config.ga.antithetic:
+            # Pairs of lifetimes with identical draws and opposite motor directions.
+            keys = rng.individual_keys(seed, generation, e // 2, indices)
+            cfg = reversed_config if e % 2 else config
+        else:
+            keys = rng.individual_keys(seed, generation, e, indices)
+            cfg = config
+        fitness, _ = run_lifetimes(genomes, layout, cfg, keys, progress=progress)
         total += fitness
     return total / config.ga.evals_per_individual
+
+
+def antithetic_config(config: Config) -> Config:
+    """``config`` with the motor direction reversed (the second lifetime of an antithetic pair)."""
+    return config.replace(env=replace(config.env, action_sign=-config.env.action_sign))

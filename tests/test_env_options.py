@@ -33,3 +33,26 @@ def test_bad_action_sign_is_rejected():
     with pytest.raises(ConfigError, match="env.action_sign"):
         from_dict({"env": {"action_sign": 2}})
     assert from_dict({"env": {"action_sign": "random"}}).env.action_sign == "random"
+
+
+def test_antithetic_pairs_average_both_motor_directions():
+    import torch
+
+    from metarl.genome import GenomeLayout
+    from metarl.lifetime import antithetic_config, evaluate, run_lifetimes
+    from metarl.rng import individual_keys
+
+    cfg = from_dict({"env": {"init": "down"}, "ga": {"population_size": 6, "num_survivors": 2, "lifetime_steps": 40,
+                                                     "evals_per_individual": 2, "antithetic": True}})
+    layout = GenomeLayout()
+    genomes = layout.random(6, 0.5, torch.Generator().manual_seed(0))
+    keys = individual_keys(5, 3, 0, torch.arange(6))
+    plus, _ = run_lifetimes(genomes, layout, cfg, keys)
+    minus, _ = run_lifetimes(genomes, layout, antithetic_config(cfg), keys)
+    assert antithetic_config(cfg).env.action_sign == -1
+    assert not torch.equal(plus, minus)
+    assert torch.allclose(evaluate(genomes, layout, cfg, seed=5, generation=3), (plus + minus) / 2)
+    with pytest.raises(ConfigError, match="ga.antithetic"):
+        from_dict({"ga": {"antithetic": True, "evals_per_individual": 3}})
+    with pytest.raises(ConfigError, match="ga.antithetic"):
+        from_dict({"env": {"action_sign": "random"}, "ga": {"antithetic": True, "evals_per_individual": 2}})

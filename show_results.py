@@ -21,7 +21,6 @@ import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +33,7 @@ from metarl.config import Config
 from metarl.errors import ModelFileError, UserError
 from metarl.io import SavedModel, atomic_write_text, load_model, read_log
 from metarl.lifetime import Conditions, Lifetime
-from metarl.render import ANIMATION_SUFFIXES, Renderer, save_animation
+from metarl.render import ANIMATION_SUFFIXES, Renderer, save_animation, window_open
 
 WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH = 480, 480, 640
 GIF_HEIGHT, GIF_ENV_WIDTH, GIF_PANEL_WIDTH = 400, 400, 560
@@ -229,16 +228,6 @@ def _panels(config: Config, steps: int, width: int, height: int) -> plots.Replay
                               sigma_limit=config.actor.sigma_limit)
 
 
-def window_open(pygame: Any) -> bool:
-    """Handle window events; False once the window is closed or Esc / q is pressed."""
-    for event in pygame.event.get():
-        if event.type == pygame.QUIT:
-            return False
-        if event.type == pygame.KEYDOWN and event.key in (pygame.K_ESCAPE, pygame.K_q):
-            return False
-    return True
-
-
 def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: int) -> int:
     """Replay lifetime after lifetime in one window (env left, panels right) until it is closed."""
     import pygame  # after metarl.render, which silences pygame's import banner
@@ -259,7 +248,7 @@ def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: 
             label = f"lifetime {index} (seed {seed})"
             for frame in replay(life, steps, renderer, panels, every=1, panel_every=LIVE_PANEL_EVERY,
                                 label=label):
-                if not window_open(pygame):
+                if not window_open():
                     return 0
                 screen.blit(pygame.image.frombuffer(frame.tobytes(), (frame.shape[1], frame.shape[0]), "RGB"),
                             (0, 0))

@@ -147,12 +147,7 @@ class Renderer:
         """Handle window events; False once the window is closed or Esc / q is pressed."""
         if self._window is None:
             return True
-        for event in pygame.event.get():
-            if event.type == pygame.QUIT:
-                return False
-            if event.type == pygame.KEYDOWN and event.key in (pygame.K_ESCAPE, pygame.K_q):
-                return False
-        return True
+        return window_open()
 
     def present(self, fps: float) -> None:
         """Show the last frame and wait so that frames follow each other at ``fps``."""
@@ -254,3 +249,13 @@ def play(env: BatchedEnv, steps: int, policy: Callable[[int], float], renderer: 
         else:
             renderer.present(1.0 / dt)
     return frames
+
+
+def window_open() -> bool:
+    """Handle pygame window events; False once the window is closed or Esc / q is pressed."""
+    for event in pygame.event.get():
+        if event.type == pygame.QUIT:
+            return False
+        if event.type == pygame.KEYDOWN and event.key in (pygame.K_ESCAPE, pygame.K_q):
+            return False
+    return True

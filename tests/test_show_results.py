@@ -154,7 +154,7 @@ def test_live_window_replays_lifetimes_until_closed(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(script, "new_lifetime", counting)
     # "Close the window" after 25 frames: two full lifetimes of 10 steps and part of a third.
     # A tiny dt makes the real-time frame rate high, so the test does not wait.
-    monkeypatch.setattr(script, "window_open", lambda pygame: next(polls, None) is not None)
+    monkeypatch.setattr(script, "window_open", lambda: next(polls, None) is not None)
     monkeypatch.setattr(script, "LIVE_PANEL_EVERY", 3)
     assert run_main(script.main, [str(model), "--steps", "10", "--seed", "2", "--set", "env.dt=0.001"]) == 0
     assert lifetimes == [0, 1, 2]

@@ -15,12 +15,15 @@ population-first layout of `ActorState` / `RuleState`; tests compare this path w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
 
 from .actor import ActorState
 from .rule import CellParams, EdgeParams, RuleParams, RuleState
+
+TensorFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def feature_major(t: torch.Tensor) -> torch.Tensor:
@@ -45,7 +48,8 @@ class FusedActor:
     outputs: list[torch.Tensor]
 
     @classmethod
-    def of(cls, actor: ActorState, convert=feature_major) -> FusedActor:  # noqa: ANN001
+    def of(cls, actor: ActorState | FusedActor, convert: TensorFn = feature_major) -> FusedActor:
+        """``actor`` with ``convert`` applied to every tensor (default: to feature-major)."""
         return cls(*([convert(t) for t in getattr(actor, f.name)] for f in fields(cls)))
 
     def view(self) -> ActorState:
@@ -53,7 +57,7 @@ class FusedActor:
         return ActorState(*([population_major(t) for t in getattr(self, f.name)] for f in fields(self)))
 
 
-def map_params(params: RuleParams, fn) -> RuleParams:  # noqa: ANN001
+def map_params(params: RuleParams, fn: TensorFn) -> RuleParams:
     """``params`` with ``fn`` applied to every tensor."""
     def each(obj: CellParams | EdgeParams) -> CellParams | EdgeParams:
         return type(obj)(**{f.name: fn(getattr(obj, f.name)) for f in fields(obj)})
@@ -62,7 +66,7 @@ def map_params(params: RuleParams, fn) -> RuleParams:  # noqa: ANN001
                       params.state_dim)
 
 
-def map_rule_state(rstate: RuleState, fn) -> RuleState:  # noqa: ANN001
+def map_rule_state(rstate: RuleState, fn: TensorFn) -> RuleState:
     """``rstate`` with ``fn`` applied to every tensor."""
     return RuleState(fn(rstate.reward), [fn(t) for t in rstate.nodes], [fn(t) for t in rstate.edges])
 

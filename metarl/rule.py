@@ -139,8 +139,7 @@ def affine(bias: torch.Tensor | None, x: torch.Tensor, w: torch.Tensor) -> torch
     return out if bias is None else bias + out
 
 
-def apply_cell(p: CellParams, h: torch.Tensor, x: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def apply_cell(p: CellParams, h: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One cell on every instance: ``h (P, N, H)``, ``x (P, N, I)`` -> ``(h', out (P, N, O))``."""
     h = torch.tanh(affine(affine(p.state_b, x, p.state_x), h, p.state_h))
     out = torch.tanh(affine(affine(p.out_b, x, p.out_x), h, p.out_h))

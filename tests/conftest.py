@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_DIR = ROOT.parent / "shared" / "seed"
-SEED_MODEL = SEED_DIR / "best_model.yaml"
-SEED_CONFIG = SEED_DIR / "base.yaml"
+# Copies of the original project's config and saved model (`shared/seed/`), for compatibility tests.
+DATA = ROOT / "tests" / "data"
+SEED_MODEL = DATA / "seed_best_model.yaml"
+SEED_CONFIG = DATA / "seed_base.yaml"
 
 
 def run_script(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -24,7 +25,5 @@ def run_script(*args: str, timeout: float = 300, cwd: Path | None = None) -> sub
 
 @pytest.fixture
 def seed_files() -> tuple[Path, Path]:
-    """The original project's config and saved model (skipped if the shared seed folder is absent)."""
-    if not SEED_MODEL.is_file():
-        pytest.skip("shared seed files not available")
+    """The original project's config and saved model."""
     return SEED_CONFIG, SEED_MODEL

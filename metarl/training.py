@@ -9,6 +9,7 @@ state and the log rows, so a resumed run continues exactly where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import secrets
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from . import ga, io
-from .config import Config, from_dict, resolve_device, to_yaml
+from .config import Config, from_dict, read_yaml, resolve_device, to_yaml
 from .errors import ModelFileError
 from .genome import GenomeLayout
 from .lifetime import ProgressFn, evaluate
@@ -96,11 +97,10 @@ def load_run(run_dir: str | Path, *, generations: int | None = None) -> RunState
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ModelFileError(f"{run_dir}: not a run folder (no config.yaml)")
-    from .config import read_yaml
-
     config = from_dict(read_yaml(config_path))
     if generations is not None:
-        config = config.replace(ga=_replace(config.ga, generations=generations))
+        config = config.replace(ga=dataclasses.replace(config.ga, generations=generations))
+        config.validate()
     state = io.load_checkpoint(run_dir / CHECKPOINT)
     if state["seed"] != config.seed:
         raise ModelFileError(f"{run_dir}: checkpoint seed {state['seed']} does not match config seed {config.seed}")
@@ -112,14 +112,6 @@ def load_run(run_dir: str | Path, *, generations: int | None = None) -> RunState
     gen = torch.Generator()
     gen.set_state(state["ga_generator"])
     return RunState(config, int(state["generation"]), population, gen, list(state["rows"]), state["best_ever"])
-
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    new = dataclasses.replace(obj, **changes)
-    new.validate("ga")
-    return new
 
 
 def default_run_dir(config_path: str | Path, root: str | Path = "results") -> Path:

@@ -76,7 +76,6 @@ class RuleParams:
     state_dim: int
 
 
-
 def rule_params(genome: torch.Tensor, layout: GenomeLayout) -> RuleParams:
     """Split ``genome (P, G)`` into per-block cell parameters (contiguous copies)."""
     h, s, n = layout.state_dim, layout.signal_dim, NODE_INFO

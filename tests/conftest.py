@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -14,6 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 SEED_MODEL = DATA / "seed_best_model.yaml"
 SEED_CONFIG = DATA / "seed_base.yaml"
+
+
+TINY = "configs/tiny.yaml"  # population 20, 4 generations, 30-step lifetimes
+FITNESS = ("generation", "best", "mean", "median", "worst", "best_ever")
+
+
+def fitness_columns(run_dir: Path) -> list[tuple[str, ...]]:
+    """The fitness columns of a run's ``log.csv``, as written (exact text, for equality checks)."""
+    with (Path(run_dir) / "log.csv").open(newline="") as f:
+        return [tuple(row[k] for k in FITNESS) for row in csv.DictReader(f)]
 
 
 def run_script(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:

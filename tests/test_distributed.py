@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import csv
-
 import pytest
 import torch
 import yaml
-from conftest import run_script
+from conftest import TINY, fitness_columns, run_script
 
 from metarl import distributed
 from metarl.distributed import Context, DistributedError, shard_range
-
-TINY = "configs/tiny.yaml"  # population 20, 4 generations, 30-step lifetimes
-FITNESS = ("generation", "best", "mean", "median", "worst", "best_ever")
-
-
-def fitness_columns(run_dir):
-    with (run_dir / "log.csv").open(newline="") as f:
-        return [tuple(row[k] for k in FITNESS) for row in csv.DictReader(f)]
 
 
 def single(out, *args):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -11,17 +10,9 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT, run_script
+from conftest import ROOT, TINY, fitness_columns, run_script
 
 from metarl import io
-
-FITNESS = ("generation", "best", "mean", "median", "worst", "best_ever")
-TINY = "configs/tiny.yaml"
-
-
-def fitness_columns(run_dir):
-    with open(run_dir / "log.csv", newline="") as f:
-        return [tuple(row[k] for k in FITNESS) for row in csv.DictReader(f)]
 
 
 def run_ok(*args, **kw):

@@ -32,7 +32,7 @@ from metarl.cli import run_main
 from metarl.config import Config
 from metarl.errors import ModelFileError, UserError
 from metarl.io import SavedModel, atomic_write_text, load_model, read_log
-from metarl.lifetime import Conditions, Lifetime
+from metarl.lifetime import Conditions, Lifetime, use_native
 from metarl.render import ANIMATION_SUFFIXES, Renderer, save_animation, window_open
 
 WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH = 480, 480, 640
@@ -191,7 +191,9 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
 def new_lifetime(model: SavedModel, config: Config, sizes: list[int], seed: int, index: int) -> Lifetime:
     """Lifetime ``index`` of the replay: a fresh random actor and environment from the seed."""
     keys = evaluation.evaluation_keys(seed, 1, generation=evaluation.REPLAY_GENERATION, lifetime=index)
-    return Lifetime(model.genome[None], model.layout, config, keys, sizes=sizes)
+    genomes = model.genome[None]
+    return Lifetime(genomes, model.layout, config, keys, sizes=sizes,
+                    native=use_native(config, genomes.device, genomes.dtype, sizes))
 
 
 def view_extent(config: Config, life: Lifetime) -> float:

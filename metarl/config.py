@@ -159,7 +159,10 @@ class RuntimeConfig:
     # torch.compile the lifetime step (falls back to eager); null = auto: when a generation has
     # at least 2e6 individual-steps (population_size * lifetime_steps), which repays compiling.
     compile: bool | None = None
-    threads: int | None = None  # torch CPU threads; null = torch's default
+    threads: int | None = None  # torch CPU threads (and native kernel threads); null = torch's default
+    # The native C++ lifetime kernel on CPU (metarl/native.py); null = auto: used when it builds, else
+    # the torch step with a warning; true: an error if it cannot run; false: never.
+    native: bool | None = None
 
     def validate(self, key: str) -> None:
         if self.chunk_size is not None:

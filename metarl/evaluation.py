@@ -28,7 +28,7 @@ from . import rng
 from .actor import ActorState
 from .config import Config
 from .genome import GenomeLayout
-from .lifetime import Conditions, Lifetime, ProgressFn, run_lifetimes
+from .lifetime import Conditions, Lifetime, ProgressFn, run_lifetimes, use_native
 
 # Key namespaces (the ``generation`` argument of `rng.individual_keys`). Training uses
 # generations 0, 1, 2, ...; these are far beyond any run, so the draws are never trained on.
@@ -169,7 +169,8 @@ def sample_lifetimes(genome: torch.Tensor, layout: GenomeLayout, config: Config,
     """Run ``keys (N,)`` lifetimes of ``genome (G,)``, keeping the initial and final actors."""
     genomes = genome.to(keys.device).expand(keys.shape[0], -1).contiguous()
     with torch.no_grad():
-        life = Lifetime(genomes, layout, config, keys, conditions=conditions, sizes=sizes)
+        native = use_native(config, genomes.device, genomes.dtype, sizes)  # the path of run_lifetimes
+        life = Lifetime(genomes, layout, config, keys, conditions=conditions, sizes=sizes, native=native)
         initial = life.actor.clone()
         rewards = torch.stack([life.step() for _ in range(steps)], dim=1)
     return LifetimeSample(rewards, initial, life.actor.clone())

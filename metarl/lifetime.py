@@ -9,11 +9,14 @@ One step (observe, act, env step, learning rule) is the pure function `transitio
 Eagerly it runs `metarl.actor` and `metarl.rule` (batched `torch.bmm` products); with
 ``runtime.compile`` it runs their feature-major twins in `metarl.fused`, compiled by
 `torch.compile` into a few loops that vectorise across individuals (`metarl.compiled`).
+On CPU, `run_lifetimes` uses the native kernel (`metarl.native`) by default: the same
+step in C++, many steps per call (``runtime.native``).
 """
 
 from __future__ import annotations
 
 import gc
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -22,6 +25,7 @@ import torch
 
 from . import actor as actor_mod
 from . import compiled, envs, fused, rng
+from . import native as native_mod
 from .actor import ActorState
 from .config import Config
 from .envs.base import BatchedEnv
@@ -31,6 +35,8 @@ from .rule import RuleParams, RuleState, initial_rule_state, rule_params, rule_s
 
 DEFAULT_CPU_CHUNK = 1024
 DEFAULT_COMPILED_CPU_CHUNK = 512  # measured: 256-1024 within noise; smaller pays more per-call overhead
+DEFAULT_NATIVE_CHUNK = 2048  # only bounds memory: the kernel works through 16 individuals at a time
+PROGRESS_STEPS = 100  # run_lifetimes reports progress (and calls the native kernel) every this many steps
 # ``runtime.compile: null`` compiles only when a generation has at least this many individual-steps: compilation
 # takes ~30 s once per process, which eager steps of tiny configs never repay.
 COMPILE_MIN_WORK = 2_000_000
@@ -114,18 +120,20 @@ class Lifetime:
     """One lifetime of a batch of individuals, advanced step by step.
 
     ``genomes (P, G)``, ``keys (P,)`` int64 (see `metarl.rng.individual_keys`).
-    ``compile``: run the step compiled (`metarl.compiled`); the caller decides, see
-    `use_compile`.
+    ``compile``: run the step compiled (`metarl.compiled`); ``native``: run it in the native
+    kernel (`metarl.native`, CPU float32). The caller decides, see `use_compile` and `use_native`.
     """
 
     def __init__(self, genomes: torch.Tensor, layout: GenomeLayout, config: Config, keys: torch.Tensor, *,
                  conditions: Conditions = Conditions(), reference: bool = False,
-                 sizes: list[int] | None = None, compile: bool = False) -> None:
+                 sizes: list[int] | None = None, compile: bool = False, native: bool = False) -> None:
         layout.check(genomes)
         if keys.shape != (genomes.shape[0],):
             raise ValueError(f"keys must have shape ({genomes.shape[0]},), got {tuple(keys.shape)}")
-        if compile and reference:
+        if (compile or native) and reference:
             raise ValueError("the reference rule step is never compiled")
+        if compile and native:
+            raise ValueError("choose one of compile and native")
         self.config = config
         self.layout = layout
         self.genomes = genomes
@@ -148,31 +156,42 @@ class Lifetime:
         actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
                                         weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype)
         rule = initial_rule_state(self.sizes, pop, layout.state_dim, device=device, dtype=dtype)
-        self.params = None if reference else rule_params(genomes, layout)
+        self.params = None if reference or native else rule_params(genomes, layout)
         self.neurons = actor_mod.neuron_count(self.sizes)
         self.spec = StepSpec(self.neurons, a.learning_rate, a.weight_limit, a.sigma_limit, conditions,
-                             reference, fused=compile)
+                             reference, fused=compile or native)
         self._no_height = torch.full((pop,), float("nan"), dtype=dtype, device=device)
-        if compile:
+        if compile or native:
             actor = fused.FusedActor.of(actor)
             rule = fused.map_rule_state(rule, fused.feature_major)
+        if compile:
             self.params = fused.map_params(self.params, fused.feature_major)
         self._carry = Carry(torch.zeros((), dtype=torch.int64, device=device), self.env.state, self._no_height,
                             actor, rule)
         self.t = 0
         self._noise_keys = rng.stream_keys(keys, rng.STREAM_NOISE)
         self._transition = compiled.compiled_transition(transition) if compile else transition
+        self._native = None
+        if native:
+            self._native = native_mod.Runner(
+                native_mod.library(layout.signal_dim, layout.state_dim), genomes, self.env, actor, rule,
+                self._noise_keys, learning_rate=a.learning_rate, weight_limit=a.weight_limit,
+                sigma_limit=a.sigma_limit, plastic=conditions.plastic, zero_reward=conditions.zero_reward)
 
     @property
     def actor(self) -> ActorState:
-        """The actors' plastic parameters and last activations (population-first views)."""
+        """The actors' plastic parameters and last activations (population-first; copies with ``native``)."""
         actor = self._carry.actor
+        if self._native is not None:
+            return native_mod.copy_actor(actor)
         return actor.view() if isinstance(actor, fused.FusedActor) else actor
 
     @property
     def rule_state(self) -> RuleState:
-        """Recurrent states of the rule's cells (population-first views)."""
+        """Recurrent states of the rule's cells (population-first; copies with ``native``)."""
         rule = self._carry.rule
+        if self._native is not None:
+            return fused.map_rule_state(rule, lambda t: fused.population_major(t).clone())
         return fused.map_rule_state(rule, fused.population_major) if self.spec.fused else rule
 
     @property
@@ -180,8 +199,24 @@ class Lifetime:
         """The observation ``(P, n_0)`` the actors see next."""
         return self.env.observe()
 
+    def run(self, steps: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None) -> None:
+        """``steps`` steps: ``fitness (P,)`` (float64) += each reward, ``rewards (steps, P)`` receives them if given."""
+        if self._native is not None:
+            self._native.run(steps, self.t, fitness, rewards)
+            self.t += steps
+            return
+        for t in range(steps):
+            r = self.step()
+            fitness += r
+            if rewards is not None:
+                rewards[t] = r
+
     def step(self) -> torch.Tensor:
         """Act, step the env, apply the rule; returns the reward ``(P,)``."""
+        if self._native is not None:
+            reward = torch.empty(1, self.genomes.shape[0], dtype=self.genomes.dtype)
+            self.run(1, torch.zeros(self.genomes.shape[0], dtype=torch.float64), reward)
+            return reward[0]
         env = self.env
         # The env object holds the physical state, so that assigning ``env.state`` takes effect.
         prev = env._prev_height if env._prev_height is not None else self._no_height
@@ -197,8 +232,8 @@ ProgressFn = Callable[[int], None]
 
 
 def use_compile(config: Config) -> bool:
-    """Whether `run_lifetimes` compiles the step: ``runtime.compile`` true, or null (auto) and
-    enough work per generation to repay the compilation.
+    """Whether `run_lifetimes` compiles the step (when it does not use the native kernel):
+    ``runtime.compile`` true, or null (auto) and enough work per generation to repay the compilation.
 
     Decided from the config alone, so every chunk, shard and lone re-evaluation of an
     individual under one config runs the same code.
@@ -208,6 +243,39 @@ def use_compile(config: Config) -> bool:
     return bool(config.runtime.compile)
 
 
+def use_native(config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int] | None = None) -> bool:
+    """Whether `run_lifetimes` uses the native kernel: ``runtime.native`` not false, float32 on
+    CPU, a network the kernel handles, and (the first time) a successful build.
+
+    ``runtime.native: true`` makes a failure an error; null (auto) warns once and falls back.
+    """
+    setting = config.runtime.native
+    if setting is False:
+        return False
+    sizes = config.layer_sizes if sizes is None else sizes
+    if torch.device(device).type != "cpu" or dtype != torch.float32:
+        if setting:
+            raise native_mod.NativeUnavailable("runtime.native is true but the native kernel runs float32 on CPU only")
+        return False
+    why = native_mod.supported(sizes, config.env.obs_dim // 3)
+    if why is None:
+        try:
+            native_mod.library(config.rule.signal_dim, config.rule.state_dim)
+        except native_mod.NativeUnavailable as e:
+            why = str(e)
+    if why is None:
+        return True
+    if setting:
+        raise native_mod.NativeUnavailable(f"runtime.native is true but the native kernel cannot run: {why}")
+    if why not in _warned:
+        _warned.add(why)
+        warnings.warn(f"native lifetime kernel not used ({why}); using the torch step", stacklevel=2)
+    return False
+
+
+_warned: set[str] = set()
+
+
 def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, keys: torch.Tensor, *,
                   steps: int | None = None, chunk_size: int | None = None, trace: bool = False,
                   conditions: Conditions = Conditions(), reference: bool = False,
@@ -215,16 +283,19 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Summed reward ``(P,)`` of one lifetime per individual, and optionally the per-step rewards ``(P, T)``.
 
-    ``progress(n)`` is called with individual-steps done, about every 100 steps.
+    ``progress(n)`` is called with individual-steps done, every 100 steps.
     """
     steps = config.ga.lifetime_steps if steps is None else steps
     pop = genomes.shape[0]
-    compile = use_compile(config) and not reference
+    native = not reference and use_native(config, genomes.device, genomes.dtype, sizes)
+    compile = not native and not reference and use_compile(config)
     if chunk_size is None:
         chunk_size = config.runtime.chunk_size
     if chunk_size is None:
         if genomes.device.type != "cpu":
             chunk_size = _round_up(config.ga.population_size, LANES) if compile else pop
+        elif native:
+            chunk_size = DEFAULT_NATIVE_CHUNK
         else:
             chunk_size = DEFAULT_COMPILED_CPU_CHUNK if compile else DEFAULT_CPU_CHUNK
     if compile:
@@ -242,18 +313,18 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
                 g = torch.cat((g, g[-1:].expand(chunk_size - n, -1)))
                 k = torch.cat((k, k[-1:].expand(chunk_size - n)))
             life = Lifetime(g, layout, config, k, conditions=conditions, reference=reference, sizes=sizes,
-                            compile=compile)
+                            compile=compile, native=native)
             total = torch.zeros(g.shape[0], dtype=torch.float64, device=genomes.device)
-            for t in range(steps):
-                r = life.step()
-                total += r
-                if rewards is not None:
-                    rewards[sl, t] = r[:n]
-                if progress is not None and (t + 1) % 100 == 0:
-                    progress(100 * n)
-            if progress is not None and steps % 100:
-                progress((steps % 100) * n)
+            chunk_rewards = torch.zeros(steps, g.shape[0], dtype=genomes.dtype, device=genomes.device) \
+                if trace else None
+            for t0 in range(0, steps, PROGRESS_STEPS):
+                count = min(PROGRESS_STEPS, steps - t0)
+                life.run(count, total, None if chunk_rewards is None else chunk_rewards[t0:t0 + count])
+                if progress is not None:
+                    progress(count * n)
             fitness[sl] = total[:n]
+            if rewards is not None:
+                rewards[sl] = chunk_rewards[:, :n].t()
     return fitness, rewards
 
 

@@ -69,11 +69,12 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
 
 
 def small_config(env: str = "Pendulum", hidden: list[int] | None = None, s_dim: int = 1, h_dim: int = 8,
-                 compile: bool = False, pop: int = 20, steps: int = 40) -> Config:
+                 compile: bool = False, pop: int = 20, steps: int = 40, native: bool = False) -> Config:
+    """A small config on a torch path (eager, or compiled), or on the native kernel."""
     return Config(env=EnvConfig(name=env), actor=ActorConfig(hidden=hidden or [8, 8], sigma_init=0.2),
                   rule=RuleConfig(signal_dim=s_dim, state_dim=h_dim),
                   ga=GAConfig(population_size=pop, num_survivors=2, lifetime_steps=steps),
-                  runtime=RuntimeConfig(compile=compile))
+                  runtime=RuntimeConfig(compile=compile, native=native))
 
 
 def fitness(config: Config, g: torch.Tensor, keys: torch.Tensor, **kw: object) -> torch.Tensor:
@@ -139,9 +140,9 @@ def test_fused_tanh_is_within_a_few_ulp() -> None:
 
 
 def test_compile_is_decided_by_the_config_alone() -> None:
-    auto = dataclasses.replace(small_config(), runtime=RuntimeConfig(compile=None))
+    auto = dataclasses.replace(small_config(), runtime=RuntimeConfig(compile=None, native=False))
     assert not lifetime.use_compile(auto)
     big = dataclasses.replace(auto, ga=dataclasses.replace(auto.ga, population_size=10000, lifetime_steps=2000))
     assert lifetime.use_compile(big)
     assert lifetime.use_compile(small_config(compile=True))
-    assert not lifetime.use_compile(dataclasses.replace(big, runtime=RuntimeConfig(compile=False)))
+    assert not lifetime.use_compile(dataclasses.replace(big, runtime=RuntimeConfig(compile=False, native=False)))

@@ -1,0 +1,158 @@
+"""The native lifetime kernel (`metarl.native`) against the plain reference and itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+from test_fast_path import KW, SHAPES, assert_close, fitness, genomes, small_config
+
+from metarl import actor as actor_mod
+from metarl import fused, lifetime, native, rng
+from metarl.config import EnvConfig, RuntimeConfig
+from metarl.genome import GenomeLayout
+from metarl.reference import reference_rule_step
+from metarl.rule import initial_rule_state
+
+
+@pytest.mark.parametrize("s_dim,h_dim,sizes", SHAPES)
+def test_native_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes: list[int]) -> None:
+    # The draws of the eager path's test in test_fast_path.py (12 individuals: a partial block of 16).
+    layout, pop = GenomeLayout(s_dim, h_dim), 12
+    g = genomes(layout, pop)
+    actor = actor_mod.initial_actor(sizes, torch.arange(pop), weight_init=0.1, weight_limit=4.0, sigma_init=0.3)
+    rstate = initial_rule_state(sizes, pop, h_dim)
+    ref = (rstate, actor)
+    fm_actor, fm_rule = fused.FusedActor.of(actor), fused.map_rule_state(rstate, fused.feature_major)
+    gen = torch.Generator().manual_seed(1)
+    xs, noises, rewards = [], [], []
+    for _ in range(50):
+        x = torch.randn(pop, sizes[0], generator=gen)
+        noise = torch.randn(pop, sum(sizes[1:]), generator=gen)
+        reward = torch.rand(pop, generator=gen) * 2
+        ref = reference_rule_step(g, layout, ref[0], actor_mod.forward(ref[1], x, noise), x, reward, **KW)
+        xs.append(x.t())
+        noises.append(noise.t())
+        rewards.append(reward)
+    native.rule_steps(g, fm_actor, fm_rule, torch.stack(xs), torch.stack(noises), torch.stack(rewards),
+                      signal_dim=s_dim, state_dim=h_dim, **KW)
+    got_actor, got_rule = fm_actor.view(), fused.map_rule_state(fm_rule, fused.population_major)
+    for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
+        for got, want in zip(getattr(got_actor, field), getattr(ref[1], field), strict=True):
+            assert_close(got, want)
+    for got, want in zip([got_rule.reward, *got_rule.nodes, *got_rule.edges],
+                         [ref[0].reward, *ref[0].nodes, *ref[0].edges], strict=True):
+        assert_close(got, want)
+    assert not torch.equal(ref[1].weights[0], actor.weights[0])
+
+
+@pytest.mark.parametrize("name,low,high", [("tanh", -12.0, 12.0), ("tanh", -1e-3, 1e-3), ("sin", -10.0, 10.0),
+                                           ("cos", -10.0, 10.0), ("log", 1e-7, 1.0), ("exp", -20.0, 40.0)])
+def test_native_elementary_functions_are_within_2_ulp(name: str, low: float, high: float) -> None:
+    x = torch.linspace(low, high, 160_000)
+    want = getattr(torch, name)(x.double())
+    ulp = torch.nextafter(want.float().abs(), torch.tensor(float("inf"))).double() - want.float().abs().double()
+    err = (native.elementwise(name, x).double() - want).abs()
+    assert (err <= 2 * ulp).all(), (name, float((err / ulp).max()))
+
+
+ENV_CASES = [
+    ("Pendulum", {}),
+    ("DoublePendulum", {}),
+    ("Pendulum", {"integrator": "euler", "reward": "height_delta", "max_speed": None}),
+    ("DoublePendulum", {"reward": "height_delta", "init": "random", "action_sign": "random"}),
+    ("Pendulum", {"init": "down", "action_sign": -1, "params": {"length": [0.5, 1.5], "mass": [0.8, 1.2]}}),
+]
+
+
+@pytest.mark.parametrize("env,options", ENV_CASES)
+def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
+    config = small_config(env, steps=30, native=True)
+    config = config.replace(env=dataclasses.replace(EnvConfig(name=env), **options))
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
+    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, reference=True, trace=True)
+    got, got_trace = lifetime.run_lifetimes(g, layout, config, keys, trace=True)
+    # Closed loop: the env amplifies rounding differences (the double pendulum is chaotic).
+    assert_close(got, want, 1e-3)
+    assert_close(got_trace, want_trace, 1e-3)
+    assert_close(got_trace.sum(dim=1, dtype=torch.float64), got, 1e-6)
+
+
+@pytest.mark.parametrize("conditions", [lifetime.Conditions(plastic=False), lifetime.Conditions(zero_reward=True)])
+def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> None:
+    config = small_config(steps=30, native=True)
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 20), rng.individual_keys(4, 0, 0, torch.arange(20))
+    want = lifetime.run_lifetimes(g, layout, config, keys, reference=True, conditions=conditions)[0]
+    assert_close(lifetime.run_lifetimes(g, layout, config, keys, conditions=conditions)[0], want, 1e-4)
+
+
+def test_native_does_not_depend_on_split_or_threads() -> None:
+    config = small_config("DoublePendulum", pop=40, native=True)
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 40), rng.individual_keys(5, 2, 0, torch.arange(40))
+    whole = fitness(config, g, keys)
+    assert torch.equal(fitness(config, g, keys, chunk_size=7), whole)
+    for i in (0, 17, 39):
+        assert torch.equal(fitness(config, g[i:i + 1], keys[i:i + 1]), whole[i:i + 1])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.equal(fitness(config, g, keys), whole)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_native_steps_equal_one_call_and_see_assigned_state() -> None:
+    config = small_config(native=True, pop=5)
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 5), rng.individual_keys(6, 0, 0, torch.arange(5))
+    a = lifetime.Lifetime(g, layout, config, keys, native=True)
+    b = lifetime.Lifetime(g, layout, config, keys, native=True)
+    total, trace = torch.zeros(5, dtype=torch.float64), torch.zeros(12, 5)
+    a.run(12, total, trace)
+    assert torch.equal(torch.stack([b.step() for _ in range(12)]), trace)
+    assert torch.equal(a.env.state, b.env.state)
+    for x, y in zip(a.actor.weights, b.actor.weights, strict=True):
+        assert torch.equal(x, y)
+    # Assigning the env state takes effect, as on the torch paths.
+    torch_life = lifetime.Lifetime(g, layout, config, keys)
+    torch_life.run(12, torch.zeros(5, dtype=torch.float64))
+    upright = torch.tensor([[3.1, 0.0]]).expand(5, 2)
+    a.env.state = upright
+    torch_life.env.state = upright
+    assert_close(a.step(), torch_life.step(), 1e-4)
+
+
+def test_native_auto_falls_back_with_a_warning_and_true_is_an_error(monkeypatch) -> None:
+    monkeypatch.setattr(native, "_libraries", {})
+
+    def no_compiler() -> str:
+        raise native.NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
+
+    monkeypatch.setattr(native, "_compiler", no_compiler)
+    monkeypatch.setattr(lifetime, "_warned", set())
+    config = small_config(pop=4, steps=5)
+    auto = config.replace(runtime=RuntimeConfig(native=None))
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 4), rng.individual_keys(0, 0, 0, torch.arange(4))
+    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+        got = fitness(auto, g, keys)
+    assert torch.equal(got, fitness(config, g, keys))  # the eager torch path
+    with pytest.raises(native.NativeUnavailable, match="runtime.native is true"):
+        fitness(config.replace(runtime=RuntimeConfig(native=True)), g, keys)
+
+
+def test_native_is_not_used_where_it_cannot_run() -> None:
+    config = small_config(native=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert lifetime.use_native(config, torch.device("cpu"), torch.float32)
+        assert not lifetime.use_native(config, torch.device("cpu"), torch.float64)
+        assert not lifetime.use_native(config.replace(runtime=RuntimeConfig(native=False)), torch.device("cpu"),
+                                       torch.float32)
+    assert native.supported([3, 65, 1], 1) is not None
+    assert native.supported([3, 8, 8, 1], 1) is None

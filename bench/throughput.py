@@ -3,12 +3,14 @@
 
     python3 bench/throughput.py --population 10000 --steps 100
     python3 bench/throughput.py --population 10000 --steps 100 --reference   # the plain rule
+    python3 bench/throughput.py --population 10000 --steps 100 --compare     # both, and the speed-up
     python3 bench/throughput.py --population 100000 --steps 50 --repeats 1   # memory per individual
 
 The config is SPEC's default with the given population, lifetime steps and env. After a
 warm-up (one chunk, a few steps, so compilation is not timed), the whole population is
 evaluated ``--repeats`` times and the median is reported. The last line is
-``individual-steps/s: X  peak-rss-MiB: Y``; the marginal memory per individual is the
+``individual-steps/s: X  peak-rss-MiB: Y`` (with ``--compare``, the line before it gives
+the reference's rate and the median speed-up over interleaved repeats); the marginal memory per individual is the
 difference of peak RSS between two runs (separate processes) divided by the difference
 of populations.
 """
@@ -38,10 +40,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--env", default="Pendulum", help="Pendulum | DoublePendulum")
     p.add_argument("--device", default="cpu")
     p.add_argument("--reference", action="store_true", help="time the plain reference rule step")
+    p.add_argument("--compare", action="store_true",
+                   help="also time the plain reference, interleaved with the chosen path, and print the speed-up")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--chunk-size", type=int, default=None, help="individuals per CPU chunk (default: automatic)")
+    p.add_argument("--native", action=argparse.BooleanOptionalAction, default=None,
+                   help="the native C++ kernel (default: auto, as run_config.py: on CPU when it builds)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
-                   help="torch.compile the step (default: on, as run_config.py does for SPEC's default config)")
+                   help="torch.compile the torch step when the native kernel is not used (default: on)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p.parse_args()
 
@@ -50,7 +56,8 @@ def main() -> None:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    runtime = RuntimeConfig(chunk_size=args.chunk_size, threads=args.threads, compile=args.compile)
+    runtime = RuntimeConfig(chunk_size=args.chunk_size, threads=args.threads, compile=args.compile,
+                            native=args.native)
     config = Config(device=args.device, env=EnvConfig(name=args.env),
                     ga=GAConfig(population_size=args.population, num_survivors=1, lifetime_steps=args.steps),
                     runtime=runtime)
@@ -62,22 +69,35 @@ def main() -> None:
     # What `lifetime.evaluate` does for one evaluation per individual, with the choice of rule step.
     keys = rng.individual_keys(0, 0, 0, torch.arange(args.population)).to(args.device)
 
-    def run(pop: int, steps: int) -> None:
-        lifetime.run_lifetimes(genomes[:pop], layout, config, keys[:pop], steps=steps, reference=args.reference)
+    def run(pop: int, steps: int, reference: bool) -> None:
+        lifetime.run_lifetimes(genomes[:pop], layout, config, keys[:pop], steps=steps, reference=reference)
 
+    native = not args.reference and lifetime.use_native(config, genomes.device, genomes.dtype)
+    compiled = not native and not args.reference and lifetime.use_compile(config)
+    path = "reference" if args.reference else "native" if native else "compiled" if compiled else "eager"
+    print(f"path: {path}  env: {args.env}  population: {args.population}  steps: {args.steps}  "
+          f"threads: {torch.get_num_threads()}")
+    paths = [args.reference] + ([True] if args.compare else [])
     start = time.perf_counter()
-    run(min(args.population, config.runtime.chunk_size or lifetime.DEFAULT_CPU_CHUNK), min(args.steps, 10))
+    for reference in paths:
+        run(min(args.population, config.runtime.chunk_size or lifetime.DEFAULT_CPU_CHUNK), min(args.steps, 10),
+            reference)
     print(f"warm-up: {time.perf_counter() - start:.1f} s")
-    rates = []
+    rates: dict[bool, list[float]] = {reference: [] for reference in paths}
     for i in range(args.repeats):
-        start = time.perf_counter()
-        run(args.population, args.steps)
-        elapsed = time.perf_counter() - start
-        rates.append(args.population * args.steps / elapsed)
-        print(f"repeat {i}: {elapsed:.2f} s  {rates[-1]:.3g} individual-steps/s")
+        for reference in paths:  # interleaved, so that both see the same machine load
+            start = time.perf_counter()
+            run(args.population, args.steps, reference)
+            elapsed = time.perf_counter() - start
+            rates[reference].append(args.population * args.steps / elapsed)
+            label = "reference" if reference else path
+            print(f"repeat {i} {label}: {elapsed:.2f} s  {rates[reference][-1]:.3g} individual-steps/s")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
-    print(f"individual-steps/s: {statistics.median(rates):.4g}  peak-rss-MiB: {peak_mib:.1f}")
-
+    if args.compare:
+        ratios = [a / b for a, b in zip(rates[args.reference], rates[True], strict=True)]
+        print(f"reference individual-steps/s: {statistics.median(rates[True]):.4g}  "
+              f"speed-up: {statistics.median(ratios):.2f}x (median of per-repeat ratios)")
+    print(f"individual-steps/s: {statistics.median(rates[args.reference]):.4g}  peak-rss-MiB: {peak_mib:.1f}")
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import distributed, training
+from metarl import distributed, lifetime, training
 from metarl.cli import INTERRUPTED, run_main
 from metarl.errors import UserError
 
@@ -75,6 +75,7 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context) -> 
         import torch
 
         torch.set_num_threads(cfg.runtime.threads)
+    step = lifetime.step_path(cfg, ctx.device)  # fails here, before writing, if runtime.native: true cannot run
     trainer = training.Trainer(state, run_dir, evaluator=ctx.evaluator(cfg), writer=ctx.is_writer,
                                device=ctx.device)
     total = cfg.ga.generations
@@ -84,7 +85,7 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context) -> 
             f"(raise it with --generations N)")
         return 0
     say(f"run folder: {run_dir}  seed: {state.seed}  device: {ctx.device}  "
-        f"population: {cfg.ga.population_size}  processes: {ctx.world_size}")
+        f"population: {cfg.ga.population_size}  processes: {ctx.world_size}  step: {step}")
     steps_per_gen = cfg.ga.population_size * cfg.ga.lifetime_steps * cfg.ga.evals_per_individual
     bar = tqdm(total=total, initial=state.generation, desc="generations", unit="gen",
                disable=not ctx.is_writer, dynamic_ncols=True)

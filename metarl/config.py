@@ -153,7 +153,8 @@ class GAConfig:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Performance switches; none of them changes any result."""
+    """Performance switches. ``chunk_size`` and ``threads`` never change a result; ``native`` and
+    ``compile`` choose the lifetime step, whose results differ only by float rounding."""
 
     chunk_size: int | None = None  # individuals per CPU chunk; null = automatic
     # torch.compile the lifetime step (falls back to eager); null = auto: when a generation has

@@ -88,7 +88,8 @@ class GenomeLayout:
 
     def random(self, population: int, std: float, generator: torch.Generator) -> torch.Tensor:
         """Initial population ``(P, G)`` drawn from ``Normal(0, std^2)``."""
-        return std * torch.randn(population, self.size, generator=generator, device=generator.device)
+        # In place: no second (P, G) tensor, so a population of 100,000 peaks at one genome copy.
+        return torch.randn(population, self.size, generator=generator, device=generator.device).mul_(std)
 
     def to_cells(self, genome: torch.Tensor) -> dict[str, dict[str, object]]:
         """The saved-model form of one genome ``(G,)``: nested lists with a leading 1."""

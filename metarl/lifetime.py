@@ -276,6 +276,13 @@ def use_native(config: Config, device: torch.device, dtype: torch.dtype, sizes: 
 _warned: set[str] = set()
 
 
+def step_path(config: Config, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+    """Which step `run_lifetimes` runs for ``config``: ``native``, ``compiled`` or ``eager``."""
+    if use_native(config, device, dtype):
+        return "native"
+    return "compiled" if use_compile(config) else "eager"
+
+
 def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, keys: torch.Tensor, *,
                   steps: int | None = None, chunk_size: int | None = None, trace: bool = False,
                   conditions: Conditions = Conditions(), reference: bool = False,

@@ -32,6 +32,7 @@ import torch
 from . import fused
 from .actor import ActorState
 from .envs.base import BatchedEnv
+from .errors import UserError
 from .rule import RuleState
 
 SOURCE = Path(__file__).with_name("native.cpp")
@@ -45,8 +46,9 @@ _libraries: dict[tuple[int, int], ctypes.CDLL | str] = {}
 _lock = threading.Lock()
 
 
-class NativeUnavailable(RuntimeError):
-    """The kernel cannot be built or loaded here (no compiler, a compile error)."""
+class NativeUnavailable(UserError):
+    """The kernel cannot be built or loaded here (no compiler, a compile error); with
+    ``runtime.native: true`` the scripts report it as one line."""
 
 
 def library(signal_dim: int, state_dim: int) -> ctypes.CDLL:
@@ -82,8 +84,13 @@ def cache_dir() -> Path:
 
 
 def _compiler() -> str:
-    for name in (os.environ.get("CXX"), "c++", "g++"):
-        if name and shutil.which(name):
+    chosen = os.environ.get("CXX")
+    if chosen:
+        if not shutil.which(chosen):
+            raise NativeUnavailable(f"the C++ compiler CXX={chosen} was not found")
+        return shutil.which(chosen)
+    for name in ("c++", "g++"):
+        if shutil.which(name):
             return shutil.which(name)
     raise NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
 

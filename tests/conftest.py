@@ -27,9 +27,11 @@ def fitness_columns(run_dir: Path) -> list[tuple[str, ...]]:
         return [tuple(row[k] for k in FITNESS) for row in csv.DictReader(f)]
 
 
-def run_script(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``python3 <script> args`` headless; returns the completed process (text output)."""
-    env = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
+               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python3 <script> args`` headless (``env``: extra environment variables); returns the
+    completed process (text output)."""
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -107,6 +107,20 @@ def test_bad_input_one_line_no_traceback(tmp_path, args, message):
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
 
 
+def test_native_kernel_without_compiler(tmp_path):
+    no_compiler = {"CXX": "/nonexistent/c++", "METARL_CACHE": str(tmp_path / "cache")}
+    proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "x"), "--set", "runtime.native=true",
+                      env=no_compiler)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == ("error: runtime.native is true but the native kernel cannot run: "
+                                   "the C++ compiler CXX=/nonexistent/c++ was not found")
+    assert not (tmp_path / "x" / "checkpoint.pt").exists()
+    # Auto (the default): one warning, then the torch step.
+    proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "y"), "--generations", "1", env=no_compiler)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: native lifetime kernel not used" in proc.stderr and "step: eager" in proc.stdout
+
+
 def test_bad_yaml_and_usage_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("ga: [unclosed\n")

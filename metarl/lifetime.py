@@ -219,11 +219,11 @@ class Lifetime:
             return reward[0]
         env = self.env
         # The env object holds the physical state, so that assigning ``env.state`` takes effect.
-        prev = env._prev_height if env._prev_height is not None else self._no_height
-        carry = Carry(self._carry.t, env._state, prev, self._carry.actor, self._carry.rule)
+        prev = env.prev_height if env.prev_height is not None else self._no_height
+        carry = Carry(self._carry.t, env.state, prev, self._carry.actor, self._carry.rule)
         self._carry, reward = self._transition(env, self.params, self.genomes, self.layout, self._noise_keys,
                                                carry, self.spec)
-        env._state, env._prev_height = self._carry.state, self._carry.prev_height
+        env.restore(self._carry.state, self._carry.prev_height)
         self.t += 1
         return reward
 

@@ -204,7 +204,7 @@ class Runner:
             raise ValueError(f"rewards must be a contiguous float32 ({steps}, {self.pop}) tensor")
         env = self.env
         self.state.copy_(env.state.t())
-        prev = env._prev_height
+        prev = env.prev_height
         self.prev_height[0] = float("nan") if prev is None else prev
         code = self.lib.metarl_run(self.pop, steps, t0, torch.get_num_threads(), len(self.sizes) - 1,
                                    ctypes.addressof(self._sizes), ctypes.addressof(self._pointers),
@@ -213,8 +213,7 @@ class Runner:
                                    ctypes.addressof(self._scalars), ctypes.addressof(self._flags))
         if code != 0:
             raise RuntimeError(f"native kernel failed with code {code}")
-        env._state = self.state.t().contiguous()
-        env._prev_height = self.prev_height[0].clone()
+        env.restore(self.state.t().contiguous(), self.prev_height[0].clone())
 
 
 def rule_steps(genomes: torch.Tensor, actor: fused.FusedActor, rule: RuleState, x: torch.Tensor,

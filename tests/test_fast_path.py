@@ -2,7 +2,9 @@
 
 Eager path: `metarl.rule.rule_step` (genome split once, batched products). Compiled path:
 `metarl.fused` (feature-major, unrolled products) under `torch.compile`; its mathematics
-is checked eagerly here in every shape, and compiled once in a small case.
+is checked eagerly here in every shape, and compiled once in a small case. Native kernel
+(`metarl.native`): its rule steps are checked here on the same inputs, the rest in
+`test_native.py`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 from metarl import actor as actor_mod
-from metarl import fused, lifetime, rng
+from metarl import fused, lifetime, native, rng
 from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig
 from metarl.genome import GenomeLayout
 from metarl.reference import reference_rule_step
@@ -46,7 +48,9 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
     ref = (rstate, actor)
     fast = (rstate, actor)
     fm = (fused.map_rule_state(rstate, fused.feature_major), fused.FusedActor.of(actor))
+    nat = (fused.map_rule_state(rstate, fused.feature_major), fused.FusedActor.of(actor))  # updated in place
     gen = torch.Generator().manual_seed(1)
+    inputs: list[list[torch.Tensor]] = [[], [], []]
     for _ in range(50):
         x = torch.randn(pop, sizes[0], generator=gen)
         noise = torch.randn(pop, sum(sizes[1:]), generator=gen)
@@ -54,10 +58,15 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
         ref = reference_rule_step(g, layout, ref[0], actor_mod.forward(ref[1], x, noise), x, reward, **KW)
         fast = rule_step(params, fast[0], actor_mod.forward(fast[1], x, noise), x, reward, **KW)
         fm = fused.rule_step(params_fm, fm[0], fused.forward(fm[1], x.t(), noise.t()), x.t(), reward, **KW)
+        for kept, t in zip(inputs, (x.t(), noise.t(), reward), strict=True):
+            kept.append(t)
+    # The native kernel (12 individuals: a partial block of its 16 lanes) on the same inputs.
+    native.rule_steps(g, nat[1], nat[0], *(torch.stack(t) for t in inputs), signal_dim=s_dim, state_dim=h_dim, **KW)
     fm_rule = fused.map_rule_state(fm[0], fused.population_major)
+    nat_rule = fused.map_rule_state(nat[0], fused.population_major)
     # The fused path's tanh is a rational approximation within ~6 ulp (`metarl.fused.tanh`),
     # so after 50 chaotic steps it is held to 3e-5 rather than 1e-5.
-    for (rule, act), tol in ((fast, 1e-5), ((fm_rule, fm[1].view()), 3e-5)):
+    for (rule, act), tol in ((fast, 1e-5), ((nat_rule, nat[1].view()), 1e-5), ((fm_rule, fm[1].view()), 3e-5)):
         for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
             for got, want in zip(getattr(act, field), getattr(ref[1], field), strict=True):
                 assert_close(got, want, tol)
@@ -103,18 +112,26 @@ def test_lifetime_fast_paths_match_reference(env: str, hidden: list[int], s_dim:
     assert_close(fused_eager_fitness(config, g, keys), want, 1e-4)
 
 
-def test_fitness_does_not_depend_on_the_split() -> None:
-    config = small_config("DoublePendulum")
+@pytest.mark.parametrize("native", [False, True])
+def test_fitness_does_not_depend_on_the_split(native: bool) -> None:
+    # 40 individuals: the native kernel's blocks of 16 are full, partial, and split over threads.
+    config = small_config("DoublePendulum", pop=40, native=native)
     layout = GenomeLayout(1, 8)
-    g, keys = genomes(layout, 20), rng.individual_keys(5, 2, 0, torch.arange(20))
+    g, keys = genomes(layout, 40), rng.individual_keys(5, 2, 0, torch.arange(40))
     whole = fitness(config, g, keys)
     assert torch.equal(fitness(config, g, keys, chunk_size=7), whole)
-    for i in (0, 13, 19):
+    for i in (0, 13, 39):
         assert torch.equal(fitness(config, g[i:i + 1], keys[i:i + 1]), whole[i:i + 1])
     evaluated = lifetime.evaluate(g, layout, config, seed=5, generation=2)
     assert torch.equal(evaluated, whole)
     alone = lifetime.evaluate(g[13:14], layout, config, seed=5, generation=2, indices=torch.tensor([13]))
     assert torch.equal(alone, whole[13:14])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        assert torch.equal(fitness(config, g, keys), whole)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:

@@ -1,4 +1,7 @@
-"""The native lifetime kernel (`metarl.native`) against the plain reference and itself."""
+"""The native lifetime kernel (`metarl.native`) against the plain reference and itself.
+
+Its rule steps on given inputs are checked with the other paths in `test_fast_path.py`.
+"""
 
 from __future__ import annotations
 
@@ -7,45 +10,11 @@ import warnings
 
 import pytest
 import torch
-from test_fast_path import KW, SHAPES, assert_close, fitness, genomes, small_config
+from test_fast_path import assert_close, fitness, genomes, small_config
 
-from metarl import actor as actor_mod
-from metarl import fused, lifetime, native, rng
+from metarl import lifetime, native, rng
 from metarl.config import EnvConfig, RuntimeConfig
 from metarl.genome import GenomeLayout
-from metarl.reference import reference_rule_step
-from metarl.rule import initial_rule_state
-
-
-@pytest.mark.parametrize("s_dim,h_dim,sizes", SHAPES)
-def test_native_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes: list[int]) -> None:
-    # The draws of the eager path's test in test_fast_path.py (12 individuals: a partial block of 16).
-    layout, pop = GenomeLayout(s_dim, h_dim), 12
-    g = genomes(layout, pop)
-    actor = actor_mod.initial_actor(sizes, torch.arange(pop), weight_init=0.1, weight_limit=4.0, sigma_init=0.3)
-    rstate = initial_rule_state(sizes, pop, h_dim)
-    ref = (rstate, actor)
-    fm_actor, fm_rule = fused.FusedActor.of(actor), fused.map_rule_state(rstate, fused.feature_major)
-    gen = torch.Generator().manual_seed(1)
-    xs, noises, rewards = [], [], []
-    for _ in range(50):
-        x = torch.randn(pop, sizes[0], generator=gen)
-        noise = torch.randn(pop, sum(sizes[1:]), generator=gen)
-        reward = torch.rand(pop, generator=gen) * 2
-        ref = reference_rule_step(g, layout, ref[0], actor_mod.forward(ref[1], x, noise), x, reward, **KW)
-        xs.append(x.t())
-        noises.append(noise.t())
-        rewards.append(reward)
-    native.rule_steps(g, fm_actor, fm_rule, torch.stack(xs), torch.stack(noises), torch.stack(rewards),
-                      signal_dim=s_dim, state_dim=h_dim, **KW)
-    got_actor, got_rule = fm_actor.view(), fused.map_rule_state(fm_rule, fused.population_major)
-    for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
-        for got, want in zip(getattr(got_actor, field), getattr(ref[1], field), strict=True):
-            assert_close(got, want)
-    for got, want in zip([got_rule.reward, *got_rule.nodes, *got_rule.edges],
-                         [ref[0].reward, *ref[0].nodes, *ref[0].edges], strict=True):
-        assert_close(got, want)
-    assert not torch.equal(ref[1].weights[0], actor.weights[0])
 
 
 @pytest.mark.parametrize("name,low,high", [("tanh", -12.0, 12.0), ("tanh", -1e-3, 1e-3), ("sin", -10.0, 10.0),
@@ -88,22 +57,6 @@ def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> N
     g, keys = genomes(layout, 20), rng.individual_keys(4, 0, 0, torch.arange(20))
     want = lifetime.run_lifetimes(g, layout, config, keys, reference=True, conditions=conditions)[0]
     assert_close(lifetime.run_lifetimes(g, layout, config, keys, conditions=conditions)[0], want, 1e-4)
-
-
-def test_native_does_not_depend_on_split_or_threads() -> None:
-    config = small_config("DoublePendulum", pop=40, native=True)
-    layout = GenomeLayout(1, 8)
-    g, keys = genomes(layout, 40), rng.individual_keys(5, 2, 0, torch.arange(40))
-    whole = fitness(config, g, keys)
-    assert torch.equal(fitness(config, g, keys, chunk_size=7), whole)
-    for i in (0, 17, 39):
-        assert torch.equal(fitness(config, g[i:i + 1], keys[i:i + 1]), whole[i:i + 1])
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        assert torch.equal(fitness(config, g, keys), whole)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_native_steps_equal_one_call_and_see_assigned_state() -> None:

@@ -149,6 +149,16 @@ class BatchedEnv:
         self._state = value.clone()
         self._prev_height = None
 
+    @property
+    def prev_height(self) -> torch.Tensor | None:
+        """Height ``(B,)`` after the last step; None before the first (or after assigning `state`)."""
+        return self._prev_height
+
+    def restore(self, state: torch.Tensor, prev_height: torch.Tensor | None) -> None:
+        """Take ``state`` and ``prev_height`` as computed by `advance` and `height` outside `step`
+        (`metarl.lifetime` steps the physics itself); no copy and no checks."""
+        self._state, self._prev_height = state, prev_height
+
     def initial_state(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
         """Start state of the configured ``init``; ``uniform (B, 2*links)`` feeds `random`."""
         state = torch.zeros(self.batch_size, 2 * self.links, device=self.device, dtype=self.dtype)

@@ -30,7 +30,6 @@ constexpr int HS = H > 0 ? H : 1;  // storage size of a state (arrays of size 0 
 constexpr int LANES = 16;
 constexpr int NODE_INFO = 5;
 constexpr int MAX_LAYERS = 8;
-constexpr int MAX_NEURONS = 64;  // per layer (the node-cell scratch)
 static_assert(S >= 1, "signal_dim must be >= 1");
 
 typedef float vf __attribute__((vector_size(4 * LANES)));
@@ -261,7 +260,7 @@ inline void cell(const vf* g, const Cell& c, vf* h, const vf* x, vf* out) {
 }
 
 struct Scratch {
-    std::vector<vf> local, post_h, post_o, pre_h, pre_o, signal, next_signal, noise, obs;
+    std::vector<vf> local, post_h, post_o, pre_h, pre_o, post_features, signal, next_signal, noise, obs;
 };
 
 struct Kernel {
@@ -367,7 +366,7 @@ struct Kernel {
             const int i = k - 1, no = n[k];
             vf *b = v + L.biases[i], *sg = v + L.sigmas[i];
             // Node cell: [s, z, y, b, sigma, e] -> [c, db, dsigma]; post features [s, z, y, b', sigma', c].
-            vf pf[MAX_NEURONS * (NODE_INFO + S)];
+            vf* pf = sc.post_features.data();
             for (int j = 0; j < no; ++j) {
                 vf in[NODE_INFO + S], out[S + 2];
                 for (int f = 0; f < NODE_INFO; ++f) in[f] = info(v, L, k, f)[j];
@@ -497,7 +496,6 @@ struct Driver {
             max_n = std::max(max_n, L.sizes[k]);
             if (k > 0) neurons += L.sizes[k];
         }
-        if (max_n > MAX_NEURONS) return -3;
         const Kernel kernel(L, o);
         order.push_back({&L.genome, kernel.genome_size()});
         order.push_back({&L.env_params, o.links == 1 ? 4 : 6});
@@ -527,6 +525,7 @@ struct Driver {
             for (auto* buf : {&sc.post_h, &sc.pre_h}) buf->resize(max_n * HS);
             for (auto* buf : {&sc.post_o, &sc.pre_o}) buf->resize(max_n * (S + 1));
             for (auto* buf : {&sc.signal, &sc.next_signal}) buf->resize(max_n * S);
+            sc.post_features.resize(max_n * (NODE_INFO + S));
             sc.noise.resize(neurons);
             sc.obs.resize(3 * o.links);
             vf* v = sc.local.data();

@@ -38,8 +38,7 @@ from .rule import RuleState
 SOURCE = Path(__file__).with_name("native.cpp")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC",
          "-pthread")
-MAX_LAYERS = 8  # MAX_LAYERS and MAX_NEURONS of native.cpp
-MAX_NEURONS = 64
+MAX_LAYERS = 8  # MAX_LAYERS of native.cpp
 BUILD_TIMEOUT_S = 300
 
 _libraries: dict[tuple[int, int], ctypes.CDLL | str] = {}
@@ -70,8 +69,6 @@ def supported(sizes: list[int], links: int) -> str | None:
     """Why the kernel cannot run this network and env, or None if it can."""
     if not 1 <= len(sizes) - 1 <= MAX_LAYERS:
         return f"the native kernel handles 1 to {MAX_LAYERS} layers, got {len(sizes) - 1}"
-    if max(sizes) > MAX_NEURONS:
-        return f"the native kernel handles at most {MAX_NEURONS} neurons per layer, got {max(sizes)}"
     if links not in (1, 2):
         return f"the native kernel handles 1 or 2 links, got {links}"
     return None

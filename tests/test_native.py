@@ -50,6 +50,15 @@ def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
     assert_close(got_trace.sum(dim=1, dtype=torch.float64), got, 1e-6)
 
 
+@pytest.mark.parametrize("hidden,s_dim,h_dim", [([100], 1, 8), ([16, 4, 12], 2, 3), ([8, 8], 1, 0)])
+def test_native_other_shapes_match_reference(hidden: list[int], s_dim: int, h_dim: int) -> None:
+    config = small_config(hidden=hidden, s_dim=s_dim, h_dim=h_dim, steps=30, native=True)
+    layout = GenomeLayout(s_dim, h_dim)
+    g, keys = genomes(layout, 20), rng.individual_keys(7, 0, 0, torch.arange(20))
+    want = lifetime.run_lifetimes(g, layout, config, keys, reference=True)[0]
+    assert_close(lifetime.run_lifetimes(g, layout, config, keys)[0], want, 1e-4)
+
+
 @pytest.mark.parametrize("conditions", [lifetime.Conditions(plastic=False), lifetime.Conditions(zero_reward=True)])
 def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> None:
     config = small_config(steps=30, native=True)
@@ -107,5 +116,5 @@ def test_native_is_not_used_where_it_cannot_run() -> None:
         assert not lifetime.use_native(config, torch.device("cpu"), torch.float64)
         assert not lifetime.use_native(config.replace(runtime=RuntimeConfig(native=False)), torch.device("cpu"),
                                        torch.float32)
-    assert native.supported([3, 65, 1], 1) is not None
+    assert native.supported([3, *[8] * 9, 1], 1) is not None  # 10 layers
     assert native.supported([3, 8, 8, 1], 1) is None

@@ -52,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
-        state = training.load_run(run_dir, generations=args.generations)
-        if args.device is not None:
-            state.config = cfg_mod.from_dict({**state.config.to_dict(), "device": args.device})
+        state = training.load_run(run_dir, generations=args.generations, device=args.device)
     else:
         config = cfg_mod.load(args.config, overrides)
         state = training.new_run(config)

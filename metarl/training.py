@@ -89,8 +89,9 @@ def layout_of(config: Config) -> GenomeLayout:
     return GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
 
 
-def load_run(run_dir: str | Path, *, generations: int | None = None) -> RunState:
-    """Resume state of a run folder; ``generations`` may raise the configured total."""
+def load_run(run_dir: str | Path, *, generations: int | None = None, device: str | None = None) -> RunState:
+    """Resume state of a run folder; ``generations`` may raise the configured total, ``device``
+    moves the run to another device (neither changes the config's other values)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ModelFileError(f"{run_dir}: no such run folder")
@@ -100,7 +101,9 @@ def load_run(run_dir: str | Path, *, generations: int | None = None) -> RunState
     config = from_dict(read_yaml(config_path))
     if generations is not None:
         config = config.replace(ga=dataclasses.replace(config.ga, generations=generations))
-        config.validate()
+    if device is not None:
+        config = config.replace(device=device)
+    config.validate()
     state = io.load_checkpoint(run_dir / CHECKPOINT)
     if state["seed"] != config.seed:
         raise ModelFileError(f"{run_dir}: checkpoint seed {state['seed']} does not match config seed {config.seed}")

@@ -72,9 +72,7 @@ def main() -> None:
     def run(pop: int, steps: int, reference: bool) -> None:
         lifetime.run_lifetimes(genomes[:pop], layout, config, keys[:pop], steps=steps, reference=reference)
 
-    native = not args.reference and lifetime.use_native(config, genomes.device, genomes.dtype)
-    compiled = not native and not args.reference and lifetime.use_compile(config)
-    path = "reference" if args.reference else "native" if native else "compiled" if compiled else "eager"
+    path = "reference" if args.reference else lifetime.step_path(config, genomes.device, genomes.dtype)
     print(f"path: {path}  env: {args.env}  population: {args.population}  steps: {args.steps}  "
           f"threads: {torch.get_num_threads()}")
     paths = [args.reference] + ([True] if args.compare else [])

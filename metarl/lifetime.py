@@ -276,9 +276,10 @@ def use_native(config: Config, device: torch.device, dtype: torch.dtype, sizes: 
 _warned: set[str] = set()
 
 
-def step_path(config: Config, device: torch.device, dtype: torch.dtype = torch.float32) -> str:
+def step_path(config: Config, device: torch.device, dtype: torch.dtype = torch.float32,
+              sizes: list[int] | None = None) -> str:
     """Which step `run_lifetimes` runs for ``config``: ``native``, ``compiled`` or ``eager``."""
-    if use_native(config, device, dtype):
+    if use_native(config, device, dtype, sizes):
         return "native"
     return "compiled" if use_compile(config) else "eager"
 
@@ -294,8 +295,8 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
     """
     steps = config.ga.lifetime_steps if steps is None else steps
     pop = genomes.shape[0]
-    native = not reference and use_native(config, genomes.device, genomes.dtype, sizes)
-    compile = not native and not reference and use_compile(config)
+    path = "reference" if reference else step_path(config, genomes.device, genomes.dtype, sizes)
+    native, compile = path == "native", path == "compiled"
     if chunk_size is None:
         chunk_size = config.runtime.chunk_size
     if chunk_size is None:

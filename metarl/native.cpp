@@ -307,10 +307,7 @@ struct Kernel {
 
     // One step of a block: act, step the env, apply the rule. Returns the reward.
     vf step(vf* v, vu noise_base, uint32_t t, Scratch& sc) const {
-        const int layers = L.layers;
-        const int* n = L.sizes;
-        int neurons = 0;
-        for (int k = 1; k <= layers; ++k) neurons += n[k];
+        const int layers = L.layers, neurons = (int)sc.noise.size();
 
         // Observation [sin, cos, omega] per link.
         vf* st = v + L.state;
@@ -577,8 +574,6 @@ int64_t metarl_genome_size() {
     const Options options{};
     return Kernel(layout, options).genome_size();
 }
-
-int64_t metarl_lanes() { return LANES; }
 
 // Run `steps` steps from step number t0 for P individuals, in place.
 //   sizes[layers + 1]: layer sizes; bufs: see metarl/native.py (`Runner`); keys: noise stream keys (P,);

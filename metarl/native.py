@@ -56,7 +56,7 @@ def library(signal_dim: int, state_dim: int) -> ctypes.CDLL:
     with _lock:
         if key not in _libraries:
             try:
-                _libraries[key] = _load(_build(signal_dim, state_dim), signal_dim, state_dim)
+                _libraries[key] = _load(_build(signal_dim, state_dim))
             except NativeUnavailable as e:
                 _libraries[key] = str(e)
         lib = _libraries[key]
@@ -83,12 +83,14 @@ def cache_dir() -> Path:
 def _compiler() -> str:
     chosen = os.environ.get("CXX")
     if chosen:
-        if not shutil.which(chosen):
+        found = shutil.which(chosen)
+        if not found:
             raise NativeUnavailable(f"the C++ compiler CXX={chosen} was not found")
-        return shutil.which(chosen)
+        return found
     for name in ("c++", "g++"):
-        if shutil.which(name):
-            return shutil.which(name)
+        found = shutil.which(name)
+        if found:
+            return found
     raise NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
 
 
@@ -136,7 +138,7 @@ def _build(signal_dim: int, state_dim: int) -> Path:
     return path
 
 
-def _load(path: Path, signal_dim: int, state_dim: int) -> ctypes.CDLL:
+def _load(path: Path) -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
@@ -148,8 +150,23 @@ def _load(path: Path, signal_dim: int, state_dim: int) -> ctypes.CDLL:
     lib.metarl_elementwise.restype = ctypes.c_int64
     lib.metarl_elementwise.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
     lib.metarl_genome_size.restype = ctypes.c_int64
-    lib.metarl_lanes.restype = ctypes.c_int64
     return lib
+
+
+def _buffers(genomes: torch.Tensor, env_buffers: list[torch.Tensor], actor: fused.FusedActor,
+             rule: RuleState) -> list[torch.Tensor]:
+    """The ``bufs`` of native.cpp in its order, each ``(features, P)``: genome, env parameters, motor
+    sign, env state, last height, then the actor's and the rule's state (updated in place)."""
+    return [genomes.t().contiguous(), *env_buffers, *actor.weights, *actor.biases, *actor.sigmas, *actor.sums,
+            *actor.samples, *actor.outputs, rule.reward, *rule.nodes, *rule.edges]
+
+
+def _pointers(tensors: list[torch.Tensor]) -> ctypes.Array:
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+
+
+def _int64s(values: list[int]) -> ctypes.Array:
+    return (ctypes.c_int64 * len(values))(*values)
 
 
 class Runner:
@@ -170,26 +187,25 @@ class Runner:
         self.lib = lib
         self.env = env
         self.pop = genomes.shape[0]
-        self.sizes = [actor.weights[0].shape[0]] + [w.shape[1] for w in actor.weights]
+        self.sizes = actor.view().sizes
         self.state = env.state.t().contiguous()
         self.prev_height = torch.full((1, self.pop), float("nan"))
         params = torch.stack([env.params[name] for name in env.param_defaults]).contiguous()
-        self._buffers = [genomes.t().contiguous(), params, env.action_sign.reshape(1, -1).contiguous(),
-                         self.state, self.prev_height, *actor.weights, *actor.biases, *actor.sigmas,
-                         *actor.sums, *actor.samples, *actor.outputs, rule.reward, *rule.nodes, *rule.edges]
+        self._buffers = _buffers(genomes, [params, env.action_sign.reshape(1, -1).contiguous(), self.state,
+                                           self.prev_height], actor, rule)
         for t in self._buffers:
             if not (t.is_contiguous() and t.dtype == torch.float32 and t.shape[-1] == self.pop):
                 raise ValueError("native kernel buffers must be contiguous float32 (features, P)")
-        self._pointers = (ctypes.c_void_p * len(self._buffers))(*[t.data_ptr() for t in self._buffers])
-        self._sizes = (ctypes.c_int64 * len(self.sizes))(*self.sizes)
+        self._pointers = _pointers(self._buffers)
+        self._sizes = _int64s(self.sizes)
         # 32-bit keys as int32 bit patterns (the kernel reads uint32).
         self._keys = torch.where(noise_keys >= 2**31, noise_keys - 2**32, noise_keys).to(torch.int32).contiguous()
         max_speed = env.options.max_speed if env.options.max_speed is not None else -1.0
         o = env.options
         self._scalars = (ctypes.c_float * 6)(o.dt, o.max_torque, max_speed, learning_rate, weight_limit,
                                              sigma_limit)
-        self._flags = (ctypes.c_int64 * 6)(env.links, int(o.integrator == "rk4"), int(o.reward == "height_delta"),
-                                           int(plastic), int(zero_reward), int(sigma_limit != 0))
+        self._flags = _int64s([env.links, int(o.integrator == "rk4"), int(o.reward == "height_delta"), int(plastic),
+                               int(zero_reward), int(sigma_limit != 0)])
 
     def run(self, steps: int, t0: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None) -> None:
         """Advance ``steps`` steps from step number ``t0``: ``fitness (P,)`` float64 += each reward;
@@ -220,15 +236,13 @@ def rule_steps(genomes: torch.Tensor, actor: fused.FusedActor, rule: RuleState, 
     and ``rule`` (feature-major) in place. ``x (T, n_0, P)``, ``noise (T, neurons, P)``, ``reward (T, P)``."""
     lib = library(signal_dim, state_dim)
     pop = genomes.shape[0]
-    sizes = [actor.weights[0].shape[0]] + [w.shape[1] for w in actor.weights]
+    sizes = actor.view().sizes
     links = sizes[0] // 3
-    dummy_env = [torch.zeros(n, pop) for n in (4 if links == 1 else 6, 1, 2 * links, 1)]
-    buffers = [genomes.t().contiguous(), *dummy_env, *actor.weights, *actor.biases, *actor.sigmas, *actor.sums,
-               *actor.samples, *actor.outputs, rule.reward, *rule.nodes, *rule.edges]
-    pointers = (ctypes.c_void_p * len(buffers))(*[t.data_ptr() for t in buffers])
-    c_sizes = (ctypes.c_int64 * len(sizes))(*sizes)
+    buffers = _buffers(genomes, [torch.zeros(n, pop) for n in (4 if links == 1 else 6, 1, 2 * links, 1)], actor,
+                       rule)
+    pointers, c_sizes = _pointers(buffers), _int64s(sizes)
     scalars = (ctypes.c_float * 6)(0.05, 1.0, -1.0, learning_rate, weight_limit, sigma_limit)
-    flags = (ctypes.c_int64 * 6)(links, 1, 0, 1, 0, 1)
+    flags = _int64s([links, 1, 0, 1, 0, 1])
     x, noise, reward = (t.float().contiguous() for t in (x, noise, reward))
     code = lib.metarl_rule_steps(pop, x.shape[0], len(sizes) - 1, ctypes.addressof(c_sizes),
                                  ctypes.addressof(pointers), x.data_ptr(), noise.data_ptr(), reward.data_ptr(),

@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--hidden", metavar="N,N", help="run the rule on an actor with these hidden layer sizes")
     p.add_argument("--save", metavar="OUT.gif", help="write the replay as an animated GIF (or .png: last frame)")
     p.add_argument("--plot", metavar="OUT.png", help="write a figure: lifetime summary of a model, "
-                                                     "fitness curves of a run folder")
+                                                     "fitness curves of a run folder, or with --evaluate "
+                                                     "the height over the lifetime per condition")
     p.add_argument("--evaluate", action="store_true", help="measure the rule against baselines")
     p.add_argument("--episodes", type=int, metavar="N",
                    help=f"lifetimes for --evaluate (default {DEFAULT_EVAL_EPISODES}) "
@@ -75,8 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             raise UserError(f"--{name} must be >= {low}, got {value}")
     if args.json and not args.evaluate:
         raise UserError("--json needs --evaluate")
-    if args.evaluate and (args.save or args.plot):
-        raise UserError("--evaluate cannot be combined with --save or --plot; run them separately")
+    if args.evaluate and args.save:
+        raise UserError("--evaluate cannot be combined with --save; run them separately")
     # Reject unwritable output names before minutes of work, not after.
     if args.plot:
         plots.figure_format(args.plot)
@@ -168,7 +169,7 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
     device = cfg_mod.resolve_device(config.device)
     print(f"{path}: {provenance(model)}\n{episodes} episodes x {steps} steps per condition, actor {sizes}, "
           f"seed {seed}, env {config.env.name} {config.env.params or ''}".rstrip())
-    total = len(evaluation.CONDITIONS) * episodes * steps
+    total = len(evaluation.ALL_CONDITIONS) * len(evaluation.goals_of(config) or (1,)) * episodes * steps
     with tqdm(total=total, desc="evaluate", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
         result = evaluation.evaluate_rule(model.genome, model.layout, config, episodes=episodes, seed=seed,
                                           steps=steps, sizes=sizes, device=device, progress=bar.update)
@@ -183,6 +184,11 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
         except OSError as e:
             raise UserError(f"{args.json}: cannot write ({e.strerror})") from None
         print(f"wrote {args.json}")
+    if args.plot:
+        fig = plots.height_curve_figure(result.height_curve, title=f"{path.name}: height over the lifetime, "
+                                                                   f"mean of {episodes} episodes")
+        plots.save_figure(fig, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -21,10 +21,11 @@ import torch
 import yaml
 
 from .envs import ENVS, env_class
-from .envs.base import ACTION_SIGNS, INITS, INTEGRATORS, REWARDS
+from .envs.base import ACTION_SIGNS, GOALS, INITS, INTEGRATORS, REWARDS
 from .errors import ConfigError
 
 PhysicalValue = float | list[float]
+ANTITHETIC = (False, True, "motor", "goal")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class EnvConfig:
     max_torque: float = 1.0
     max_speed: float | None = 10.0
     action_sign: int | str = 1  # 1, -1, or random (motor direction ±1 per individual)
+    goal: int | str = 1  # hidden goal: the reward's sign, 1, -1, or random (±1 per individual)
+    goal_switch: int | None = None  # reversal: the goal flips from this step on; null = never
     params: dict[str, PhysicalValue] = field(default_factory=dict)
 
     def validate(self, key: str) -> None:
@@ -52,6 +55,10 @@ class EnvConfig:
             _positive(f"{key}.max_speed", self.max_speed)
         if self.action_sign not in ACTION_SIGNS:
             raise ConfigError(f"{key}.action_sign: must be 1, -1 or random, got {self.action_sign!r}")
+        if self.goal not in GOALS:
+            raise ConfigError(f"{key}.goal: must be 1, -1 or random, got {self.goal!r}")
+        if self.goal_switch is not None:
+            _positive(f"{key}.goal_switch", self.goal_switch, allow_zero=True)
         defaults = env_class(self.name).param_defaults
         for name, value in self.params.items():
             pkey = f"{key}.params.{name}"
@@ -78,7 +85,7 @@ class EnvConfig:
         """Keyword arguments of `metarl.envs.make` (everything but the name)."""
         return {"dt": self.dt, "integrator": self.integrator, "reward": self.reward, "init": self.init,
                 "max_torque": self.max_torque, "max_speed": self.max_speed, "action_sign": self.action_sign,
-                "params": dict(self.params)}
+                "goal": self.goal, "goal_switch": self.goal_switch, "params": dict(self.params)}
 
 
 @dataclass(frozen=True)
@@ -133,9 +140,18 @@ class GAConfig:
     # Same actor/env draws for every individual of a generation (common random numbers),
     # so that ranking compares rules rather than luck. Off = SPEC's independent draws.
     common_random_numbers: bool = False
-    # Evaluate in pairs of lifetimes with the same draws but opposite motor directions
-    # (env.action_sign 1 and -1): only a rule that finds the direction scores in both.
-    antithetic: bool = False
+    # Evaluate in pairs of lifetimes with the same draws and one sign flipped: true or `motor`,
+    # the motor direction (env.action_sign), so only a rule that finds the direction scores in
+    # both; `goal`, the hidden goal (env.goal), so a rule blind to the reward scores the average
+    # of the two goals. false = SPEC's single lifetimes.
+    antithetic: bool | str = False
+
+    @property
+    def flipped(self) -> str | None:
+        """The env option an antithetic pair flips (``action_sign`` or ``goal``), or None."""
+        if not self.antithetic:
+            return None
+        return "goal" if self.antithetic == "goal" else "action_sign"
 
     def validate(self, key: str) -> None:
         for name in ("population_size", "num_survivors", "generations", "lifetime_steps",
@@ -147,6 +163,8 @@ class GAConfig:
         if not 0 <= self.mutation_probability <= 1:
             raise ConfigError(f"{key}.mutation_probability: must be in [0, 1], got {self.mutation_probability}")
         _positive(f"{key}.mutation_strength", self.mutation_strength, allow_zero=True)
+        if self.antithetic not in ANTITHETIC:
+            raise ConfigError(f"{key}.antithetic: must be true, false, motor or goal, got {self.antithetic!r}")
         if self.antithetic and self.evals_per_individual % 2:
             raise ConfigError(f"{key}.antithetic: needs an even evals_per_individual, got {self.evals_per_individual}")
 
@@ -192,8 +210,10 @@ class Config:
         self.rule.validate("rule")
         self.ga.validate("ga")
         self.runtime.validate("runtime")
-        if self.ga.antithetic and self.env.action_sign == "random":
-            raise ConfigError("ga.antithetic: needs a fixed env.action_sign (1 or -1), not random")
+        flipped = self.ga.flipped
+        if flipped and getattr(self.env, flipped) == "random":
+            raise ConfigError(f"ga.antithetic: {self.ga.antithetic} pairs need a fixed env.{flipped} (1 or -1), "
+                              f"not random")
 
     @property
     def layer_sizes(self) -> list[int]:

@@ -7,9 +7,19 @@ actor, environment parameters and sampling noise in all of them (common random n
 - ``no_plasticity``: the rule is never applied, the initial actor acts unchanged;
 - ``reward_zeroed``: the rule runs but always sees reward 0 (is it reward-driven?);
 - ``random_rule``: one genome per episode from the GA's initial distribution
-  ``Normal(0, init_std^2)`` (is evolution better than chance?).
+  ``Normal(0, init_std^2)`` (is evolution better than chance?);
+- ``reward_shuffled``: the rule runs but sees the rewards of another episode's ``learned``
+  lifetime (a fixed derangement), so it gets a reward signal with realistic statistics that
+  carries no information about its own lifetime;
+- ``reference``: a classic controller that knows the physics and the goal
+  (`metarl.controllers`), the bar a learned rule is held against.
 
-The score of an episode is its summed reward (the training fitness). ``lifetime_gain`` of
+The score of an episode is its summed reward (the training fitness). For a task with a hidden
+goal (``ga.antithetic: goal`` or ``env.goal: random``) every episode is run once with each goal
+(+1 and -1) and its score is the mean of the two, as in training; the scores per goal are
+reported too. ``last_quarter_height`` is the mean height per link (0 hanging, 2 upright) over the
+last quarter of the lifetime; an episode is *balanced* when that height stays above
+``BALANCED_HEIGHT`` (0.9 of the maximum) for at least ``BALANCED_SHARE`` of the last quarter. ``lifetime_gain`` of
 an episode is the mean reward per step in the last quarter of the lifetime *minus* the
 mean in the first quarter: positive when the actor got better during its life. It is a
 difference, not a ratio, because the first quarter's reward can be zero. Keys come from a
@@ -19,7 +29,7 @@ generation namespace that training never reaches, so evaluation episodes are uns
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -27,8 +37,9 @@ import torch
 from . import rng
 from .actor import ActorState
 from .config import Config
+from .controllers import run_reference
 from .genome import GenomeLayout
-from .lifetime import Conditions, Lifetime, ProgressFn, run_lifetimes, use_native
+from .lifetime import Conditions, Lifetime, ProgressFn, make_env, run_lifetimes, use_native
 
 # Key namespaces (the ``generation`` argument of `rng.individual_keys`). Training uses
 # generations 0, 1, 2, ...; these are far beyond any run, so the draws are never trained on.
@@ -43,7 +54,15 @@ CONDITIONS: dict[str, Conditions] = {
     "no_plasticity": Conditions(plastic=False),
     "reward_zeroed": Conditions(zero_reward=True),
     "random_rule": Conditions(),
+    "reward_shuffled": Conditions(),  # seen_rewards filled in from the learned episodes
 }
+# Conditions run by a controller, not by the rule.
+CONTROLLERS = ("reference",)
+ALL_CONDITIONS = (*CONDITIONS, *CONTROLLERS)
+# `reward_shuffled` derangement: its own generator stream.
+SHUFFLE_STREAM = 2
+BALANCED_HEIGHT = 0.9 * 2.0  # per link: 0.9 of the maximum height
+BALANCED_SHARE = 0.9
 GAIN_DEFINITION = "mean reward per step, last quarter of the lifetime minus first quarter (learned rule)"
 Z95 = 1.96
 
@@ -78,10 +97,15 @@ class Summary:
 class Evaluation:
     """Per-episode results of every condition."""
 
-    fitness: dict[str, torch.Tensor]  # condition -> summed reward per episode (N,) float64
+    fitness: dict[str, torch.Tensor]  # condition -> summed reward per episode (N,) float64 (mean over goals)
     gain: torch.Tensor  # lifetime gain of the learned rule per episode (N,)
     baseline_gain: torch.Tensor  # the same for no_plasticity: what the dynamics alone give (N,)
     steps: int
+    # condition -> mean height per link over the last quarter, per episode (N,) (mean over goals)
+    last_quarter_height: dict[str, torch.Tensor]
+    balanced: dict[str, torch.Tensor]  # condition -> share of the episode's lifetimes (goals) balanced (N,)
+    height_curve: dict[str, torch.Tensor]  # condition -> mean height per link at every step (T,)
+    per_goal: dict[str, dict[int, torch.Tensor]]  # condition -> goal -> score per episode (N,); hidden goals only
 
     @property
     def summaries(self) -> dict[str, Summary]:
@@ -101,9 +125,22 @@ class Evaluation:
         base = float(self.fitness["no_plasticity"].mean())
         return float(self.fitness["learned"].mean()) / base if base != 0 else None
 
+    def balanced_fraction(self, name: str) -> float:
+        """Share of condition ``name``'s lifetimes that balance (see the module docstring)."""
+        return float(self.balanced[name].double().mean())
+
+    def condition_dict(self, name: str) -> dict[str, Any]:
+        """JSON form of one condition: summary, height metrics and (hidden goals) the score per goal."""
+        out = {**Summary.of(self.fitness[name]).to_dict(),
+               "last_quarter_height": Summary.of(self.last_quarter_height[name]).to_dict(),
+               "balanced_fraction": self.balanced_fraction(name)}
+        if name in self.per_goal:
+            out["per_goal"] = {f"{g:+d}": Summary.of(v).to_dict() for g, v in self.per_goal[name].items()}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form of the results (without the settings, which the caller knows)."""
-        return {"conditions": {k: s.to_dict() for k, s in self.summaries.items()},
+        return {"conditions": {k: self.condition_dict(k) for k in self.fitness},
                 "paired_differences": {k: s.to_dict() for k, s in self.differences.items()},
                 "ratio_learned_no_plasticity": self.ratio,
                 "lifetime_gain": {**Summary.of(self.gain).to_dict(), "definition": GAIN_DEFINITION},
@@ -129,6 +166,28 @@ def lifetime_gain(rewards: torch.Tensor) -> torch.Tensor:
     return r[:, -quarter:].mean(dim=1) - r[:, :quarter].mean(dim=1)
 
 
+def goals_of(config: Config) -> tuple[int, ...] | None:
+    """The goals every evaluation episode is run with: (1, -1) for a hidden-goal task, else None."""
+    if config.ga.flipped == "goal" or config.env.goal == "random":
+        return (1, -1)
+    return None
+
+
+def heights(states: torch.Tensor) -> torch.Tensor:
+    """Mean height per link ``(N, T)`` of states ``(N, T, 2 * links)`` (0 hanging, 2 upright)."""
+    theta = states[..., 0::2].double()
+    return (1 - torch.cos(theta)).mean(dim=-1)
+
+
+def derangement(n: int, seed: int) -> torch.Tensor:
+    """A seeded permutation of ``range(n)`` without fixed points (for n >= 2)."""
+    gen = torch.Generator().manual_seed(rng.hash_ints(seed, EVAL_GENERATION, SHUFFLE_STREAM))
+    order = torch.randperm(n, generator=gen)
+    out = torch.empty(n, dtype=torch.int64)
+    out[order] = order.roll(-1)  # each episode takes the next one's in a random cycle
+    return out
+
+
 def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
                   steps: int | None = None, sizes: list[int] | None = None,
                   device: torch.device | str = "cpu", progress: ProgressFn | None = None) -> Evaluation:
@@ -138,20 +197,50 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     steps = config.ga.lifetime_steps if steps is None else steps
+    goals = goals_of(config)
+    configs = [config] if goals is None else [config.replace(env=replace(config.env, goal=g)) for g in goals]
     keys = evaluation_keys(seed, episodes).to(device)
     learned = genome.to(device).expand(episodes, -1).contiguous()
     genomes = {name: learned for name in CONDITIONS}
     genomes["random_rule"] = random_rule_genomes(layout, episodes, config.rule.init_std, seed).to(
         device=device, dtype=learned.dtype)
-    fitness, traces = {}, {}
+    links = config.layer_sizes[0] // 3
+    # Per condition, one (fitness, rewards, heights) per goal.
+    runs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
     for name, conditions in CONDITIONS.items():
-        total, rewards = run_lifetimes(genomes[name], layout, config, keys, steps=steps, conditions=conditions,
-                                       sizes=sizes, trace=name in ("learned", "no_plasticity"),
-                                       progress=progress)
-        fitness[name] = total.cpu()
-        traces[name] = rewards
-    return Evaluation(fitness, lifetime_gain(traces["learned"]).cpu(),
-                      lifetime_gain(traces["no_plasticity"]).cpu(), steps)
+        if name == "reward_shuffled":
+            pooled = torch.cat([r for _, r, _ in runs["learned"]])  # every learned lifetime, all goals
+            seen = pooled[derangement(pooled.shape[0], seed)]
+        runs[name] = []
+        for i, cfg in enumerate(configs):
+            cond = conditions
+            if name == "reward_shuffled":
+                cond = replace(conditions, seen_rewards=seen[i * episodes:(i + 1) * episodes])
+            states = torch.zeros(episodes, steps, 2 * links, dtype=learned.dtype, device=device)
+            total, rewards = run_lifetimes(genomes[name], layout, cfg, keys, steps=steps, conditions=cond,
+                                           sizes=sizes, trace=True, progress=progress, states=states)
+            runs[name].append((total.cpu(), rewards, heights(states).cpu()))
+    for cfg in configs:
+        env = make_env(cfg, keys)
+        total, rewards, states = run_reference(env, steps)
+        runs.setdefault("reference", []).append((total.cpu(), rewards, heights(states).cpu()))
+        if progress is not None:
+            progress(episodes * steps)
+    quarter = max(1, steps // 4)
+
+    def mean_over_goals(values: list[torch.Tensor]) -> torch.Tensor:
+        return torch.stack(values).mean(dim=0)
+
+    fitness = {n: mean_over_goals([f for f, _, _ in r]) for n, r in runs.items()}
+    last = {n: mean_over_goals([h[:, -quarter:].mean(dim=1) for _, _, h in r]) for n, r in runs.items()}
+    balanced = {n: mean_over_goals([((h[:, -quarter:] > BALANCED_HEIGHT).double().mean(dim=1) >= BALANCED_SHARE)
+                                    .double() for _, _, h in r]) for n, r in runs.items()}
+    curve = {n: torch.cat([h for _, _, h in r]).mean(dim=0) for n, r in runs.items()}
+    per_goal = {} if goals is None else {n: {g: f for g, (f, _, _) in zip(goals, r, strict=True)}
+                                         for n, r in runs.items()}
+    gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["learned"]])
+    base_gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["no_plasticity"]])
+    return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal)
 
 
 @dataclass(frozen=True)
@@ -178,11 +267,21 @@ def sample_lifetimes(genome: torch.Tensor, layout: GenomeLayout, config: Config,
 
 def format_table(evaluation: Evaluation) -> str:
     """Readable table of the conditions, the learned/no_plasticity ratio and the lifetime gain."""
-    lines = [f"{'condition':<15}{'mean':>11}{'std':>11}{'95% CI':>25}{'n':>7}"]
+    per_goal = bool(evaluation.per_goal)
+    goal_head = "".join(f"{f'goal {g:+d}':>11}" for g in next(iter(evaluation.per_goal.values()), {})) \
+        if per_goal else ""
+    lines = [f"{'condition':<16}{'mean':>11}{'std':>11}{'95% CI':>25}{'n':>7}{'lq_height':>11}{'balanced':>10}"
+             + goal_head]
     for name, s in evaluation.summaries.items():
         lo, hi = s.ci95
-        lines.append(f"{name:<15}{s.mean:>11.3f}{s.std:>11.3f}{f'[{lo:.3f}, {hi:.3f}]':>25}{s.n:>7}")
-    lines.append(f"score = reward summed over a lifetime of {evaluation.steps} steps")
+        goals = "".join(f"{float(v.mean()):>11.3f}" for v in evaluation.per_goal[name].values()) if per_goal else ""
+        lines.append(f"{name:<16}{s.mean:>11.3f}{s.std:>11.3f}{f'[{lo:.3f}, {hi:.3f}]':>25}{s.n:>7}"
+                     f"{float(evaluation.last_quarter_height[name].mean()):>11.3f}"
+                     f"{evaluation.balanced_fraction(name):>10.3f}{goals}")
+    lines.append(f"score = reward summed over a lifetime of {evaluation.steps} steps"
+                 + (" (mean of the two goals)" if per_goal else ""))
+    lines.append("lq_height = mean height per link over the last quarter (2 = upright); balanced = share of "
+                 "lifetimes above 0.9 of the maximum for >= 90% of the last quarter")
     lines.append("paired differences (same actors and environments, so luck cancels):")
     for name, s in evaluation.differences.items():
         lo, hi = s.ci95

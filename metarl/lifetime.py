@@ -19,7 +19,7 @@ import gc
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -50,6 +50,8 @@ class Conditions:
 
     plastic: bool = True  # False: the rule is never applied; the initial actor acts unchanged
     zero_reward: bool = False  # True: the rule always sees reward 0
+    # The rule sees these rewards ``(P, T)`` (e.g. another lifetime's) instead of its own; None = its own.
+    seen_rewards: torch.Tensor | None = field(default=None, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,13 @@ class Carry:
 
 
 def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout,
-               noise_keys: torch.Tensor, carry: Carry, spec: StepSpec) -> tuple[Carry, torch.Tensor]:
+               noise_keys: torch.Tensor, carry: Carry, spec: StepSpec, seen: torch.Tensor | None = None
+               ) -> tuple[Carry, torch.Tensor]:
     """One step of a lifetime; returns the next carry and the reward ``(P,)``. Pure.
 
     ``env`` supplies the physics (its own state is not used), ``params`` the split genome
-    (None with ``spec.reference``), ``noise_keys (P,)`` the sampling-noise stream.
+    (None with ``spec.reference``), ``noise_keys (P,)`` the sampling-noise stream; ``seen (P,)``,
+    if given, is the reward the rule sees instead of its own (`Conditions`).
     """
     x = env.observation(carry.state)
     if spec.sigma_limit == 0:
@@ -97,10 +101,13 @@ def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor
         action = actor.outputs[-1][:, 0]
     state = env.advance(carry.state, action)
     height = env.height(state)
-    reward = env.reward(height, carry.prev_height)
+    reward = env.reward(state, height, carry.prev_height, carry.t)
     rule = carry.rule
     if spec.conditions.plastic:
-        seen = torch.zeros_like(reward) if spec.conditions.zero_reward else reward
+        if spec.conditions.zero_reward:
+            seen = torch.zeros_like(reward)
+        elif seen is None:
+            seen = reward
         kw = {"learning_rate": spec.learning_rate, "weight_limit": spec.weight_limit,
               "sigma_limit": spec.sigma_limit}
         if spec.reference:
@@ -114,6 +121,20 @@ def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor
         actor = fused.FusedActor.of(actor, torch.Tensor.contiguous)
         rule = fused.map_rule_state(rule, torch.Tensor.contiguous)
     return Carry(carry.t + 1, state, height, actor, rule), reward
+
+
+def make_env(config: Config, keys: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> BatchedEnv:
+    """The environments of the lifetimes with ``keys (P,)``: parameters, initial state, motor
+    direction and goal drawn from each key's env stream (on the keys' device)."""
+    offset = [0]
+
+    def sampler(count: int) -> torch.Tensor:
+        u = rng.uniform(keys, rng.STREAM_ENV_PARAMS, count, offset=offset[0], dtype=dtype)
+        offset[0] += count
+        return u
+
+    return envs.make(config.env.name, keys.shape[0], device=keys.device, dtype=dtype, sampler=sampler,
+                     **config.env.make_kwargs())
 
 
 class Lifetime:
@@ -143,21 +164,17 @@ class Lifetime:
         self.compile = compile
         self.sizes = list(sizes) if sizes is not None else config.layer_sizes
         device, dtype, pop = genomes.device, genomes.dtype, genomes.shape[0]
-        offset = [0]
-
-        def sampler(count: int) -> torch.Tensor:
-            u = rng.uniform(keys, rng.STREAM_ENV_PARAMS, count, offset=offset[0], dtype=dtype)
-            offset[0] += count
-            return u
-
-        self.env = envs.make(config.env.name, pop, device=device, dtype=dtype, sampler=sampler,
-                             **config.env.make_kwargs())
+        self.env = make_env(config, keys, dtype=dtype)
         a = config.actor
         actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
                                         weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype)
         rule = initial_rule_state(self.sizes, pop, layout.state_dim, device=device, dtype=dtype)
         self.params = None if reference or native else rule_params(genomes, layout)
         self.neurons = actor_mod.neuron_count(self.sizes)
+        self._seen = conditions.seen_rewards
+        if self._seen is not None and (self._seen.dim() != 2 or self._seen.shape[0] != pop):
+            raise ValueError(f"seen_rewards must have shape ({pop}, T), got {tuple(self._seen.shape)}")
+        conditions = replace(conditions, seen_rewards=None)  # the spec holds no tensors (compiled code guards on it)
         self.spec = StepSpec(self.neurons, a.learning_rate, a.weight_limit, a.sigma_limit, conditions,
                              reference, fused=compile or native)
         self._no_height = torch.full((pop,), float("nan"), dtype=dtype, device=device)
@@ -176,7 +193,8 @@ class Lifetime:
             self._native = native_mod.Runner(
                 native_mod.library(layout.signal_dim, layout.state_dim), genomes, self.env, actor, rule,
                 self._noise_keys, learning_rate=a.learning_rate, weight_limit=a.weight_limit,
-                sigma_limit=a.sigma_limit, plastic=conditions.plastic, zero_reward=conditions.zero_reward)
+                sigma_limit=a.sigma_limit, plastic=conditions.plastic, zero_reward=conditions.zero_reward,
+                seen_rewards=self._seen)
 
     @property
     def actor(self) -> ActorState:
@@ -199,10 +217,12 @@ class Lifetime:
         """The observation ``(P, n_0)`` the actors see next."""
         return self.env.observe()
 
-    def run(self, steps: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None) -> None:
-        """``steps`` steps: ``fitness (P,)`` (float64) += each reward, ``rewards (steps, P)`` receives them if given."""
+    def run(self, steps: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None,
+            states: torch.Tensor | None = None) -> None:
+        """``steps`` steps: ``fitness (P,)`` (float64) += each reward, ``rewards (steps, P)`` receives them
+        and ``states (steps, 2 * links, P)`` the env state after each step, if given."""
         if self._native is not None:
-            self._native.run(steps, self.t, fitness, rewards)
+            self._native.run(steps, self.t, fitness, rewards, states)
             self.t += steps
             return
         for t in range(steps):
@@ -210,6 +230,8 @@ class Lifetime:
             fitness += r
             if rewards is not None:
                 rewards[t] = r
+            if states is not None:
+                states[t] = self.env.state.t()
 
     def step(self) -> torch.Tensor:
         """Act, step the env, apply the rule; returns the reward ``(P,)``."""
@@ -221,9 +243,10 @@ class Lifetime:
         # The env object holds the physical state, so that assigning ``env.state`` takes effect.
         prev = env.prev_height if env.prev_height is not None else self._no_height
         carry = Carry(self._carry.t, env.state, prev, self._carry.actor, self._carry.rule)
+        seen = None if self._seen is None else self._seen[:, self.t]
         self._carry, reward = self._transition(env, self.params, self.genomes, self.layout, self._noise_keys,
-                                               carry, self.spec)
-        env.restore(self._carry.state, self._carry.prev_height)
+                                               carry, self.spec, seen)
+        env.restore(self._carry.state, self._carry.prev_height, self.t + 1)
         self.t += 1
         return reward
 
@@ -287,10 +310,11 @@ def step_path(config: Config, device: torch.device, dtype: torch.dtype = torch.f
 def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, keys: torch.Tensor, *,
                   steps: int | None = None, chunk_size: int | None = None, trace: bool = False,
                   conditions: Conditions = Conditions(), reference: bool = False,
-                  sizes: list[int] | None = None, progress: ProgressFn | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  sizes: list[int] | None = None, progress: ProgressFn | None = None,
+                  states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Summed reward ``(P,)`` of one lifetime per individual, and optionally the per-step rewards ``(P, T)``.
 
+    ``states (P, T, 2 * links)``, if given, receives the env state after every step.
     ``progress(n)`` is called with individual-steps done, every 100 steps.
     """
     steps = config.ga.lifetime_steps if steps is None else steps
@@ -312,27 +336,35 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
         chunk_size = min(chunk_size, _round_up(config.ga.population_size, LANES))
     fitness = torch.zeros(pop, dtype=torch.float64, device=genomes.device)
     rewards = torch.zeros(pop, steps, dtype=genomes.dtype, device=genomes.device) if trace else None
+    seen = conditions.seen_rewards
+
+    def pad(t: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.cat((t, t[-1:].expand(chunk_size - n, *t.shape[1:]))) if compile and n < chunk_size else t
+
     with torch.no_grad(), _without_gc():
         for start in range(0, pop, chunk_size):
             sl = slice(start, min(start + chunk_size, pop))
             n = sl.stop - sl.start
-            g, k = genomes[sl], keys[sl]
-            if compile and n < chunk_size:
-                g = torch.cat((g, g[-1:].expand(chunk_size - n, -1)))
-                k = torch.cat((k, k[-1:].expand(chunk_size - n)))
-            life = Lifetime(g, layout, config, k, conditions=conditions, reference=reference, sizes=sizes,
+            g, k = pad(genomes[sl], n), pad(keys[sl], n)
+            cond = conditions if seen is None else replace(conditions, seen_rewards=pad(seen[sl], n))
+            life = Lifetime(g, layout, config, k, conditions=cond, reference=reference, sizes=sizes,
                             compile=compile, native=native)
             total = torch.zeros(g.shape[0], dtype=torch.float64, device=genomes.device)
             chunk_rewards = torch.zeros(steps, g.shape[0], dtype=genomes.dtype, device=genomes.device) \
                 if trace else None
+            chunk_states = torch.zeros(steps, 2 * life.env.links, g.shape[0], dtype=genomes.dtype,
+                                       device=genomes.device) if states is not None else None
             for t0 in range(0, steps, PROGRESS_STEPS):
                 count = min(PROGRESS_STEPS, steps - t0)
-                life.run(count, total, None if chunk_rewards is None else chunk_rewards[t0:t0 + count])
+                life.run(count, total, None if chunk_rewards is None else chunk_rewards[t0:t0 + count],
+                         None if chunk_states is None else chunk_states[t0:t0 + count])
                 if progress is not None:
                     progress(count * n)
             fitness[sl] = total[:n]
             if rewards is not None:
                 rewards[sl] = chunk_rewards[:, :n].t()
+            if states is not None:
+                states[sl] = chunk_states[:, :, :n].permute(2, 0, 1)
     return fitness, rewards
 
 
@@ -382,5 +414,7 @@ def evaluate(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, see
 
 
 def antithetic_config(config: Config) -> Config:
-    """``config`` with the motor direction reversed (the second lifetime of an antithetic pair)."""
-    return config.replace(env=replace(config.env, action_sign=-config.env.action_sign))
+    """``config`` with the sign that ``ga.antithetic`` flips (motor direction or hidden goal) reversed:
+    the second lifetime of an antithetic pair."""
+    name = config.ga.flipped or "action_sign"
+    return config.replace(env=replace(config.env, **{name: -getattr(config.env, name)}))

@@ -153,7 +153,8 @@ inline vf vuniform(vu base, uint32_t counter) {
 struct Options {
     // Matches the `scalars` array of metarl/native.py.
     float dt, max_torque, max_speed, learning_rate, weight_limit, sigma_limit;
-    int links, rk4, reward_delta, plastic, zero_reward, noise;
+    int links, rk4, reward_delta, plastic, zero_reward, noise, spin;
+    int64_t goal_switch;  // the goal flips from this step number on; -1 = never
 };
 
 constexpr float PI = 3.14159265358979323846f;
@@ -229,7 +230,7 @@ struct Cell {
 struct Layout {
     int layers;
     int sizes[MAX_LAYERS + 1];
-    int genome, env_params, sign, state, prev_height;
+    int genome, env_params, sign, goal, state, prev_height;
     int weights[MAX_LAYERS], biases[MAX_LAYERS], sigmas[MAX_LAYERS];
     int sums[MAX_LAYERS], samples[MAX_LAYERS], outputs[MAX_LAYERS];
     int rule_reward, nodes[MAX_LAYERS], edges[MAX_LAYERS];
@@ -305,8 +306,9 @@ struct Kernel {
         }
     }
 
-    // One step of a block: act, step the env, apply the rule. Returns the reward.
-    vf step(vf* v, vu noise_base, uint32_t t, Scratch& sc) const {
+    // One step of a block: act, step the env, apply the rule. Returns the reward. The rule sees
+    // *seen instead of the reward when seen is not null.
+    vf step(vf* v, vu noise_base, uint32_t t, Scratch& sc, const vf* seen) const {
         const int layers = L.layers, neurons = (int)sc.noise.size();
 
         // Observation [sin, cos, omega] per link.
@@ -333,14 +335,20 @@ struct Kernel {
         vf height = splat(0.0f);
         for (int i = 0; i < o.links; ++i) height += 1.0f - vcos(st[2 * i]);
         vf reward = height;
-        if (o.reward_delta) {
+        if (o.spin) {
+            reward = st[1];  // angular speed of the first link
+        } else if (o.reward_delta) {
             vf prev = v[L.prev_height];
             vf delta = height - prev;
             reward = delta < 0.0f ? DOWN_PENALTY * delta : delta;
             reward = prev == prev ? reward : splat(0.0f);  // NaN: no previous height
         }
+        // The hidden goal's sign, flipped from goal_switch on (metarl/envs/base.py `reward`).
+        vf goal = v[L.goal];
+        if (o.goal_switch >= 0 && (int64_t)t >= o.goal_switch) goal = -goal;
+        reward = reward * goal;
         v[L.prev_height] = height;
-        if (o.plastic) rule(v, x, o.zero_reward ? splat(0.0f) : reward, sc);
+        if (o.plastic) rule(v, x, o.zero_reward ? splat(0.0f) : (seen ? *seen : reward), sc);
         return reward;
     }
 
@@ -480,12 +488,13 @@ struct Driver {
     Options o{};
     std::vector<std::pair<int*, int>> order;  // (local offset, features) of each buffer, in `bufs` order
     int max_n = 0, neurons = 0;
-    static constexpr int kConst = 3;  // genome, env params and sign are read-only
+    static constexpr int kConst = 4;  // genome, env params, motor sign and goal are read-only
 
     int init(int64_t layers, const int64_t* sizes, const float* scalars, const int64_t* flags) {
         if (layers < 1 || layers > MAX_LAYERS) return -1;
         o = Options{scalars[0], scalars[1], scalars[2], scalars[3], scalars[4], scalars[5],
-                    (int)flags[0], (int)flags[1], (int)flags[2], (int)flags[3], (int)flags[4], (int)flags[5]};
+                    (int)flags[0], (int)flags[1], (int)flags[2], (int)flags[3], (int)flags[4], (int)flags[5],
+                    (int)flags[6], flags[7]};
         if (o.links != 1 && o.links != 2) return -2;
         L.layers = (int)layers;
         for (int k = 0; k <= layers; ++k) {
@@ -497,6 +506,7 @@ struct Driver {
         order.push_back({&L.genome, kernel.genome_size()});
         order.push_back({&L.env_params, o.links == 1 ? 4 : 6});
         order.push_back({&L.sign, 1});
+        order.push_back({&L.goal, 1});
         order.push_back({&L.state, 2 * o.links});
         order.push_back({&L.prev_height, 1});
         for (int k = 0; k < layers; ++k) order.push_back({&L.weights[k], L.sizes[k] * L.sizes[k + 1]});
@@ -577,11 +587,13 @@ int64_t metarl_genome_size() {
 
 // Run `steps` steps from step number t0 for P individuals, in place.
 //   sizes[layers + 1]: layer sizes; bufs: see metarl/native.py (`Runner`); keys: noise stream keys (P,);
-//   fitness (P,) float64 += each reward; rewards (steps, P) float32 or null; scalars, flags: Options.
+//   fitness (P,) float64 += each reward; rewards (steps, P) float32 or null; states (steps, 2 * links, P)
+//   float32 or null receives the env state after each step; seen (steps, P) float32 or null: the rewards
+//   the rule sees instead of its own; scalars, flags: Options.
 // Returns 0, or a negative error code.
 int64_t metarl_run(int64_t P, int64_t steps, int64_t t0, int64_t threads, int64_t layers, const int64_t* sizes,
-                   float* const* bufs, const uint32_t* keys, double* fitness, float* rewards,
-                   const float* scalars, const int64_t* flags) {
+                   float* const* bufs, const uint32_t* keys, double* fitness, float* rewards, float* states,
+                   const float* seen, const float* scalars, const int64_t* flags) {
     Driver d;
     if (int code = d.init(layers, sizes, scalars, flags)) return code;
     d.run(P, threads, bufs, [&](const Kernel& kernel, vf* v, int64_t p0, int lanes, Scratch& sc) {
@@ -591,10 +603,16 @@ int64_t metarl_run(int64_t P, int64_t steps, int64_t t0, int64_t threads, int64_
             base[l] = keys[p0 + (l < lanes ? l : 0)];
             total[l] = fitness[p0 + (l < lanes ? l : 0)];
         }
+        const int n_state = 2 * d.o.links;
         for (int64_t s = 0; s < steps; ++s) {
-            vf r = kernel.step(v, base, (uint32_t)(t0 + s), sc);
+            vf seen_s;
+            if (seen) seen_s = Driver::gather(seen + s * P + p0, lanes);
+            vf r = kernel.step(v, base, (uint32_t)(t0 + s), sc, seen ? &seen_s : nullptr);
             total += __builtin_convertvector(r, vd);
             if (rewards) Driver::scatter(rewards + s * P + p0, r, lanes);
+            if (states)
+                for (int f = 0; f < n_state; ++f)
+                    Driver::scatter(states + (s * n_state + f) * P + p0, v[d.L.state + f], lanes);
         }
         for (int l = 0; l < lanes; ++l) fitness[p0 + l] = total[l];
     });

@@ -144,7 +144,7 @@ def _load(path: Path) -> ctypes.CDLL:
     except OSError as e:
         raise NativeUnavailable(f"cannot load {path}: {e}") from None
     lib.metarl_run.restype = ctypes.c_int64
-    lib.metarl_run.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p] * 7
+    lib.metarl_run.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p] * 9
     lib.metarl_rule_steps.restype = ctypes.c_int64
     lib.metarl_rule_steps.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 7
     lib.metarl_elementwise.restype = ctypes.c_int64
@@ -156,7 +156,7 @@ def _load(path: Path) -> ctypes.CDLL:
 def _buffers(genomes: torch.Tensor, env_buffers: list[torch.Tensor], actor: fused.FusedActor,
              rule: RuleState) -> list[torch.Tensor]:
     """The ``bufs`` of native.cpp in its order, each ``(features, P)``: genome, env parameters, motor
-    sign, env state, last height, then the actor's and the rule's state (updated in place)."""
+    sign, goal sign, env state, last height, then the actor's and the rule's state (updated in place)."""
     return [genomes.t().contiguous(), *env_buffers, *actor.weights, *actor.biases, *actor.sigmas, *actor.sums,
             *actor.samples, *actor.outputs, rule.reward, *rule.nodes, *rule.edges]
 
@@ -178,7 +178,8 @@ class Runner:
 
     def __init__(self, lib: ctypes.CDLL, genomes: torch.Tensor, env: BatchedEnv, actor: fused.FusedActor,
                  rule: RuleState, noise_keys: torch.Tensor, *, learning_rate: float, weight_limit: float,
-                 sigma_limit: float, plastic: bool, zero_reward: bool) -> None:
+                 sigma_limit: float, plastic: bool, zero_reward: bool, seen_rewards: torch.Tensor | None = None
+                 ) -> None:
         if genomes.device.type != "cpu" or genomes.dtype != torch.float32:
             raise ValueError("the native kernel runs float32 on CPU")
         if lib.metarl_genome_size() != genomes.shape[1]:
@@ -191,8 +192,11 @@ class Runner:
         self.state = env.state.t().contiguous()
         self.prev_height = torch.full((1, self.pop), float("nan"))
         params = torch.stack([env.params[name] for name in env.param_defaults]).contiguous()
-        self._buffers = _buffers(genomes, [params, env.action_sign.reshape(1, -1).contiguous(), self.state,
-                                           self.prev_height], actor, rule)
+        self._buffers = _buffers(genomes, [params, env.action_sign.reshape(1, -1).contiguous(),
+                                           env.goal.reshape(1, -1).contiguous(), self.state, self.prev_height],
+                                 actor, rule)
+        # (T, P): the rewards the rule sees instead of its own, or None.
+        self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()
         for t in self._buffers:
             if not (t.is_contiguous() and t.dtype == torch.float32 and t.shape[-1] == self.pop):
                 raise ValueError("native kernel buffers must be contiguous float32 (features, P)")
@@ -205,16 +209,28 @@ class Runner:
         self._scalars = (ctypes.c_float * 6)(o.dt, o.max_torque, max_speed, learning_rate, weight_limit,
                                              sigma_limit)
         self._flags = _int64s([env.links, int(o.integrator == "rk4"), int(o.reward == "height_delta"), int(plastic),
-                               int(zero_reward), int(sigma_limit != 0)])
+                               int(zero_reward), int(sigma_limit != 0), int(o.reward == "spin"),
+                               -1 if o.goal_switch is None else o.goal_switch])
 
-    def run(self, steps: int, t0: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None) -> None:
+    def run(self, steps: int, t0: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None,
+            states: torch.Tensor | None = None) -> None:
         """Advance ``steps`` steps from step number ``t0``: ``fitness (P,)`` float64 += each reward;
-        ``rewards (steps, P)`` float32 receives them if given."""
+        ``rewards (steps, P)`` float32 receives them and ``states (steps, 2 * links, P)`` float32 the
+        env state after each step, if given."""
         if fitness.shape != (self.pop,) or fitness.dtype != torch.float64 or not fitness.is_contiguous():
             raise ValueError("fitness must be a contiguous float64 (P,) tensor")
         if rewards is not None and (rewards.shape != (steps, self.pop) or rewards.dtype != torch.float32
                                     or not rewards.is_contiguous()):
             raise ValueError(f"rewards must be a contiguous float32 ({steps}, {self.pop}) tensor")
+        n_state = 2 * self.env.links
+        if states is not None and (states.shape != (steps, n_state, self.pop) or states.dtype != torch.float32
+                                   or not states.is_contiguous()):
+            raise ValueError(f"states must be a contiguous float32 ({steps}, {n_state}, {self.pop}) tensor")
+        seen = None
+        if self._seen is not None:
+            if self._seen.shape[0] < t0 + steps:
+                raise ValueError(f"seen_rewards cover {self._seen.shape[0]} steps, need {t0 + steps}")
+            seen = self._seen[t0:]
         env = self.env
         self.state.copy_(env.state.t())
         prev = env.prev_height
@@ -223,10 +239,12 @@ class Runner:
                                    ctypes.addressof(self._sizes), ctypes.addressof(self._pointers),
                                    self._keys.data_ptr(), fitness.data_ptr(),
                                    None if rewards is None else rewards.data_ptr(),
+                                   None if states is None else states.data_ptr(),
+                                   None if seen is None else seen.data_ptr(),
                                    ctypes.addressof(self._scalars), ctypes.addressof(self._flags))
         if code != 0:
             raise RuntimeError(f"native kernel failed with code {code}")
-        env.restore(self.state.t().contiguous(), self.prev_height[0].clone())
+        env.restore(self.state.t().contiguous(), self.prev_height[0].clone(), t0 + steps)
 
 
 def rule_steps(genomes: torch.Tensor, actor: fused.FusedActor, rule: RuleState, x: torch.Tensor,
@@ -238,11 +256,11 @@ def rule_steps(genomes: torch.Tensor, actor: fused.FusedActor, rule: RuleState, 
     pop = genomes.shape[0]
     sizes = actor.view().sizes
     links = sizes[0] // 3
-    buffers = _buffers(genomes, [torch.zeros(n, pop) for n in (4 if links == 1 else 6, 1, 2 * links, 1)], actor,
-                       rule)
+    buffers = _buffers(genomes, [torch.zeros(n, pop) for n in (4 if links == 1 else 6, 1, 1, 2 * links, 1)],
+                       actor, rule)
     pointers, c_sizes = _pointers(buffers), _int64s(sizes)
     scalars = (ctypes.c_float * 6)(0.05, 1.0, -1.0, learning_rate, weight_limit, sigma_limit)
-    flags = _int64s([links, 1, 0, 1, 0, 1])
+    flags = _int64s([links, 1, 0, 1, 0, 1, 0, -1])
     x, noise, reward = (t.float().contiguous() for t in (x, noise, reward))
     code = lib.metarl_rule_steps(pop, x.shape[0], len(sizes) - 1, ctypes.addressof(c_sizes),
                                  ctypes.addressof(pointers), x.data_ptr(), noise.data_ptr(), reward.data_ptr(),

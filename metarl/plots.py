@@ -253,3 +253,27 @@ def fitness_curve_figure(rows: list[dict[str, float]], *, title: str = "", fig: 
     ax.legend(loc="best")
     fig.tight_layout()
     return fig
+
+
+HEIGHT_CURVES = (("reference", "black", "--"), ("learned", LEARNED_COLOR, "-"),
+                 ("reward_zeroed", "tab:purple", ":"), ("reward_shuffled", "tab:brown", "-."),
+                 ("no_plasticity", BASELINE_COLOR, "-"))
+
+
+def height_curve_figure(curves: dict[str, torch.Tensor], *, title: str = "", fig: Figure | None = None) -> Figure:
+    """Mean height per link against lifetime step for each evaluation condition (``curves``: name -> (T,))."""
+    fig = fig if fig is not None else _agg_figure(9, 5.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, color, style in HEIGHT_CURVES:
+        if name in curves:
+            values = curves[name].double().cpu().numpy()
+            ax.plot(np.arange(1, values.shape[0] + 1), values, color=color, linestyle=style, linewidth=1.4,
+                    label=name.replace("_", " "))
+    ax.set_xlabel("lifetime step")
+    ax.set_ylabel("mean height per link (0 hanging, 2 upright)")
+    ax.set_ylim(-0.05, 2.05)
+    ax.set_title(title or "height over the lifetime")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig

@@ -94,7 +94,7 @@ def test_without_learning_rate_all_rule_conditions_equal_no_plasticity(rule) -> 
     result = evaluate_rule(genome, layout, tiny_config(learning_rate=0.0), episodes=EPISODES, seed=5)
     base = result.fitness["no_plasticity"]
     assert base.shape == (EPISODES,) and len(set(base.tolist())) == EPISODES  # episodes differ
-    for name in ("learned", "reward_zeroed", "random_rule"):
+    for name in ("learned", "reward_zeroed", "random_rule", "reward_shuffled"):
         assert torch.equal(result.fitness[name], base), name
     assert result.differences["learned - no_plasticity"].mean == 0.0
     assert result.ratio == 1.0
@@ -109,7 +109,7 @@ def test_evaluation_is_reproducible_and_seed_dependent(rule) -> None:
     assert a.to_dict() == b.to_dict()
     assert a.fitness["learned"].tolist() != c.fitness["learned"].tolist()
     assert not torch.equal(a.fitness["learned"], a.fitness["no_plasticity"])  # the rule does act
-    assert set(a.to_dict()["conditions"]) == set(evaluation.CONDITIONS)
+    assert set(a.to_dict()["conditions"]) == set(evaluation.ALL_CONDITIONS)
     assert a.gain.shape == (EPISODES,) and a.steps == STEPS
 
 
@@ -123,5 +123,5 @@ def test_rule_runs_on_a_differently_sized_actor(rule) -> None:
 def test_table_lists_every_condition_and_the_ratio(rule) -> None:
     genome, layout = rule
     table = evaluation.format_table(evaluate_rule(genome, layout, tiny_config(), episodes=3, seed=0, steps=4))
-    for name in (*evaluation.CONDITIONS, "learned / no_plasticity", "lifetime_gain", "95% CI"):
+    for name in (*evaluation.ALL_CONDITIONS, "learned / no_plasticity", "lifetime_gain", "95% CI", "balanced"):
         assert name in table

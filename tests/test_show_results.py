@@ -80,13 +80,25 @@ def test_evaluate_json_is_reproducible_for_a_seed(tmp_path: Path, seed_files) ->
     a = evaluate_json(model, tmp_path / "a.json", "--seed", "4")
     b = evaluate_json(model, tmp_path / "b.json", "--seed", "4")
     c = evaluate_json(model, tmp_path / "c.json", "--seed", "5")
-    assert set(a["conditions"]) == {"learned", "no_plasticity", "reward_zeroed", "random_rule"}
+    assert set(a["conditions"]) == {"learned", "no_plasticity", "reward_zeroed", "random_rule", "reward_shuffled",
+                                    "reference"}
     for summary in a["conditions"].values():
         assert summary["n"] == 8 and summary["ci95"][0] <= summary["mean"] <= summary["ci95"][1]
+        assert 0 <= summary["last_quarter_height"]["mean"] <= 2 and 0 <= summary["balanced_fraction"] <= 1
     assert a == b
     assert a["conditions"] != c["conditions"]
     assert a["model"] == str(model) and a["settings"]["episodes"] == 8 and a["settings"]["steps"] == 20
     assert isinstance(a["lifetime_gain"]["mean"], float)
+
+
+def test_evaluate_plots_height_per_condition_and_reports_each_goal(tmp_path: Path, run_dir: Path) -> None:
+    data = evaluate_json(run_dir / "best_model.yaml", tmp_path / "g.json", "--set", "env.reward=spin",
+                         "--set", "ga.antithetic=goal", "--set", "ga.evals_per_individual=2",
+                         "--plot", str(tmp_path / "h.png"))
+    assert set(data["conditions"]["learned"]["per_goal"]) == {"+1", "-1"}
+    assert data["conditions"]["reward_zeroed"]["mean"] == 0.0  # blind to the goal: the two cancel exactly
+    with Image.open(tmp_path / "h.png") as png:
+        assert png.format == "PNG"
 
 
 def test_evaluate_other_actor_size_and_overrides(tmp_path: Path, run_dir: Path) -> None:

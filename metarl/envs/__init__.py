@@ -48,5 +48,6 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
     values = resolve_params(cls.param_defaults, physical, batch_size, sampler, device=device, dtype=dtype)
     init_uniform = sampler(2 * cls.links) if sim.get("init") == "random" else None
     sign_uniform = sampler(1) if sim.get("action_sign") == "random" else None
+    goal_uniform = sampler(1) if sim.get("goal") == "random" else None
     return cls(batch_size, values, EnvOptions(**sim), device=device, dtype=dtype,
-               init_uniform=init_uniform, sign_uniform=sign_uniform)
+               init_uniform=init_uniform, sign_uniform=sign_uniform, goal_uniform=goal_uniform)

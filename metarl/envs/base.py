@@ -15,9 +15,10 @@ from dataclasses import dataclass, fields
 import torch
 
 INTEGRATORS = ("rk4", "euler")
-REWARDS = ("height", "height_delta")
+REWARDS = ("height", "height_delta", "spin")
 INITS = ("up", "down", "random")
 ACTION_SIGNS = (1, -1, "random")
+GOALS = (1, -1, "random")
 
 # The original project starts almost exactly upright so that the pendulum falls.
 UP_OFFSET = 1e-5
@@ -43,6 +44,12 @@ class EnvOptions:
     # Direction of the motor: 1, -1, or "random" (±1 per batch element). A random sign
     # makes every fixed controller useless on average: a rule must find the direction.
     action_sign: int | str = 1
+    # Hidden goal: the reward is multiplied by this sign (1, -1, or "random" per batch element).
+    # The observation does not show it, so only the reward tells the actor what is wanted:
+    # with reward `height`, -1 means "stay down"; with `spin`, it is the wanted direction.
+    goal: int | str = 1
+    # Reversal: the goal's sign flips from this step number on (0-based; None = never).
+    goal_switch: int | None = None
 
     def __post_init__(self) -> None:
         if not self.dt > 0:
@@ -54,6 +61,10 @@ class EnvOptions:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.action_sign not in ACTION_SIGNS:
             raise ValueError(f"action_sign must be 1, -1 or 'random', got {self.action_sign!r}")
+        if self.goal not in GOALS:
+            raise ValueError(f"goal must be 1, -1 or 'random', got {self.goal!r}")
+        if self.goal_switch is not None and self.goal_switch < 0:
+            raise ValueError(f"goal_switch must be >= 0 or None, got {self.goal_switch}")
         if self.max_speed is not None and not self.max_speed > 0:
             raise ValueError(f"max_speed must be > 0 or None, got {self.max_speed}")
 
@@ -112,8 +123,8 @@ class BatchedEnv:
 
     def __init__(self, batch_size: int, params: Mapping[str, torch.Tensor], options: EnvOptions,
                  *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 init_uniform: torch.Tensor | None = None, sign_uniform: torch.Tensor | None = None
-                 ) -> None:
+                 init_uniform: torch.Tensor | None = None, sign_uniform: torch.Tensor | None = None,
+                 goal_uniform: torch.Tensor | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -123,7 +134,8 @@ class BatchedEnv:
         self.params = dict(params)
         self._prev_height: torch.Tensor | None = None
         self.state = self.initial_state(init_uniform)
-        self.action_sign = self._action_sign(sign_uniform)
+        self.action_sign = self._sign("action_sign", sign_uniform)
+        self.goal = self._sign("goal", goal_uniform)
 
     @property
     def obs_dim(self) -> int:
@@ -148,16 +160,17 @@ class BatchedEnv:
             raise ValueError(f"state must have shape {expected}, got {tuple(value.shape)}")
         self._state = value.clone()
         self._prev_height = None
+        self.t = 0
 
     @property
     def prev_height(self) -> torch.Tensor | None:
         """Height ``(B,)`` after the last step; None before the first (or after assigning `state`)."""
         return self._prev_height
 
-    def restore(self, state: torch.Tensor, prev_height: torch.Tensor | None) -> None:
-        """Take ``state`` and ``prev_height`` as computed by `advance` and `height` outside `step`
+    def restore(self, state: torch.Tensor, prev_height: torch.Tensor | None, t: int) -> None:
+        """Take ``state``, ``prev_height`` and the step count ``t`` as computed outside `step`
         (`metarl.lifetime` steps the physics itself); no copy and no checks."""
-        self._state, self._prev_height = state, prev_height
+        self._state, self._prev_height, self.t = state, prev_height, t
 
     def initial_state(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
         """Start state of the configured ``init``; ``uniform (B, 2*links)`` feeds `random`."""
@@ -172,13 +185,13 @@ class BatchedEnv:
             state[:, 1::2] = (2 * u[:, self.links :] - 1) * RANDOM_SPEED
         return wrap_state(state)
 
-    def _action_sign(self, uniform: torch.Tensor | None) -> torch.Tensor:
-        """Motor direction ``(B,)`` of ±1; ``uniform (B, 1)`` feeds `random`."""
-        if self.options.action_sign != "random":
-            return torch.full((self.batch_size,), float(self.options.action_sign), device=self.device,
-                              dtype=self.dtype)
+    def _sign(self, option: str, uniform: torch.Tensor | None) -> torch.Tensor:
+        """``(B,)`` of ±1 for the option ``action_sign`` or ``goal``; ``uniform (B, 1)`` feeds `random`."""
+        value = getattr(self.options, option)
+        if value != "random":
+            return torch.full((self.batch_size,), float(value), device=self.device, dtype=self.dtype)
         if uniform is None:
-            raise ValueError("action_sign 'random' needs uniform numbers")
+            raise ValueError(f"{option} 'random' needs uniform numbers")
         u = uniform.to(device=self.device, dtype=self.dtype)[:, 0]
         return torch.where(u < 0.5, -1.0, 1.0).to(self.dtype)
 
@@ -205,8 +218,9 @@ class BatchedEnv:
                              f"got {tuple(action.shape)}")
         self._state = self.advance(self._state, action)
         height = self.height()
-        reward = self.reward(height, self._prev_height)
+        reward = self.reward(self._state, height, self._prev_height, self.t)
         self._prev_height = height
+        self.t += 1
         return self.observe(), reward
 
     def advance(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -222,15 +236,26 @@ class BatchedEnv:
             state[:, 1::2] = state[:, 1::2].clamp(-self.options.max_speed, self.options.max_speed)
         return state
 
-    def reward(self, height: torch.Tensor, prev_height: torch.Tensor | None) -> torch.Tensor:
-        """Reward ``(B,)`` of the step that reached ``height``; ``prev_height`` None (or NaN) = first step."""
-        if self.options.reward == "height":
-            return height
-        if prev_height is None:
-            return torch.zeros_like(height)
-        delta = height - prev_height
-        # NaN marks "no previous height" where a tensor must stand in for None (compiled steps).
-        return torch.where(torch.isnan(prev_height), 0.0, torch.where(delta < 0, DOWN_PENALTY * delta, delta))
+    def reward(self, state: torch.Tensor, height: torch.Tensor, prev_height: torch.Tensor | None,
+               t: int | torch.Tensor) -> torch.Tensor:
+        """Reward ``(B,)`` of step number ``t`` (0-based), which reached ``state`` and ``height``;
+        ``prev_height`` None (or NaN) = first step. Times the goal sign (flipped from ``goal_switch`` on)."""
+        kind = self.options.reward
+        if kind == "height":
+            reward = height
+        elif kind == "spin":
+            reward = state[:, 1]  # angular speed of the first link (rad/s)
+        elif prev_height is None:
+            reward = torch.zeros_like(height)
+        else:
+            delta = height - prev_height
+            # NaN marks "no previous height" where a tensor must stand in for None (compiled steps).
+            reward = torch.where(torch.isnan(prev_height), 0.0,
+                                 torch.where(delta < 0, DOWN_PENALTY * delta, delta))
+        switch = self.options.goal_switch
+        if switch is not None:
+            return reward * torch.where(torch.as_tensor(t) >= switch, -self.goal, self.goal)
+        return reward * self.goal
 
     def derivatives(self, state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
         """Time derivative of ``state`` under ``torque (B,)``."""

@@ -1,0 +1,176 @@
+"""Tasks where only the reward tells the actor what is wanted: hidden goals, spin, reversal,
+the rule seeing another lifetime's reward, and the classic reference controller."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from test_fast_path import assert_close, genomes, small_config
+
+from metarl import envs, evaluation, lifetime, rng
+from metarl.config import EnvConfig, from_dict
+from metarl.controllers import run_reference
+from metarl.errors import ConfigError
+from metarl.genome import GenomeLayout
+
+
+def test_goal_sign_multiplies_the_reward_and_is_hidden_from_the_observation() -> None:
+    plus = envs.make("Pendulum", 3, init="random", dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    minus = envs.make("Pendulum", 3, init="random", dtype=torch.float64, goal=-1,
+                      generator=torch.Generator().manual_seed(1))
+    for _ in range(5):
+        obs_p, r_p = plus.step(torch.full((3,), 0.3, dtype=torch.float64))
+        obs_m, r_m = minus.step(torch.full((3,), 0.3, dtype=torch.float64))
+        assert torch.equal(obs_p, obs_m) and torch.equal(r_m, -r_p)
+        assert (r_p >= 0).all()
+
+
+def test_spin_reward_is_the_signed_angular_speed() -> None:
+    env = envs.make("Pendulum", 2, init="down", reward="spin", dtype=torch.float64)
+    _, reward = env.step(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    assert torch.equal(reward, env.state[:, 1]) and reward[0] > 0 > reward[1]
+
+
+def test_goal_switch_flips_the_goal_from_that_step_on() -> None:
+    env = envs.make("Pendulum", 1, init="down", reward="spin", goal_switch=3, dtype=torch.float64)
+    signs = []
+    for _ in range(6):
+        _, r = env.step(torch.ones(1, dtype=torch.float64))
+        signs.append(int(torch.sign(r)))
+    assert signs == [1, 1, 1, -1, -1, -1]  # the pendulum turns positively throughout
+
+
+def test_random_goal_draws_both_signs_reproducibly() -> None:
+    a = envs.make("Pendulum", 300, goal="random", generator=torch.Generator().manual_seed(2))
+    b = envs.make("Pendulum", 300, goal="random", generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a.goal, b.goal) and set(a.goal.tolist()) == {-1.0, 1.0}
+    assert 100 < int((a.goal > 0).sum()) < 200
+
+
+def test_goal_options_are_validated() -> None:
+    with pytest.raises(ConfigError, match="env.goal"):
+        from_dict({"env": {"goal": 0}})
+    with pytest.raises(ConfigError, match="env.goal_switch"):
+        from_dict({"env": {"goal_switch": -1}})
+    with pytest.raises(ConfigError, match="ga.antithetic"):
+        from_dict({"ga": {"antithetic": "sideways", "evals_per_individual": 2}})
+    with pytest.raises(ConfigError, match="ga.antithetic"):
+        from_dict({"env": {"goal": "random"}, "ga": {"antithetic": "goal", "evals_per_individual": 2}})
+    cfg = from_dict({"env": {"reward": "spin"}, "ga": {"antithetic": "goal", "evals_per_individual": 2}})
+    assert cfg.ga.flipped == "goal" and lifetime.antithetic_config(cfg).env.goal == -1
+    assert lifetime.antithetic_config(cfg).env.action_sign == 1
+    assert from_dict({"ga": {"antithetic": True, "evals_per_individual": 2}}).ga.flipped == "action_sign"
+
+
+def test_a_reward_blind_rule_scores_zero_on_antithetic_goal_pairs() -> None:
+    # With the reward zeroed, both lifetimes of a pair run identically, so +x and -x cancel exactly.
+    cfg = from_dict({"env": {"init": "down", "reward": "spin"},
+                     "ga": {"population_size": 6, "num_survivors": 2, "lifetime_steps": 40,
+                            "evals_per_individual": 2, "antithetic": "goal"}})
+    layout = GenomeLayout()
+    g = layout.random(6, 0.5, torch.Generator().manual_seed(0))
+    keys = rng.individual_keys(5, 3, 0, torch.arange(6))
+    blind = lifetime.Conditions(zero_reward=True)
+    plus = lifetime.run_lifetimes(g, layout, cfg, keys, conditions=blind)[0]
+    minus = lifetime.run_lifetimes(g, layout, lifetime.antithetic_config(cfg), keys, conditions=blind)[0]
+    assert (plus != 0).all() and torch.equal(plus, -minus)
+    assert torch.equal(lifetime.evaluate(g, layout, cfg, seed=5, generation=3),
+                       (lifetime.run_lifetimes(g, layout, cfg, keys)[0]
+                        + lifetime.run_lifetimes(g, layout, lifetime.antithetic_config(cfg), keys)[0]) / 2)
+
+
+TASKS = [
+    ("Pendulum", {"reward": "spin", "goal": "random", "init": "down"}),
+    ("Pendulum", {"reward": "height", "goal": -1, "goal_switch": 10, "init": "down"}),
+    ("DoublePendulum", {"reward": "spin", "goal": "random", "goal_switch": 5}),
+]
+
+
+@pytest.mark.parametrize("env,options", TASKS)
+def test_every_step_path_runs_the_tasks_alike(env: str, options: dict) -> None:
+    config = small_config(env, hidden=[6, 4], steps=30)
+    config = config.replace(env=dataclasses.replace(EnvConfig(name=env), **options))
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
+    links = envs.env_class(env).links
+    want_states = torch.zeros(20, 30, 2 * links)
+    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, reference=True, trace=True,
+                                              states=want_states)
+    for native in (True, False):
+        cfg = config.replace(runtime=dataclasses.replace(config.runtime, native=native, compile=False))
+        states = torch.zeros_like(want_states)
+        got, trace = lifetime.run_lifetimes(g, layout, cfg, keys, trace=True, states=states)
+        assert_close(got, want, 1e-3)
+        assert_close(trace, want_trace, 1e-3)
+        assert_close(states, want_states, 1e-3)
+    # The states trace is the env's state: the spin reward is the first link's speed times the goal.
+    if options["reward"] == "spin" and "goal_switch" not in options:
+        env_ = lifetime.make_env(config, keys)
+        assert_close(want_trace, want_states[:, :, 1] * env_.goal[:, None], 1e-6)
+
+
+def test_every_step_path_lets_the_rule_see_given_rewards() -> None:
+    config = small_config(hidden=[6, 4], steps=30)
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 20), rng.individual_keys(4, 0, 0, torch.arange(20))
+    seen = torch.randn(20, 30, generator=torch.Generator().manual_seed(0))
+    shown = lifetime.Conditions(seen_rewards=seen)
+    want = lifetime.run_lifetimes(g, layout, config, keys, reference=True, conditions=shown)[0]
+    own = lifetime.run_lifetimes(g, layout, config, keys, reference=True)[0]
+    assert (want - own).abs().max() > 1e-3  # the rule does react to what it sees
+    for native in (True, False):
+        cfg = config.replace(runtime=dataclasses.replace(config.runtime, native=native, compile=False))
+        assert_close(lifetime.run_lifetimes(g, layout, cfg, keys, conditions=shown, chunk_size=7)[0], want, 1e-4)
+
+
+def _reference(options: dict, steps: int = 500, episodes: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    cfg = from_dict({"env": {"init": "down", **options}})
+    env = lifetime.make_env(cfg, evaluation.evaluation_keys(0, episodes))
+    total, _, states = run_reference(env, steps)
+    return total, evaluation.heights(states)
+
+
+@pytest.mark.parametrize("action_sign", [1, -1])
+def test_reference_controller_swings_up_and_balances(action_sign: int) -> None:
+    total, h = _reference({"action_sign": action_sign})
+    assert (h[:, -125:] > evaluation.BALANCED_HEIGHT).all()  # every lifetime ends balanced
+    assert float(total.mean()) > 560  # of at most 1000: it reaches the top within about 220 steps
+    # Heavier and longer pendulums take longer to pump up, but every one ends balanced.
+    total, h = _reference({"action_sign": action_sign, "params": {"length": [0.8, 1.2], "mass": [0.8, 1.2]}},
+                          steps=1000)
+    assert (h[:, -250:] > evaluation.BALANCED_HEIGHT).all()
+
+
+def test_reference_controller_spins_the_goals_way_and_stays_down_when_asked() -> None:
+    for goal in (1, -1):
+        total, _ = _reference({"reward": "spin", "goal": goal})
+        assert float(total.min()) > 800
+    total, h = _reference({"goal": -1})
+    assert float(total.max()) == 0.0 and float(h.max()) == 0.0
+
+
+def test_hidden_goal_evaluation_reports_every_goal_and_condition() -> None:
+    cfg = from_dict({"env": {"init": "down", "reward": "spin"}, "actor": {"hidden": [4]},
+                     "ga": {"population_size": 4, "num_survivors": 1, "lifetime_steps": 16,
+                            "evals_per_individual": 2, "antithetic": "goal"}})
+    layout = GenomeLayout()
+    genome = layout.random(1, 0.5, torch.Generator().manual_seed(7))[0]
+    result = evaluation.evaluate_rule(genome, layout, cfg, episodes=6, seed=1)
+    assert set(result.fitness) == set(evaluation.ALL_CONDITIONS)
+    assert torch.equal(result.fitness["reward_zeroed"], torch.zeros(6, dtype=torch.float64))
+    for name, goals in result.per_goal.items():
+        assert set(goals) == {1, -1}
+        assert_close(result.fitness[name], (goals[1] + goals[-1]) / 2, 1e-9)
+    data = result.to_dict()["conditions"]
+    assert set(data["reference"]["per_goal"]) == {"+1", "-1"}
+    assert all(0.0 <= v["balanced_fraction"] <= 1.0 for v in data.values())
+    assert all(v.shape == (16,) for v in result.height_curve.values())
+    assert "goal +1" in evaluation.format_table(result)
+
+
+def test_derangement_has_no_fixed_points_and_follows_the_seed() -> None:
+    d = evaluation.derangement(50, 3)
+    assert sorted(d.tolist()) == list(range(50)) and not (d == torch.arange(50)).any()
+    assert torch.equal(d, evaluation.derangement(50, 3)) and not torch.equal(d, evaluation.derangement(50, 4))

@@ -4,6 +4,7 @@
     python3 show_results.py results/best_model.yaml              # a fresh actor learns live (window)
     python3 show_results.py MODEL.yaml --save replay.gif --plot summary.png    # headless export
     python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
+    python3 show_results.py RUN_DIR --rescore 20       # pick the best of the last elites on held-out lifetimes
     python3 show_results.py MODEL.yaml --evaluate --hidden 16,16 --set env.params.length=1.5
     python3 show_results.py results/<run> --plot curve.png       # fitness curves (window without --plot)
 
@@ -27,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import evaluation, plots
+from metarl import evaluation, io, plots, training
 from metarl.cli import run_main
 from metarl.config import Config
 from metarl.errors import ModelFileError, UserError
@@ -41,6 +42,7 @@ LIVE_PANEL_EVERY = 5  # steps between panel redraws in the window (a redraw cost
 GIF_MAX_FRAMES = 100
 GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a slide show
 DEFAULT_EVAL_EPISODES = 256
+DEFAULT_RESCORE_EPISODES = 64
 DEFAULT_PLOT_EPISODES = 64
 LOG_COLUMNS = ("generation", "best")  # required; the other curves are drawn when present
 
@@ -69,6 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"lifetimes for --evaluate (default {DEFAULT_EVAL_EPISODES}) "
                         f"or --plot (default {DEFAULT_PLOT_EPISODES})")
     p.add_argument("--json", metavar="OUT.json", help="with --evaluate: also write the results as JSON")
+    p.add_argument("--rescore", type=int, metavar="K",
+                   help="run folder: score the K best of its last generation again on --episodes held-out "
+                        f"lifetimes (default {DEFAULT_RESCORE_EPISODES}) and save the best as RUN/rescored_model.yaml")
     args = p.parse_args(argv)
     for name, low in (("steps", 1), ("episodes", 2)):
         value = getattr(args, name)
@@ -132,12 +137,15 @@ def actor_sizes(hidden: str | None, config: Config) -> list[int]:
 def show_run(run_dir: Path, args: argparse.Namespace) -> int:
     """Fitness curves of a run folder: to ``--plot`` or in a matplotlib window."""
     model_only = {"--evaluate": args.evaluate, "--save": args.save, "--steps": args.steps is not None,
-                  "--seed": args.seed is not None, "--set": args.set, "--hidden": args.hidden,
-                  "--episodes": args.episodes is not None}
+                  "--set": args.set, "--hidden": args.hidden,
+                  "--episodes": args.episodes is not None and args.rescore is None,
+                  "--seed": args.seed is not None and args.rescore is None}
     given = [flag for flag, value in model_only.items() if value]
     if given:
         raise UserError(f"{given[0]} needs a MODEL.yaml, but {run_dir} is a run folder "
                         f"(its model: {run_dir / 'best_model.yaml'})")
+    if args.rescore is not None:
+        return rescore_run(run_dir, args)
     log = run_dir / "log.csv"
     if not log.is_file():
         raise ModelFileError(f"{run_dir}: not a run folder (no log.csv)")
@@ -156,6 +164,40 @@ def show_run(run_dir: Path, args: argparse.Namespace) -> int:
 
     plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)))
     plt.show()
+    return 0
+
+
+def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
+    """Score the elites of a run's last generation on held-out lifetimes; save the best."""
+    state = training.load_run(run_dir)
+    cfg = state.config
+    k = args.rescore
+    if not 1 <= k <= cfg.ga.num_survivors:
+        raise UserError(f"--rescore must be in [1, ga.num_survivors={cfg.ga.num_survivors}], got {k}")
+    if state.generation == 0:
+        raise ModelFileError(f"{run_dir}: no generation completed yet")
+    if cfg.runtime.threads is not None:
+        torch.set_num_threads(cfg.runtime.threads)
+    episodes = args.episodes or DEFAULT_RESCORE_EPISODES
+    seed = args.seed if args.seed is not None else 0
+    layout = training.layout_of(cfg)
+    candidates = state.population[:k]  # the elites of the last generation, best first (`metarl.ga`)
+    pairs = 2 if cfg.ga.antithetic else 1
+    with tqdm(total=k * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
+              unit_scale=True, leave=False, disable=None) as bar:
+        scores = evaluation.rescore(candidates, layout, cfg, episodes=episodes, seed=seed, progress=bar.update)
+    order = torch.argsort(scores, descending=True, stable=True)
+    generation = state.generation - 1
+    print(f"{run_dir}: the {k} elites of generation {generation}, scored on {episodes} held-out lifetimes "
+          f"(seed {seed}; training rank 1 = that generation's best)")
+    print(f"{'training rank':>14}{'held-out score':>16}")
+    for i in order[:min(k, 10)].tolist():
+        print(f"{i + 1:>14}{float(scores[i]):>16.3f}")
+    best = int(order[0])
+    out = run_dir / "rescored_model.yaml"
+    io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generation,
+                  seed=state.seed)
+    print(f"wrote {out} (training rank {best + 1}; its fitness field is the held-out score)")
     return 0
 
 

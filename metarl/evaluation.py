@@ -39,12 +39,15 @@ from .actor import ActorState
 from .config import Config
 from .controllers import run_reference
 from .genome import GenomeLayout
-from .lifetime import Conditions, Lifetime, ProgressFn, make_env, run_lifetimes, use_native
+from .lifetime import Conditions, Lifetime, ProgressFn, evaluate, make_env, run_lifetimes, use_native
 
 # Key namespaces (the ``generation`` argument of `rng.individual_keys`). Training uses
 # generations 0, 1, 2, ...; these are far beyond any run, so the draws are never trained on.
 EVAL_GENERATION = 0xE7A1_0000
 REPLAY_GENERATION = 0xE7A1_0001
+# Re-scoring candidates (`rescore`) uses its own namespace, so that choosing a model by it does not
+# bias the evaluation reported for that model.
+VALIDATION_GENERATION = 0xE7A1_0002
 # `random_rule` genomes come from their own generator stream, distinct from the GA's
 # initial population even when the evaluation seed equals the training seed.
 RANDOM_RULE_STREAM = 1
@@ -241,6 +244,23 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["learned"]])
     base_gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["no_plasticity"]])
     return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal)
+
+
+def rescore(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
+            progress: ProgressFn | None = None) -> torch.Tensor:
+    """Mean fitness ``(K,)`` float64 of each of ``genomes (K, G)`` over the same ``episodes`` held-out
+    lifetimes (antithetic pairs as in training), for choosing which candidate to ship.
+
+    One generation's best is partly luck (it is the maximum of many noisy scores); scoring the
+    GA's elites again on many unseen lifetimes picks the one that is really best.
+    """
+    k = genomes.shape[0]
+    pairs = 2 if config.ga.antithetic else 1
+    cfg = config.replace(ga=replace(config.ga, evals_per_individual=pairs, common_random_numbers=False))
+    indices = torch.arange(episodes).repeat(k)  # candidate i, episode j -> the key of episode j
+    fitness = evaluate(genomes.repeat_interleave(episodes, dim=0), layout, cfg, seed=seed,
+                       generation=VALIDATION_GENERATION, indices=indices, progress=progress)
+    return fitness.reshape(k, episodes).mean(dim=1)
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,26 @@ def test_evaluate_plots_height_per_condition_and_reports_each_goal(tmp_path: Pat
         assert png.format == "PNG"
 
 
+def test_rescore_picks_the_best_elite_on_held_out_lifetimes(tmp_path: Path, run_dir: Path) -> None:
+    import shutil
+
+    from metarl import evaluation, training
+    from metarl.io import load_model
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    result = run_script(SCRIPT, str(run), "--rescore", "3", "--episodes", "4")
+    assert result.returncode == 0, result.stderr
+    model = load_model(run / "rescored_model.yaml")
+    state = training.load_run(run)
+    scores = evaluation.rescore(state.population[:3], model.layout, state.config, episodes=4, seed=0)
+    assert model.fitness == pytest.approx(float(scores.max()))
+    assert torch.equal(model.genome, state.population[int(scores.argmax())])
+    assert model.generation == state.generation - 1
+    bad = run_script(SCRIPT, str(run), "--rescore", "999")
+    assert bad.returncode == 2 and "--rescore" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_evaluate_other_actor_size_and_overrides(tmp_path: Path, run_dir: Path) -> None:
     data = evaluate_json(run_dir / "best_model.yaml", tmp_path / "e.json", "--hidden", "16,16",
                          "--set", "env.params.length=[0.7,1.3]")

@@ -480,7 +480,8 @@ def parse_yaml(text: str) -> Any:
     except RecursionError:
         raise ValueError(": nested too deeply") from None
     except (ValueError, OverflowError, MemoryError) as e:  # e.g. an integer of more than 4300 digits
-        raise ValueError(f": {e.__class__.__name__}: {_first_line(e)}") from None
+        why = _first_line(e).split(";")[0]
+        raise ValueError(f": {e.__class__.__name__}: {why}") from None
 
 
 def _clip(text: str) -> str:
@@ -524,7 +525,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
     try:
         return key, parse_yaml(text)
     except ValueError as e:
-        raise ConfigError(f"--set {_clip(key)}: value is not valid YAML{e}") from None
+        raise ConfigError(f"{_clip(key)}: the --set value is not valid YAML{e}") from None
 
 
 def resolve_device(name: str) -> torch.device:

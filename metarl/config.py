@@ -66,7 +66,7 @@ class EnvConfig:
             raise ConfigError(f"{key}.action_sign: must be 1, -1 or random, got {_show(self.action_sign)}")
         defaults = env_class(self.name).param_defaults
         for name, value in self.params.items():
-            pkey = f"{key}.params.{name}"
+            pkey = f"{key}.params.{_clip(name)}"
             if name not in defaults:
                 raise ConfigError(f"{pkey}: unknown parameter for {self.name}{_suggest(name, defaults)}; "
                                   f"known: {', '.join(defaults)}")
@@ -308,7 +308,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        full = f"{prefix}{key if isinstance(key, str) and len(key) <= 100 else _show(key)}"
+        full = f"{prefix}{_clip(key) if isinstance(key, str) else _show(key)}"
         if key not in names:
             raise ConfigError(f"{full}: unknown key{_suggest(key, names)}; valid: {', '.join(names)}")
         hint = hints[key]
@@ -340,7 +340,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     elif origin is dict:
         _, item = typing.get_args(hint)
         if isinstance(value, dict):
-            return {str(k): _coerce(f"{key}.{k}", v, item) for k, v in value.items()}
+            return {str(k): _coerce(f"{key}.{_clip(str(k))}", v, item) for k, v in value.items()}
     elif hint is bool:
         if isinstance(value, bool):
             return value

@@ -116,6 +116,14 @@ def test_messages_give_the_reason(tmp_path, capsys, key, text, message):
     assert code == 2 and message in err, err
 
 
+@pytest.mark.parametrize("prefix", ["", "ga.", "env.params."])
+def test_huge_key_names_give_a_short_line(tmp_path, capsys, prefix):
+    override = prefix + "x" * 100_000 + "=1"
+    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", override], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and len(err) < 600, err[:300]
+    assert err.startswith(f"error: {prefix}xxx") and "(100000 characters)" in err
+
+
 def test_seed_flag_out_of_range(tmp_path, capsys):
     code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--seed", str(2**64)], capsys)
     assert code == 2 and err.startswith("error: seed: must be an integer in [0, 2^63-1]")

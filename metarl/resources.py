@@ -26,8 +26,11 @@ FLOAT = 4  # bytes; the population and lifetimes are float32
 # the mutation's uniform draws, mask, noise and masked noise, the sum and the concatenated
 # next population, and the checkpoint's serialised bytes (twice).
 POPULATION_COPIES = 10
-CPU_CHUNK = 2048  # the largest automatic CPU chunk (`metarl.lifetime.DEFAULT_NATIVE_CHUNK`)
+NATIVE_CPU_CHUNK = 2048  # `metarl.lifetime.DEFAULT_NATIVE_CHUNK`
 TORCH_CPU_CHUNK = 1024  # the largest automatic chunk of the torch steps on CPU
+PROCESS = 300 * 2**20  # the interpreter with torch and metarl loaded (measured: 221 MiB)
+# Drawing a weight takes int64 hashes (`metarl.rng`): about 10 floats' worth at the peak, for a moment.
+INIT_DRAW_FLOATS = 10
 
 
 class ResourceError(UserError):
@@ -46,17 +49,25 @@ class Estimate:
 
 
 def lifetime_floats(config: Config) -> tuple[int, int]:
-    """Floats of one individual's lifetime: the state kept from step to step (actor, rule
-    states, copies of the genome) and the torch step's temporaries (the cells' inputs, new
-    states and outputs while a layer is updated, twice: some are copied on the way)."""
+    """Floats of one individual's lifetime: the state kept from step to step, and the torch
+    step's temporaries.
+
+    Kept: the actor (W, b, sigma, s, z, y) and every cell's state, each in the two layouts a
+    lifetime holds while it starts (population-major, then feature-major), the transient
+    integer hashes that draw the initial weights, and copies of the genome. Temporaries: the
+    edge and node cells' inputs, new states and outputs while a layer is updated.
+    """
     sizes = config.layer_sizes
     s, h = config.rule.signal_dim, config.rule.state_dim
     edges = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     neurons = sum(sizes[1:])
     genome = GenomeLayout(s, h).size
-    kept = edges + 6 * neurons + h * (edges + neurons + sizes[-1]) + 3 * genome + 64  # W, b, sigma, s, z, y
+    actor = edges + 6 * neurons
+    states = h * (edges + neurons + sizes[-1])
+    draws = INIT_DRAW_FLOATS * (edges + neurons)
+    kept = 2 * (actor + states) + draws + 3 * genome + 64
     work = edges * (2 * NODE_INFO + s + 2 + 2 * h + s + 1) + neurons * (NODE_INFO + s + 2 * h + s + 2)
-    return kept, 2 * work
+    return kept, work
 
 
 def estimate(config: Config, device: torch.device) -> Estimate:
@@ -70,12 +81,11 @@ def estimate(config: Config, device: torch.device) -> Estimate:
     kept, work = lifetime_floats(config)
     if device.type == "cuda":
         lifetimes = pop * (kept + work) * FLOAT
-        return Estimate(population, lifetimes + 2 * pop * genes * FLOAT, population, lifetimes, pop)
-    alive = min(pop, config.runtime.chunk_size or CPU_CHUNK)
+        return Estimate(PROCESS + population, lifetimes + 2 * pop * genes * FLOAT, population, lifetimes, pop)
     native = config.runtime.native is not False and len(config.layer_sizes) - 1 <= MAX_NATIVE_LAYERS
-    torch_chunk = min(pop, config.runtime.chunk_size or TORCH_CPU_CHUNK)
-    lifetimes = (alive * kept + (0 if native else torch_chunk * work)) * FLOAT
-    return Estimate(population + lifetimes, 0, population, lifetimes, alive)
+    alive = min(pop, config.runtime.chunk_size or (NATIVE_CPU_CHUNK if native else TORCH_CPU_CHUNK))
+    lifetimes = alive * (kept + (0 if native else work)) * FLOAT
+    return Estimate(PROCESS + population + lifetimes, 0, population, lifetimes, alive)
 
 
 def available_memory() -> tuple[int, str]:

@@ -50,6 +50,25 @@ def stop_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP until the block ends, then act on the first one: the
+    files a block writes are never left half-updated by them. Main thread only (elsewhere: no change)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: caught.append(signum))
+                for s in (signal.SIGINT, *STOP_SIGNALS)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])  # now handled as it would have been
+
+
 def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Run a script's ``main``: `UserError` -> ``error: ...`` on stderr and exit 2; Ctrl-C -> exit 130,
     SIGTERM -> 143, SIGHUP -> 129 (`exit_code`)."""

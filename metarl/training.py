@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from . import ga, io
+from .cli import deferred_signals
 from .config import Config, from_dict, read_yaml, resolve_device, to_yaml
 from .errors import ModelFileError, NonFiniteError
 from .genome import GenomeLayout
@@ -200,7 +201,8 @@ class Trainer:
         st.rows.append(row)
         st.generation = g + 1
         if self.writer:
-            self._write(best_genome, best, g)
+            with deferred_signals():  # a stop now would leave the log behind the checkpoint
+                self._write(best_genome, best, g)
         return row
 
     def _write(self, best_genome: torch.Tensor, best: float, g: int) -> None:

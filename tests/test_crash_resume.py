@@ -21,7 +21,7 @@ from conftest import ROOT, TINY, run_script
 import run_config
 import show_results
 from metarl import distributed, io, training
-from metarl.cli import run_main
+from metarl.cli import Stopped, deferred_signals, exit_code, run_main, stop_signals
 from metarl.config import load
 from metarl.errors import NonFiniteError
 
@@ -36,7 +36,7 @@ COLUMNS = ("generation", "best", "mean", "median", "worst", "best_ever", "nonfin
 FORK_SERVER = """
 import json, os, signal, sys, time
 import run_config
-from metarl.cli import run_main
+from metarl.cli import Stopped, deferred_signals, exit_code, run_main, stop_signals
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
@@ -127,6 +127,19 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, signum, code, name):
     resumed = run_script("run_config.py", "--resume", str(out), "--generations", str(done + 1))
     assert resumed.returncode == 0, resumed.stderr
     assert len(log_columns(out)) == done + 1
+
+
+def test_signals_wait_for_the_end_of_a_write():
+    done = []
+    with pytest.raises(Stopped) as stopped, stop_signals():
+        with deferred_signals():
+            signal.raise_signal(signal.SIGHUP)
+            done.append("write finished")
+    assert done == ["write finished"] and exit_code(stopped.value) == 129
+    with pytest.raises(KeyboardInterrupt), deferred_signals():
+        signal.raise_signal(signal.SIGINT)
+        done.append("again")
+    assert done[-1] == "again"
 
 
 # ---------------------------------------------------------------------------- non-finite fitness

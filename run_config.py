@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from metarl import config as cfg_mod
 from metarl import distributed, lifetime, resources, training
-from metarl.cli import Stopped, exit_code, run_main
-from metarl.errors import UserError
+from metarl.cli import ERROR, Stopped, exit_code, run_main
+from metarl.errors import NonFiniteError, UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -117,6 +117,11 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context) -> 
             print(f"\n{how}; the run folder holds {state.generation} complete generations. Resume with:\n"
                   f"  python3 run_config.py --resume {run_dir}", file=sys.stderr)
         return exit_code(e)
+    except NonFiniteError:
+        bar.close()
+        if not ctx.is_writer:
+            return ERROR  # every process sees the same fitness; rank 0 reports it
+        raise
     except BaseException:
         bar.close()  # the error message must start on its own line, not after the bar
         raise

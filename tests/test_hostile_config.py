@@ -11,7 +11,7 @@ import typing
 
 import pytest
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, run_script
 
 import run_config
 from metarl import config as C
@@ -91,6 +91,14 @@ def test_every_key_refuses_hostile_values(tmp_path, capsys, key, overrides, valu
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}"), err[:300]
     assert "Traceback" not in err and len(lines[0]) < 600
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override, key", [("env.dt=.inf", "env.dt"), (f"seed={2**64}", "seed"),
+                                           ("actor.hidden=[0]", "actor.hidden[0]")])
+def test_hostile_values_as_a_real_process(tmp_path, override, key):
+    proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "r"), "--set", override)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {key}: ") and proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "r").exists()
 
 
 def test_hostile_values_cover_the_schema():

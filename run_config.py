@@ -15,9 +15,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import distributed, lifetime, training
-from metarl.cli import INTERRUPTED, run_main
-from metarl.errors import UserError
+from metarl import distributed, lifetime, resources, training
+from metarl.cli import ERROR, Stopped, exit_code, run_main
+from metarl.errors import NonFiniteError, UserError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,11 +30,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value (parsed as YAML); repeatable")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run even if the memory estimate exceeds the memory available (a deliberate huge run)")
     args = p.parse_args(argv)
     if args.resume is None and args.config is None:
         p.error("a CONFIG file is required (or --resume DIR)")
     if args.resume is not None and (args.config or args.set or args.seed is not None or args.out):
-        p.error("--resume DIR takes the config from DIR; only --generations and --device may be given with it")
+        p.error("--resume DIR takes the config from DIR; only --generations, --device and --allow-large may be "
+                "given with it")
     if args.generations is not None and args.generations < 1:
         p.error(f"--generations must be >= 1, got {args.generations}")
     return args
@@ -53,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         state = training.load_run(run_dir, generations=args.generations, device=args.device)
+        resources.check(state.config, resources.device_of(state.config), allow_large=args.allow_large)
     else:
         config = cfg_mod.load(args.config, overrides)
+        # Before the population is drawn: a run that cannot fit stops here, with nothing written.
+        resources.check(config, resources.device_of(config), allow_large=args.allow_large)
         state = training.new_run(config)
         run_dir = Path(args.out) if args.out else training.default_run_dir(args.config)
         if (run_dir / training.CHECKPOINT).exists():
@@ -100,15 +106,22 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context) -> 
                     inner.close()
             bar.update(1)
             if ctx.is_writer:
+                bad = f"  non-finite {row['nonfinite']}" if row["nonfinite"] else ""
                 tqdm.write(f"gen {int(row['generation']):5d}  best {row['best']:9.3f}  mean {row['mean']:9.3f}  "
                            f"median {row['median']:9.3f}  best ever {row['best_ever']:9.3f}  "
-                           f"{row['individual_steps_per_s']:.3g} ind-steps/s")
-    except KeyboardInterrupt:
+                           f"{row['individual_steps_per_s']:.3g} ind-steps/s{bad}")
+    except KeyboardInterrupt as e:
         bar.close()
         if ctx.is_writer:
-            print(f"\ninterrupted; the run folder holds {state.generation} complete generations. Resume with:\n"
+            how = f"stopped by {e}" if isinstance(e, Stopped) else "interrupted"
+            print(f"\n{how}; the run folder holds {state.generation} complete generations. Resume with:\n"
                   f"  python3 run_config.py --resume {run_dir}", file=sys.stderr)
-        return INTERRUPTED
+        return exit_code(e)
+    except NonFiniteError:
+        bar.close()
+        if not ctx.is_writer:
+            return ERROR  # every process sees the same fitness; rank 0 reports it
+        raise
     except BaseException:
         bar.close()  # the error message must start on its own line, not after the bar
         raise

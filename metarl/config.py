@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import reprlib
 import types
 import typing
 import warnings
@@ -26,6 +28,16 @@ from .errors import ConfigError
 
 PhysicalValue = float | list[float]
 ANTITHETIC = (False, True, "motor", "goal")
+
+# Sane ranges: beyond them a value is a typo or an attack, not an experiment (README, "Configuration").
+MIN_DT, MAX_DT = 1e-6, 1.0  # s; below 1e-6 a float32 step barely moves the state, above 1 it is no integration
+MAX_VALUE = 1e6  # physical parameters, torques, speeds, limits, learning rate, std deviations
+MAX_COUNT = 10**9  # population, survivors, generations, lifetime steps, evaluations, chunk size
+MAX_WIDTH = 10**6  # neurons in one hidden layer
+MAX_HIDDEN_LAYERS = 64
+MAX_RULE_DIM = 1024  # signal_dim and state_dim
+MAX_THREADS = 1024
+MAX_SEED = 2**63 - 1  # the generators take a signed 64-bit seed
 
 
 @dataclass(frozen=True)
@@ -46,35 +58,33 @@ class EnvConfig:
 
     def validate(self, key: str) -> None:
         _choice(f"{key}.name", self.name, tuple(ENVS))
-        _positive(f"{key}.dt", self.dt)
+        _number(f"{key}.dt", self.dt, MIN_DT, MAX_DT)
         _choice(f"{key}.integrator", self.integrator, INTEGRATORS)
         _choice(f"{key}.reward", self.reward, REWARDS)
         _choice(f"{key}.init", self.init, INITS)
-        _positive(f"{key}.max_torque", self.max_torque, allow_zero=True)
+        _number(f"{key}.max_torque", self.max_torque, 0, MAX_VALUE)
         if self.max_speed is not None:
-            _positive(f"{key}.max_speed", self.max_speed)
+            _number(f"{key}.max_speed", self.max_speed, 0, MAX_VALUE, open_low=True)
         if self.action_sign not in ACTION_SIGNS:
-            raise ConfigError(f"{key}.action_sign: must be 1, -1 or random, got {self.action_sign!r}")
+            raise ConfigError(f"{key}.action_sign: must be 1, -1 or random, got {_show(self.action_sign)}")
         if self.goal not in GOALS:
-            raise ConfigError(f"{key}.goal: must be 1, -1 or random, got {self.goal!r}")
+            raise ConfigError(f"{key}.goal: must be 1, -1 or random, got {_show(self.goal)}")
         if self.goal_switch is not None:
-            _positive(f"{key}.goal_switch", self.goal_switch, allow_zero=True)
+            _integer(f"{key}.goal_switch", self.goal_switch, 0, MAX_COUNT)
         defaults = env_class(self.name).param_defaults
         for name, value in self.params.items():
-            pkey = f"{key}.params.{name}"
+            pkey = f"{key}.params.{_clip(name)}"
             if name not in defaults:
                 raise ConfigError(f"{pkey}: unknown parameter for {self.name}{_suggest(name, defaults)}; "
                                   f"known: {', '.join(defaults)}")
-            if isinstance(value, list):
-                if len(value) != 2 or value[0] > value[1]:
-                    raise ConfigError(f"{pkey}: a range must be [min, max] with min <= max, got {value}")
-                lo = value[0]
-            else:
-                lo = value
-            if name != "damping" and not lo > 0:
-                raise ConfigError(f"{pkey}: must be > 0, got {value}")
-            if name == "damping" and lo < 0:
-                raise ConfigError(f"{pkey}: must be >= 0, got {value}")
+            values = value if isinstance(value, list) else [value]
+            if isinstance(value, list) and len(value) != 2:
+                raise ConfigError(f"{pkey}: a range must be [min, max], got {_show(value)}")
+            for v in values:
+                # Damping may be zero (no friction); lengths, masses and gravity may not.
+                _number(pkey, v, 0, MAX_VALUE, open_low=name != "damping", shown=value)
+            if isinstance(value, list) and value[0] > value[1]:
+                raise ConfigError(f"{pkey}: a range must be [min, max] with min <= max, got {_show(value)}")
 
     @property
     def obs_dim(self) -> int:
@@ -100,16 +110,15 @@ class ActorConfig:
     learning_rate: float = 0.01
 
     def validate(self, key: str) -> None:
+        if len(self.hidden) > MAX_HIDDEN_LAYERS:
+            raise ConfigError(f"{key}.hidden: at most {MAX_HIDDEN_LAYERS} hidden layers, got {len(self.hidden)}")
         for i, n in enumerate(self.hidden):
-            if n < 1:
-                raise ConfigError(f"{key}.hidden[{i}]: layer sizes must be >= 1, got {n}")
-        _positive(f"{key}.weight_limit", self.weight_limit)
-        _positive(f"{key}.weight_init", self.weight_init, allow_zero=True)
-        _positive(f"{key}.sigma_limit", self.sigma_limit, allow_zero=True)
-        _positive(f"{key}.learning_rate", self.learning_rate, allow_zero=True)
-        if not 0 <= self.sigma_init <= self.sigma_limit:
-            raise ConfigError(f"{key}.sigma_init: must be in [0, sigma_limit={self.sigma_limit}], "
-                              f"got {self.sigma_init}")
+            _integer(f"{key}.hidden[{i}]", n, 1, MAX_WIDTH)
+        _number(f"{key}.weight_limit", self.weight_limit, 0, MAX_VALUE, open_low=True)
+        _number(f"{key}.weight_init", self.weight_init, 0, MAX_VALUE)
+        _number(f"{key}.sigma_limit", self.sigma_limit, 0, MAX_VALUE)
+        _number(f"{key}.learning_rate", self.learning_rate, 0, MAX_VALUE)
+        _number(f"{key}.sigma_init", self.sigma_init, 0, self.sigma_limit, high_name="sigma_limit")
 
 
 @dataclass(frozen=True)
@@ -121,9 +130,9 @@ class RuleConfig:
     init_std: float = 0.1
 
     def validate(self, key: str) -> None:
-        _positive(f"{key}.signal_dim", self.signal_dim)
-        _positive(f"{key}.state_dim", self.state_dim, allow_zero=True)
-        _positive(f"{key}.init_std", self.init_std, allow_zero=True)
+        _integer(f"{key}.signal_dim", self.signal_dim, 1, MAX_RULE_DIM)
+        _integer(f"{key}.state_dim", self.state_dim, 0, MAX_RULE_DIM)  # 0: SPEC's stateless cells (H = 0)
+        _number(f"{key}.init_std", self.init_std, 0, MAX_VALUE)
 
 
 @dataclass(frozen=True)
@@ -156,15 +165,14 @@ class GAConfig:
     def validate(self, key: str) -> None:
         for name in ("population_size", "num_survivors", "generations", "lifetime_steps",
                      "evals_per_individual"):
-            _positive(f"{key}.{name}", getattr(self, name))
+            _integer(f"{key}.{name}", getattr(self, name), 1, MAX_COUNT)
         if self.num_survivors > self.population_size:
             raise ConfigError(f"{key}.num_survivors: {self.num_survivors} exceeds "
                               f"population_size {self.population_size}")
-        if not 0 <= self.mutation_probability <= 1:
-            raise ConfigError(f"{key}.mutation_probability: must be in [0, 1], got {self.mutation_probability}")
-        _positive(f"{key}.mutation_strength", self.mutation_strength, allow_zero=True)
+        _number(f"{key}.mutation_probability", self.mutation_probability, 0, 1)
+        _number(f"{key}.mutation_strength", self.mutation_strength, 0, MAX_VALUE)
         if self.antithetic not in ANTITHETIC:
-            raise ConfigError(f"{key}.antithetic: must be true, false, motor or goal, got {self.antithetic!r}")
+            raise ConfigError(f"{key}.antithetic: must be true, false, motor or goal, got {_show(self.antithetic)}")
         if self.antithetic and self.evals_per_individual % 2:
             raise ConfigError(f"{key}.antithetic: needs an even evals_per_individual, got {self.evals_per_individual}")
 
@@ -185,9 +193,9 @@ class RuntimeConfig:
 
     def validate(self, key: str) -> None:
         if self.chunk_size is not None:
-            _positive(f"{key}.chunk_size", self.chunk_size)
+            _integer(f"{key}.chunk_size", self.chunk_size, 1, MAX_COUNT)
         if self.threads is not None:
-            _positive(f"{key}.threads", self.threads)
+            _integer(f"{key}.threads", self.threads, 1, MAX_THREADS)
 
 
 @dataclass(frozen=True)
@@ -203,8 +211,10 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> None:
+        if self.seed is not None:
+            _integer("seed", self.seed, 0, MAX_SEED)
         if self.device != "auto" and not _is_device(self.device):
-            raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {_show(self.device)}")
         self.env.validate("env")
         self.actor.validate("actor")
         self.rule.validate("rule")
@@ -235,21 +245,60 @@ def _is_device(text: str) -> bool:
     return text.startswith("cuda:") and text[5:].isdigit()
 
 
-def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    if allow_zero and value < 0:
-        raise ConfigError(f"{key}: must be >= 0, got {value}")
-    if not allow_zero and not value > 0:
-        raise ConfigError(f"{key}: must be > 0, got {value}")
+def _number(key: str, value: float, low: float, high: float, *, open_low: bool = False,
+            high_name: str | None = None, shown: Any = None) -> None:
+    """``value`` must be finite and in ``[low, high]`` (``(low, high]`` with ``open_low``)."""
+    inside = math.isfinite(value) and (low < value if open_low else low <= value) and value <= high
+    if not inside:
+        bound = f"{high_name}={_bound(high)}" if high_name else _bound(high)
+        raise ConfigError(f"{key}: must be finite and in {'(' if open_low else '['}{_bound(low)}, {bound}], "
+                          f"got {_show(value if shown is None else shown)}")
+
+
+def _integer(key: str, value: int, low: int, high: int) -> None:
+    """``value`` must be in ``[low, high]`` (the type, int, is checked on load)."""
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: must be an integer in [{_bound(low)}, {_bound(high)}], got {_show(value)}")
+
+
+def _bound(value: float) -> str:
+    """A range bound as people write it: 1, 0.5, 1e-06, 10^9, 2^63-1."""
+    if value == MAX_SEED:
+        return "2^63-1"
+    if isinstance(value, int) and value >= 10**6 and str(value).rstrip("0") == "1":
+        return f"10^{len(str(value)) - 1}"
+    return f"{value:g}"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 40
+_REPR.maxlevel = 2
+
+
+def _show(value: Any) -> str:
+    """A short, one-line form of a (possibly hostile: huge, deep, long) value for messages."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        if abs(value) < 10**15:
+            return str(value)
+        return f"{'-' if value < 0 else ''}2^{abs(value).bit_length() - 1}" if value.bit_length() > 1000 \
+            else f"{float(value):.3g}"
+    if isinstance(value, float):
+        return repr(value) if abs(value) < 1e15 or not math.isfinite(value) else f"{value:.3g}"
+    return _REPR.repr(value)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"{key}: unknown value {value!r}{_suggest(value, allowed)}; "
+        raise ConfigError(f"{key}: unknown value {_show(value)}{_suggest(value, allowed)}; "
                           f"valid: {', '.join(allowed)}")
 
 
 def _suggest(name: str, candidates: Any) -> str:
-    close = difflib.get_close_matches(str(name), list(candidates), n=1, cutoff=0.6)
+    if not isinstance(name, str) or len(name) > 100:  # no fuzzy matching of huge strings
+        return ""
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -274,12 +323,12 @@ def from_dict(data: Any) -> Config:
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {_show(data)}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
-        full = f"{prefix}{key}"
+        full = f"{prefix}{_clip(key) if isinstance(key, str) else _show(key)}"
         if key not in names:
             raise ConfigError(f"{full}: unknown key{_suggest(key, names)}; valid: {', '.join(names)}")
         hint = hints[key]
@@ -300,7 +349,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
                 return _coerce(key, value, option)
             except ConfigError as e:
                 errors.append(e)
-        raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_show(value)}")
     if hint is type(None):
         if value is None:
             return None
@@ -311,7 +360,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
     elif origin is dict:
         _, item = typing.get_args(hint)
         if isinstance(value, dict):
-            return {str(k): _coerce(f"{key}.{k}", v, item) for k, v in value.items()}
+            return {str(k): _coerce(f"{key}.{_clip(str(k))}", v, item) for k, v in value.items()}
     elif hint is bool:
         if isinstance(value, bool):
             return value
@@ -320,11 +369,14 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             return value
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer beyond float range
+                raise ConfigError(f"{key}: must be finite, got {_show(value)}") from None
     elif hint is str:
         if isinstance(value, str):
             return value
-    raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_show(value)}")
 
 
 def _type_name(hint: Any) -> str:
@@ -371,7 +423,7 @@ def from_legacy(flat: dict[str, Any]) -> dict[str, Any]:
                               f"{_suggest(key, LEGACY_KEYS)}")
         target = LEGACY_KEYS[key]
         if key == "node_info_dim" and value != 5:
-            raise ConfigError(f"node_info_dim: must be 5 (the size of a neuron's node info), got {value!r}")
+            raise ConfigError(f"node_info_dim: must be 5 (the size of a neuron's node info), got {_show(value)}")
         if target is None:
             continue
         section, name = target
@@ -390,9 +442,9 @@ def from_legacy(flat: dict[str, Any]) -> dict[str, Any]:
 
 def _legacy_hidden(shape: Any, env_name: Any) -> list[int]:
     if not isinstance(shape, list) or len(shape) < 2 or not all(isinstance(n, int) for n in shape):
-        raise ConfigError(f"network_shape: expected a list of at least two integers, got {shape!r}")
+        raise ConfigError(f"network_shape: expected a list of at least two integers, got {_show(shape)}")
     if env_name not in ENVS:
-        raise ConfigError(f"env_name: unknown value {env_name!r}{_suggest(env_name, ENVS)}; "
+        raise ConfigError(f"env_name: unknown value {_show(env_name)}{_suggest(env_name, ENVS)}; "
                           f"valid: {', '.join(ENVS)}")
     obs_dim = 3 * ENVS[env_name].links
     if shape[0] != obs_dim or shape[-1] != 1:
@@ -404,31 +456,70 @@ def _legacy_hidden(shape: Any, env_name: Any) -> list[int]:
 # ---------------------------------------------------------------------------- files
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load, override (``section.key=value``, value parsed as YAML) and validate a config."""
-    return from_dict(apply_overrides(read_yaml(path), overrides))
+    """Load, override (``section.key=value``, value parsed as YAML) and validate a config.
+
+    An empty or comment-only file is an error: a user who wants the defaults writes ``{}``.
+    """
+    data = read_yaml(path)
+    if data is None:
+        raise ConfigError(f"{path}: the config is empty (write {{}} to run the defaults, or pass a shipped "
+                          f"config such as configs/base.yaml)")
+    return from_dict(apply_overrides(data, overrides))
+
+
+MAX_YAML_BYTES = 2**20  # a config is kilobytes; more is a wrong file (and slow to parse)
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing or unreadable file raises `ConfigError`."""
+    """Parse a YAML file; a missing, unreadable, oversized or malformed file raises `ConfigError`."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: too large for a YAML config ({size / 2**20:.3g} MiB; "
+                              f"the limit is {MAX_YAML_BYTES / 2**20:g} MiB)")
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read ({e.__class__.__name__}: {e})") from None
+        raise ConfigError(f"{path}: cannot read ({e.__class__.__name__}: {_first_line(e)})") from None
+    try:
+        return parse_yaml(text)
+    except ValueError as e:
+        raise ConfigError(f"{path}: invalid YAML{e}") from None
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` whose every failure is a one-line `ValueError`: "" or " at line N", then ": why"."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+        raise ValueError(f"{where}: {_first_line(getattr(e, 'problem', None) or e)}") from None
+    except RecursionError:
+        raise ValueError(": nested too deeply") from None
+    except Exception as e:  # noqa: BLE001 - e.g. ValueError for an integer of more than 4300 digits
+        why = _first_line(e).split(";")[0]
+        raise ValueError(f": {e.__class__.__name__}: {why}") from None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 100 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _first_line(e: Any) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else type(e).__name__
+    return line if len(line) <= 200 else line[:200] + "..."
 
 
 def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
     """Apply ``section.key=value`` overrides to raw config data (nested or flat)."""
     if not overrides:
         return data
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of keys, got {_show(data)}")
     data = dict(data or {})
     parsed = [_parse_override(item) for item in overrides]
     if is_legacy(data):
@@ -450,11 +541,11 @@ def apply_overrides(data: Any, overrides: list[str] | tuple[str, ...]) -> Any:
 def _parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     if not sep or not key:
-        raise ConfigError(f"--set {item}: expected section.key=value")
+        raise ConfigError(f"--set {_clip(item)}: expected section.key=value")
     try:
-        return key, yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {item}: value is not valid YAML") from None
+        return key, parse_yaml(text)
+    except ValueError as e:
+        raise ConfigError(f"{_clip(key)}: the --set value is not valid YAML{e}") from None
 
 
 def resolve_device(name: str) -> torch.device:

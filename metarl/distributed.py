@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from .cli import Stopped
 from .config import Config, resolve_device, to_yaml
 from .errors import UserError
 from .lifetime import ProgressFn, evaluate
@@ -238,7 +239,7 @@ def _install_sigterm(rank: int) -> Any:
         fresh_line = "\n" if rank == 0 else ""  # rank 0 may be drawing a progress bar
         print(f"{fresh_line}rank {rank}: stopped by SIGTERM (the launcher stops all processes when one fails "
               f"or the job is cancelled)", file=sys.stderr, flush=True)
-        raise KeyboardInterrupt
+        raise Stopped(signum)
 
     return signal.signal(signal.SIGTERM, stop)
 

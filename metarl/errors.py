@@ -11,3 +11,7 @@ class ConfigError(UserError):
 
 class ModelFileError(UserError):
     """A missing, corrupt or incompatible saved model, run folder or checkpoint."""
+
+
+class NonFiniteError(UserError):
+    """Every individual of a generation has a non-finite fitness: the run cannot rank anything."""

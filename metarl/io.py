@@ -18,8 +18,10 @@ from .config import Config, from_dict
 from .errors import ConfigError, ModelFileError
 from .genome import GenomeLayout
 
+# best, mean, median, worst and best_ever are over the finite fitness values only; nonfinite
+# counts the individuals whose fitness was NaN or infinite (empty in rows of older runs).
 LOG_FIELDS = ("generation", "best", "mean", "median", "worst", "best_ever", "seconds",
-              "individual_steps_per_s")
+              "individual_steps_per_s", "nonfinite")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -39,6 +41,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_temporary_files(directory: str | Path) -> None:
+    """Delete the temporary files of `atomic_write_bytes` a killed process left in ``directory``."""
+    for tmp in Path(directory).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -129,7 +137,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- log
 
 def read_log(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``log.csv`` as dicts of floats."""
+    """Rows of a ``log.csv`` as dicts of floats (an empty field, a value older runs did not log, is NaN)."""
     path = Path(path)
     try:
         with path.open(newline="") as f:
@@ -137,7 +145,7 @@ def read_log(path: str | Path) -> list[dict[str, float]]:
     except OSError as e:
         raise ModelFileError(f"{path}: cannot read log ({e.strerror})") from None
     try:
-        return [{k: float(v) for k, v in row.items()} for row in rows]
+        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in rows]
     except (TypeError, ValueError):
         raise ModelFileError(f"{path}: corrupt log (non-numeric field)") from None
 
@@ -148,7 +156,7 @@ def log_text(rows: list[dict[str, float]]) -> str:
     writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: _fmt(row[k]) for k in LOG_FIELDS})
+        writer.writerow({k: _fmt(row[k]) if k in row else "" for k in LOG_FIELDS})
     return buf.getvalue()
 
 

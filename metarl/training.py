@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import secrets
 import time
@@ -23,8 +24,9 @@ from typing import Any
 import torch
 
 from . import ga, io
+from .cli import deferred_signals
 from .config import Config, from_dict, read_yaml, resolve_device, to_yaml
-from .errors import ModelFileError
+from .errors import ModelFileError, NonFiniteError
 from .genome import GenomeLayout
 from .lifetime import ProgressFn, evaluate
 
@@ -104,6 +106,10 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
     if device is not None:
         config = config.replace(device=device)
     config.validate()
+    if not (run_dir / CHECKPOINT).exists() and not (run_dir / "log.csv").exists():
+        # Stopped between writing config.yaml and the first checkpoint: generation 0 follows from the
+        # recorded config and seed alone.
+        return new_run(config)
     state = io.load_checkpoint(run_dir / CHECKPOINT)
     if state["seed"] != config.seed:
         raise ModelFileError(f"{run_dir}: checkpoint seed {state['seed']} does not match config seed {config.seed}")
@@ -156,9 +162,14 @@ class Trainer:
         self.writer = writer
         if writer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            io.remove_temporary_files(self.run_dir)  # left by a process killed while writing
             io.atomic_write_text(self.run_dir / "config.yaml", to_yaml(state.config))
             if state.generation == 0 and not (self.run_dir / CHECKPOINT).exists():
                 io.save_checkpoint(self.run_dir / CHECKPOINT, state.checkpoint())
+            if state.rows:
+                # The checkpoint is written before the log: a process stopped in between left the log a
+                # generation behind.
+                io.atomic_write_text(self.run_dir / "log.csv", io.log_text(state.rows))
 
     def run_generation(self, progress: ProgressFn | None = None) -> dict[str, float]:
         """Evaluate, record and select one generation; returns its log row."""
@@ -167,17 +178,21 @@ class Trainer:
         t0 = time.perf_counter()
         fitness = self.evaluator(st.population, g, progress).to(torch.float64)
         seconds = time.perf_counter() - t0
-        order = ga.rank(fitness)
-        best_i = int(order[0])
         finite = fitness[torch.isfinite(fitness)]
+        nonfinite = fitness.numel() - finite.numel()
+        if not finite.numel():
+            raise NonFiniteError(f"generation {g}: the fitness of all {nonfinite} individuals is NaN or infinite, "
+                                 f"so nothing can be ranked; the run stops (check the env, actor and rule values "
+                                 f"of {self.run_dir / 'config.yaml'})")
+        order = ga.rank(fitness)  # non-finite last, so the best is finite
+        best_i = int(order[0])
         best = float(fitness[best_i])
-        if st.best_ever is None or (finite.numel() and best > st.best_ever["fitness"]):
+        if st.best_ever is None or not math.isfinite(st.best_ever["fitness"]) or best > st.best_ever["fitness"]:
             st.best_ever = {"genome": st.population[best_i].clone(), "fitness": best, "generation": g}
-        stats = finite if finite.numel() else torch.tensor([float("nan")], dtype=torch.float64)
         steps = cfg.ga.population_size * cfg.ga.lifetime_steps * cfg.ga.evals_per_individual
-        row = {"generation": g, "best": best, "mean": float(stats.mean()), "median": float(stats.median()),
-               "worst": float(stats.min()), "best_ever": float(st.best_ever["fitness"]), "seconds": seconds,
-               "individual_steps_per_s": steps / max(seconds, 1e-9)}
+        row = {"generation": g, "best": best, "mean": float(finite.mean()), "median": float(finite.median()),
+               "worst": float(finite.min()), "best_ever": float(st.best_ever["fitness"]), "seconds": seconds,
+               "individual_steps_per_s": steps / max(seconds, 1e-9), "nonfinite": nonfinite}
         best_genome = st.population[best_i].clone()
         st.population = ga.next_generation(st.population, fitness, num_survivors=cfg.ga.num_survivors,
                                            mutation_probability=cfg.ga.mutation_probability,
@@ -186,7 +201,8 @@ class Trainer:
         st.rows.append(row)
         st.generation = g + 1
         if self.writer:
-            self._write(best_genome, best, g)
+            with deferred_signals():  # a stop now would leave the log behind the checkpoint
+                self._write(best_genome, best, g)
         return row
 
     def _write(self, best_genome: torch.Tensor, best: float, g: int) -> None:

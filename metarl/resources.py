@@ -1,0 +1,165 @@
+"""What a run needs from the machine, checked before any work: memory and a step that is not slow.
+
+`estimate` adds up the population (the genomes, and the copies the GA makes while
+breeding and checkpointing) and the lifetime state of the individuals that live at the
+same time (the actor's weights, biases, noise scales and activations, every rule cell's
+state and the rule step's temporaries, the expanded genome): on CPU a chunk of
+individuals at a time, on CUDA the whole population. `check` refuses a run that does not
+fit in the memory available to this process (or on the device) unless ``allow_large``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import Config
+from .errors import UserError
+from .genome import NODE_INFO, GenomeLayout
+from .native import MAX_LAYERS as MAX_NATIVE_LAYERS
+
+FLOAT = 4  # bytes; the population and lifetimes are float32
+# Copies of the population alive at the peak of a generation: the population, the parents,
+# the mutation's uniform draws, mask, noise and masked noise, the sum and the concatenated
+# next population, and the checkpoint's serialised bytes (twice).
+POPULATION_COPIES = 10
+NATIVE_CPU_CHUNK = 2048  # `metarl.lifetime.DEFAULT_NATIVE_CHUNK`
+TORCH_CPU_CHUNK = 1024  # the largest automatic chunk of the torch steps on CPU
+PROCESS = 300 * 2**20  # the interpreter with torch and metarl loaded (measured: 221 MiB)
+# Drawing a weight takes int64 hashes (`metarl.rng`): about 10 floats' worth at the peak, for a moment.
+INIT_DRAW_FLOATS = 10
+
+
+class ResourceError(UserError):
+    """A run that cannot fit in this machine's memory, or would run on a much slower step."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Bytes a run needs in host memory and on its CUDA device (0 on CPU)."""
+
+    host: int
+    device: int
+    population: int  # of which: the population and its copies (host)
+    lifetimes: int  # of which: the lifetime state (host on CPU, device on CUDA)
+    alive: int  # individuals whose lifetimes run at the same time
+
+
+def lifetime_floats(config: Config) -> tuple[int, int]:
+    """Floats of one individual's lifetime: the state kept from step to step, and the torch
+    step's temporaries.
+
+    Kept: the actor (W, b, sigma, s, z, y) and every cell's state, each in the two layouts a
+    lifetime holds while it starts (population-major, then feature-major), the transient
+    integer hashes that draw the initial weights, and copies of the genome. Temporaries: the
+    edge and node cells' inputs, new states and outputs while a layer is updated.
+    """
+    sizes = config.layer_sizes
+    s, h = config.rule.signal_dim, config.rule.state_dim
+    edges = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    neurons = sum(sizes[1:])
+    genome = GenomeLayout(s, h).size
+    actor = edges + 6 * neurons
+    states = h * (edges + neurons + sizes[-1])
+    draws = INIT_DRAW_FLOATS * (edges + neurons)
+    kept = 2 * (actor + states) + draws + 3 * genome + 64
+    work = edges * (2 * NODE_INFO + s + 2 + 2 * h + s + 1) + neurons * (NODE_INFO + s + 2 * h + s + 2)
+    return kept, work
+
+
+def estimate(config: Config, device: torch.device) -> Estimate:
+    """Memory a run of ``config`` on ``device`` needs at its peak (an estimate, on the high side).
+
+    On CPU the native kernel, when the config allows it, needs no per-individual temporaries.
+    """
+    pop = config.ga.population_size
+    genes = GenomeLayout(config.rule.signal_dim, config.rule.state_dim).size
+    population = POPULATION_COPIES * pop * genes * FLOAT + 64 * pop  # + fitness, keys, ranks
+    kept, work = lifetime_floats(config)
+    if device.type == "cuda":
+        lifetimes = pop * (kept + work) * FLOAT
+        return Estimate(PROCESS + population, lifetimes + 2 * pop * genes * FLOAT, population, lifetimes, pop)
+    native = config.runtime.native is not False and len(config.layer_sizes) - 1 <= MAX_NATIVE_LAYERS
+    alive = min(pop, config.runtime.chunk_size or (NATIVE_CPU_CHUNK if native else TORCH_CPU_CHUNK))
+    lifetimes = alive * (kept + (0 if native else work)) * FLOAT
+    return Estimate(PROCESS + population + lifetimes, 0, population, lifetimes, alive)
+
+
+def available_memory() -> tuple[int, str]:
+    """Bytes this process may allocate, and where the number comes from: the smaller of
+    ``MemAvailable`` (/proc/meminfo; else the physical memory) and a cgroup limit."""
+    limit, source = _physical_memory()
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limit, source = int(line.split()[1]) * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            cgroup = int(Path(path).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if cgroup < limit:
+            limit, source = cgroup, f"the cgroup limit {path}"
+    return limit, source
+
+
+def _physical_memory() -> tuple[int, str]:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "physical memory"
+    except (ValueError, OSError, AttributeError):
+        return 2**63 - 1, "unknown"
+
+
+def device_memory(device: torch.device) -> int:
+    """Free bytes on a CUDA ``device``."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free)
+
+
+def device_of(config: Config) -> torch.device:
+    """The device a run of ``config`` will use (as `metarl.config.resolve_device`, without its warning)."""
+    if config.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda" if config.device == "auto" else config.device)
+
+
+def check(config: Config, device: torch.device, *, allow_large: bool = False) -> Estimate:
+    """Refuse (`ResourceError`, one line) a run that would not fit in memory (unless
+    ``allow_large``) or whose actor is too deep for the native kernel while ``runtime.native``
+    is left to choose (null); returns the estimate."""
+    layers = len(config.layer_sizes) - 1
+    if device.type == "cpu" and config.runtime.native is None and layers > MAX_NATIVE_LAYERS:
+        raise ResourceError(
+            f"actor.hidden: {layers - 1} hidden layers make {layers} layers, more than the native kernel's "
+            f"{MAX_NATIVE_LAYERS}; the torch step runs them many times slower. Set runtime.native: false to "
+            f"run them anyway, or use at most {MAX_NATIVE_LAYERS - 1} hidden layers")
+    est = estimate(config, device)
+    if allow_large:
+        return est
+    limit, source = available_memory()
+    genes = GenomeLayout(config.rule.signal_dim, config.rule.state_dim).size
+    parts = (f"population {config.ga.population_size} x {genes} genes: {_size(est.population)}; "
+             f"lifetimes of {est.alive} individuals at a time: {_size(est.lifetimes)}")
+    if est.host > limit:
+        raise ResourceError(f"memory: the run needs about {_size(est.host)} ({parts}) but {_size(limit)} is "
+                            f"available ({source}); reduce ga.population_size, actor.hidden or the rule sizes, "
+                            f"or pass --allow-large to try anyway")
+    if device.type == "cuda":
+        free = device_memory(device)
+        if est.device > free:
+            raise ResourceError(f"memory: the run needs about {_size(est.device)} on {device} ({parts}) but "
+                                f"{_size(free)} is free there; reduce ga.population_size, actor.hidden or the "
+                                f"rule sizes, or pass --allow-large to try anyway")
+    return est
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n / 2**10:.3g} KiB"

@@ -173,6 +173,19 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """What run_config.py reports; never changes a result."""
+
+    every: int = 1  # generations between progress lines (the last generation is always reported)
+    tensorboard: bool = False  # also write TensorBoard scalars and histograms to <run>/tensorboard/
+    histogram_every: int = 10  # generations between histograms of the population's genes
+
+    def validate(self, key: str) -> None:
+        _positive(f"{key}.every", self.every)
+        _positive(f"{key}.histogram_every", self.histogram_every)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -183,6 +196,7 @@ class Config:
     rule: RuleConfig = field(default_factory=RuleConfig)
     ga: GAConfig = field(default_factory=GAConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> None:
         if self.device != "auto" and not _is_device(self.device):
@@ -192,6 +206,7 @@ class Config:
         self.rule.validate("rule")
         self.ga.validate("ga")
         self.runtime.validate("runtime")
+        self.logging.validate("logging")
         if self.ga.antithetic and self.env.action_sign == "random":
             raise ConfigError("ga.antithetic: needs a fixed env.action_sign (1 or -1), not random")
 
@@ -236,7 +251,7 @@ def _suggest(name: str, candidates: Any) -> str:
 # ---------------------------------------------------------------------------- building
 
 SECTIONS = {"env": EnvConfig, "actor": ActorConfig, "rule": RuleConfig, "ga": GAConfig,
-            "runtime": RuntimeConfig}
+            "runtime": RuntimeConfig, "logging": LoggingConfig}
 
 
 def from_dict(data: Any) -> Config:

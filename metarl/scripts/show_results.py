@@ -33,6 +33,7 @@ from metarl.errors import ModelFileError, UserError
 from metarl.io import SavedModel, atomic_write_text, load_model, read_log
 from metarl.lifetime import Conditions, Lifetime, use_native
 from metarl.render import ANIMATION_SUFFIXES, Renderer, save_animation, window_open
+from metarl.scripts import ArgumentParser
 
 WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH = 480, 480, 640
 GIF_HEIGHT, GIF_ENV_WIDTH, GIF_PANEL_WIDTH = 400, 400, 560
@@ -42,13 +43,6 @@ GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a
 DEFAULT_EVAL_EPISODES = 256
 DEFAULT_PLOT_EPISODES = 64
 LOG_COLUMNS = ("generation", "best")  # required; the other curves are drawn when present
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """Usage mistakes become one ``error: ...`` line like every other bad input."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see --help)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -14,6 +14,7 @@ evaluation episodes come from key namespaces that training never uses.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import secrets
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file or run folder")
     model = load_model(path)
-    config = cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set))
+    config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
     sizes = actor_sizes(args.hidden, config)
     steps = args.steps if args.steps is not None else config.ga.lifetime_steps
     if args.evaluate:
@@ -101,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.save or args.plot:
         return export(path, model, config, sizes, steps, seed, args)
     return live(model, config, sizes, steps, seed)
+
+
+def replay_config(config: Config, overrides: list[str]) -> Config:
+    """The model's config with ``runtime.native: true`` read as auto: that was a training choice, and
+    replay and evaluation run on whatever step this machine has (unless ``--set runtime.native=...``)."""
+    if config.runtime.native and not any(item.strip().startswith("runtime.native") for item in overrides):
+        return config.replace(runtime=dataclasses.replace(config.runtime, native=None))
+    return config
 
 
 def provenance(model: SavedModel) -> str:

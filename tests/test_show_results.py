@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import run_script
 from PIL import Image
 
 from metarl import plots
@@ -20,10 +20,8 @@ SCRIPT = "show_results.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("show_results", ROOT / SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The program behind show_results.py (`metarl.scripts.show_results`)."""
+    return importlib.import_module("metarl.scripts.show_results")
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@
     python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
     python3 show_results.py MODEL.yaml --evaluate --hidden 16,16 --set env.params.length=1.5
     python3 show_results.py results/<run> --plot curve.png       # fitness curves (window without --plot)
+    python3 show_results.py results/run_a results/run_b --plot runs.png   # several runs or seeds in one figure
 
 Replays draw a random seed unless --seed is given (it is printed, to reproduce the replay);
 --evaluate uses --seed 0 by default so that its table is reproducible as is. Replay and
@@ -49,6 +50,8 @@ LOG_COLUMNS = ("generation", "best")  # required; the other curves are drawn whe
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("path", help="a saved model (MODEL.yaml, ours or the original project's) or a run folder")
+    p.add_argument("more_runs", nargs="*", metavar="RUN_DIR",
+                   help="more run folders: their curves in one figure (runs that differ only in seed: mean and range)")
     p.add_argument("--steps", type=int, metavar="N", help="lifetime length (default: the model's ga.lifetime_steps)")
     p.add_argument("--seed", type=int, metavar="S", help="seed of the actors and environments drawn")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -82,6 +85,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     path = Path(args.path)
+    if args.more_runs:
+        return show_runs([path, *map(Path, args.more_runs)], args)
     if path.is_dir():
         return show_run(path, args)
     if not path.exists():
@@ -132,6 +137,45 @@ def actor_sizes(hidden: str | None, config: Config) -> list[int]:
 
 def show_run(run_dir: Path, args: argparse.Namespace) -> int:
     """Fitness curves of a run folder: to ``--plot`` or in a matplotlib window."""
+    check_run_options(run_dir, args)
+    rows = run_log(run_dir)
+    title = f"{run_dir.resolve().name}: fitness per generation"
+    if args.plot:
+        plots.save_figure(plots.fitness_curve_figure(rows, title=title), args.plot)
+        print(f"wrote {args.plot} ({len(rows)} generations)")
+        return 0
+    plt = window_pyplot()
+    plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)))
+    print(f"{run_dir}: {len(rows)} generations; close the window to quit")
+    plt.show()
+    return 0
+
+
+def show_runs(run_dirs: list[Path], args: argparse.Namespace) -> int:
+    """Several run folders in one figure; runs whose configs differ only in seed form one curve."""
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: not a run folder; several paths must all be run folders")
+        check_run_options(run_dir, args)
+    groups: dict[str, tuple[str, list[list[dict[str, float]]]]] = {}
+    for run_dir in run_dirs:
+        key = run_config_key(run_dir)
+        label = groups[key][0] if key in groups else run_dir.resolve().name
+        groups.setdefault(key, (label, []))[1].append(run_log(run_dir))
+    summary = ", ".join(f"{label} ({len(runs)} run{'s' if len(runs) > 1 else ''})" for label, runs in groups.values())
+    if args.plot:
+        plots.save_figure(plots.runs_figure(list(groups.values())), args.plot)
+        print(f"wrote {args.plot} ({summary})")
+        return 0
+    plt = window_pyplot()
+    plots.runs_figure(list(groups.values()), fig=plt.figure(figsize=(9, 5.5)))
+    print(f"{summary}; close the window to quit")
+    plt.show()
+    return 0
+
+
+def check_run_options(run_dir: Path, args: argparse.Namespace) -> None:
+    """Reject the options that need a model file."""
     model_only = {"--evaluate": args.evaluate, "--save": args.save, "--steps": args.steps is not None,
                   "--seed": args.seed is not None, "--set": args.set, "--hidden": args.hidden,
                   "--episodes": args.episodes is not None}
@@ -139,6 +183,10 @@ def show_run(run_dir: Path, args: argparse.Namespace) -> int:
     if given:
         raise UserError(f"{given[0]} needs a MODEL.yaml, but {run_dir} is a run folder "
                         f"(its model: {run_dir / 'best_model.yaml'})")
+
+
+def run_log(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of a run folder's ``log.csv``; one-line errors for anything else."""
     log = run_dir / "log.csv"
     if not log.is_file():
         raise ModelFileError(f"{run_dir}: not a run folder (no log.csv)")
@@ -148,16 +196,31 @@ def show_run(run_dir: Path, args: argparse.Namespace) -> int:
     missing = [c for c in LOG_COLUMNS if c not in rows[0]]
     if missing:
         raise ModelFileError(f"{log}: not a generation log (no {missing[0]!r} column)")
-    title = f"{run_dir.resolve().name}: fitness per generation"
-    if args.plot:
-        plots.save_figure(plots.fitness_curve_figure(rows, title=title), args.plot)
-        print(f"wrote {args.plot} ({len(rows)} generations)")
-        return 0
+    return rows
+
+
+def run_config_key(run_dir: Path) -> str:
+    """What runs of one experiment share: the run's config without its seed, generations and logging."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return str(run_dir.resolve())  # a log without a config is its own group
+    data = cfg_mod.from_dict(cfg_mod.read_yaml(path)).to_dict()
+    for key in ("seed", "logging"):
+        data.pop(key, None)
+    data["ga"].pop("generations", None)
+    data.pop("runtime", None)  # chunks and threads never change results; the step path only by rounding
+    return json.dumps(data, sort_keys=True)
+
+
+def window_pyplot():  # noqa: ANN201 - matplotlib.pyplot
+    """pyplot for a window; a one-line error where none can open (no display, MPLBACKEND=Agg)."""
     import matplotlib.pyplot as plt
 
-    plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)))
-    plt.show()
-    return 0
+    backend = plt.get_backend().lower()
+    if backend in ("agg", "pdf", "ps", "svg", "pgf", "cairo", "template"):
+        raise UserError(f"no window can open here (matplotlib backend {backend}); write the figure with "
+                        f"--plot curve.png")
+    return plt
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -243,6 +306,7 @@ def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: 
     try:
         screen = pygame.display.set_mode((env_w + panel_w, h))
         pygame.display.set_caption("metarl: show_results (Esc or q to quit)")
+        print("replaying one fresh lifetime after another; close the window or press Esc or q to stop", flush=True)
         clock = pygame.time.Clock()
         fps = 1.0 / config.env.dt
         index = 0

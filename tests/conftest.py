@@ -48,7 +48,8 @@ def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python3 <script> args`` headless (``env``: extra environment variables); returns the
     completed process (text output)."""
-    env = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **(env or {}))
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=path, **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

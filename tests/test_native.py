@@ -114,6 +114,20 @@ def test_native_auto_falls_back_with_a_warning_and_true_is_an_error(monkeypatch)
         fitness(config.replace(runtime=RuntimeConfig(native=True)), g, keys)
 
 
+def test_without_a_compiler_a_large_config_warns_once_and_runs_eagerly(monkeypatch) -> None:
+    monkeypatch.setattr(native, "_libraries", {})
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setattr(lifetime, "_warned", set())
+    big = small_config(pop=10_000).replace(runtime=RuntimeConfig(native=None, compile=None))
+    big = big.replace(ga=dataclasses.replace(big.ga, lifetime_steps=2000))
+    assert lifetime.use_compile(big)  # big enough to compile, but torch.compile on CPU needs the compiler too
+    with pytest.warns(UserWarning) as caught:
+        assert lifetime.step_path(big, torch.device("cpu")) == "eager"
+        assert lifetime.step_path(big, torch.device("cpu")) == "eager"
+    assert [str(w.message) for w in caught] == ["native lifetime kernel not used (the C++ compiler "
+                                                "CXX=/nonexistent/c++ was not found); using the torch step"]
+
+
 @needs_native
 def test_native_is_not_used_where_it_cannot_run() -> None:
     config = small_config(native=None)

@@ -59,7 +59,7 @@ def test_tensorboard_missing_stops_before_writing(tmp_path):
         import tensorboard  # noqa: F401
     except ImportError:
         proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "r"), "--tensorboard")
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith("error: TensorBoard logging needs the tensorboard package")
         assert not (tmp_path / "r" / "log.csv").exists()
     else:

@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if (run_dir / training.CHECKPOINT).exists():
             raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
 
+    if state.config.logging.tensorboard:
+        logs.tensorboard_writer()  # a missing tensorboard is reported before anything else happens
     ctx = distributed.setup(state.config)
     try:
         return train(state, run_dir, ctx, quiet=args.quiet)

@@ -201,12 +201,12 @@ class Config:
     def validate(self) -> None:
         if self.device != "auto" and not _is_device(self.device):
             raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        self.logging.validate("logging")
         self.env.validate("env")
         self.actor.validate("actor")
         self.rule.validate("rule")
         self.ga.validate("ga")
         self.runtime.validate("runtime")
-        self.logging.validate("logging")
         if self.ga.antithetic and self.env.action_sign == "random":
             raise ConfigError("ga.antithetic: needs a fixed env.action_sign (1 or -1), not random")
 

@@ -231,30 +231,6 @@ def summary_figure(sample: LifetimeSample, baseline: LifetimeSample | None = Non
 
 
 # best_ever first and wider, so that `best` stays visible where the two coincide.
-CURVES = (("best_ever", "black", ":", 2.2), ("best", "tab:blue", "-", 1.4), ("mean", "tab:orange", "-", 1.4),
-          ("median", "tab:green", "--", 1.4))
-
-
-def fitness_curve_figure(rows: list[dict[str, float]], *, title: str = "", fig: Figure | None = None) -> Figure:
-    """Best, mean, median and best-ever fitness against generation, from a run's log rows."""
-    fig = fig if fig is not None else _agg_figure(9, 5.5)
-    ax = fig.add_subplot(1, 1, 1)
-    gens = [row["generation"] for row in rows]
-    marker = "o" if len(rows) <= 30 else None
-    for key, color, style, width in CURVES:
-        if all(key in row for row in rows):
-            ax.plot(gens, [row[key] for row in rows], color=color, linestyle=style, linewidth=width,
-                    marker=marker, markersize=3, label=key.replace("_", " "))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("generation")
-    ax.set_ylabel("fitness (reward summed over a lifetime)")
-    ax.set_title(title or "fitness")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best")
-    fig.tight_layout()
-    return fig
-
-
 RUN_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
 
 
@@ -285,3 +261,28 @@ def runs_figure(groups: list[tuple[str, list[list[dict[str, float]]]]], *, title
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
     return fig
+
+
+CURVES = (("best_ever", "black", ":", 2.2), ("best", "tab:blue", "-", 1.4), ("mean", "tab:orange", "-", 1.4),
+          ("median", "tab:green", "--", 1.4))
+
+
+def fitness_curve_figure(rows: list[dict[str, float]], *, title: str = "", fig: Figure | None = None) -> Figure:
+    """Best, mean, median and best-ever fitness against generation, from a run's log rows."""
+    fig = fig if fig is not None else _agg_figure(9, 5.5)
+    ax = fig.add_subplot(1, 1, 1)
+    gens = [row["generation"] for row in rows]
+    marker = "o" if len(rows) <= 30 else None
+    for key, color, style, width in CURVES:
+        if all(key in row for row in rows):
+            ax.plot(gens, [row[key] for row in rows], color=color, linestyle=style, linewidth=width,
+                    marker=marker, markersize=3, label=key.replace("_", " "))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("generation")
+    ax.set_ylabel("fitness (reward summed over a lifetime)")
+    ax.set_title(title or "fitness")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    return fig
+

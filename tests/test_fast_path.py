@@ -14,7 +14,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import NATIVE_MISSING, needs_compiler, needs_native
+from conftest import needs_compiler, needs_native
 
 from metarl import actor as actor_mod
 from metarl import fused, lifetime, native, rng
@@ -38,6 +38,7 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
     torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
+@needs_native  # compares the native kernel too
 @pytest.mark.parametrize("s_dim,h_dim,sizes", SHAPES)
 def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes: list[int]) -> None:
     layout, pop = GenomeLayout(s_dim, h_dim), 12
@@ -61,18 +62,13 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
         fm = fused.rule_step(params_fm, fm[0], fused.forward(fm[1], x.t(), noise.t()), x.t(), reward, **KW)
         for kept, t in zip(inputs, (x.t(), noise.t(), reward), strict=True):
             kept.append(t)
-    # The native kernel (12 individuals: a partial block of its 16 lanes) on the same inputs, if it builds here.
-    if NATIVE_MISSING is None:
-        native.rule_steps(g, nat[1], nat[0], *(torch.stack(t) for t in inputs), signal_dim=s_dim, state_dim=h_dim,
-                          **KW)
+    # The native kernel (12 individuals: a partial block of its 16 lanes) on the same inputs.
+    native.rule_steps(g, nat[1], nat[0], *(torch.stack(t) for t in inputs), signal_dim=s_dim, state_dim=h_dim, **KW)
     fm_rule = fused.map_rule_state(fm[0], fused.population_major)
     nat_rule = fused.map_rule_state(nat[0], fused.population_major)
     # The fused path's tanh is a rational approximation within ~6 ulp (`metarl.fused.tanh`),
     # so after 50 chaotic steps it is held to 3e-5 rather than 1e-5.
-    checked = [(fast, 1e-5), ((fm_rule, fm[1].view()), 3e-5)]
-    if NATIVE_MISSING is None:
-        checked.append(((nat_rule, nat[1].view()), 1e-5))
-    for (rule, act), tol in checked:
+    for (rule, act), tol in ((fast, 1e-5), ((nat_rule, nat[1].view()), 1e-5), ((fm_rule, fm[1].view()), 3e-5)):
         for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
             for got, want in zip(getattr(act, field), getattr(ref[1], field), strict=True):
                 assert_close(got, want, tol)

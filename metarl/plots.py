@@ -285,4 +285,3 @@ def fitness_curve_figure(rows: list[dict[str, float]], *, title: str = "", fig: 
     ax.legend(loc="best")
     fig.tight_layout()
     return fig
-

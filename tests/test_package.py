@@ -30,8 +30,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(wheel, target dir) of ``pip install --no-deps --target`` of a wheel built without network."""
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("setuptools is not installed: cannot build the wheel without network")
-    if int(importlib.metadata.version("setuptools").split(".")[0]) < 64:
-        pytest.skip("setuptools < 64 (pyproject.toml needs >= 64): cannot build the wheel without network")
+    if int(importlib.metadata.version("setuptools").split(".")[0]) < 77:
+        pytest.skip("setuptools < 77 (pyproject.toml needs >= 77): cannot build the wheel without network")
     tmp = tmp_path_factory.mktemp("package")
     source = tmp / "source"  # a copy, so that the build leaves nothing in the repository
     shutil.copytree(ROOT / "metarl", source / "metarl", ignore=shutil.ignore_patterns("__pycache__"))

@@ -176,7 +176,7 @@ class RuntimeConfig:
 class LoggingConfig:
     """What run_config.py reports; never changes a result."""
 
-    every: int = 1  # generations between progress lines (the last generation is always reported)
+    every: int = 1  # generations between progress lines (the first and the last are always reported)
     tensorboard: bool = False  # also write TensorBoard scalars and histograms to <run>/tensorboard/
     histogram_every: int = 10  # generations between histograms of the population's genes
 

@@ -4,7 +4,7 @@ On a terminal, run_config.py shows tqdm bars and one line per generation. When s
 not a terminal (nohup, SLURM, a pipe) it writes one plain line per reported generation and
 no bars, so a log file grows by one line per generation instead of every bar refresh.
 ``--quiet`` keeps only the start and end lines; ``--log-every N`` (``logging.every``)
-reports every N-th generation. ``TQDM_DISABLE=1`` turns the bars off as in any tqdm program.
+reports every N-th generation, the first and the last. ``TQDM_DISABLE=1`` turns the bars off as in any tqdm program.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ class Progress:
         g = int(row["generation"])
         if self._bar is not None:
             self._bar.update(1)
-        if not self.enabled or self.quiet or not ((g + 1) % self.every == 0 or g + 1 >= self.total):
+        # The first generation of this process is always reported: it shows the run is working.
+        due = g == self._initial or (g + 1) % self.every == 0 or g + 1 >= self.total
+        if not self.enabled or self.quiet or not due:
             return
         if self._bar is not None:
             self._bar.write(f"gen {g:5d}  {format_row(row)}", file=self.stream)

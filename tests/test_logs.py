@@ -32,8 +32,8 @@ def test_quiet_and_log_every(tmp_path):
     assert gen_lines(quiet.stdout) == [] and "done: 4 generations" in quiet.stdout
     every = run_script("run_config.py", TINY, "--out", str(tmp_path / "e"), "--log-every", "3")
     assert every.returncode == 0, every.stderr
-    # every 3rd generation, and always the last one
-    assert [line.split()[1] for line in gen_lines(every.stdout)] == ["2/4", "3/4"]
+    # every 3rd generation, and always the first and the last one
+    assert [line.split()[1] for line in gen_lines(every.stdout)] == ["0/4", "2/4", "3/4"]
     bad = run_script("run_config.py", TINY, "--log-every", "0")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --log-every must be >= 1, got 0 (see --help)"
 
@@ -45,7 +45,7 @@ def test_progress_lines_follow_the_reporting_interval(capsys):
         assert progress.generation_started(g) is None  # no bars without a terminal
         progress.generation_done({**row, "generation": g})
     progress.close()
-    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["1/5", "3/5", "4/5"]
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["0/5", "1/5", "3/5", "4/5"]
 
 
 def test_missing_tensorboard_is_one_line(monkeypatch):

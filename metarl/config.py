@@ -199,6 +199,19 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """What run_config.py reports; never changes a result."""
+
+    every: int = 1  # generations between progress lines (the first and the last are always reported)
+    tensorboard: bool = False  # also write TensorBoard scalars and histograms to <run>/tensorboard/
+    histogram_every: int = 10  # generations between histograms of the population's genes
+
+    def validate(self, key: str) -> None:
+        _integer(f"{key}.every", self.every, 1, MAX_COUNT)
+        _integer(f"{key}.histogram_every", self.histogram_every, 1, MAX_COUNT)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -209,12 +222,14 @@ class Config:
     rule: RuleConfig = field(default_factory=RuleConfig)
     ga: GAConfig = field(default_factory=GAConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> None:
         if self.seed is not None:
             _integer("seed", self.seed, 0, MAX_SEED)
         if self.device != "auto" and not _is_device(self.device):
             raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {_show(self.device)}")
+        self.logging.validate("logging")
         self.env.validate("env")
         self.actor.validate("actor")
         self.rule.validate("rule")
@@ -305,7 +320,7 @@ def _suggest(name: str, candidates: Any) -> str:
 # ---------------------------------------------------------------------------- building
 
 SECTIONS = {"env": EnvConfig, "actor": ActorConfig, "rule": RuleConfig, "ga": GAConfig,
-            "runtime": RuntimeConfig}
+            "runtime": RuntimeConfig, "logging": LoggingConfig}
 
 
 def from_dict(data: Any) -> Config:

@@ -304,7 +304,10 @@ def step_path(config: Config, device: torch.device, dtype: torch.dtype = torch.f
     """Which step `run_lifetimes` runs for ``config``: ``native``, ``compiled`` or ``eager``."""
     if use_native(config, device, dtype, sizes):
         return "native"
-    return "compiled" if use_compile(config) else "eager"
+    # On CPU torch.compile needs the C++ compiler as well: without one it would fail after ~20 s.
+    if use_compile(config) and (torch.device(device).type != "cpu" or native_mod.compiler_found()):
+        return "compiled"
+    return "eager"
 
 
 def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, keys: torch.Tensor, *,

@@ -94,6 +94,15 @@ def _compiler() -> str:
     raise NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
 
 
+def compiler_found() -> bool:
+    """Whether a C++ compiler is there (``$CXX``, ``c++`` or ``g++``); `torch.compile` on CPU needs one too."""
+    try:
+        _compiler()
+    except NativeUnavailable:
+        return False
+    return True
+
+
 def _cpu_id() -> str:
     """What ``-march=native`` depends on: the CPU's model and feature flags."""
     try:

@@ -1,4 +1,4 @@
-"""Matplotlib figures: live replay panels, the lifetime summary and a run's fitness curve.
+"""Matplotlib figures: live replay panels, the lifetime summary, fitness curves of runs.
 
 Figures are built on `matplotlib.figure.Figure` with the Agg canvas, never through
 pyplot, so they render off screen under any backend (to an RGB array for pygame and GIFs,
@@ -231,6 +231,38 @@ def summary_figure(sample: LifetimeSample, baseline: LifetimeSample | None = Non
 
 
 # best_ever first and wider, so that `best` stays visible where the two coincide.
+RUN_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive")
+
+
+def runs_figure(groups: list[tuple[str, list[list[dict[str, float]]]]], *, title: str = "",
+                fig: Figure | None = None) -> Figure:
+    """Several runs in one figure: per group (runs that differ only in seed), the mean over its
+    seeds of the population's mean fitness (solid) and of the best (dashed), each with the range
+    over the seeds shaded. ``groups``: ``(label, [log rows of each run])``; runs of a group are cut
+    to the generations they all have."""
+    fig = fig if fig is not None else _agg_figure(9, 5.5)
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (label, runs) in enumerate(groups):
+        color = RUN_COLORS[i % len(RUN_COLORS)]
+        length = min(len(rows) for rows in runs)
+        gens = np.array([row["generation"] for row in runs[0][:length]])
+        seeds = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+        for key, style, alpha in (("mean", "-", 0.25), ("best", "--", 0.12)):
+            values = np.array([[row[key] for row in rows[:length]] for rows in runs])
+            ax.plot(gens, values.mean(0), color=color, linestyle=style, linewidth=1.5,
+                    label=f"{label}{seeds}: {key}")
+            if len(runs) > 1:
+                ax.fill_between(gens, values.min(0), values.max(0), color=color, alpha=alpha, linewidth=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("generation")
+    ax.set_ylabel("fitness (reward summed over a lifetime)")
+    ax.set_title(title or "fitness: mean over seeds, shaded: range over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 CURVES = (("best_ever", "black", ":", 2.2), ("best", "tab:blue", "-", 1.4), ("mean", "tab:orange", "-", 1.4),
           ("median", "tab:green", "--", 1.4))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,22 @@ import numpy as np
 
 # pygame prints a banner on import unless told not to; the scripts' output should stay clean.
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+
+def _runtime_dir() -> None:
+    """Without ``XDG_RUNTIME_DIR`` (ssh, containers, cron) SDL prints ``error: XDG_RUNTIME_DIR is invalid ...``,
+    which reads like an error of metarl's: give it a private directory instead."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    path = Path(tempfile.gettempdir()) / f"metarl-runtime-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+    except OSError:
+        return
+    os.environ["XDG_RUNTIME_DIR"] = str(path)
+
+
+_runtime_dir()
 import pygame  # noqa: E402
 import torch  # noqa: E402
 

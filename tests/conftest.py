@@ -17,6 +17,23 @@ SEED_MODEL = DATA / "seed_best_model.yaml"
 SEED_CONFIG = DATA / "seed_base.yaml"
 
 
+def _native_missing() -> str | None:
+    """Why the native kernel cannot run on this machine (no compiler, read-only cache), or None."""
+    from metarl import native
+
+    try:
+        native.library(1, 8)
+    except native.NativeUnavailable as e:
+        return f"the native kernel cannot be built here: {e}"
+    return None
+
+
+NATIVE_MISSING = _native_missing()
+needs_native = pytest.mark.skipif(NATIVE_MISSING is not None, reason=NATIVE_MISSING or "")
+# torch.compile on CPU compiles C++ as well.
+needs_compiler = pytest.mark.skipif(NATIVE_MISSING is not None, reason=f"no C++ compiler for torch.compile "
+                                                                       f"({NATIVE_MISSING})")
+
 TINY = "configs/tiny.yaml"  # population 20, 4 generations, 30-step lifetimes
 FITNESS = ("generation", "best", "mean", "median", "worst", "best_ever")
 
@@ -31,7 +48,8 @@ def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run ``python3 <script> args`` headless (``env``: extra environment variables); returns the
     completed process (text output)."""
-    env = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=str(ROOT), **(env or {}))
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=path, **(env or {}))
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -18,12 +18,12 @@ import torch
 import yaml
 from conftest import ROOT, TINY, run_script
 
-import run_config
-import show_results
 from metarl import distributed, io, training
 from metarl.cli import Stopped, deferred_signals, exit_code, run_main, stop_signals
 from metarl.config import load
 from metarl.errors import NonFiniteError
+from metarl.scripts import show_results
+from metarl.scripts import train as run_config
 
 # Short generations, so that a kill lands in any phase: start-up, a lifetime, the writes.
 SMALL = [TINY, "--set", "ga.population_size=8", "--set", "ga.num_survivors=2", "--set", "ga.lifetime_steps=10"]
@@ -35,7 +35,7 @@ COLUMNS = ("generation", "best", "mean", "median", "worst", "best_ever", "nonfin
 # sent SIGKILL after ``delay`` seconds unless it ended; answer: {"killed": bool, "code": exit code}.
 FORK_SERVER = """
 import json, os, signal, sys, time
-import run_config
+from metarl.scripts import train as run_config
 from metarl.cli import Stopped, deferred_signals, exit_code, run_main, stop_signals
 for line in sys.stdin:
     request = json.loads(line)

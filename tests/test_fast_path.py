@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import needs_compiler, needs_native
 
 from metarl import actor as actor_mod
 from metarl import fused, lifetime, native, rng
@@ -37,6 +38,7 @@ def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
     torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
+@needs_native  # compares the native kernel too
 @pytest.mark.parametrize("s_dim,h_dim,sizes", SHAPES)
 def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes: list[int]) -> None:
     layout, pop = GenomeLayout(s_dim, h_dim), 12
@@ -113,7 +115,7 @@ def test_lifetime_fast_paths_match_reference(env: str, hidden: list[int], s_dim:
     assert_close(fused_eager_fitness(config, g, keys), want, 1e-4)
 
 
-@pytest.mark.parametrize("native", [False, True])
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_native)])
 def test_fitness_does_not_depend_on_the_split(native: bool) -> None:
     # 40 individuals: the native kernel's blocks of 16 are full, partial, and split over threads.
     config = small_config("DoublePendulum", pop=40, native=native)
@@ -135,6 +137,7 @@ def test_fitness_does_not_depend_on_the_split(native: bool) -> None:
         torch.set_num_threads(threads)
 
 
+@needs_compiler
 def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:
     config = small_config(compile=True, pop=16, steps=30)
     layout = GenomeLayout(1, 8)

@@ -10,6 +10,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import needs_native
 from test_fast_path import assert_close, fitness, genomes, small_config
 
 from metarl import lifetime, native, rng
@@ -19,6 +20,7 @@ from metarl.genome import GenomeLayout
 
 @pytest.mark.parametrize("name,low,high", [("tanh", -12.0, 12.0), ("tanh", -1e-3, 1e-3), ("sin", -10.0, 10.0),
                                            ("cos", -10.0, 10.0), ("log", 1e-7, 1.0), ("exp", -20.0, 40.0)])
+@needs_native
 def test_native_elementary_functions_are_within_2_ulp(name: str, low: float, high: float) -> None:
     x = torch.linspace(low, high, 160_000)
     want = getattr(torch, name)(x.double())
@@ -36,6 +38,7 @@ ENV_CASES = [
 ]
 
 
+@needs_native
 @pytest.mark.parametrize("env,options", ENV_CASES)
 def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
     config = small_config(env, steps=30, native=True)
@@ -50,6 +53,7 @@ def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
     assert_close(got_trace.sum(dim=1, dtype=torch.float64), got, 1e-6)
 
 
+@needs_native
 @pytest.mark.parametrize("hidden,s_dim,h_dim", [([100], 1, 8), ([16, 4, 12], 2, 3), ([8, 8], 1, 0)])
 def test_native_other_shapes_match_reference(hidden: list[int], s_dim: int, h_dim: int) -> None:
     config = small_config(hidden=hidden, s_dim=s_dim, h_dim=h_dim, steps=30, native=True)
@@ -59,6 +63,7 @@ def test_native_other_shapes_match_reference(hidden: list[int], s_dim: int, h_di
     assert_close(lifetime.run_lifetimes(g, layout, config, keys)[0], want, 1e-4)
 
 
+@needs_native
 @pytest.mark.parametrize("conditions", [lifetime.Conditions(plastic=False), lifetime.Conditions(zero_reward=True)])
 def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> None:
     config = small_config(steps=30, native=True)
@@ -68,6 +73,7 @@ def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> N
     assert_close(lifetime.run_lifetimes(g, layout, config, keys, conditions=conditions)[0], want, 1e-4)
 
 
+@needs_native
 def test_native_steps_equal_one_call_and_see_assigned_state() -> None:
     config = small_config(native=True, pop=5)
     layout = GenomeLayout(1, 8)
@@ -108,6 +114,21 @@ def test_native_auto_falls_back_with_a_warning_and_true_is_an_error(monkeypatch)
         fitness(config.replace(runtime=RuntimeConfig(native=True)), g, keys)
 
 
+def test_without_a_compiler_a_large_config_warns_once_and_runs_eagerly(monkeypatch) -> None:
+    monkeypatch.setattr(native, "_libraries", {})
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    monkeypatch.setattr(lifetime, "_warned", set())
+    big = small_config(pop=10_000).replace(runtime=RuntimeConfig(native=None, compile=None))
+    big = big.replace(ga=dataclasses.replace(big.ga, lifetime_steps=2000))
+    assert lifetime.use_compile(big)  # big enough to compile, but torch.compile on CPU needs the compiler too
+    with pytest.warns(UserWarning) as caught:
+        assert lifetime.step_path(big, torch.device("cpu")) == "eager"
+        assert lifetime.step_path(big, torch.device("cpu")) == "eager"
+    assert [str(w.message) for w in caught] == ["native lifetime kernel not used (the C++ compiler "
+                                                "CXX=/nonexistent/c++ was not found); using the torch step"]
+
+
+@needs_native
 def test_native_is_not_used_where_it_cannot_run() -> None:
     config = small_config(native=None)
     with warnings.catch_warnings():

@@ -151,7 +151,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
 
 def test_population_10000_generation_under_1gb(tmp_path):
     code = (
-        "import resource, sys, runpy; sys.argv = ['run_config.py', 'configs/base.yaml', '--out', sys.argv[1], "
+        "import resource, sys, runpy; sys.argv = ['run_config.py', 'configs/original.yaml', '--out', sys.argv[1], "
         "'--device', 'cpu', '--generations', '1', '--set', 'ga.lifetime_steps=5']\n"
         "try:\n    runpy.run_path('run_config.py', run_name='__main__')\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -20,10 +20,8 @@ SCRIPT = "show_results.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("show_results", ROOT / SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The program behind show_results.py (`metarl.scripts.show_results`)."""
+    return importlib.import_module("metarl.scripts.show_results")
 
 
 @pytest.fixture(autouse=True)
@@ -224,3 +222,42 @@ def test_actor_values_pool_layers_and_individuals(seed_files) -> None:
     assert plots.actor_values(life.actor, "weights").shape == (3 * 5 + 5 * 1,)
     assert plots.actor_values(life.actor, "sigmas").tolist() == [0.0] * 6
     assert torch.is_tensor(life.actor.weights[0])
+
+
+# ---------------------------------------------------------------------------- several runs, no compiler
+
+def test_several_runs_in_one_figure(tmp_path: Path, run_dir: Path) -> None:
+    other_seed = tmp_path / "seed5"
+    assert run_script("run_config.py", "configs/tiny.yaml", "--out", str(other_seed), "--seed", "5",
+                      "--quiet").returncode == 0
+    other_config = tmp_path / "longer"
+    assert run_script("run_config.py", "configs/tiny.yaml", "--out", str(other_config), "--quiet",
+                      "--set", "ga.lifetime_steps=40").returncode == 0
+    result = run_script(SCRIPT, str(run_dir), str(other_seed), str(other_config), "--plot", str(tmp_path / "runs.png"))
+    assert result.returncode == 0, result.stderr
+    # The two seeds of one config are one curve; the other config is another.
+    assert result.stdout.strip() == f"wrote {tmp_path / 'runs.png'} (tiny (2 runs), longer (1 run))"
+    with Image.open(tmp_path / "runs.png") as png:
+        assert png.format == "PNG"
+    model = run_script(SCRIPT, str(run_dir), str(run_dir / "best_model.yaml"), "--plot", str(tmp_path / "x.png"))
+    assert model.returncode == 2 and "several paths must all be run folders" in model.stderr
+
+
+def test_run_folder_without_plot_and_without_a_display_says_so(run_dir: Path) -> None:
+    result = run_script(SCRIPT, str(run_dir))  # MPLBACKEND=Agg: no window can open
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: no window can open here (matplotlib backend agg); write the figure "
+                                     "with --plot curve.png")
+
+
+def test_shipped_model_replays_without_a_compiler(tmp_path: Path) -> None:
+    model = ROOT / "results" / "best_model.yaml"
+    assert load_model(model).config.runtime.native is True  # a training choice, not needed to replay
+    no_compiler = {"CXX": "/nonexistent/c++", "METARL_CACHE": str(tmp_path / "cache")}
+    result = run_script(SCRIPT, str(model), "--steps", "20", "--seed", "1", "--save", str(tmp_path / "r.png"),
+                        env=no_compiler)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == ["warning: native lifetime kernel not used (the C++ compiler "
+                                                  "CXX=/nonexistent/c++ was not found); using the torch step"]
+    evaluated = run_script(SCRIPT, str(model), "--evaluate", "--episodes", "4", "--steps", "20", env=no_compiler)
+    assert evaluated.returncode == 0, evaluated.stderr

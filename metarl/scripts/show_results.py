@@ -1,0 +1,415 @@
+"""Replay, plot and evaluate a learned rule; plot the fitness curves of a run.
+
+    python3 show_results.py results/best_model.yaml              # a fresh actor learns live (window)
+    python3 show_results.py MODEL.yaml --save replay.gif --plot summary.png    # headless export
+    python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
+    python3 show_results.py RUN_DIR --rescore 20       # pick the best of the last elites on held-out lifetimes
+    python3 show_results.py MODEL.yaml --evaluate --hidden 16,16 --set env.params.length=1.5
+    python3 show_results.py results/<run> --plot curve.png       # fitness curves (window without --plot)
+    python3 show_results.py results/run_a results/run_b --plot runs.png   # several runs or seeds in one figure
+
+Replays draw a random seed unless --seed is given (it is printed, to reproduce the replay);
+--evaluate uses --seed 0 by default so that its table is reproducible as is. Replay and
+evaluation episodes come from key namespaces that training never uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metarl import config as cfg_mod
+from metarl import evaluation, io, plots, training
+from metarl.cli import run_main
+from metarl.config import Config
+from metarl.errors import ModelFileError, UserError
+from metarl.io import SavedModel, atomic_write_text, load_model, read_log
+from metarl.lifetime import Conditions, Lifetime, use_native
+from metarl.render import ANIMATION_SUFFIXES, Renderer, save_animation, window_open
+from metarl.scripts import ArgumentParser
+
+WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH = 480, 480, 640
+GIF_HEIGHT, GIF_ENV_WIDTH, GIF_PANEL_WIDTH = 400, 400, 560
+LIVE_PANEL_EVERY = 5  # steps between panel redraws in the window (a redraw costs ~50 ms)
+GIF_MAX_FRAMES = 100
+GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a slide show
+DEFAULT_EVAL_EPISODES = 256
+DEFAULT_RESCORE_EPISODES = 64
+DEFAULT_PLOT_EPISODES = 64
+LOG_COLUMNS = ("generation", "best")  # required; the other curves are drawn when present
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="a saved model (MODEL.yaml, ours or the original project's) or a run folder")
+    p.add_argument("more_runs", nargs="*", metavar="RUN_DIR",
+                   help="more run folders: their curves in one figure (runs that differ only in seed: mean and range)")
+    p.add_argument("--steps", type=int, metavar="N", help="lifetime length (default: the model's ga.lifetime_steps)")
+    p.add_argument("--seed", type=int, metavar="S", help="seed of the actors and environments drawn")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of the model's config (parsed as YAML); repeatable")
+    p.add_argument("--hidden", metavar="N,N", help="run the rule on an actor with these hidden layer sizes")
+    p.add_argument("--save", metavar="OUT.gif", help="write the replay as an animated GIF (or .png: last frame)")
+    p.add_argument("--plot", metavar="OUT.png", help="write a figure: lifetime summary of a model, "
+                                                     "fitness curves of a run folder, or with --evaluate "
+                                                     "the height over the lifetime per condition")
+    p.add_argument("--evaluate", action="store_true", help="measure the rule against baselines")
+    p.add_argument("--episodes", type=int, metavar="N",
+                   help=f"lifetimes for --evaluate (default {DEFAULT_EVAL_EPISODES}) "
+                        f"or --plot (default {DEFAULT_PLOT_EPISODES})")
+    p.add_argument("--json", metavar="OUT.json", help="with --evaluate: also write the results as JSON")
+    p.add_argument("--rescore", type=int, metavar="K",
+                   help="run folder: score the K best of its last generation again on --episodes held-out "
+                        f"lifetimes (default {DEFAULT_RESCORE_EPISODES}) and save the best as RUN/rescored_model.yaml")
+    args = p.parse_args(argv)
+    for name, low in (("steps", 1), ("episodes", 2)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UserError(f"--{name} must be >= {low}, got {value}")
+    if args.json and not args.evaluate:
+        raise UserError("--json needs --evaluate")
+    if args.evaluate and args.save:
+        raise UserError("--evaluate cannot be combined with --save; run them separately")
+    # Reject unwritable output names before minutes of work, not after.
+    if args.plot:
+        plots.figure_format(args.plot)
+    if args.save and Path(args.save).suffix.lower() not in ANIMATION_SUFFIXES:
+        raise UserError(f"--save {args.save}: use a .gif (animation) or .png (last frame) file name")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    path = Path(args.path)
+    if args.more_runs:
+        return show_runs([path, *map(Path, args.more_runs)], args)
+    if path.is_dir():
+        return show_run(path, args)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file or run folder")
+    model = load_model(path)
+    config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
+    sizes = actor_sizes(args.hidden, config)
+    steps = args.steps if args.steps is not None else config.ga.lifetime_steps
+    if args.evaluate:
+        if config.runtime.threads is not None:
+            torch.set_num_threads(config.runtime.threads)
+        return evaluate(path, model, config, sizes, steps, args)
+    # A replay steps one actor: its matrices are too small for threads to pay off.
+    torch.set_num_threads(1)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    print(f"{path}: {provenance(model)}; actor {sizes}, {steps} steps per lifetime, seed {seed}"
+          + ("" if args.seed is not None else " (--seed to repeat)"))
+    if args.save or args.plot:
+        return export(path, model, config, sizes, steps, seed, args)
+    return live(model, config, sizes, steps, seed)
+
+
+def replay_config(config: Config, overrides: list[str]) -> Config:
+    """The model's config with ``runtime.native: true`` read as auto: that was a training choice, and
+    replay and evaluation run on whatever step this machine has (unless ``--set runtime.native=...``)."""
+    if config.runtime.native and not any(item.strip().startswith("runtime.native") for item in overrides):
+        return config.replace(runtime=dataclasses.replace(config.runtime, native=None))
+    return config
+
+
+def provenance(model: SavedModel) -> str:
+    """``fitness F at generation G`` with whatever the file records."""
+    fitness = "fitness ?" if model.fitness is None else f"fitness {model.fitness:.3f}"
+    return fitness if model.generation is None else f"{fitness} at generation {model.generation}"
+
+
+def actor_sizes(hidden: str | None, config: Config) -> list[int]:
+    """``[obs_dim, *hidden, 1]`` from ``--hidden 16,16`` (empty text: no hidden layer)."""
+    if hidden is None:
+        return config.layer_sizes
+    parts = [p.strip() for p in hidden.split(",")] if hidden.strip() else []
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise UserError(f"--hidden {hidden!r}: expected comma-separated layer sizes >= 1, like 16,16")
+    return [config.env.obs_dim, *(int(p) for p in parts), 1]
+
+
+# ---------------------------------------------------------------------------- run folders
+
+def show_run(run_dir: Path, args: argparse.Namespace) -> int:
+    """Fitness curves of a run folder: to ``--plot`` or in a matplotlib window."""
+    check_run_options(run_dir, args)
+    if args.rescore is not None:
+        return rescore_run(run_dir, args)
+    rows = run_log(run_dir)
+    title = f"{run_dir.resolve().name}: fitness per generation"
+    if args.plot:
+        plots.save_figure(plots.fitness_curve_figure(rows, title=title), args.plot)
+        print(f"wrote {args.plot} ({len(rows)} generations)")
+        return 0
+    plt = window_pyplot()
+    plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)))
+    print(f"{run_dir}: {len(rows)} generations; close the window to quit")
+    plt.show()
+    return 0
+
+
+def show_runs(run_dirs: list[Path], args: argparse.Namespace) -> int:
+    """Several run folders in one figure; runs whose configs differ only in seed form one curve."""
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: not a run folder; several paths must all be run folders")
+        check_run_options(run_dir, args)
+    groups: dict[str, tuple[str, list[list[dict[str, float]]]]] = {}
+    for run_dir in run_dirs:
+        key = run_config_key(run_dir)
+        label = groups[key][0] if key in groups else run_dir.resolve().name
+        groups.setdefault(key, (label, []))[1].append(run_log(run_dir))
+    summary = ", ".join(f"{label} ({len(runs)} run{'s' if len(runs) > 1 else ''})" for label, runs in groups.values())
+    if args.plot:
+        plots.save_figure(plots.runs_figure(list(groups.values())), args.plot)
+        print(f"wrote {args.plot} ({summary})")
+        return 0
+    plt = window_pyplot()
+    plots.runs_figure(list(groups.values()), fig=plt.figure(figsize=(9, 5.5)))
+    print(f"{summary}; close the window to quit")
+    plt.show()
+    return 0
+
+
+def check_run_options(run_dir: Path, args: argparse.Namespace) -> None:
+    """Reject the options that need a model file."""
+    model_only = {"--evaluate": args.evaluate, "--save": args.save, "--steps": args.steps is not None,
+                  "--set": args.set, "--hidden": args.hidden,
+                  "--episodes": args.episodes is not None and args.rescore is None,
+                  "--seed": args.seed is not None and args.rescore is None}
+    given = [flag for flag, value in model_only.items() if value]
+    if given:
+        raise UserError(f"{given[0]} needs a MODEL.yaml, but {run_dir} is a run folder "
+                        f"(its model: {run_dir / 'best_model.yaml'})")
+
+
+def run_log(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of a run folder's ``log.csv``; one-line errors for anything else."""
+    log = run_dir / "log.csv"
+    if not log.is_file():
+        raise ModelFileError(f"{run_dir}: not a run folder (no log.csv)")
+    rows = read_log(log)
+    if not rows:
+        raise ModelFileError(f"{log}: no generation logged yet")
+    missing = [c for c in LOG_COLUMNS if c not in rows[0]]
+    if missing:
+        raise ModelFileError(f"{log}: not a generation log (no {missing[0]!r} column)")
+    return rows
+
+
+def run_config_key(run_dir: Path) -> str:
+    """What runs of one experiment share: the run's config without its seed, generations and logging."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return str(run_dir.resolve())  # a log without a config is its own group
+    data = cfg_mod.from_dict(cfg_mod.read_yaml(path)).to_dict()
+    for key in ("seed", "logging"):
+        data.pop(key, None)
+    data["ga"].pop("generations", None)
+    data.pop("runtime", None)  # chunks and threads never change results; the step path only by rounding
+    return json.dumps(data, sort_keys=True)
+
+
+def window_pyplot():  # noqa: ANN201 - matplotlib.pyplot
+    """pyplot for a window; a one-line error where none can open (no display, MPLBACKEND=Agg)."""
+    import matplotlib.pyplot as plt
+
+    backend = plt.get_backend().lower()
+    if backend in ("agg", "pdf", "ps", "svg", "pgf", "cairo", "template"):
+        raise UserError(f"no window can open here (matplotlib backend {backend}); write the figure with "
+                        f"--plot curve.png")
+    return plt
+
+
+def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
+    """Score the elites of a run's last generation on held-out lifetimes; save the best."""
+    state = training.load_run(run_dir)
+    cfg = state.config
+    k = args.rescore
+    if not 1 <= k <= cfg.ga.num_survivors:
+        raise UserError(f"--rescore must be in [1, ga.num_survivors={cfg.ga.num_survivors}], got {k}")
+    if state.generation == 0:
+        raise ModelFileError(f"{run_dir}: no generation completed yet")
+    if cfg.runtime.threads is not None:
+        torch.set_num_threads(cfg.runtime.threads)
+    episodes = args.episodes or DEFAULT_RESCORE_EPISODES
+    seed = args.seed if args.seed is not None else 0
+    layout = training.layout_of(cfg)
+    candidates = state.population[:k]  # the elites of the last generation, best first (`metarl.ga`)
+    pairs = 2 if cfg.ga.antithetic else 1
+    with tqdm(total=k * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
+              unit_scale=True, leave=False, disable=None) as bar:
+        scores = evaluation.rescore(candidates, layout, cfg, episodes=episodes, seed=seed, progress=bar.update)
+    order = torch.argsort(scores, descending=True, stable=True)
+    generation = state.generation - 1
+    print(f"{run_dir}: the {k} elites of generation {generation}, scored on {episodes} held-out lifetimes "
+          f"(seed {seed}; training rank 1 = that generation's best)")
+    print(f"{'training rank':>14}{'held-out score':>16}")
+    for i in order[:min(k, 10)].tolist():
+        print(f"{i + 1:>14}{float(scores[i]):>16.3f}")
+    best = int(order[0])
+    out = run_dir / "rescored_model.yaml"
+    io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generation,
+                  seed=state.seed)
+    print(f"wrote {out} (training rank {best + 1}; its fitness field is the held-out score)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], steps: int,
+             args: argparse.Namespace) -> int:
+    """Print the baseline comparison table; ``--json`` writes it too."""
+    episodes = args.episodes or DEFAULT_EVAL_EPISODES
+    seed = args.seed if args.seed is not None else 0
+    device = cfg_mod.resolve_device(config.device)
+    print(f"{path}: {provenance(model)}\n{episodes} episodes x {steps} steps per condition, actor {sizes}, "
+          f"seed {seed}, env {config.env.name} {config.env.params or ''}".rstrip())
+    total = len(evaluation.ALL_CONDITIONS) * len(evaluation.goals_of(config) or (1,)) * episodes * steps
+    with tqdm(total=total, desc="evaluate", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
+        result = evaluation.evaluate_rule(model.genome, model.layout, config, episodes=episodes, seed=seed,
+                                          steps=steps, sizes=sizes, device=device, progress=bar.update)
+    print(evaluation.format_table(result))
+    if args.json:
+        data = {**result.to_dict(), "model": str(path),
+                "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
+                             "overrides": list(args.set), "env": config.to_dict()["env"]}}
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
+        except OSError as e:
+            raise UserError(f"{args.json}: cannot write ({e.strerror})") from None
+        print(f"wrote {args.json}")
+    if args.plot:
+        fig = plots.height_curve_figure(result.height_curve, title=f"{path.name}: height over the lifetime, "
+                                                                   f"mean of {episodes} episodes")
+        plots.save_figure(fig, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- replay
+
+def new_lifetime(model: SavedModel, config: Config, sizes: list[int], seed: int, index: int) -> Lifetime:
+    """Lifetime ``index`` of the replay: a fresh random actor and environment from the seed."""
+    keys = evaluation.evaluation_keys(seed, 1, generation=evaluation.REPLAY_GENERATION, lifetime=index)
+    genomes = model.genome[None]
+    return Lifetime(genomes, model.layout, config, keys, sizes=sizes,
+                    native=use_native(config, genomes.device, genomes.dtype, sizes))
+
+
+def view_extent(config: Config, life: Lifetime) -> float:
+    """Metres from the pivot to show: the longest chain the config can draw, plus a margin."""
+    defaults = life.env.param_defaults
+    reach = 0.0
+    for name in life.env.link_length_names:
+        value = config.env.params.get(name, defaults[name])
+        reach += max(value) if isinstance(value, list) else float(value)
+    return 1.15 * reach
+
+
+def replay(life: Lifetime, steps: int, renderer: Renderer, panels: plots.ReplayPanels, *, every: int,
+           panel_every: int, label: str) -> Iterator[np.ndarray]:
+    """Step ``life`` and yield env + panels side by side ``(H, W, 3)`` every ``every`` steps."""
+    panels.reset(life.actor, label)
+    rewards: list[float] = []
+    panel = panels.update(rewards, life.actor)
+    with torch.no_grad():
+        for t in range(1, steps + 1):
+            rewards.append(float(life.step()[0]))
+            if t % every and t != steps:
+                continue
+            if t % panel_every == 0 or t == steps:
+                panel = panels.update(rewards, life.actor)
+            action = float(life.actor.outputs[-1][0, 0])
+            text = f"step {t}/{steps}   reward {rewards[-1]:.2f}\ntotal {sum(rewards):.1f}"
+            renderer.draw(life.env, 0, text, action=action)
+            yield np.concatenate((renderer.frame(), panel), axis=1)
+
+
+def _panels(config: Config, steps: int, width: int, height: int) -> plots.ReplayPanels:
+    return plots.ReplayPanels(width, height, steps=steps, weight_limit=config.actor.weight_limit,
+                              sigma_limit=config.actor.sigma_limit)
+
+
+def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: int) -> int:
+    """Replay lifetime after lifetime in one window (env left, panels right) until it is closed."""
+    import pygame  # after metarl.render, which silences pygame's import banner
+
+    h, env_w, panel_w = WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH
+    panels = _panels(config, steps, panel_w, h)
+    # The Renderer draws off screen; this window shows its frame and the panels together.
+    pygame.display.init()
+    try:
+        screen = pygame.display.set_mode((env_w + panel_w, h))
+        pygame.display.set_caption("metarl: show_results (Esc or q to quit)")
+        print("replaying one fresh lifetime after another; close the window or press Esc or q to stop", flush=True)
+        clock = pygame.time.Clock()
+        fps = 1.0 / config.env.dt
+        index = 0
+        while True:
+            life = new_lifetime(model, config, sizes, seed, index)
+            renderer = Renderer(env_w, h, headless=True, extent=view_extent(config, life))
+            label = f"lifetime {index} (seed {seed})"
+            for frame in replay(life, steps, renderer, panels, every=1, panel_every=LIVE_PANEL_EVERY,
+                                label=label):
+                if not window_open():
+                    return 0
+                screen.blit(pygame.image.frombuffer(frame.tobytes(), (frame.shape[1], frame.shape[0]), "RGB"),
+                            (0, 0))
+                pygame.display.flip()
+                clock.tick(fps)
+            index += 1
+    finally:
+        pygame.display.quit()
+
+
+def export(path: Path, model: SavedModel, config: Config, sizes: list[int], steps: int, seed: int,
+           args: argparse.Namespace) -> int:
+    """Headless: ``--save`` one lifetime as an animation, ``--plot`` a summary of many lifetimes."""
+    if args.save:
+        every = max(1, math.ceil(steps / GIF_MAX_FRAMES))
+        life = new_lifetime(model, config, sizes, seed, 0)
+        renderer = Renderer(GIF_ENV_WIDTH, GIF_HEIGHT, headless=True, extent=view_extent(config, life))
+        panels = _panels(config, steps, GIF_PANEL_WIDTH, GIF_HEIGHT)
+        frames = list(replay(life, steps, renderer, panels, every=every, panel_every=every,
+                             label=f"lifetime 0 (seed {seed})"))
+        fps = max(GIF_MIN_FPS, 1.0 / (config.env.dt * every))
+        save_animation(frames, args.save, fps)
+        speed = fps * every * config.env.dt
+        print(f"wrote {args.save} ({len(frames)} frames, one every {every} steps, {speed:.3g}x real time)")
+    if args.plot:
+        episodes = args.episodes or DEFAULT_PLOT_EPISODES
+        # Lifetime 0 of the replay is episode 0 here: the GIF shows one of the summarised lifetimes.
+        keys = evaluation.evaluation_keys(seed, episodes, generation=evaluation.REPLAY_GENERATION)
+        learned = evaluation.sample_lifetimes(model.genome, model.layout, config, keys, steps=steps, sizes=sizes)
+        frozen = evaluation.sample_lifetimes(model.genome, model.layout, config, keys, steps=steps, sizes=sizes,
+                                             conditions=Conditions(plastic=False))
+        title = (f"{path.name}: {episodes} lifetimes of {steps} steps, {config.env.name}, actor {sizes}, "
+                 f"seed {seed}")
+        fig = plots.summary_figure(learned, frozen, weight_limit=config.actor.weight_limit,
+                                   sigma_limit=config.actor.sigma_limit, title=title)
+        plots.save_figure(fig, args.plot)
+        print(f"wrote {args.plot} (mean lifetime reward {float(learned.rewards.sum(1).mean()):.2f}, "
+              f"without plasticity {float(frozen.rewards.sum(1).mean()):.2f})")
+    return 0
+
+
+def entry() -> None:
+    """Console entry point."""
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,169 @@
+"""Evolve a learning rule with the genetic algorithm described by a YAML config.
+
+    python3 run_config.py configs/base.yaml
+    python3 run_config.py configs/base.yaml --quiet --log-every 10 --tensorboard
+    python3 run_config.py --resume results/<run>         # continue a stopped run
+    torchrun --nproc_per_node=2 run_config.py CONFIG     # shard the population over processes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from metarl import config as cfg_mod
+from metarl import distributed, lifetime, logs, resources, training
+from metarl.cli import ERROR, Stopped, exit_code, run_main
+from metarl.errors import NonFiniteError, UserError
+from metarl.scripts import ArgumentParser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="YAML config (nested, or the original project's flat format)")
+    p.add_argument("--out", help="run folder (default results/<timestamp>_<config name>/)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR to its configured generations")
+    p.add_argument("--generations", type=int, metavar="N", help="total number of generations")
+    p.add_argument("--seed", type=int, help="random seed (overrides the config)")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (parsed as YAML); repeatable")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-generation lines")
+    p.add_argument("--log-every", type=int, metavar="N", help="report every N-th generation (logging.every)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also log to TensorBoard in RUN/tensorboard/ (logging.tensorboard; needs tensorboard)")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run even if the memory estimate exceeds the memory available (a deliberate huge run)")
+    args = p.parse_args(argv)
+    if args.resume is None and args.config is None:
+        p.error("a CONFIG file is required (or --resume DIR)")
+    if args.resume is not None and (args.config or args.set or args.seed is not None or args.out):
+        p.error("--resume DIR takes the config from DIR; only --generations, --device, --allow-large and the "
+                "logging options may be given with it")
+    if args.generations is not None and args.generations < 1:
+        p.error(f"--generations must be >= 1, got {args.generations}")
+    if args.log_every is not None and args.log_every < 1:
+        p.error(f"--log-every must be >= 1, got {args.log_every}")
+    return args
+
+
+def config_path(name: str) -> str:
+    """``name`` if it exists, else a one-line error that suggests a shipped config (``quick`` -> configs/quick.yaml)."""
+    if Path(name).exists():
+        return name
+    stem = Path(name).stem
+    for folder in (Path("configs"), Path(__file__).resolve().parents[2] / "configs"):
+        candidate = folder / f"{stem}.yaml"
+        if candidate.is_file():
+            raise UserError(f"{name}: no such config file; did you mean {candidate}?")
+    return name  # config.load reports the missing file
+
+
+def logging_overrides(args: argparse.Namespace) -> list[str]:
+    """``--log-every`` and ``--tensorboard`` as config overrides."""
+    overrides = []
+    if args.log_every is not None:
+        overrides.append(f"logging.every={args.log_every}")
+    if args.tensorboard:
+        overrides.append("logging.tensorboard=true")
+    return overrides
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.set)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    if args.generations is not None:
+        overrides.append(f"ga.generations={args.generations}")
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        state = training.load_run(run_dir, generations=args.generations, device=args.device)
+        resources.check(state.config, resources.device_of(state.config), allow_large=args.allow_large)
+        if logging_overrides(args):
+            state.config = cfg_mod.from_dict(cfg_mod.apply_overrides(state.config.to_dict(), logging_overrides(args)))
+    else:
+        config = cfg_mod.load(config_path(args.config), overrides + logging_overrides(args))
+        # Before the population is drawn: a run that cannot fit stops here, with nothing written.
+        resources.check(config, resources.device_of(config), allow_large=args.allow_large)
+        state = training.new_run(config)
+        run_dir = Path(args.out) if args.out else training.default_run_dir(args.config)
+        if (run_dir / training.CHECKPOINT).exists():
+            raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+
+    if state.config.logging.tensorboard:
+        logs.tensorboard_writer()  # a missing tensorboard is reported before anything else happens
+    ctx = distributed.setup(state.config)
+    try:
+        return train(state, run_dir, ctx, quiet=args.quiet)
+    finally:
+        ctx.close()
+
+
+def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, quiet: bool = False) -> int:
+    cfg = state.config
+    if cfg.runtime.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.runtime.threads)
+    step = lifetime.step_path(cfg, ctx.device)  # fails here, before writing, if runtime.native: true cannot run
+    total = cfg.ga.generations
+    say = print if ctx.is_writer else (lambda *a, **k: None)
+    # The Trainer repairs what a kill left behind (a log one generation behind the checkpoint) even when
+    # there is nothing left to run.
+    trainer = training.Trainer(state, run_dir, evaluator=ctx.evaluator(cfg), writer=ctx.is_writer,
+                               device=ctx.device)
+    if state.generation >= total:
+        say(f"{run_dir}: already at generation {state.generation} of {total}; nothing to do "
+            f"(raise it with --generations N)")
+        return 0
+    tensorboard = None
+    if cfg.logging.tensorboard and ctx.is_writer:
+        tensorboard = logs.TensorBoardLog(run_dir / "tensorboard", histogram_every=cfg.logging.histogram_every)
+    say(f"run folder: {run_dir}  seed: {state.seed}  device: {ctx.device}  "
+        f"population: {cfg.ga.population_size}  processes: {ctx.world_size}  step: {step}", flush=True)
+    steps_per_gen = cfg.ga.population_size * cfg.ga.lifetime_steps * cfg.ga.evals_per_individual
+    progress = logs.Progress(total=total, initial=state.generation, every=cfg.logging.every, quiet=quiet,
+                             steps_per_generation=steps_per_gen // ctx.world_size, enabled=ctx.is_writer)
+    try:
+        while state.generation < total:
+            if tensorboard is not None:
+                tensorboard.population(state.population, state.generation)
+            row = trainer.run_generation(progress=progress.generation_started(state.generation))
+            progress.generation_done(row)
+            if tensorboard is not None:
+                tensorboard.generation(row)
+    except KeyboardInterrupt as e:
+        progress.close()
+        if ctx.is_writer:
+            how = f"stopped by {e}" if isinstance(e, Stopped) else "interrupted"
+            print(f"\n{how}; the run folder holds {state.generation} complete generations. Resume with:\n"
+                  f"  python3 run_config.py --resume {run_dir}", file=sys.stderr)
+        return exit_code(e)
+    except NonFiniteError:
+        progress.close()
+        if not ctx.is_writer:
+            return ERROR  # every process sees the same fitness; rank 0 reports it
+        raise
+    except BaseException:
+        progress.close()  # the error message must start on its own line, not after the bar
+        raise
+    finally:
+        if tensorboard is not None:
+            tensorboard.close()
+    progress.close()
+    say(f"done: {total} generations in {run_dir} (best model: {run_dir / 'best_model.yaml'})")
+    return 0
+
+
+def entry() -> None:
+    """Console entry point."""
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -107,7 +107,7 @@ class Evaluation:
     # condition -> mean height per link over the last quarter, per episode (N,) (mean over goals)
     last_quarter_height: dict[str, torch.Tensor]
     balanced: dict[str, torch.Tensor]  # condition -> share of the episode's lifetimes (goals) balanced (N,)
-    height_curve: dict[str, torch.Tensor]  # condition -> mean height per link at every step (T,)
+    height_curve: dict[str, torch.Tensor]  # condition -> mean height per link at every step, per goal (goals, T)
     per_goal: dict[str, dict[int, torch.Tensor]]  # condition -> goal -> score per episode (N,); hidden goals only
 
     @property
@@ -238,7 +238,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     last = {n: mean_over_goals([h[:, -quarter:].mean(dim=1) for _, _, h in r]) for n, r in runs.items()}
     balanced = {n: mean_over_goals([((h[:, -quarter:] > BALANCED_HEIGHT).double().mean(dim=1) >= BALANCED_SHARE)
                                     .double() for _, _, h in r]) for n, r in runs.items()}
-    curve = {n: torch.cat([h for _, _, h in r]).mean(dim=0) for n, r in runs.items()}
+    curve = {n: torch.stack([h.mean(dim=0) for _, _, h in r]) for n, r in runs.items()}
     per_goal = {} if goals is None else {n: {g: f for g, (f, _, _) in zip(goals, r, strict=True)}
                                          for n, r in runs.items()}
     gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["learned"]])

@@ -292,20 +292,25 @@ HEIGHT_CURVES = (("reference", "black", "--"), ("learned", LEARNED_COLOR, "-"),
                  ("no_plasticity", BASELINE_COLOR, "-"))
 
 
-def height_curve_figure(curves: dict[str, torch.Tensor], *, title: str = "", fig: Figure | None = None) -> Figure:
-    """Mean height per link against lifetime step for each evaluation condition (``curves``: name -> (T,))."""
+def height_curve_figure(curves: dict[str, torch.Tensor], *, goals: tuple[int, ...] | None = None, title: str = "",
+                        fig: Figure | None = None) -> Figure:
+    """Mean height per link against lifetime step for each evaluation condition (``curves``: name ->
+    ``(len(goals), T)``); with hidden goals, goal +1 solid and goal -1 dotted."""
     fig = fig if fig is not None else _agg_figure(9, 5.0)
     ax = fig.add_subplot(1, 1, 1)
+    labels = goals if goals is not None else (None,)
     for name, color, style in HEIGHT_CURVES:
-        if name in curves:
-            values = curves[name].double().cpu().numpy()
-            ax.plot(np.arange(1, values.shape[0] + 1), values, color=color, linestyle=style, linewidth=1.4,
-                    label=name.replace("_", " "))
+        if name not in curves:
+            continue
+        for row, goal in zip(curves[name].double().cpu().numpy(), labels, strict=True):
+            label = name.replace("_", " ") + ("" if goal is None else f", goal {goal:+d}")
+            ls = style if goal is None or goal > 0 else ":"
+            ax.plot(np.arange(1, row.shape[0] + 1), row, color=color, linestyle=ls, linewidth=1.4, label=label)
     ax.set_xlabel("lifetime step")
     ax.set_ylabel("mean height per link (0 hanging, 2 upright)")
     ax.set_ylim(-0.05, 2.05)
     ax.set_title(title or "height over the lifetime")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="best", fontsize="x-small", ncol=2 if goals else 1)
     fig.tight_layout()
     return fig

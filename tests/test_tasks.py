@@ -166,7 +166,7 @@ def test_hidden_goal_evaluation_reports_every_goal_and_condition() -> None:
     data = result.to_dict()["conditions"]
     assert set(data["reference"]["per_goal"]) == {"+1", "-1"}
     assert all(0.0 <= v["balanced_fraction"] <= 1.0 for v in data.values())
-    assert all(v.shape == (16,) for v in result.height_curve.values())
+    assert all(v.shape == (2, 16) for v in result.height_curve.values())
     assert "goal +1" in evaluation.format_table(result)
 
 

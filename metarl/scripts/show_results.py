@@ -292,8 +292,8 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
             raise UserError(f"{args.json}: cannot write ({e.strerror})") from None
         print(f"wrote {args.json}")
     if args.plot:
-        fig = plots.height_curve_figure(result.height_curve, title=f"{path.name}: height over the lifetime, "
-                                                                   f"mean of {episodes} episodes")
+        fig = plots.height_curve_figure(result.height_curve, goals=evaluation.goals_of(config),
+                                        title=f"{path.name}: height over the lifetime, mean of {episodes} episodes")
         plots.save_figure(fig, args.plot)
         print(f"wrote {args.plot}")
     return 0

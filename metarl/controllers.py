@@ -73,12 +73,20 @@ class ReferenceController:
         bm = torch.zeros(b, 2, 1, dtype=torch.float64)
         bm[:, 1, 0] = dt / self.inertia.double().cpu()
         q = torch.diag(torch.tensor(LQR_Q, dtype=torch.float64)).expand(b, 2, 2)
+        # Every individual with the same physics has the same gain: iterate over the distinct ones.
+        system, inverse = torch.unique(torch.cat((a.flatten(1), bm.flatten(1)), dim=1), dim=0, return_inverse=True)
+        a, bm = system[:, :4].reshape(-1, 2, 2), system[:, 4:].reshape(-1, 2, 1)
+        q = q[: a.shape[0]]
         s = q.clone()
         at, bt = a.transpose(1, 2), bm.transpose(1, 2)
         for _ in range(RICCATI_ITERATIONS):
-            k = torch.linalg.solve(LQR_R + bt @ s @ bm, bt @ s @ a)  # (B, 1, 2)
-            s = q + at @ s @ (a - bm @ k)
-        return k[:, 0, :].to(device=env.device, dtype=env.dtype)
+            k = torch.linalg.solve(LQR_R + bt @ s @ bm, bt @ s @ a)  # (U, 1, 2)
+            s_next = q + at @ s @ (a - bm @ k)
+            converged = torch.allclose(s_next, s, rtol=1e-12, atol=0.0)
+            s = s_next
+            if converged:
+                break
+        return k[inverse, 0, :].to(device=env.device, dtype=env.dtype)
 
     def energy_gap(self, theta: torch.Tensor, omega: torch.Tensor) -> torch.Tensor:
         """Energy missing to reach upright at rest (J, of the first link's rigid-body model)."""

@@ -39,7 +39,7 @@ from .actor import ActorState
 from .config import Config
 from .controllers import run_reference
 from .genome import GenomeLayout
-from .lifetime import Conditions, Lifetime, ProgressFn, make_env, run_lifetimes, use_native
+from .lifetime import Conditions, Lifetime, ProgressFn, make_env, run_lifetimes, step_path
 
 # Key namespaces (the ``generation`` argument of `rng.individual_keys`). Training uses
 # generations 0, 1, 2, ...; these are far beyond any run, so the draws are never trained on.
@@ -258,8 +258,8 @@ def sample_lifetimes(genome: torch.Tensor, layout: GenomeLayout, config: Config,
     """Run ``keys (N,)`` lifetimes of ``genome (G,)``, keeping the initial and final actors."""
     genomes = genome.to(keys.device).expand(keys.shape[0], -1).contiguous()
     with torch.no_grad():
-        native = use_native(config, genomes.device, genomes.dtype, sizes)  # the path of run_lifetimes
-        life = Lifetime(genomes, layout, config, keys, conditions=conditions, sizes=sizes, native=native)
+        backend = step_path(config, genomes.device, genomes.dtype, sizes)  # the backend of run_lifetimes
+        life = Lifetime(genomes, layout, config, keys, conditions=conditions, sizes=sizes, backend=backend)
         initial = life.actor.clone()
         rewards = torch.stack([life.step() for _ in range(steps)], dim=1)
     return LifetimeSample(rewards, initial, life.actor.clone())

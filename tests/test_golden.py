@@ -62,7 +62,8 @@ def run(name: str, pop: int, *, native: bool, steps: int | None = None) -> torch
     model, config = model_case(name, native)
     genomes = model.genome.reshape(1, -1).expand(pop, -1).contiguous()
     keys = rng.individual_keys(KEY_SEED, 0, 0, torch.arange(pop))
-    return lifetime.run_lifetimes(genomes, model.layout, config, keys, steps=steps, reference=not native)[0]
+    return lifetime.run_lifetimes(genomes, model.layout, config, keys, steps=steps,
+                                  backend="native" if native else "spec")[0]
 
 
 @pytest.mark.parametrize("name", list(NATIVE))

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_fast_path import assert_close, fitness, genomes, small_config
 
-from metarl import lifetime, native, rng
+from metarl import backends, lifetime, native, rng
 from metarl.config import EnvConfig, RuntimeConfig
 from metarl.genome import GenomeLayout
 
@@ -42,7 +42,7 @@ def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
     config = config.replace(env=dataclasses.replace(EnvConfig(name=env), **options))
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
-    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, reference=True, trace=True)
+    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, backend="spec", trace=True)
     got, got_trace = lifetime.run_lifetimes(g, layout, config, keys, trace=True)
     # Closed loop: the env amplifies rounding differences (the double pendulum is chaotic).
     assert_close(got, want, 1e-3)
@@ -50,12 +50,12 @@ def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
     assert_close(got_trace.sum(dim=1, dtype=torch.float64), got, 1e-6)
 
 
-@pytest.mark.parametrize("hidden,s_dim,h_dim", [([100], 1, 8), ([16, 4, 12], 2, 3), ([8, 8], 1, 0)])
+@pytest.mark.parametrize("hidden,s_dim,h_dim", [([100, 3], 1, 8), ([16, 4, 12], 2, 3), ([9, 5], 1, 0)])
 def test_native_other_shapes_match_reference(hidden: list[int], s_dim: int, h_dim: int) -> None:
     config = small_config(hidden=hidden, s_dim=s_dim, h_dim=h_dim, steps=30, native=True)
     layout = GenomeLayout(s_dim, h_dim)
     g, keys = genomes(layout, 20), rng.individual_keys(7, 0, 0, torch.arange(20))
-    want = lifetime.run_lifetimes(g, layout, config, keys, reference=True)[0]
+    want = lifetime.run_lifetimes(g, layout, config, keys, backend="spec")[0]
     assert_close(lifetime.run_lifetimes(g, layout, config, keys)[0], want, 1e-4)
 
 
@@ -64,7 +64,7 @@ def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> N
     config = small_config(steps=30, native=True)
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 20), rng.individual_keys(4, 0, 0, torch.arange(20))
-    want = lifetime.run_lifetimes(g, layout, config, keys, reference=True, conditions=conditions)[0]
+    want = lifetime.run_lifetimes(g, layout, config, keys, backend="spec", conditions=conditions)[0]
     assert_close(lifetime.run_lifetimes(g, layout, config, keys, conditions=conditions)[0], want, 1e-4)
 
 
@@ -72,8 +72,8 @@ def test_native_steps_equal_one_call_and_see_assigned_state() -> None:
     config = small_config(native=True, pop=5)
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 5), rng.individual_keys(6, 0, 0, torch.arange(5))
-    a = lifetime.Lifetime(g, layout, config, keys, native=True)
-    b = lifetime.Lifetime(g, layout, config, keys, native=True)
+    a = lifetime.Lifetime(g, layout, config, keys, backend="native")
+    b = lifetime.Lifetime(g, layout, config, keys, backend="native")
     total, trace = torch.zeros(5, dtype=torch.float64), torch.zeros(12, 5)
     a.run(12, total, trace)
     assert torch.equal(torch.stack([b.step() for _ in range(12)]), trace)
@@ -96,14 +96,14 @@ def test_native_auto_falls_back_with_a_warning_and_true_is_an_error(monkeypatch)
         raise native.NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
 
     monkeypatch.setattr(native, "_compiler", no_compiler)
-    monkeypatch.setattr(lifetime, "_warned", set())
+    monkeypatch.setattr(backends, "_warned", set())
     config = small_config(pop=4, steps=5)
     auto = config.replace(runtime=RuntimeConfig(native=None))
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 4), rng.individual_keys(0, 0, 0, torch.arange(4))
     with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
         got = fitness(auto, g, keys)
-    assert torch.equal(got, fitness(config, g, keys))  # the eager torch path
+    assert torch.equal(got, fitness(config, g, keys))  # the spec
     with pytest.raises(native.NativeUnavailable, match="runtime.native is true"):
         fitness(config.replace(runtime=RuntimeConfig(native=True)), g, keys)
 
@@ -112,9 +112,9 @@ def test_native_is_not_used_where_it_cannot_run() -> None:
     config = small_config(native=None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert lifetime.use_native(config, torch.device("cpu"), torch.float32)
-        assert not lifetime.use_native(config, torch.device("cpu"), torch.float64)
-        assert not lifetime.use_native(config.replace(runtime=RuntimeConfig(native=False)), torch.device("cpu"),
-                                       torch.float32)
+        assert backends.select_backend(config, torch.device("cpu"), torch.float32) is backends.NATIVE
+        assert backends.select_backend(config, torch.device("cpu"), torch.float64) is backends.SPEC
+        assert backends.select_backend(config.replace(runtime=RuntimeConfig(native=False)), torch.device("cpu"),
+                                       torch.float32) is backends.SPEC
     assert native.supported([3, *[8] * 9, 1], 1) is not None  # 10 layers
     assert native.supported([3, 8, 8, 1], 1) is None

@@ -89,7 +89,7 @@ class Lifetime:
         self._native = None
         if self.backend == "native":
             self._native = native_mod.Runner(
-                native_mod.library(layout.signal_dim, layout.state_dim), genomes, self.env, actor, rule,
+                native_mod.library(layout.signal_dim, layout.state_dim), genomes, layout, self.env, actor, rule,
                 noise_keys, learning_rate=a.learning_rate, weight_limit=a.weight_limit,
                 sigma_limit=a.sigma_limit, plastic=conditions.plastic, zero_reward=conditions.zero_reward,
                 seen_rewards=self._seen)

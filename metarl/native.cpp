@@ -8,7 +8,10 @@
 // 100 KB: fits the L2 cache), run through all requested steps, and copied back.
 //
 // Compiled by metarl/native.py with -DMETARL_S=<signal size> -DMETARL_H=<state size>;
-// everything else (layer sizes, environment, options) is a runtime argument.
+// everything else is a runtime argument, passed as the described structures below
+// (Network, Options, GenomeMap, Buffers), which metarl/native.py mirrors field by field as
+// ctypes.Structure classes of the same names; metarl_struct_sizes lets it check that
+// they agree. Nothing is passed by position in an array.
 //
 // Buffers are float32, feature-major: feature f of individual p at [f * P + p].
 
@@ -150,12 +153,58 @@ inline vf vuniform(vu base, uint32_t counter) {
     return (__builtin_convertvector(bits >> 8, vf) + 0.5f) * (1.0f / 16777216.0f);
 }
 
+}  // namespace
+
+// ---- The call's described structures (mirrored by metarl/native.py; same names, same field order).
+
+extern "C" {
+
+// The actor network: layers and layer sizes [n_0 .. n_L].
+struct Network {
+    int64_t layers;
+    int64_t sizes[MAX_LAYERS + 1];
+};
+
+// The env's and the rule's options (metarl.envs.base.EnvOptions, the actor config and the conditions).
 struct Options {
-    // Matches the `scalars` array of metarl/native.py.
-    float dt, max_torque, max_speed, learning_rate, weight_limit, sigma_limit;
-    int links, rk4, reward_delta, plastic, zero_reward, noise, spin;
+    float dt, max_torque, max_speed;  // max_speed <= 0: none
+    float learning_rate, weight_limit, sigma_limit;
+    int32_t links, rk4, reward_delta, plastic, zero_reward, noise, spin;
     int64_t goal_switch;  // the goal flips from this step number on; -1 = never
 };
+
+// Where one cell's parameters start in the genome (metarl.genome.GenomeLayout), each part row-major.
+struct CellMap {
+    int32_t inputs, outputs, w_state, b_state, w_output, b_output;
+};
+
+struct GenomeMap {
+    CellMap reward, node, connection;
+    int32_t size;  // genes per individual
+};
+
+// The state of a population, each (features, P) float32; the kernel updates all but the first four.
+struct Buffers {
+    float* genome;      // (G, P)
+    float* env_params;  // (4 or 6, P): metarl.envs param_defaults order
+    float* sign;        // (1, P) motor direction
+    float* goal;        // (1, P) hidden goal
+    float* state;       // (2 * links, P)
+    float* prev_height; // (1, P)
+    float* weights[MAX_LAYERS];  // (n_{k-1} * n_k, P)
+    float* biases[MAX_LAYERS];   // (n_k, P), as sigmas, sums, samples, outputs
+    float* sigmas[MAX_LAYERS];
+    float* sums[MAX_LAYERS];
+    float* samples[MAX_LAYERS];
+    float* outputs[MAX_LAYERS];
+    float* rule_reward;          // (n_L * H, P)
+    float* nodes[MAX_LAYERS];    // (n_k * H, P)
+    float* edges[MAX_LAYERS];    // (n_{k-1} * n_k * H, P)
+};
+
+}  // extern "C"
+
+namespace {
 
 constexpr float PI = 3.14159265358979323846f;
 constexpr float DOWN_PENALTY = 1.1f;
@@ -216,13 +265,16 @@ struct Physics {
 // Offsets of the genome parts of one cell (metarl/genome.py order).
 struct Cell {
     int inputs, outputs;
-    int w_state, b_state, w_output, b_output, size;
-    Cell(int start, int i, int o) : inputs(i), outputs(o) {
-        w_state = start;
-        b_state = w_state + (i + H) * H;
-        w_output = b_state + H;
-        b_output = w_output + (i + H) * o;
-        size = b_output + o - start;
+    int w_state, b_state, w_output, b_output;
+    explicit Cell(const CellMap& m)
+        : inputs(m.inputs), outputs(m.outputs), w_state(m.w_state), b_state(m.b_state), w_output(m.w_output),
+          b_output(m.b_output) {}
+    // Whether the map has the shapes this build computes with (inputs, outputs; H from the build) and
+    // fits in a genome of `genes` genes.
+    bool fits(int i, int o, int genes) const {
+        return inputs == i && outputs == o && w_state >= 0 && b_state - w_state >= 0 && w_output >= 0
+               && b_output >= 0 && w_state + (i + H) * H <= genes && b_state + H <= genes
+               && w_output + (i + H) * o <= genes && b_output + o <= genes;
     }
 };
 
@@ -269,13 +321,14 @@ struct Kernel {
     const Options& o;
     Cell reward_cell, node_cell, edge_cell;
 
-    Kernel(const Layout& layout, const Options& options)
-        : L(layout), o(options),
-          reward_cell(0, 1 + NODE_INFO, S),
-          node_cell(reward_cell.size, NODE_INFO + S, S + 2),
-          edge_cell(reward_cell.size + node_cell.size, 2 * NODE_INFO + S + 2, S + 1) {}
+    Kernel(const Layout& layout, const Options& options, const GenomeMap& genome)
+        : L(layout), o(options), reward_cell(genome.reward), node_cell(genome.node),
+          edge_cell(genome.connection) {}
 
-    int genome_size() const { return reward_cell.size + node_cell.size + edge_cell.size; }
+    bool fits(int genes) const {
+        return reward_cell.fits(1 + NODE_INFO, S, genes) && node_cell.fits(NODE_INFO + S, S + 2, genes)
+               && edge_cell.fits(2 * NODE_INFO + S + 2, S + 1, genes);
+    }
 
     // Node info feature f of neuron j of layer k (1-based): s, z, y, b, sigma.
     static vf* info(vf* v, const Layout& L, int k, int f) {
@@ -484,49 +537,66 @@ struct Kernel {
 // Everything `metarl_run` and `metarl_rule_steps` share: the local layout of a block and the
 // loop over blocks (copy in, body, copy out), split over threads.
 struct Driver {
+    struct Entry {
+        int* local;    // offset in the block's local buffer (a field of L)
+        int features;
+        float* global; // the (features, P) buffer
+        bool written;  // copied back after the block's steps
+    };
     Layout L{};
     Options o{};
-    std::vector<std::pair<int*, int>> order;  // (local offset, features) of each buffer, in `bufs` order
+    GenomeMap genome{};
+    std::vector<Entry> order;  // every buffer, in one order for copying in and out
     int max_n = 0, neurons = 0;
-    static constexpr int kConst = 4;  // genome, env params, motor sign and goal are read-only
 
-    int init(int64_t layers, const int64_t* sizes, const float* scalars, const int64_t* flags) {
-        if (layers < 1 || layers > MAX_LAYERS) return -1;
-        o = Options{scalars[0], scalars[1], scalars[2], scalars[3], scalars[4], scalars[5],
-                    (int)flags[0], (int)flags[1], (int)flags[2], (int)flags[3], (int)flags[4], (int)flags[5],
-                    (int)flags[6], flags[7]};
+    int init(const Network& net, const Options& options, const GenomeMap& map, const Buffers& b) {
+        if (net.layers < 1 || net.layers > MAX_LAYERS) return -1;
+        o = options;
+        genome = map;
         if (o.links != 1 && o.links != 2) return -2;
-        L.layers = (int)layers;
-        for (int k = 0; k <= layers; ++k) {
-            L.sizes[k] = (int)sizes[k];
+        if (!Kernel(L, o, genome).fits(genome.size)) return -3;
+        L.layers = (int)net.layers;
+        for (int k = 0; k <= L.layers; ++k) {
+            L.sizes[k] = (int)net.sizes[k];
+            if (L.sizes[k] < 1) return -4;
             max_n = std::max(max_n, L.sizes[k]);
             if (k > 0) neurons += L.sizes[k];
         }
-        const Kernel kernel(L, o);
-        order.push_back({&L.genome, kernel.genome_size()});
-        order.push_back({&L.env_params, o.links == 1 ? 4 : 6});
-        order.push_back({&L.sign, 1});
-        order.push_back({&L.goal, 1});
-        order.push_back({&L.state, 2 * o.links});
-        order.push_back({&L.prev_height, 1});
-        for (int k = 0; k < layers; ++k) order.push_back({&L.weights[k], L.sizes[k] * L.sizes[k + 1]});
-        for (int* arr : {L.biases, L.sigmas, L.sums, L.samples, L.outputs})
-            for (int k = 0; k < layers; ++k) order.push_back({&arr[k], L.sizes[k + 1]});
-        order.push_back({&L.rule_reward, L.sizes[layers] * H});
-        for (int k = 0; k < layers; ++k) order.push_back({&L.nodes[k], L.sizes[k + 1] * H});
-        for (int k = 0; k < layers; ++k) order.push_back({&L.edges[k], L.sizes[k] * L.sizes[k + 1] * H});
+        const int layers = L.layers;
+        order.push_back({&L.genome, genome.size, b.genome, false});
+        order.push_back({&L.env_params, o.links == 1 ? 4 : 6, b.env_params, false});
+        order.push_back({&L.sign, 1, b.sign, false});
+        order.push_back({&L.goal, 1, b.goal, false});
+        order.push_back({&L.state, 2 * o.links, b.state, true});
+        order.push_back({&L.prev_height, 1, b.prev_height, true});
+        for (int k = 0; k < layers; ++k) {
+            const int n = L.sizes[k + 1];
+            order.push_back({&L.weights[k], L.sizes[k] * n, b.weights[k], true});
+            order.push_back({&L.biases[k], n, b.biases[k], true});
+            order.push_back({&L.sigmas[k], n, b.sigmas[k], true});
+            order.push_back({&L.sums[k], n, b.sums[k], true});
+            order.push_back({&L.samples[k], n, b.samples[k], true});
+            order.push_back({&L.outputs[k], n, b.outputs[k], true});
+            order.push_back({&L.nodes[k], n * H, b.nodes[k], true});
+            order.push_back({&L.edges[k], L.sizes[k] * n * H, b.edges[k], true});
+        }
+        order.push_back({&L.rule_reward, L.sizes[layers] * H, b.rule_reward, true});
         int total = 0;
-        for (auto& entry : order) { *entry.first = total; total += entry.second; }
+        for (auto& entry : order) {
+            if (!entry.global && entry.features > 0) return -5;  // a buffer the call did not describe
+            *entry.local = total;
+            total += entry.features;
+        }
         L.total = total;
         return 0;
     }
 
     // body(kernel, v, p0, lanes, scratch) runs the steps of the block at individuals p0 .. p0+lanes-1.
     template <class Body>
-    void run(int64_t P, int64_t threads, float* const* bufs, Body body) const {
+    void run(int64_t P, int64_t threads, Body body) const {
         const int64_t blocks = (P + LANES - 1) / LANES;
         auto work = [&](int64_t first, int64_t last) {
-            const Kernel kernel(L, o);
+            const Kernel kernel(L, o, genome);
             Scratch sc;
             sc.local.resize(L.total);
             for (auto* buf : {&sc.post_h, &sc.pre_h}) buf->resize(max_n * HS);
@@ -540,15 +610,12 @@ struct Driver {
                 const int64_t p0 = blk * LANES;
                 const int lanes = (int)std::min<int64_t>(LANES, P - p0);
                 // Copy in; missing lanes of the last block repeat its first individual.
-                for (size_t bi = 0; bi < order.size(); ++bi) {
-                    const int off = *order[bi].first, count = order[bi].second;
-                    for (int f = 0; f < count; ++f) v[off + f] = gather(bufs[bi] + (int64_t)f * P + p0, lanes);
-                }
+                for (const Entry& e : order)
+                    for (int f = 0; f < e.features; ++f) v[*e.local + f] = gather(e.global + (int64_t)f * P + p0, lanes);
                 body(kernel, v, p0, lanes, sc);
-                for (size_t bi = kConst; bi < order.size(); ++bi) {
-                    const int off = *order[bi].first, count = order[bi].second;
-                    for (int f = 0; f < count; ++f) scatter(bufs[bi] + (int64_t)f * P + p0, v[off + f], lanes);
-                }
+                for (const Entry& e : order)
+                    if (e.written)
+                        for (int f = 0; f < e.features; ++f) scatter(e.global + (int64_t)f * P + p0, v[*e.local + f], lanes);
             }
         };
         const int64_t nthreads = std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
@@ -578,25 +645,27 @@ struct Driver {
 
 extern "C" {
 
-// Size of the genome this build expects for signal size S and state size H.
-int64_t metarl_genome_size() {
-    const Layout layout{};
-    const Options options{};
-    return Kernel(layout, options).genome_size();
+// sizeof of the described structures and this build's S and H, for metarl/native.py to check its mirrors.
+void metarl_struct_sizes(int64_t* out) {
+    out[0] = sizeof(Network);
+    out[1] = sizeof(Options);
+    out[2] = sizeof(GenomeMap);
+    out[3] = sizeof(Buffers);
+    out[4] = S;
+    out[5] = H;
 }
 
 // Run `steps` steps from step number t0 for P individuals, in place.
-//   sizes[layers + 1]: layer sizes; bufs: see metarl/native.py (`Runner`); keys: noise stream keys (P,);
-//   fitness (P,) float64 += each reward; rewards (steps, P) float32 or null; states (steps, 2 * links, P)
-//   float32 or null receives the env state after each step; seen (steps, P) float32 or null: the rewards
-//   the rule sees instead of its own; scalars, flags: Options.
+//   keys: noise stream keys (P,); fitness (P,) float64 += each reward; rewards (steps, P) float32 or null;
+//   states (steps, 2 * links, P) float32 or null receives the env state after each step; seen (steps, P)
+//   float32 or null: the rewards the rule sees instead of its own.
 // Returns 0, or a negative error code.
-int64_t metarl_run(int64_t P, int64_t steps, int64_t t0, int64_t threads, int64_t layers, const int64_t* sizes,
-                   float* const* bufs, const uint32_t* keys, double* fitness, float* rewards, float* states,
-                   const float* seen, const float* scalars, const int64_t* flags) {
+int64_t metarl_run(const Network* net, const Options* options, const GenomeMap* map, const Buffers* bufs,
+                   int64_t P, int64_t steps, int64_t t0, int64_t threads, const uint32_t* keys, double* fitness,
+                   float* rewards, float* states, const float* seen) {
     Driver d;
-    if (int code = d.init(layers, sizes, scalars, flags)) return code;
-    d.run(P, threads, bufs, [&](const Kernel& kernel, vf* v, int64_t p0, int lanes, Scratch& sc) {
+    if (int code = d.init(*net, *options, *map, *bufs)) return code;
+    d.run(P, threads, [&](const Kernel& kernel, vf* v, int64_t p0, int lanes, Scratch& sc) {
         vu base;
         vd total;  // fitness += reward, step by step in float64 (as metarl/lifetime.py)
         for (int l = 0; l < LANES; ++l) {
@@ -622,13 +691,12 @@ int64_t metarl_run(int64_t P, int64_t steps, int64_t t0, int64_t threads, int64_
 // For tests: `steps` actor passes and rule applications with given inputs, in place:
 // x (steps, n_0, P) observations, noise (steps, neurons, P), reward (steps, P). The env buffers
 // of `bufs` are not used (any float32 arrays of their size).
-int64_t metarl_rule_steps(int64_t P, int64_t steps, int64_t layers, const int64_t* sizes, float* const* bufs,
-                          const float* x, const float* noise, const float* reward, const float* scalars,
-                          const int64_t* flags) {
+int64_t metarl_rule_steps(const Network* net, const Options* options, const GenomeMap* map, const Buffers* bufs,
+                          int64_t P, int64_t steps, const float* x, const float* noise, const float* reward) {
     Driver d;
-    if (int code = d.init(layers, sizes, scalars, flags)) return code;
+    if (int code = d.init(*net, *options, *map, *bufs)) return code;
     const int n0 = d.L.sizes[0], neurons = d.neurons;
-    d.run(P, 1, bufs, [&](const Kernel& kernel, vf* v, int64_t p0, int lanes, Scratch& sc) {
+    d.run(P, 1, [&](const Kernel& kernel, vf* v, int64_t p0, int lanes, Scratch& sc) {
         std::vector<vf> xs(n0), zs(neurons);
         for (int64_t s = 0; s < steps; ++s) {
             for (int i = 0; i < n0; ++i) xs[i] = Driver::gather(x + (s * n0 + i) * P + p0, lanes);

@@ -59,7 +59,7 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
         for kept, t in zip(inputs, (x.t(), noise.t(), reward), strict=True):
             kept.append(t)
     # The native kernel (12 individuals: a partial block of its 16 lanes) on the same inputs.
-    native.rule_steps(g, nat[1], nat[0], *(torch.stack(t) for t in inputs), signal_dim=s_dim, state_dim=h_dim, **KW)
+    native.rule_steps(g, layout, nat[1], nat[0], *(torch.stack(t) for t in inputs), **KW)
     fm_rule = fused.map_rule_state(fm[0], fused.population_major)
     nat_rule = fused.map_rule_state(nat[0], fused.population_major)
     # The fused path's tanh is a rational approximation within ~6 ulp (`metarl.fused.tanh`) and the

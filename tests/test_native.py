@@ -90,18 +90,14 @@ def test_native_steps_equal_one_call_and_see_assigned_state() -> None:
 
 
 def test_native_auto_falls_back_with_a_warning_and_true_is_an_error(monkeypatch) -> None:
-    monkeypatch.setattr(native, "_libraries", {})
-
-    def no_compiler() -> str:
-        raise native.NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
-
-    monkeypatch.setattr(native, "_compiler", no_compiler)
-    monkeypatch.setattr(backends, "_warned", set())
-    config = small_config(pop=4, steps=5)
+    # A compiler that does not exist, and a rule shape no other test builds (kernels are built once per
+    # shape and process): the kernel cannot be built.
+    monkeypatch.setenv("CXX", "metarl-no-such-compiler")
+    config = small_config(pop=4, steps=5, s_dim=3, h_dim=5)
     auto = config.replace(runtime=RuntimeConfig(native=None))
-    layout = GenomeLayout(1, 8)
+    layout = GenomeLayout(3, 5)
     g, keys = genomes(layout, 4), rng.individual_keys(0, 0, 0, torch.arange(4))
-    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+    with pytest.warns(UserWarning, match="CXX=metarl-no-such-compiler was not found"):
         got = fitness(auto, g, keys)
     assert torch.equal(got, fitness(config, g, keys))  # the spec
     with pytest.raises(native.NativeUnavailable, match="runtime.native is true"):

@@ -16,7 +16,7 @@ from . import actor as actor_mod
 from . import envs, fused, rng
 from .actor import ActorState
 from .config import Config
-from .envs.base import BatchedEnv
+from .envs.base import BatchedEnv, EnvState
 from .genome import GenomeLayout
 from .reference import reference_rule_step
 from .rule import RuleParams, RuleState
@@ -76,9 +76,7 @@ def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor
     else:
         actor = actor_mod.forward(carry.actor, x, noise)
         action = actor.outputs[-1][:, 0]
-    state = env.advance(carry.state, action)
-    height = env.height(state)
-    reward = env.reward(state, height, carry.prev_height, carry.t)
+    (state, height, _), reward = env.transition(EnvState(carry.state, carry.prev_height, carry.t), action)
     rule = carry.rule
     if spec.conditions.plastic:
         if spec.conditions.zero_reward:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import envs
 from . import native as native_mod
 from .config import Config
 
@@ -46,7 +47,7 @@ class Backend:
             return None
         if torch.device(device).type != "cpu" or dtype != torch.float32:
             return "the native kernel runs float32 on CPU only"
-        why = native_mod.supported(sizes, config.env.obs_dim // 3)
+        why = native_mod.supported(sizes, envs.env_class(config.env.name).links)
         if why is None:
             try:
                 native_mod.library(config.rule.signal_dim, config.rule.state_dim)

@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from . import rng
+from . import envs, rng
 from .actor import ActorState
 from .config import Config
 from .controllers import run_reference
@@ -204,7 +204,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     genomes = {name: learned for name in CONDITIONS}
     genomes["random_rule"] = random_rule_genomes(layout, episodes, config.rule.init_std, seed).to(
         device=device, dtype=learned.dtype)
-    links = config.layer_sizes[0] // 3
+    links = envs.env_class(config.env.name).links
     # Per condition, one (fitness, rewards, heights) per goal.
     runs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
     for name, conditions in CONDITIONS.items():

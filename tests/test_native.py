@@ -14,7 +14,8 @@ from test_fast_path import assert_close, fitness, genomes, small_config
 
 from metarl import backends, lifetime, native, rng
 from metarl.config import EnvConfig, RuntimeConfig
-from metarl.genome import GenomeLayout
+from metarl.envs.base import EnvOptions
+from metarl.genome import CELLS, GenomeLayout
 
 
 @pytest.mark.parametrize("name,low,high", [("tanh", -12.0, 12.0), ("tanh", -1e-3, 1e-3), ("sin", -10.0, 10.0),
@@ -114,3 +115,24 @@ def test_native_is_not_used_where_it_cannot_run() -> None:
                                        torch.float32) is backends.SPEC
     assert native.supported([3, *[8] * 9, 1], 1) is not None  # 10 layers
     assert native.supported([3, 8, 8, 1], 1) is None
+
+
+def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for() -> None:
+    layout = GenomeLayout(1, 8)
+    genome_map = native.GenomeMap.of(layout)
+    assert [getattr(genome_map, c).w_state for c in ("reward", "node", "connection")] == \
+        [layout.slices[name, "w_state"][0].start for name in CELLS]
+    assert (genome_map.connection.inputs, genome_map.connection.outputs, genome_map.size) == (13, 2, layout.size)
+    lib = native.library(1, 8)
+    options = native.Options.of(EnvOptions(), 1, learning_rate=0.01, weight_limit=4.0, sigma_limit=1.0)
+
+    def call(m: native.GenomeMap) -> int:
+        return lib.metarl_rule_steps(native.Network.of([3, 5, 1]), options, m, native.Buffers(), 16, 0, None, None,
+                                     None)
+
+    assert call(genome_map) == -5  # the map fits this build; the (empty) buffers are then refused
+    wrong_shape = native.GenomeMap.of(layout)
+    wrong_shape.node.outputs += 1
+    beyond = native.GenomeMap.of(layout)
+    beyond.connection.b_output = layout.size
+    assert call(wrong_shape) == -3 and call(beyond) == -3

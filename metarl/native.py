@@ -1,6 +1,6 @@
 """The native lifetime kernel: whole lifetimes on CPU, 16 individuals per SIMD vector.
 
-`metarl/native.cpp` holds the step (observation, noise, actor, physics, reward, learning
+`metarl/kernel/` holds the step (observation, noise, actor, physics, reward, learning
 rule) written with GCC vector extensions: each instruction advances 16 individuals, and a
 block of 16 runs through all its steps inside the cache. It is the default lifetime path
 on CPU (``runtime.native``).
@@ -12,7 +12,7 @@ process loads the cached library in milliseconds. If no compiler works, `run_lif
 warns and uses the torch paths instead.
 
 The call's arguments are described structures (`Network`, `Options`, `GenomeMap`,
-`Buffers`: ctypes mirrors of the structs of native.cpp, field by field, sizes checked at
+`Buffers`: ctypes mirrors of the structs of kernel/layout.h, field by field, sizes checked at
 load), built from the layer sizes, `metarl.envs.base.EnvOptions`, `metarl.genome.GenomeLayout`
 and the tensors by name: nothing is matched by position.
 
@@ -41,10 +41,11 @@ from .errors import UserError
 from .genome import CELLS, GenomeLayout
 from .rule import RuleState
 
-SOURCE = Path(__file__).with_name("native.cpp")
+SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, layout.h, physics.h, rule.h, driver.cpp
+SOURCE = SOURCE_DIR / "driver.cpp"
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC",
          "-pthread")
-MAX_LAYERS = 8  # MAX_LAYERS of native.cpp
+MAX_LAYERS = 8  # MAX_LAYERS of kernel/vecmath.h
 BUILD_TIMEOUT_S = 300
 
 _libraries: dict[tuple[int, int], ctypes.CDLL | str] = {}
@@ -118,7 +119,8 @@ def _build(signal_dim: int, state_dim: int) -> Path:
         raise NativeUnavailable(f"{compiler} --version failed: {e}") from None
     defines = (f"-DMETARL_S={signal_dim}", f"-DMETARL_H={state_dim}")
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS + defines).encode(), version.encode(), _cpu_id().encode()):
+    sources = [path.read_bytes() for path in sorted(SOURCE_DIR.iterdir()) if path.suffix in (".h", ".cpp")]
+    for part in (*sources, " ".join(FLAGS + defines).encode(), version.encode(), _cpu_id().encode()):
         digest.update(part)
     directory = cache_dir()
     path = directory / f"native_s{signal_dim}_h{state_dim}_{digest.hexdigest()[:16]}.so"
@@ -145,7 +147,7 @@ def _build(signal_dim: int, state_dim: int) -> Path:
 
 
 # ---------------------------------------------------------------------------- the call's structures
-# Mirrors of the structures of native.cpp (same names, same field order); `_load` checks their sizes.
+# Mirrors of the structures of kernel/layout.h (same names, same field order); `_load` checks their sizes.
 
 _i32, _i64, _f32, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _LAYER_PTRS = _ptr * MAX_LAYERS
@@ -204,7 +206,7 @@ class GenomeMap(ctypes.Structure):
 
 
 class Buffers(ctypes.Structure):
-    """Pointers to the population's state, each ``(features, P)`` float32 (see native.cpp)."""
+    """Pointers to the population's state, each ``(features, P)`` float32 (see kernel/layout.h)."""
 
     _fields_ = [("genome", _ptr), ("env_params", _ptr), ("sign", _ptr), ("goal", _ptr), ("state", _ptr),
                 ("prev_height", _ptr), ("weights", _LAYER_PTRS), ("biases", _LAYER_PTRS), ("sigmas", _LAYER_PTRS),

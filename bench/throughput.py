@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metarl import lifetime, rng  # noqa: E402
+from metarl import backends, lifetime, rng  # noqa: E402
 from metarl.config import Config, EnvConfig, GAConfig, RuntimeConfig  # noqa: E402
 from metarl.genome import GenomeLayout  # noqa: E402
 
@@ -39,7 +39,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=100, help="lifetime steps")
     p.add_argument("--env", default="Pendulum", help="Pendulum | DoublePendulum")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--reference", action="store_true", help="time the plain reference rule step")
+    p.add_argument("--reference", action="store_true", help="time the plain reference rule step (the spec backend)")
     p.add_argument("--compare", action="store_true",
                    help="also time the plain reference, interleaved with the chosen path, and print the speed-up")
     p.add_argument("--repeats", type=int, default=3)
@@ -70,15 +70,16 @@ def main() -> None:
     keys = rng.individual_keys(0, 0, 0, torch.arange(args.population)).to(args.device)
 
     def run(pop: int, steps: int, reference: bool) -> None:
-        lifetime.run_lifetimes(genomes[:pop], layout, config, keys[:pop], steps=steps, reference=reference)
+        lifetime.run_lifetimes(genomes[:pop], layout, config, keys[:pop], steps=steps,
+                               backend="spec" if reference else path)
 
-    path = "reference" if args.reference else lifetime.step_path(config, genomes.device, genomes.dtype)
+    path = "spec" if args.reference else lifetime.step_path(config, genomes.device, genomes.dtype)
     print(f"path: {path}  env: {args.env}  population: {args.population}  steps: {args.steps}  "
           f"threads: {torch.get_num_threads()}")
     paths = [args.reference] + ([True] if args.compare else [])
     start = time.perf_counter()
     for reference in paths:
-        run(min(args.population, config.runtime.chunk_size or lifetime.DEFAULT_CPU_CHUNK), min(args.steps, 10),
+        run(min(args.population, config.runtime.chunk_size or backends.SPEC.cpu_chunk), min(args.steps, 10),
             reference)
     print(f"warm-up: {time.perf_counter() - start:.1f} s")
     rates: dict[bool, list[float]] = {reference: [] for reference in paths}
@@ -88,7 +89,7 @@ def main() -> None:
             run(args.population, args.steps, reference)
             elapsed = time.perf_counter() - start
             rates[reference].append(args.population * args.steps / elapsed)
-            label = "reference" if reference else path
+            label = "reference (spec)" if reference else path
             print(f"repeat {i} {label}: {elapsed:.2f} s  {rates[reference][-1]:.3g} individual-steps/s")
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # ru_maxrss is KiB on Linux
     if args.compare:

@@ -1,7 +1,8 @@
 """Typed, validated, frozen configuration loaded from YAML.
 
 The nested schema of SPEC (``env``, ``actor``, ``rule``, ``ga``) plus a ``runtime``
-section for performance switches that never change results. Configs of the original
+section for performance switches (they change results at most by float rounding, see
+`RuntimeConfig`). Configs of the original
 project (flat keys such as ``env_name`` and ``network_shape``) are translated on load.
 Every problem raises `ConfigError` with one line naming the key.
 """

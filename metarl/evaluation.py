@@ -34,12 +34,12 @@ from typing import Any
 
 import torch
 
-from . import rng
+from . import envs, rng
 from .actor import ActorState
 from .config import Config
 from .controllers import run_reference
 from .genome import GenomeLayout
-from .lifetime import Conditions, Lifetime, ProgressFn, evaluate, make_env, run_lifetimes, use_native
+from .lifetime import Conditions, Lifetime, ProgressFn, evaluate, make_env, run_lifetimes, step_path
 
 # Key namespaces (the ``generation`` argument of `rng.individual_keys`). Training uses
 # generations 0, 1, 2, ...; these are far beyond any run, so the draws are never trained on.
@@ -207,7 +207,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     genomes = {name: learned for name in CONDITIONS}
     genomes["random_rule"] = random_rule_genomes(layout, episodes, config.rule.init_std, seed).to(
         device=device, dtype=learned.dtype)
-    links = config.layer_sizes[0] // 3
+    links = envs.env_class(config.env.name).links
     # Per condition, one (fitness, rewards, heights) per goal.
     runs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
     for name, conditions in CONDITIONS.items():
@@ -278,8 +278,8 @@ def sample_lifetimes(genome: torch.Tensor, layout: GenomeLayout, config: Config,
     """Run ``keys (N,)`` lifetimes of ``genome (G,)``, keeping the initial and final actors."""
     genomes = genome.to(keys.device).expand(keys.shape[0], -1).contiguous()
     with torch.no_grad():
-        native = use_native(config, genomes.device, genomes.dtype, sizes)  # the path of run_lifetimes
-        life = Lifetime(genomes, layout, config, keys, conditions=conditions, sizes=sizes, native=native)
+        backend = step_path(config, genomes.device, genomes.dtype, sizes)  # the backend of run_lifetimes
+        life = Lifetime(genomes, layout, config, keys, conditions=conditions, sizes=sizes, backend=backend)
         initial = life.actor.clone()
         rewards = torch.stack([life.step() for _ in range(steps)], dim=1)
     return LifetimeSample(rewards, initial, life.actor.clone())

@@ -1,6 +1,6 @@
 """The lifetime step in feature-major layout, written for `torch.compile` on CPU.
 
-Same mathematics as `metarl.actor.forward` + `metarl.rule.rule_step`, but every tensor
+Same mathematics as `metarl.actor.forward` + `metarl.reference` (the spec), but every tensor
 carries the population as its *last* dimension (``weights (n_in, n_out, P)``, edge
 states ``(n_in, n_out, H, P)``) and every small product is an unrolled sum of broadcast
 multiplies. Inductor then fuses the whole step into a few loops that run across
@@ -9,8 +9,8 @@ Additions run in a fixed order written here, so an individual's arithmetic does 
 depend on the other individuals in its batch.
 
 Shapes below omit the trailing ``P``. `metarl.lifetime` converts to and from the
-population-first layout of `ActorState` / `RuleState`; tests compare this path with
-`metarl.reference`.
+population-first layout of `ActorState` / `RuleState`. This is the ``compiled`` backend
+(`metarl.backends`): the torch path for CUDA, not yet measured on a GPU.
 """
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def forward(actor: FusedActor, x: torch.Tensor, noise: torch.Tensor) -> FusedAct
 
 def rule_step(params: RuleParams, rstate: RuleState, actor: FusedActor, x: torch.Tensor, reward: torch.Tensor, *,
               learning_rate: float, weight_limit: float, sigma_limit: float) -> tuple[RuleState, FusedActor]:
-    """`metarl.rule.rule_step`: ``x (n_0,)``, ``reward ()`` (both with the trailing P)."""
+    """`metarl.reference.reference_rule_step`: ``x (n_0,)``, ``reward ()`` (both with the trailing P)."""
     s_dim = params.signal_dim
     layers = len(actor.weights)
     weights, biases, sigmas = list(actor.weights), list(actor.biases), list(actor.sigmas)

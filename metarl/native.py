@@ -1,6 +1,6 @@
 """The native lifetime kernel: whole lifetimes on CPU, 16 individuals per SIMD vector.
 
-`metarl/native.cpp` holds the step (observation, noise, actor, physics, reward, learning
+`metarl/kernel/` holds the step (observation, noise, actor, physics, reward, learning
 rule) written with GCC vector extensions: each instruction advances 16 individuals, and a
 block of 16 runs through all its steps inside the cache. It is the default lifetime path
 on CPU (``runtime.native``).
@@ -10,6 +10,11 @@ or ``g++``, the compiler `torch.compile` needs as well) for the rule's signal an
 sizes and this CPU, and cached in ``$METARL_CACHE`` (default ``~/.cache/metarl``); a later
 process loads the cached library in milliseconds. If no compiler works, `run_lifetimes`
 warns and uses the torch paths instead.
+
+The call's arguments are described structures (`Network`, `Options`, `GenomeMap`,
+`Buffers`: ctypes mirrors of the structs of kernel/layout.h, field by field, sizes checked at
+load), built from the layer sizes, `metarl.envs.base.EnvOptions`, `metarl.genome.GenomeLayout`
+and the tensors by name: nothing is matched by position.
 
 Results equal the torch paths up to rounding (tests: within 1e-5 of `metarl.reference`
 over 50 steps). As everywhere in metarl, an individual's numbers do not depend on which
@@ -31,14 +36,16 @@ import torch
 
 from . import fused
 from .actor import ActorState
-from .envs.base import BatchedEnv
+from .envs.base import BatchedEnv, EnvOptions
 from .errors import UserError
+from .genome import CELLS, GenomeLayout
 from .rule import RuleState
 
-SOURCE = Path(__file__).with_name("native.cpp")
+SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, layout.h, physics.h, rule.h, driver.cpp
+SOURCE = SOURCE_DIR / "driver.cpp"
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC",
          "-pthread")
-MAX_LAYERS = 8  # MAX_LAYERS of native.cpp
+MAX_LAYERS = 8  # MAX_LAYERS of kernel/vecmath.h
 BUILD_TIMEOUT_S = 300
 
 _libraries: dict[tuple[int, int], ctypes.CDLL | str] = {}
@@ -121,7 +128,8 @@ def _build(signal_dim: int, state_dim: int) -> Path:
         raise NativeUnavailable(f"{compiler} --version failed: {e}") from None
     defines = (f"-DMETARL_S={signal_dim}", f"-DMETARL_H={state_dim}")
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS + defines).encode(), version.encode(), _cpu_id().encode()):
+    sources = [path.read_bytes() for path in sorted(SOURCE_DIR.iterdir()) if path.suffix in (".h", ".cpp")]
+    for part in (*sources, " ".join(FLAGS + defines).encode(), version.encode(), _cpu_id().encode()):
         digest.update(part)
     directory = cache_dir()
     path = directory / f"native_s{signal_dim}_h{state_dim}_{digest.hexdigest()[:16]}.so"
@@ -147,35 +155,119 @@ def _build(signal_dim: int, state_dim: int) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------- the call's structures
+# Mirrors of the structures of kernel/layout.h (same names, same field order); `_load` checks their sizes.
+
+_i32, _i64, _f32, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+_LAYER_PTRS = _ptr * MAX_LAYERS
+
+
+class Network(ctypes.Structure):
+    """The actor's layer sizes ``[n_0 .. n_L]``."""
+
+    _fields_ = [("layers", _i64), ("sizes", _i64 * (MAX_LAYERS + 1))]
+
+    @classmethod
+    def of(cls, sizes: list[int]) -> Network:
+        return cls(len(sizes) - 1, (_i64 * (MAX_LAYERS + 1))(*sizes))
+
+
+class Options(ctypes.Structure):
+    """The env's options (`metarl.envs.base.EnvOptions`), the rule's limits and the conditions."""
+
+    _fields_ = [("dt", _f32), ("max_torque", _f32), ("max_speed", _f32),
+                ("learning_rate", _f32), ("weight_limit", _f32), ("sigma_limit", _f32),
+                ("links", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
+                ("noise", _i32), ("spin", _i32), ("goal_switch", _i64)]
+
+    @classmethod
+    def of(cls, env: EnvOptions, links: int, *, learning_rate: float, weight_limit: float, sigma_limit: float,
+           plastic: bool = True, zero_reward: bool = False) -> Options:
+        return cls(dt=env.dt, max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
+                   learning_rate=learning_rate, weight_limit=weight_limit, sigma_limit=sigma_limit,
+                   links=links, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
+                   plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
+                   goal_switch=-1 if env.goal_switch is None else env.goal_switch)
+
+
+class CellMap(ctypes.Structure):
+    """Where one cell's parameters start in the genome (each part row-major)."""
+
+    _fields_ = [("inputs", _i32), ("outputs", _i32), ("w_state", _i32), ("b_state", _i32), ("w_output", _i32),
+                ("b_output", _i32)]
+
+
+class GenomeMap(ctypes.Structure):
+    """The genome's row map, from `metarl.genome.GenomeLayout`."""
+
+    _fields_ = [("reward", CellMap), ("node", CellMap), ("connection", CellMap), ("size", _i32)]
+
+    @classmethod
+    def of(cls, layout: GenomeLayout) -> GenomeMap:
+        def cell(name: str) -> CellMap:
+            shape = layout.cells[name]
+            starts = {part: layout.slices[name, part][0].start for part in ("w_state", "b_state", "w_output",
+                                                                            "b_output")}
+            return CellMap(inputs=shape.inputs, outputs=shape.outputs, **starts)
+
+        reward, node, connection = (cell(name) for name in CELLS)
+        return cls(reward=reward, node=node, connection=connection, size=layout.size)
+
+
+class Buffers(ctypes.Structure):
+    """Pointers to the population's state, each ``(features, P)`` float32 (see kernel/layout.h)."""
+
+    _fields_ = [("genome", _ptr), ("env_params", _ptr), ("sign", _ptr), ("goal", _ptr), ("state", _ptr),
+                ("prev_height", _ptr), ("weights", _LAYER_PTRS), ("biases", _LAYER_PTRS), ("sigmas", _LAYER_PTRS),
+                ("sums", _LAYER_PTRS), ("samples", _LAYER_PTRS), ("outputs", _LAYER_PTRS), ("rule_reward", _ptr),
+                ("nodes", _LAYER_PTRS), ("edges", _LAYER_PTRS)]
+
+    @classmethod
+    def of(cls, tensors: dict[str, torch.Tensor | list[torch.Tensor]]) -> Buffers:
+        """From tensors by field name (lists for the per-layer fields); checks each is contiguous
+        float32 ``(features, P)`` with one P. The caller keeps the tensors alive."""
+        pop = tensors["genome"].shape[-1]
+        values = {}
+        for name, value in tensors.items():
+            for t in value if isinstance(value, list) else [value]:
+                if not (t.is_contiguous() and t.dtype == torch.float32 and t.shape[-1] == pop):
+                    raise ValueError(f"native kernel buffer {name} must be contiguous float32 (features, {pop})")
+            if isinstance(value, list):
+                values[name] = _LAYER_PTRS(*[t.data_ptr() for t in value])
+            else:
+                values[name] = value.data_ptr()
+        return cls(**values)
+
+
+def _state_buffers(genomes: torch.Tensor, actor: fused.FusedActor, rule: RuleState) -> dict[str, object]:
+    """The genome (transposed copy) and the actor's and rule's feature-major state, by `Buffers` field."""
+    return {"genome": genomes.t().contiguous(), "weights": list(actor.weights), "biases": list(actor.biases),
+            "sigmas": list(actor.sigmas), "sums": list(actor.sums), "samples": list(actor.samples),
+            "outputs": list(actor.outputs), "rule_reward": rule.reward, "nodes": list(rule.nodes),
+            "edges": list(rule.edges)}
+
+
 def _load(path: Path) -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
         raise NativeUnavailable(f"cannot load {path}: {e}") from None
+    described = [ctypes.POINTER(c) for c in (Network, Options, GenomeMap, Buffers)]
     lib.metarl_run.restype = ctypes.c_int64
-    lib.metarl_run.argtypes = [ctypes.c_int64] * 5 + [ctypes.c_void_p] * 9
+    lib.metarl_run.argtypes = described + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 5
     lib.metarl_rule_steps.restype = ctypes.c_int64
-    lib.metarl_rule_steps.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 7
+    lib.metarl_rule_steps.argtypes = described + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3
     lib.metarl_elementwise.restype = ctypes.c_int64
     lib.metarl_elementwise.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
-    lib.metarl_genome_size.restype = ctypes.c_int64
+    lib.metarl_struct_sizes.restype = None
+    lib.metarl_struct_sizes.argtypes = [ctypes.c_void_p]
+    sizes = (ctypes.c_int64 * 6)()
+    lib.metarl_struct_sizes(sizes)
+    mirrors = [ctypes.sizeof(c) for c in (Network, Options, GenomeMap, Buffers)]
+    if list(sizes[:4]) != mirrors:
+        raise NativeUnavailable(f"{path}: the kernel's structures (sizes {list(sizes[:4])}) do not match "
+                                f"metarl/native.py's mirrors ({mirrors})")
     return lib
-
-
-def _buffers(genomes: torch.Tensor, env_buffers: list[torch.Tensor], actor: fused.FusedActor,
-             rule: RuleState) -> list[torch.Tensor]:
-    """The ``bufs`` of native.cpp in its order, each ``(features, P)``: genome, env parameters, motor
-    sign, goal sign, env state, last height, then the actor's and the rule's state (updated in place)."""
-    return [genomes.t().contiguous(), *env_buffers, *actor.weights, *actor.biases, *actor.sigmas, *actor.sums,
-            *actor.samples, *actor.outputs, rule.reward, *rule.nodes, *rule.edges]
-
-
-def _pointers(tensors: list[torch.Tensor]) -> ctypes.Array:
-    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
-
-
-def _int64s(values: list[int]) -> ctypes.Array:
-    return (ctypes.c_int64 * len(values))(*values)
 
 
 class Runner:
@@ -185,41 +277,33 @@ class Runner:
     height are copied in and out on every call, so assigning ``env.state`` takes effect.
     """
 
-    def __init__(self, lib: ctypes.CDLL, genomes: torch.Tensor, env: BatchedEnv, actor: fused.FusedActor,
+    def __init__(self, lib: ctypes.CDLL, genomes: torch.Tensor, layout: GenomeLayout, env: BatchedEnv,
+                 actor: fused.FusedActor,
                  rule: RuleState, noise_keys: torch.Tensor, *, learning_rate: float, weight_limit: float,
                  sigma_limit: float, plastic: bool, zero_reward: bool, seen_rewards: torch.Tensor | None = None
                  ) -> None:
         if genomes.device.type != "cpu" or genomes.dtype != torch.float32:
             raise ValueError("the native kernel runs float32 on CPU")
-        if lib.metarl_genome_size() != genomes.shape[1]:
-            raise ValueError(f"genome size {genomes.shape[1]} does not match the native kernel's "
-                             f"{lib.metarl_genome_size()}")
         self.lib = lib
         self.env = env
         self.pop = genomes.shape[0]
         self.sizes = actor.view().sizes
         self.state = env.state.t().contiguous()
         self.prev_height = torch.full((1, self.pop), float("nan"))
-        params = torch.stack([env.params[name] for name in env.param_defaults]).contiguous()
-        self._buffers = _buffers(genomes, [params, env.action_sign.reshape(1, -1).contiguous(),
-                                           env.goal.reshape(1, -1).contiguous(), self.state, self.prev_height],
-                                 actor, rule)
+        # The tensors the kernel reads and updates, kept alive here while it holds their pointers.
+        self._tensors = dict(_state_buffers(genomes, actor, rule),
+                             env_params=torch.stack([env.params[name] for name in env.param_defaults]).contiguous(),
+                             sign=env.action_sign.reshape(1, -1).contiguous(),
+                             goal=env.goal.reshape(1, -1).contiguous(), state=self.state, prev_height=self.prev_height)
+        self._buffers = Buffers.of(self._tensors)
+        self._network = Network.of(self.sizes)
+        self._genome_map = GenomeMap.of(layout)
+        self._options = Options.of(env.options, env.links, learning_rate=learning_rate, weight_limit=weight_limit,
+                                   sigma_limit=sigma_limit, plastic=plastic, zero_reward=zero_reward)
         # (T, P): the rewards the rule sees instead of its own, or None.
         self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()
-        for t in self._buffers:
-            if not (t.is_contiguous() and t.dtype == torch.float32 and t.shape[-1] == self.pop):
-                raise ValueError("native kernel buffers must be contiguous float32 (features, P)")
-        self._pointers = _pointers(self._buffers)
-        self._sizes = _int64s(self.sizes)
         # 32-bit keys as int32 bit patterns (the kernel reads uint32).
         self._keys = torch.where(noise_keys >= 2**31, noise_keys - 2**32, noise_keys).to(torch.int32).contiguous()
-        max_speed = env.options.max_speed if env.options.max_speed is not None else -1.0
-        o = env.options
-        self._scalars = (ctypes.c_float * 6)(o.dt, o.max_torque, max_speed, learning_rate, weight_limit,
-                                             sigma_limit)
-        self._flags = _int64s([env.links, int(o.integrator == "rk4"), int(o.reward == "height_delta"), int(plastic),
-                               int(zero_reward), int(sigma_limit != 0), int(o.reward == "spin"),
-                               -1 if o.goal_switch is None else o.goal_switch])
 
     def run(self, steps: int, t0: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None,
             states: torch.Tensor | None = None) -> None:
@@ -244,36 +328,33 @@ class Runner:
         self.state.copy_(env.state.t())
         prev = env.prev_height
         self.prev_height[0] = float("nan") if prev is None else prev
-        code = self.lib.metarl_run(self.pop, steps, t0, torch.get_num_threads(), len(self.sizes) - 1,
-                                   ctypes.addressof(self._sizes), ctypes.addressof(self._pointers),
-                                   self._keys.data_ptr(), fitness.data_ptr(),
+        code = self.lib.metarl_run(self._network, self._options, self._genome_map, self._buffers, self.pop, steps,
+                                   t0, torch.get_num_threads(), self._keys.data_ptr(), fitness.data_ptr(),
                                    None if rewards is None else rewards.data_ptr(),
                                    None if states is None else states.data_ptr(),
-                                   None if seen is None else seen.data_ptr(),
-                                   ctypes.addressof(self._scalars), ctypes.addressof(self._flags))
+                                   None if seen is None else seen.data_ptr())
         if code != 0:
             raise RuntimeError(f"native kernel failed with code {code}")
         env.restore(self.state.t().contiguous(), self.prev_height[0].clone(), t0 + steps)
 
 
-def rule_steps(genomes: torch.Tensor, actor: fused.FusedActor, rule: RuleState, x: torch.Tensor,
-               noise: torch.Tensor, reward: torch.Tensor, *, signal_dim: int, state_dim: int, learning_rate: float,
+def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: fused.FusedActor, rule: RuleState,
+               x: torch.Tensor, noise: torch.Tensor, reward: torch.Tensor, *, learning_rate: float,
                weight_limit: float, sigma_limit: float) -> None:
     """For tests: ``T`` actor passes and rule applications with given inputs, updating ``actor``
     and ``rule`` (feature-major) in place. ``x (T, n_0, P)``, ``noise (T, neurons, P)``, ``reward (T, P)``."""
-    lib = library(signal_dim, state_dim)
+    lib = library(layout.signal_dim, layout.state_dim)
     pop = genomes.shape[0]
     sizes = actor.view().sizes
     links = sizes[0] // 3
-    buffers = _buffers(genomes, [torch.zeros(n, pop) for n in (4 if links == 1 else 6, 1, 1, 2 * links, 1)],
-                       actor, rule)
-    pointers, c_sizes = _pointers(buffers), _int64s(sizes)
-    scalars = (ctypes.c_float * 6)(0.05, 1.0, -1.0, learning_rate, weight_limit, sigma_limit)
-    flags = _int64s([links, 1, 0, 1, 0, 1, 0, -1])
+    tensors = dict(_state_buffers(genomes, actor, rule), env_params=torch.zeros(4 if links == 1 else 6, pop),
+                   sign=torch.ones(1, pop), goal=torch.ones(1, pop), state=torch.zeros(2 * links, pop),
+                   prev_height=torch.zeros(1, pop))
+    options = Options.of(EnvOptions(), links, learning_rate=learning_rate, weight_limit=weight_limit,
+                         sigma_limit=sigma_limit)
     x, noise, reward = (t.float().contiguous() for t in (x, noise, reward))
-    code = lib.metarl_rule_steps(pop, x.shape[0], len(sizes) - 1, ctypes.addressof(c_sizes),
-                                 ctypes.addressof(pointers), x.data_ptr(), noise.data_ptr(), reward.data_ptr(),
-                                 ctypes.addressof(scalars), ctypes.addressof(flags))
+    code = lib.metarl_rule_steps(Network.of(sizes), options, GenomeMap.of(layout), Buffers.of(tensors), pop,
+                                 x.shape[0], x.data_ptr(), noise.data_ptr(), reward.data_ptr())
     if code != 0:
         raise RuntimeError(f"native kernel failed with code {code}")
 

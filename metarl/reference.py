@@ -1,9 +1,11 @@
-"""The plain formulation of the learning rule, kept as the reference for faster paths.
+"""The learning rule, written plainly: the single Python definition of the rule (the spec).
 
 Every cell instance gets its whole input vector concatenated explicitly and each cell is
 one batched einsum over ``[h, x]``, as in the original research code. Slow and obviously
-correct; tests compare `metarl.rule.rule_step` against `reference_rule_step`, and
-``bench/throughput.py --reference`` times it.
+correct. It is the ``spec`` backend (`metarl.backends`) and the oracle of the others: they
+are checked against it at start-up (`metarl.lifetime.self_check`) and in the tests, and
+``bench/throughput.py --reference`` times it. To change the rule, change it here first
+(docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The fast lifetime paths against the plain reference (`metarl.reference`).
+"""The backends (`metarl.backends`) against the spec (`metarl.reference`).
 
-Eager path: `metarl.rule.rule_step` (genome split once, batched products). Compiled path:
-`metarl.fused` (feature-major, unrolled products) under `torch.compile`; its mathematics
-is checked eagerly here in every shape, and compiled once in a small case. Native kernel
-(`metarl.native`): its rule steps are checked here on the same inputs, the rest in
-`test_native.py`.
+Compiled backend: `metarl.fused` (feature-major, unrolled products) under `torch.compile`;
+its mathematics is checked eagerly here in every shape, and compiled once in a small case.
+Native kernel (`metarl.native`): its rule steps are checked here on the same inputs, the
+rest in `test_native.py`. Every network here has at least two hidden layers of different
+widths, so that the rule's aggregation over connections shows.
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import torch
 from conftest import needs_compiler, needs_native
 
 from metarl import actor as actor_mod
-from metarl import fused, lifetime, native, rng
+from metarl import backends, fused, lifetime, native, rng
 from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig
 from metarl.genome import GenomeLayout
 from metarl.reference import reference_rule_step
-from metarl.rule import initial_rule_state, rule_params, rule_step
+from metarl.rule import initial_rule_state, rule_params
 
 KW = {"learning_rate": 0.01, "weight_limit": 4.0, "sigma_limit": 1.0}
 # (S, H, layer sizes)
-SHAPES = [(1, 8, [3, 8, 8, 1]), (1, 8, [3, 16, 1]), (2, 4, [6, 8, 8, 1]), (1, 0, [3, 8, 8, 1])]
+SHAPES = [(1, 8, [3, 12, 6, 1]), (1, 8, [3, 16, 5, 1]), (2, 4, [6, 10, 7, 1]), (1, 0, [3, 9, 5, 1])]
 
 
 def genomes(layout: GenomeLayout, pop: int, seed: int = 0) -> torch.Tensor:
@@ -48,7 +48,6 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
     params = rule_params(g, layout)
     params_fm = fused.map_params(params, fused.feature_major)
     ref = (rstate, actor)
-    fast = (rstate, actor)
     fm = (fused.map_rule_state(rstate, fused.feature_major), fused.FusedActor.of(actor))
     nat = (fused.map_rule_state(rstate, fused.feature_major), fused.FusedActor.of(actor))  # updated in place
     gen = torch.Generator().manual_seed(1)
@@ -58,18 +57,17 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
         noise = torch.randn(pop, sum(sizes[1:]), generator=gen)
         reward = torch.rand(pop, generator=gen) * 2
         ref = reference_rule_step(g, layout, ref[0], actor_mod.forward(ref[1], x, noise), x, reward, **KW)
-        fast = rule_step(params, fast[0], actor_mod.forward(fast[1], x, noise), x, reward, **KW)
         fm = fused.rule_step(params_fm, fm[0], fused.forward(fm[1], x.t(), noise.t()), x.t(), reward, **KW)
         for kept, t in zip(inputs, (x.t(), noise.t(), reward), strict=True):
             kept.append(t)
     # The native kernel (12 individuals: a partial block of its 16 lanes) on the same inputs.
-    native.rule_steps(g, nat[1], nat[0], *(torch.stack(t) for t in inputs), signal_dim=s_dim, state_dim=h_dim, **KW)
+    native.rule_steps(g, layout, nat[1], nat[0], *(torch.stack(t) for t in inputs), **KW)
     fm_rule = fused.map_rule_state(fm[0], fused.population_major)
     nat_rule = fused.map_rule_state(nat[0], fused.population_major)
     # The fused path's tanh is a rational approximation within ~6 ulp (`metarl.fused.tanh`) and the
     # native kernel's is Cephes' (within 2 ulp, but not torch's), so after 50 chaotic steps both are held
     # to 3e-5 rather than 1e-5 (the native kernel measured 1.5e-5 on a CPU without AVX-512).
-    for (rule, act), tol in ((fast, 1e-5), ((nat_rule, nat[1].view()), 3e-5), ((fm_rule, fm[1].view()), 3e-5)):
+    for (rule, act), tol in (((nat_rule, nat[1].view()), 3e-5), ((fm_rule, fm[1].view()), 3e-5)):
         for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
             for got, want in zip(getattr(act, field), getattr(ref[1], field), strict=True):
                 assert_close(got, want, tol)
@@ -81,9 +79,10 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
 
 
 def small_config(env: str = "Pendulum", hidden: list[int] | None = None, s_dim: int = 1, h_dim: int = 8,
-                 compile: bool = False, pop: int = 20, steps: int = 40, native: bool = False) -> Config:
-    """A small config on a torch path (eager, or compiled), or on the native kernel."""
-    return Config(env=EnvConfig(name=env), actor=ActorConfig(hidden=hidden or [8, 8], sigma_init=0.2),
+                 compile: bool = False, pop: int = 20, steps: int = 40, native: bool | None = False) -> Config:
+    """A small config on the spec, the compiled backend or the native kernel (two hidden layers of
+    different widths unless ``hidden`` says otherwise)."""
+    return Config(env=EnvConfig(name=env), actor=ActorConfig(hidden=hidden or [12, 6], sigma_init=0.2),
                   rule=RuleConfig(signal_dim=s_dim, state_dim=h_dim),
                   ga=GAConfig(population_size=pop, num_survivors=2, lifetime_steps=steps),
                   runtime=RuntimeConfig(compile=compile, native=native))
@@ -97,21 +96,20 @@ def fitness(config: Config, g: torch.Tensor, keys: torch.Tensor, **kw: object) -
 def fused_eager_fitness(config: Config, g: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """A lifetime through `metarl.fused`, run eagerly (the compiled path's mathematics)."""
     layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
-    life = lifetime.Lifetime(g, layout, config, keys, compile=True)
-    life._transition = lifetime.transition
+    life = lifetime.Lifetime(g, layout, config, keys, backend="compiled", eager=True)
     with torch.no_grad():
         return sum(life.step().double() for _ in range(config.ga.lifetime_steps))
 
 
-@pytest.mark.parametrize("env,hidden,s_dim,h_dim", [("Pendulum", [8, 8], 1, 8), ("DoublePendulum", [8, 8], 1, 8),
-                                                    ("Pendulum", [16], 1, 8), ("Pendulum", [8, 8], 2, 4),
-                                                    ("DoublePendulum", [8, 8], 1, 0)])
-def test_lifetime_fast_paths_match_reference(env: str, hidden: list[int], s_dim: int, h_dim: int) -> None:
+@pytest.mark.parametrize("env,hidden,s_dim,h_dim", [("Pendulum", [12, 6], 1, 8), ("DoublePendulum", [12, 6], 1, 8),
+                                                    ("Pendulum", [16, 4, 9], 1, 8), ("Pendulum", [7, 11], 2, 4),
+                                                    ("DoublePendulum", [10, 5], 1, 0)])
+def test_lifetime_backends_match_the_spec(env: str, hidden: list[int], s_dim: int, h_dim: int) -> None:
     config = small_config(env, hidden, s_dim, h_dim)
     layout = GenomeLayout(s_dim, h_dim)
     g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
-    want = fitness(config, g, keys, reference=True)
-    assert_close(fitness(config, g, keys), want, 1e-4)
+    want = fitness(config, g, keys, backend="spec")
+    assert_close(fitness(config, g, keys, backend="native"), want, 1e-4)
     assert_close(fused_eager_fitness(config, g, keys), want, 1e-4)
 
 
@@ -143,9 +141,9 @@ def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 16), rng.individual_keys(1, 0, 0, torch.arange(16))
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a fallback to eager execution warns: fail instead
+        warnings.simplefilter("error", UserWarning)  # a fallback to eager execution warns: fail instead
         whole = fitness(config, g, keys)
-    assert_close(whole, fitness(config, g, keys, reference=True), 1e-4)
+    assert_close(whole, fitness(config, g, keys, backend="spec"), 1e-4)
     # Chunks are padded to one compiled size, so an individual's arithmetic is the same alone.
     for i in (0, 9):
         assert torch.equal(fitness(config, g[i:i + 1], keys[i:i + 1]), whole[i:i + 1])
@@ -161,9 +159,12 @@ def test_fused_tanh_is_within_a_few_ulp() -> None:
 
 
 def test_compile_is_decided_by_the_config_alone() -> None:
+    def chosen(config: Config) -> str:
+        return backends.select_backend(config, torch.device("cpu")).name
+
     auto = dataclasses.replace(small_config(), runtime=RuntimeConfig(compile=None, native=False))
-    assert not lifetime.use_compile(auto)
+    assert chosen(auto) == "spec"
     big = dataclasses.replace(auto, ga=dataclasses.replace(auto.ga, population_size=10000, lifetime_steps=2000))
-    assert lifetime.use_compile(big)
-    assert lifetime.use_compile(small_config(compile=True))
-    assert not lifetime.use_compile(dataclasses.replace(big, runtime=RuntimeConfig(compile=False, native=False)))
+    assert chosen(big) == "compiled"
+    assert chosen(small_config(compile=True)) == "compiled"
+    assert chosen(dataclasses.replace(big, runtime=RuntimeConfig(compile=False, native=False))) == "spec"

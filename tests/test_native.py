@@ -13,9 +13,10 @@ import torch
 from conftest import needs_native
 from test_fast_path import assert_close, fitness, genomes, small_config
 
-from metarl import lifetime, native, rng
+from metarl import backends, lifetime, native, rng
 from metarl.config import EnvConfig, RuntimeConfig
-from metarl.genome import GenomeLayout
+from metarl.envs.base import EnvOptions
+from metarl.genome import CELLS, GenomeLayout
 
 
 @pytest.mark.parametrize("name,low,high", [("tanh", -12.0, 12.0), ("tanh", -1e-3, 1e-3), ("sin", -10.0, 10.0),
@@ -45,7 +46,7 @@ def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
     config = config.replace(env=dataclasses.replace(EnvConfig(name=env), **options))
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
-    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, reference=True, trace=True)
+    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, backend="spec", trace=True)
     got, got_trace = lifetime.run_lifetimes(g, layout, config, keys, trace=True)
     # Closed loop: the env amplifies rounding differences (the double pendulum is chaotic).
     assert_close(got, want, 1e-3)
@@ -54,12 +55,12 @@ def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
 
 
 @needs_native
-@pytest.mark.parametrize("hidden,s_dim,h_dim", [([100], 1, 8), ([16, 4, 12], 2, 3), ([8, 8], 1, 0)])
+@pytest.mark.parametrize("hidden,s_dim,h_dim", [([100, 3], 1, 8), ([16, 4, 12], 2, 3), ([9, 5], 1, 0)])
 def test_native_other_shapes_match_reference(hidden: list[int], s_dim: int, h_dim: int) -> None:
     config = small_config(hidden=hidden, s_dim=s_dim, h_dim=h_dim, steps=30, native=True)
     layout = GenomeLayout(s_dim, h_dim)
     g, keys = genomes(layout, 20), rng.individual_keys(7, 0, 0, torch.arange(20))
-    want = lifetime.run_lifetimes(g, layout, config, keys, reference=True)[0]
+    want = lifetime.run_lifetimes(g, layout, config, keys, backend="spec")[0]
     assert_close(lifetime.run_lifetimes(g, layout, config, keys)[0], want, 1e-4)
 
 
@@ -69,7 +70,7 @@ def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> N
     config = small_config(steps=30, native=True)
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 20), rng.individual_keys(4, 0, 0, torch.arange(20))
-    want = lifetime.run_lifetimes(g, layout, config, keys, reference=True, conditions=conditions)[0]
+    want = lifetime.run_lifetimes(g, layout, config, keys, backend="spec", conditions=conditions)[0]
     assert_close(lifetime.run_lifetimes(g, layout, config, keys, conditions=conditions)[0], want, 1e-4)
 
 
@@ -78,8 +79,8 @@ def test_native_steps_equal_one_call_and_see_assigned_state() -> None:
     config = small_config(native=True, pop=5)
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 5), rng.individual_keys(6, 0, 0, torch.arange(5))
-    a = lifetime.Lifetime(g, layout, config, keys, native=True)
-    b = lifetime.Lifetime(g, layout, config, keys, native=True)
+    a = lifetime.Lifetime(g, layout, config, keys, backend="native")
+    b = lifetime.Lifetime(g, layout, config, keys, backend="native")
     total, trace = torch.zeros(5, dtype=torch.float64), torch.zeros(12, 5)
     a.run(12, total, trace)
     assert torch.equal(torch.stack([b.step() for _ in range(12)]), trace)
@@ -96,36 +97,32 @@ def test_native_steps_equal_one_call_and_see_assigned_state() -> None:
 
 
 def test_native_auto_falls_back_with_a_warning_and_true_is_an_error(monkeypatch) -> None:
-    monkeypatch.setattr(native, "_libraries", {})
-
-    def no_compiler() -> str:
-        raise native.NativeUnavailable("no C++ compiler found (set CXX, or install g++)")
-
-    monkeypatch.setattr(native, "_compiler", no_compiler)
-    monkeypatch.setattr(lifetime, "_warned", set())
-    config = small_config(pop=4, steps=5)
+    # A compiler that does not exist, and a rule shape no other test builds (kernels are built once per
+    # shape and process): the kernel cannot be built.
+    monkeypatch.setenv("CXX", "metarl-no-such-compiler")
+    config = small_config(pop=4, steps=5, s_dim=3, h_dim=5)
     auto = config.replace(runtime=RuntimeConfig(native=None))
-    layout = GenomeLayout(1, 8)
+    layout = GenomeLayout(3, 5)
     g, keys = genomes(layout, 4), rng.individual_keys(0, 0, 0, torch.arange(4))
-    with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+    with pytest.warns(UserWarning, match="CXX=metarl-no-such-compiler was not found"):
         got = fitness(auto, g, keys)
-    assert torch.equal(got, fitness(config, g, keys))  # the eager torch path
+    assert torch.equal(got, fitness(config, g, keys))  # the spec
     with pytest.raises(native.NativeUnavailable, match="runtime.native is true"):
         fitness(config.replace(runtime=RuntimeConfig(native=True)), g, keys)
 
 
-def test_without_a_compiler_a_large_config_warns_once_and_runs_eagerly(monkeypatch) -> None:
-    monkeypatch.setattr(native, "_libraries", {})
-    monkeypatch.setenv("CXX", "/nonexistent/c++")
-    monkeypatch.setattr(lifetime, "_warned", set())
-    big = small_config(pop=10_000).replace(runtime=RuntimeConfig(native=None, compile=None))
+def test_without_a_compiler_a_large_config_warns_once_and_runs_the_spec(monkeypatch) -> None:
+    # A compiler path and a rule shape (S=2, H=7) no other test uses: kernels and warnings are per process.
+    monkeypatch.setenv("CXX", "/nonexistent/metarl-large-c++")
+    big = small_config(pop=10_000, s_dim=2, h_dim=7).replace(runtime=RuntimeConfig(native=None, compile=None))
     big = big.replace(ga=dataclasses.replace(big.ga, lifetime_steps=2000))
-    assert lifetime.use_compile(big)  # big enough to compile, but torch.compile on CPU needs the compiler too
-    with pytest.warns(UserWarning) as caught:
-        assert lifetime.step_path(big, torch.device("cpu")) == "eager"
-        assert lifetime.step_path(big, torch.device("cpu")) == "eager"
+    assert big.ga.population_size * big.ga.lifetime_steps >= backends.COMPILE_MIN_WORK  # big enough to compile,
+    with pytest.warns(UserWarning) as caught:  # but torch.compile on CPU needs the compiler too
+        assert lifetime.step_path(big, torch.device("cpu")) == "spec"
+        assert lifetime.step_path(big, torch.device("cpu")) == "spec"
     assert [str(w.message) for w in caught] == ["native lifetime kernel not used (the C++ compiler "
-                                                "CXX=/nonexistent/c++ was not found); using the torch step"]
+                                                "CXX=/nonexistent/metarl-large-c++ was not found); using the torch "
+                                                "step"]
 
 
 @needs_native
@@ -133,9 +130,30 @@ def test_native_is_not_used_where_it_cannot_run() -> None:
     config = small_config(native=None)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert lifetime.use_native(config, torch.device("cpu"), torch.float32)
-        assert not lifetime.use_native(config, torch.device("cpu"), torch.float64)
-        assert not lifetime.use_native(config.replace(runtime=RuntimeConfig(native=False)), torch.device("cpu"),
-                                       torch.float32)
+        assert backends.select_backend(config, torch.device("cpu"), torch.float32) is backends.NATIVE
+        assert backends.select_backend(config, torch.device("cpu"), torch.float64) is backends.SPEC
+        assert backends.select_backend(config.replace(runtime=RuntimeConfig(native=False)), torch.device("cpu"),
+                                       torch.float32) is backends.SPEC
     assert native.supported([3, *[8] * 9, 1], 1) is not None  # 10 layers
     assert native.supported([3, 8, 8, 1], 1) is None
+
+
+def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for() -> None:
+    layout = GenomeLayout(1, 8)
+    genome_map = native.GenomeMap.of(layout)
+    assert [getattr(genome_map, c).w_state for c in ("reward", "node", "connection")] == \
+        [layout.slices[name, "w_state"][0].start for name in CELLS]
+    assert (genome_map.connection.inputs, genome_map.connection.outputs, genome_map.size) == (13, 2, layout.size)
+    lib = native.library(1, 8)
+    options = native.Options.of(EnvOptions(), 1, learning_rate=0.01, weight_limit=4.0, sigma_limit=1.0)
+
+    def call(m: native.GenomeMap) -> int:
+        return lib.metarl_rule_steps(native.Network.of([3, 5, 1]), options, m, native.Buffers(), 16, 0, None, None,
+                                     None)
+
+    assert call(genome_map) == -5  # the map fits this build; the (empty) buffers are then refused
+    wrong_shape = native.GenomeMap.of(layout)
+    wrong_shape.node.outputs += 1
+    beyond = native.GenomeMap.of(layout)
+    beyond.connection.b_output = layout.size
+    assert call(wrong_shape) == -3 and call(beyond) == -3

@@ -54,7 +54,8 @@ def test_wheel_has_the_version_the_kernel_source_and_entry_points(installed):
         names = set(z.namelist())
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         scripts = z.read(entry).decode()
-    assert "metarl/native.cpp" in names and "metarl/scripts/train.py" in names
+    assert "metarl/kernel/driver.cpp" in names and "metarl/kernel/rule.h" in names
+    assert "metarl/scripts/train.py" in names
     assert all(f"{name} = " in scripts for name in ENTRY_POINTS)
 
 

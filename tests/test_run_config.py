@@ -118,7 +118,7 @@ def test_native_kernel_without_compiler(tmp_path):
     # Auto (the default): one warning, then the torch step.
     proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "y"), "--generations", "1", env=no_compiler)
     assert proc.returncode == 0, proc.stderr
-    assert "warning: native lifetime kernel not used" in proc.stderr and "step: eager" in proc.stdout
+    assert "warning: native lifetime kernel not used" in proc.stderr and "step: spec" in proc.stdout
 
 
 def test_bad_yaml_and_usage_errors(tmp_path):

@@ -96,7 +96,7 @@ def test_every_step_path_runs_the_tasks_alike(env: str, options: dict) -> None:
     g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
     links = envs.env_class(env).links
     want_states = torch.zeros(20, 30, 2 * links)
-    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, reference=True, trace=True,
+    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, backend="spec", trace=True,
                                               states=want_states)
     for native in (True, False):
         cfg = config.replace(runtime=dataclasses.replace(config.runtime, native=native, compile=False))
@@ -117,8 +117,8 @@ def test_every_step_path_lets_the_rule_see_given_rewards() -> None:
     g, keys = genomes(layout, 20), rng.individual_keys(4, 0, 0, torch.arange(20))
     seen = torch.randn(20, 30, generator=torch.Generator().manual_seed(0))
     shown = lifetime.Conditions(seen_rewards=seen)
-    want = lifetime.run_lifetimes(g, layout, config, keys, reference=True, conditions=shown)[0]
-    own = lifetime.run_lifetimes(g, layout, config, keys, reference=True)[0]
+    want = lifetime.run_lifetimes(g, layout, config, keys, backend="spec", conditions=shown)[0]
+    own = lifetime.run_lifetimes(g, layout, config, keys, backend="spec")[0]
     assert (want - own).abs().max() > 1e-3  # the rule does react to what it sees
     for native in (True, False):
         cfg = config.replace(runtime=dataclasses.replace(config.runtime, native=native, compile=False))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
 
@@ -67,6 +68,14 @@ class EnvOptions:
             raise ValueError(f"goal_switch must be >= 0 or None, got {self.goal_switch}")
         if self.max_speed is not None and not self.max_speed > 0:
             raise ValueError(f"max_speed must be > 0 or None, got {self.max_speed}")
+
+
+class EnvState(NamedTuple):
+    """What changes from step to step (as gymnax's ``EnvState``); the env object holds the parameters."""
+
+    state: torch.Tensor  # (B, 2 * links) [theta1, omega1, ...]
+    prev_height: torch.Tensor | None  # (B,) height after the last step; None (or NaN) before the first
+    t: int | torch.Tensor  # the step number (0-based)
 
 
 def option_names() -> tuple[str, ...]:
@@ -216,12 +225,17 @@ class BatchedEnv:
         if action.shape != (self.batch_size,):
             raise ValueError(f"action must have shape ({self.batch_size},) or ({self.batch_size}, 1), "
                              f"got {tuple(action.shape)}")
-        self._state = self.advance(self._state, action)
-        height = self.height()
-        reward = self.reward(self._state, height, self._prev_height, self.t)
-        self._prev_height = height
-        self.t += 1
+        (self._state, self._prev_height, self.t), reward = self.transition(
+            EnvState(self._state, self._prev_height, self.t), action)
         return self.observe(), reward
+
+    def transition(self, env_state: EnvState, action: torch.Tensor) -> tuple[EnvState, torch.Tensor]:
+        """The pure step (as gymnax's ``step_env``): the state after ``action (B,)`` and the reward ``(B,)``.
+        `step` and every torch lifetime backend (`metarl.step`) use it."""
+        state = self.advance(env_state.state, action)
+        height = self.height(state)
+        reward = self.reward(state, height, env_state.prev_height, env_state.t)
+        return EnvState(state, height, env_state.t + 1), reward
 
     def advance(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The state ``(B, 2 * links)`` one step after ``state`` under ``action (B,)``; pure.

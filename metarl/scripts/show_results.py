@@ -34,8 +34,8 @@ from metarl.cli import run_main
 from metarl.config import Config
 from metarl.errors import ModelFileError, UserError
 from metarl.io import SavedModel, atomic_write_text, load_model, read_log
-from metarl.lifetime import Conditions, Lifetime, use_native
-from metarl.render import ANIMATION_SUFFIXES, Renderer, save_animation, window_open
+from metarl.lifetime import Conditions, Lifetime, step_path
+from metarl.render import ANIMATION_SUFFIXES, VIEW_MARGIN, Renderer, save_animation, window_open
 from metarl.scripts import ArgumentParser
 
 WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH = 480, 480, 640
@@ -306,7 +306,7 @@ def new_lifetime(model: SavedModel, config: Config, sizes: list[int], seed: int,
     keys = evaluation.evaluation_keys(seed, 1, generation=evaluation.REPLAY_GENERATION, lifetime=index)
     genomes = model.genome[None]
     return Lifetime(genomes, model.layout, config, keys, sizes=sizes,
-                    native=use_native(config, genomes.device, genomes.dtype, sizes))
+                    backend=step_path(config, genomes.device, genomes.dtype, sizes))
 
 
 def view_extent(config: Config, life: Lifetime) -> float:
@@ -316,7 +316,7 @@ def view_extent(config: Config, life: Lifetime) -> float:
     for name in life.env.link_length_names:
         value = config.env.params.get(name, defaults[name])
         reach += max(value) if isinstance(value, list) else float(value)
-    return 1.15 * reach
+    return VIEW_MARGIN * reach
 
 
 def replay(life: Lifetime, steps: int, renderer: Renderer, panels: plots.ReplayPanels, *, every: int,

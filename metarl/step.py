@@ -1,0 +1,110 @@
+"""One step of a lifetime (observe, act, env step, learning rule) as the pure function `transition`.
+
+The spec runs it population-major with `metarl.actor` and the plain rule of
+`metarl.reference`; the compiled backend runs it feature-major with `metarl.fused` (the
+same mathematics, laid out for `torch.compile`). The native kernel (`metarl.native`) is the
+same step in C++. Every random draw comes from the individual's key (`metarl.rng`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from . import actor as actor_mod
+from . import envs, fused, rng
+from .actor import ActorState
+from .config import Config
+from .envs.base import BatchedEnv, EnvState
+from .genome import GenomeLayout
+from .reference import reference_rule_step
+from .rule import RuleParams, RuleState
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Ablations of a lifetime (used to measure whether a rule really learns)."""
+
+    plastic: bool = True  # False: the rule is never applied; the initial actor acts unchanged
+    zero_reward: bool = False  # True: the rule always sees reward 0
+    # The rule sees these rewards ``(P, T)`` (e.g. another lifetime's) instead of its own; None = its own.
+    seen_rewards: torch.Tensor | None = field(default=None, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """Everything constant about a step: a compiled step is specialised on it."""
+
+    neurons: int  # actor neurons with noise
+    learning_rate: float
+    weight_limit: float
+    sigma_limit: float
+    conditions: Conditions  # without seen_rewards (the spec holds no tensors: compiled code guards on it)
+    fused: bool  # feature-major tensors and `metarl.fused` (the compiled backend); else the spec
+
+
+@dataclass
+class Carry:
+    """What changes from step to step."""
+
+    t: torch.Tensor  # 0-d int64: the step number (a tensor, so compiled code does not specialise on it)
+    state: torch.Tensor  # (P, 2 * links) env state
+    prev_height: torch.Tensor  # (P,) height after the last step; NaN before the first
+    actor: ActorState | fused.FusedActor
+    rule: RuleState  # feature-major when the actor is
+
+
+def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout,
+               noise_keys: torch.Tensor, carry: Carry, spec: StepSpec, seen: torch.Tensor | None = None
+               ) -> tuple[Carry, torch.Tensor]:
+    """One step of a lifetime; returns the next carry and the reward ``(P,)``. Pure.
+
+    ``env`` supplies the physics (its own state is not used), ``params`` the split genome
+    (``spec.fused`` only), ``noise_keys (P,)`` the sampling-noise stream; ``seen (P,)``, if
+    given, is the reward the rule sees instead of its own (`Conditions`).
+    """
+    x = env.observation(carry.state)
+    if spec.sigma_limit == 0:
+        noise = x.new_zeros(x.shape[0], spec.neurons)
+    else:
+        noise = rng.normal_at(noise_keys, carry.t * spec.neurons, spec.neurons, dtype=x.dtype)
+    if spec.fused:
+        x, noise = x.t(), noise.t()
+        actor = fused.forward(carry.actor, x, noise)
+        action = actor.outputs[-1][0]
+    else:
+        actor = actor_mod.forward(carry.actor, x, noise)
+        action = actor.outputs[-1][:, 0]
+    (state, height, _), reward = env.transition(EnvState(carry.state, carry.prev_height, carry.t), action)
+    rule = carry.rule
+    if spec.conditions.plastic:
+        if spec.conditions.zero_reward:
+            seen = torch.zeros_like(reward)
+        elif seen is None:
+            seen = reward
+        kw = {"learning_rate": spec.learning_rate, "weight_limit": spec.weight_limit,
+              "sigma_limit": spec.sigma_limit}
+        if spec.fused:
+            rule, actor = fused.rule_step(params, rule, actor, x, seen, **kw)
+        else:
+            rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, **kw)
+    if spec.fused:
+        # Contiguous outputs: the next step's inputs then have the layout the compiled code was made for.
+        actor = fused.FusedActor.of(actor, torch.Tensor.contiguous)
+        rule = fused.map_rule_state(rule, torch.Tensor.contiguous)
+    return Carry(carry.t + 1, state, height, actor, rule), reward
+
+
+def make_env(config: Config, keys: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> BatchedEnv:
+    """The environments of the lifetimes with ``keys (P,)``: parameters, initial state, motor
+    direction and goal drawn from each key's env stream (on the keys' device)."""
+    offset = [0]
+
+    def sampler(count: int) -> torch.Tensor:
+        u = rng.uniform(keys, rng.STREAM_ENV_PARAMS, count, offset=offset[0], dtype=dtype)
+        offset[0] += count
+        return u
+
+    return envs.make(config.env.name, keys.shape[0], device=keys.device, dtype=dtype, sampler=sampler,
+                     **config.env.make_kwargs())

@@ -1,0 +1,54 @@
+"""Backend selection and the start-up self-check (`metarl.backends`, `metarl.lifetime.self_check`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+import torch
+from test_fast_path import genomes, small_config
+
+from metarl import backends, lifetime, rng, step
+from metarl.genome import GenomeLayout
+from metarl.reference import reference_rule_step
+
+
+@pytest.mark.parametrize("backend", ["native", "compiled"])
+def test_self_check_passes_quickly_on_every_backend(backend: str) -> None:
+    config = small_config("DoublePendulum", hidden=[12, 6])
+    start = time.perf_counter()
+    worst = lifetime.self_check(backend, config)
+    assert time.perf_counter() - start < 1.0  # cheap enough to leave on
+    assert worst < 1e-5
+
+
+def test_a_rule_changed_in_the_spec_only_is_caught_before_a_run(monkeypatch) -> None:
+    # As if metarl/reference.py were edited and the native kernel not: the kernel is now stale.
+    def changed(*args: object, learning_rate: float, **kw: object) -> object:
+        return reference_rule_step(*args, learning_rate=2 * learning_rate, **kw)
+
+    monkeypatch.setattr(step, "reference_rule_step", changed)
+    # A learning rate no other test uses: this config has not been checked in this process.
+    config = small_config(native=True)
+    config = config.replace(actor=dataclasses.replace(config.actor, learning_rate=0.0123))
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 4), rng.individual_keys(0, 0, 0, torch.arange(4))
+    with pytest.raises(lifetime.SelfCheckError, match=r"^self-check failed: the native backend differs from the "
+                                                      r"spec by [0-9.e-]+ \(tolerance 0.0001\)"):
+        lifetime.run_lifetimes(g, layout, config, keys)
+    with pytest.raises(lifetime.SelfCheckError, match="the compiled backend"):
+        lifetime.self_check("compiled", config)
+
+
+def test_backends_are_chosen_from_the_config_and_named() -> None:
+    config = small_config(native=None)
+    cpu = torch.device("cpu")
+    assert lifetime.step_path(config, cpu) == "native"
+    assert backends.select_backend(config, cpu, torch.float64) is backends.SPEC
+    assert backends.get("compiled") is backends.COMPILED
+    with pytest.raises(ValueError, match="unknown backend 'eager'"):
+        backends.get("eager")
+    # Chunks: a padded backend runs every chunk at one size, at most the padded population.
+    assert backends.COMPILED.chunk_size(config, cpu, 20) == 32
+    assert backends.NATIVE.chunk_size(config, cpu, 20) == backends.NATIVE.cpu_chunk

@@ -24,7 +24,9 @@ from metarl.training import Trainer, new_run
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"seed": ROOT / "tests/data/seed_best_model.yaml", "seed_12_6": ROOT / "tests/data/seed_best_model.yaml",
-          "pendulum": ROOT / "results/best_model.yaml", "double_pendulum": ROOT / "results/double_pendulum_best.yaml"}
+          "pendulum": ROOT / "results/best_model.yaml", "double_pendulum": ROOT / "results/double_pendulum_best.yaml",
+          "hidden_goal_up": ROOT / "results/pendulum_hidden_goal.yaml",
+          "hidden_goal_down": ROOT / "results/pendulum_hidden_goal.yaml"}
 KEY_SEED = 2024
 # Native kernel: 16 individuals, the model's whole lifetime, keys individual_keys(2024, 0, 0, 0..15).
 NATIVE = {
@@ -37,6 +39,12 @@ NATIVE = {
     "double_pendulum": [181.321574, 170.954964, 172.333711, 175.376787, 168.070477, 180.270189, 173.433917,
                         184.219268, 167.21728, 160.926207, 186.572169, 174.201181, 164.897739, 167.943211,
                         165.069128, 172.246065],
+    "hidden_goal_up": [434.919401, 436.264525, 430.14559, 436.087963, 424.947973, 432.308655, 425.868855,
+                       427.929432, 428.11104, 436.604169, 434.347809, 432.443672, 422.342284, 431.390815,
+                       431.784172, 433.640835],
+    "hidden_goal_down": [-3.06688279, -9.87539929, -2.79462999, -3.98180586, -6.00261593, -3.91999662,
+                         -2.82812899, -3.6588577, -3.63657749, -3.05788004, -3.29818314, -2.79268712,
+                         -3.17198461, -3.75680673, -3.43936783, -3.94281131],
 }
 # The spec (`metarl.reference`): the first 4 of those individuals, 50 steps.
 SPEC = {
@@ -44,6 +52,8 @@ SPEC = {
     "seed_12_6": [58.0003937, 59.3665439, 43.8681871, 73.5192842],
     "pendulum": [0.0786916018, 0.205434561, 0.0754472613, 0.129306316],
     "double_pendulum": [0.118392527, 0.0492148995, 0.024747014, 0.0571736097],
+    "hidden_goal_up": [0.678455293, 0.751975417, 0.631913722, 0.876430213],
+    "hidden_goal_down": [-0.677894413, -0.751211107, -0.630722165, -0.875028491],
 }
 SPEC_STEPS = 50
 
@@ -55,6 +65,8 @@ def model_case(name: str, native: bool) -> tuple[io.SavedModel, object]:
     config = model.config.replace(runtime=RuntimeConfig(native=native, threads=1))
     if name == "seed_12_6":
         config = config.replace(actor=dataclasses.replace(config.actor, hidden=[12, 6]))
+    if name == "hidden_goal_down":  # the other goal of the hidden-goal task: the reward is -height
+        config = config.replace(env=dataclasses.replace(config.env, goal=-1))
     return model, config
 
 

@@ -29,6 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from metarl import backends, lifetime, rng  # noqa: E402
+from metarl.cli import use_threads  # noqa: E402
 from metarl.config import Config, EnvConfig, GAConfig, RuntimeConfig  # noqa: E402
 from metarl.genome import GenomeLayout  # noqa: E402
 
@@ -54,8 +55,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    use_threads(args.threads)
     runtime = RuntimeConfig(chunk_size=args.chunk_size, threads=args.threads, compile=args.compile,
                             native=args.native)
     config = Config(device=args.device, env=EnvConfig(name=args.env),

@@ -82,3 +82,13 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
     except KeyboardInterrupt as e:
         print("interrupted", file=sys.stderr)
         return exit_code(e)
+
+
+def use_threads(threads: int | None, default: int | None = None) -> None:
+    """Set torch's CPU threads (which the native kernel uses too) to ``threads`` (``runtime.threads``),
+    else to ``default`` if given; with neither, torch keeps its own default. The one place that sets them."""
+    import torch
+
+    chosen = threads if threads is not None else default
+    if chosen is not None:
+        torch.set_num_threads(chosen)

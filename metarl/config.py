@@ -90,7 +90,7 @@ class EnvConfig:
     @property
     def obs_dim(self) -> int:
         """Observation size of the environment."""
-        return 3 * env_class(self.name).links
+        return env_class(self.name).observation_size()
 
     def make_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `metarl.envs.make` (everything but the name)."""
@@ -462,7 +462,7 @@ def _legacy_hidden(shape: Any, env_name: Any) -> list[int]:
     if env_name not in ENVS:
         raise ConfigError(f"env_name: unknown value {_show(env_name)}{_suggest(env_name, ENVS)}; "
                           f"valid: {', '.join(ENVS)}")
-    obs_dim = 3 * ENVS[env_name].links
+    obs_dim = ENVS[env_name].observation_size()
     if shape[0] != obs_dim or shape[-1] != 1:
         raise ConfigError(f"network_shape: must start with {env_name}'s observation size {obs_dim} "
                           f"and end with 1, got {shape}")

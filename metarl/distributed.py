@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from .cli import Stopped
+from .cli import Stopped, use_threads
 from .config import Config, resolve_device, to_yaml
 from .errors import UserError
 from .lifetime import ProgressFn, evaluate
@@ -213,8 +213,7 @@ def setup(config: Config) -> Context:
         torch.cuda.set_device(device)
     else:
         device, backend = resolve_device(config.device), "gloo"
-    if config.runtime.threads is None:
-        torch.set_num_threads(max(1, _cpu_count() // max(1, local_world)))
+    use_threads(config.runtime.threads, default=max(1, _cpu_count() // max(1, local_world)))
     kwargs: dict[str, Any] = {"device_id": device} if backend == "nccl" else {}
     try:
         dist.init_process_group(backend, timeout=collective_timeout(), **kwargs)

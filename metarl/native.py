@@ -36,7 +36,7 @@ import torch
 
 from . import fused
 from .actor import ActorState
-from .envs.base import BatchedEnv, EnvOptions
+from .envs.base import OBS_PER_LINK, BatchedEnv, EnvOptions
 from .errors import UserError
 from .genome import CELLS, GenomeLayout
 from .rule import RuleState
@@ -346,7 +346,7 @@ def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: fused.FusedAc
     lib = library(layout.signal_dim, layout.state_dim)
     pop = genomes.shape[0]
     sizes = actor.view().sizes
-    links = sizes[0] // 3
+    links = sizes[0] // OBS_PER_LINK
     tensors = dict(_state_buffers(genomes, actor, rule), env_params=torch.zeros(4 if links == 1 else 6, pop),
                    sign=torch.ones(1, pop), goal=torch.ones(1, pop), state=torch.zeros(2 * links, pop),
                    prev_height=torch.zeros(1, pop))

@@ -25,6 +25,8 @@ GOALS = (1, -1, "random")
 UP_OFFSET = 1e-5
 # `random` init: angular speeds uniform in [-RANDOM_SPEED, RANDOM_SPEED].
 RANDOM_SPEED = 0.5
+# Observation entries per link: sin theta, cos theta, omega.
+OBS_PER_LINK = 3
 # `height_delta`: decreases of the height are penalised by this factor.
 DOWN_PENALTY = 1.1
 
@@ -146,10 +148,15 @@ class BatchedEnv:
         self.action_sign = self._sign("action_sign", sign_uniform)
         self.goal = self._sign("goal", goal_uniform)
 
+    @classmethod
+    def observation_size(cls) -> int:
+        """Observation size of this environment: ``[sin, cos, omega]`` per link."""
+        return OBS_PER_LINK * cls.links
+
     @property
     def obs_dim(self) -> int:
         """Observation size: ``[sin, cos, omega]`` per link."""
-        return 3 * self.links
+        return self.observation_size()
 
     @property
     def action_dim(self) -> int:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from metarl import config as cfg_mod
 from metarl import evaluation, io, plots, training
-from metarl.cli import run_main
+from metarl.cli import run_main, use_threads
 from metarl.config import Config
 from metarl.errors import ModelFileError, UserError
 from metarl.io import SavedModel, atomic_write_text, load_model, read_log
@@ -102,11 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = actor_sizes(args.hidden, config)
     steps = args.steps if args.steps is not None else config.ga.lifetime_steps
     if args.evaluate:
-        if config.runtime.threads is not None:
-            torch.set_num_threads(config.runtime.threads)
+        use_threads(config.runtime.threads)
         return evaluate(path, model, config, sizes, steps, args)
-    # A replay steps one actor: its matrices are too small for threads to pay off.
-    torch.set_num_threads(1)
+    # A replay steps one actor: its matrices are too small for threads to pay off (whatever the config says).
+    use_threads(1)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     print(f"{path}: {provenance(model)}; actor {sizes}, {steps} steps per lifetime, seed {seed}"
           + ("" if args.seed is not None else " (--seed to repeat)"))
@@ -241,8 +240,7 @@ def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
         raise UserError(f"--rescore must be in [1, ga.num_survivors={cfg.ga.num_survivors}], got {k}")
     if state.generation == 0:
         raise ModelFileError(f"{run_dir}: no generation completed yet")
-    if cfg.runtime.threads is not None:
-        torch.set_num_threads(cfg.runtime.threads)
+    use_threads(cfg.runtime.threads)
     episodes = args.episodes or DEFAULT_RESCORE_EPISODES
     seed = args.seed if args.seed is not None else 0
     layout = training.layout_of(cfg)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from metarl import config as cfg_mod
 from metarl import distributed, lifetime, logs, resources, training
-from metarl.cli import ERROR, Stopped, exit_code, run_main
+from metarl.cli import ERROR, Stopped, exit_code, run_main, use_threads
 from metarl.errors import NonFiniteError, UserError
 from metarl.scripts import ArgumentParser
 
@@ -106,10 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, quiet: bool = False) -> int:
     cfg = state.config
-    if cfg.runtime.threads is not None:
-        import torch
-
-        torch.set_num_threads(cfg.runtime.threads)
+    use_threads(cfg.runtime.threads)  # under torchrun, distributed.setup chose a default per process already
     step = lifetime.step_path(cfg, ctx.device)  # fails here, before writing, if runtime.native: true cannot run
     total = cfg.ga.generations
     say = print if ctx.is_writer else (lambda *a, **k: None)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
+import torch
 
 from metarl import config as C
+from metarl import envs
+from metarl.envs.base import EnvOptions, option_names
 from metarl.errors import ConfigError
 
 
@@ -97,3 +102,16 @@ def test_cuda_without_cuda_warns_and_uses_cpu():
     with pytest.warns(UserWarning, match="CUDA is not available"):
         assert C.resolve_device("cuda").type == "cpu"
     assert C.resolve_device("auto").type == "cpu"
+
+
+def test_env_options_are_declared_once():
+    assert issubclass(C.EnvConfig, EnvOptions)
+    assert [f.name for f in dataclasses.fields(C.EnvConfig)] == ["name", *option_names(), "params"]
+    kwargs = C.from_dict({"env": {"goal": -1, "goal_switch": 5, "params": {"length": 2.0}}}).env.make_kwargs()
+    assert kwargs == {**dataclasses.asdict(EnvOptions(goal=-1, goal_switch=5)), "params": {"length": 2.0}}
+    env = envs.make("Pendulum", 2, **kwargs)
+    assert env.options == EnvOptions(goal=-1, goal_switch=5)
+    assert torch.equal(env.params["length"], torch.full((2,), 2.0))
+    assert C.EnvConfig(goal=0).goal == 0  # unchecked until validate, which names the key
+    with pytest.raises(ConfigError, match=r"^env.goal: must be 1, -1 or random, got 0$"):
+        C.from_dict({"env": {"goal": 0}})

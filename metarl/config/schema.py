@@ -2,8 +2,10 @@
 
 The nested schema of SPEC (``env``, ``actor``, ``rule``, ``ga``) plus a ``runtime``
 section for performance switches (they change results at most by float rounding, see
-`RuntimeConfig`) and a ``logging`` section. ``validate`` raises `ConfigError` with one
-line naming the key; the helpers at the end keep hostile values short in those lines.
+`RuntimeConfig`) and a ``logging`` section. The ``env`` simulation options are declared
+once, in `metarl.envs.base.EnvOptions`, which `EnvConfig` extends. ``validate`` raises
+`ConfigError` with one line naming the key; the helpers at the end keep hostile values
+short in those lines.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..envs import ENVS, env_class
-from ..envs.base import ACTION_SIGNS, GOALS, INITS, INTEGRATORS, REWARDS
+from ..envs.base import ACTION_SIGNS, GOALS, INITS, INTEGRATORS, REWARDS, EnvOptions, option_names
 from ..errors import ConfigError
 
 PhysicalValue = float | list[float]
@@ -34,20 +36,25 @@ MAX_SEED = 2**63 - 1  # the generators take a signed 64-bit seed
 
 
 @dataclass(frozen=True)
-class EnvConfig:
-    """Environment: dynamics, reward, initial state and physical parameters."""
+class _EnvName:
+    """The first key of the ``env`` section (a base class of `EnvConfig` only to keep it first)."""
 
     name: str = "Pendulum"
-    dt: float = 0.05
-    integrator: str = "rk4"
-    reward: str = "height"
-    init: str = "up"
-    max_torque: float = 1.0
-    max_speed: float | None = 10.0
-    action_sign: int | str = 1  # 1, -1, or random (motor direction ±1 per individual)
-    goal: int | str = 1  # hidden goal: the reward's sign, 1, -1, or random (±1 per individual)
-    goal_switch: int | None = None  # reversal: the goal flips from this step on; null = never
+
+
+@dataclass(frozen=True)
+class EnvConfig(EnvOptions, _EnvName):
+    """Environment: name, simulation options, physical parameters.
+
+    The simulation options (``dt`` ... ``goal_switch``) are the fields of `EnvOptions`, declared
+    there once with their defaults. Dataclasses order inherited fields from the last base to the
+    first, so the keys read ``name``, the options, ``params``, as the YAML always had them.
+    """
+
     params: dict[str, PhysicalValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """No check on construction (unlike `EnvOptions`): `validate` checks every key, naming it."""
 
     def validate(self, key: str) -> None:
         _choice(f"{key}.name", self.name, tuple(ENVS))
@@ -86,9 +93,7 @@ class EnvConfig:
 
     def make_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of `metarl.envs.make` (everything but the name)."""
-        return {"dt": self.dt, "integrator": self.integrator, "reward": self.reward, "init": self.init,
-                "max_torque": self.max_torque, "max_speed": self.max_speed, "action_sign": self.action_sign,
-                "goal": self.goal, "goal_switch": self.goal_switch, "params": dict(self.params)}
+        return {**{name: getattr(self, name) for name in option_names()}, "params": dict(self.params)}
 
 
 @dataclass(frozen=True)

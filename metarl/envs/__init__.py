@@ -29,11 +29,10 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
          **options: object) -> BatchedEnv:
     """Build ``batch_size`` environments ``name``.
 
-    ``options`` are the config's ``env`` keys (``dt``, ``integrator``, ``reward``, ``init``,
-    ``max_torque``, ``max_speed``) and physical parameters by name (``length=1.3``,
-    ``damping=[0.0, 0.2]``); ``params`` may hold the latter as a mapping too. Ranges and
-    the `random` init draw from ``sampler`` (``count -> (B, count)`` uniforms) if given,
-    else from ``generator`` (seeded with 0 when omitted).
+    ``options`` are the fields of `EnvOptions` (the config's ``env`` keys ``dt`` ... ``goal_switch``)
+    and physical parameters by name (``length=1.3``, ``damping=[0.0, 0.2]``); ``params`` may
+    hold the latter as a mapping too. Ranges and the `random` init draw from ``sampler``
+    (``count -> (B, count)`` uniforms) if given, else from ``generator`` (seeded with 0 when omitted).
     """
     cls = env_class(name)
     sim = {k: options.pop(k) for k in list(options) if k in option_names()}

@@ -36,7 +36,8 @@ Sampler = Callable[[int], torch.Tensor]  # count -> uniform numbers (B, count) i
 
 @dataclass(frozen=True)
 class EnvOptions:
-    """Simulation options shared by all environments (the config's `env` keys)."""
+    """Simulation options shared by all environments: the one declaration of these config `env` keys
+    and their defaults (`metarl.config.EnvConfig` inherits them and adds ``name`` and ``params``)."""
 
     dt: float = 0.05
     integrator: str = "rk4"

@@ -97,9 +97,7 @@ class ReferenceController:
         """Action ``(B,)`` in [-1, 1] for ``state (B, 2 * links)`` at step ``t``."""
         env = self.env
         theta, omega = state[:, 0], state[:, 1]
-        goal = env.goal
-        if env.options.goal_switch is not None and t >= env.options.goal_switch:
-            goal = -goal
+        goal = env.goal_at(t)
         gap = self.energy_gap(theta, omega)
         direction = torch.where(omega >= 0, 1.0, -1.0).to(state.dtype)  # a kick from rest
         pump = direction * (PUMP_GAIN * gap / env.options.max_torque).clamp(0.0, 1.0)

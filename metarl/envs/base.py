@@ -274,10 +274,14 @@ class BatchedEnv:
             # NaN marks "no previous height" where a tensor must stand in for None (compiled steps).
             reward = torch.where(torch.isnan(prev_height), 0.0,
                                  torch.where(delta < 0, DOWN_PENALTY * delta, delta))
+        return reward * self.goal_at(t)
+
+    def goal_at(self, t: int | torch.Tensor) -> torch.Tensor:
+        """The hidden goal's sign ``(B,)`` at step number ``t``: `goal`, flipped from ``goal_switch`` on."""
         switch = self.options.goal_switch
-        if switch is not None:
-            return reward * torch.where(torch.as_tensor(t) >= switch, -self.goal, self.goal)
-        return reward * self.goal
+        if switch is None:
+            return self.goal
+        return torch.where(torch.as_tensor(t) >= switch, -self.goal, self.goal)
 
     def derivatives(self, state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
         """Time derivative of ``state`` under ``torque (B,)``."""

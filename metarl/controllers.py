@@ -24,7 +24,8 @@ import math
 
 import torch
 
-from .envs.base import BatchedEnv, wrap_angle
+from .envs.base import RANDOM_INITS, BatchedEnv, wrap_angle
+from .step import reset_episode
 
 # Energy pumping: torque fraction per joule missing (saturates at the torque limit).
 PUMP_GAIN = 5.0
@@ -119,8 +120,11 @@ class ReferenceController:
         return (torque / self.torque).clamp(-1.0, 1.0)
 
 
-def run_reference(env: BatchedEnv, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``steps`` steps of the reference controller on ``env`` (advanced in place).
+def run_reference(env: BatchedEnv, steps: int, keys: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``steps`` steps of the reference controller on ``env`` (advanced in place); with
+    ``env.options.episode_steps`` the env is reset as in a lifetime (`metarl.step.reset_episode`:
+    random inits draw the next episode's start from ``keys (B,)``, the lifetimes' keys).
 
     Returns the summed reward ``(B,)`` float64, the rewards ``(B, T)`` and the states ``(B, T, 2 * links)``.
     """
@@ -129,6 +133,10 @@ def run_reference(env: BatchedEnv, steps: int) -> tuple[torch.Tensor, torch.Tens
     rewards = torch.zeros(b, steps, dtype=env.dtype, device=env.device)
     states = torch.zeros(b, steps, 2 * env.links, dtype=env.dtype, device=env.device)
     for t in range(steps):
+        if env.options.episode_steps is not None:
+            if keys is None and env.options.init in RANDOM_INITS:
+                raise ValueError("run_reference: episodes with a random init need the lifetimes' keys")
+            reset_episode(env, keys, t)
         _, rewards[:, t] = env.step(controller.action(env.state, t))
         states[:, t] = env.state
     return rewards.double().sum(dim=1), rewards, states

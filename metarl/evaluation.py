@@ -225,7 +225,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
             runs[name].append((total.cpu(), rewards, heights(states).cpu()))
     for cfg in configs:
         env = make_env(cfg, keys)
-        total, rewards, states = run_reference(env, steps)
+        total, rewards, states = run_reference(env, steps, keys)
         runs.setdefault("reference", []).append((total.cpu(), rewards, heights(states).cpu()))
         if progress is not None:
             progress(episodes * steps)

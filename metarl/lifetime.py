@@ -31,7 +31,7 @@ from .config import Config
 from .errors import UserError
 from .genome import GenomeLayout
 from .rule import initial_rule_state, rule_params
-from .step import Carry, Conditions, StepSpec, make_env, transition
+from .step import Carry, Conditions, StepSpec, make_env, reset_episode, transition
 
 __all__ = ["Conditions", "Lifetime", "make_env", "run_lifetimes", "evaluate", "select_backend", "step_path",
            "self_check", "SelfCheckError"]
@@ -70,6 +70,7 @@ class Lifetime:
         self.sizes = list(sizes) if sizes is not None else config.layer_sizes
         device, dtype, pop = genomes.device, genomes.dtype, genomes.shape[0]
         self.env = make_env(config, keys, dtype=dtype)
+        self._keys = keys
         a = config.actor
         actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
                                         weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype)
@@ -117,8 +118,16 @@ class Lifetime:
         """``steps`` steps: ``fitness (P,)`` (float64) += each reward, ``rewards (steps, P)`` receives them
         and ``states (steps, 2 * links, P)`` the env state after each step, if given."""
         if self._native is not None:
-            self._native.run(steps, self.t, fitness, rewards, states)
-            self.t += steps
+            episode = self.env.options.episode_steps
+            done = 0
+            while done < steps:  # one kernel call per episode (part)
+                reset_episode(self.env, self._keys, self.t)
+                count = steps - done if episode is None else min(steps - done, episode - self.t % episode)
+                part = slice(done, done + count)
+                self._native.run(count, self.t, fitness, None if rewards is None else rewards[part],
+                                 None if states is None else states[part])
+                self.t += count
+                done += count
             return
         for t in range(steps):
             r = self.step()
@@ -135,6 +144,7 @@ class Lifetime:
             self.run(1, torch.zeros(self.genomes.shape[0], dtype=torch.float64), reward)
             return reward[0]
         env = self.env
+        reset_episode(env, self._keys, self.t)
         # The env object holds the physical state, so that assigning ``env.state`` takes effect.
         prev = env.prev_height if env.prev_height is not None else self._no_height
         carry = Carry(self._carry.t, env.state, prev, self._carry.actor, self._carry.rule)

@@ -16,7 +16,7 @@ from . import actor as actor_mod
 from . import envs, fused, rng
 from .actor import ActorState
 from .config import Config
-from .envs.base import BatchedEnv, EnvState
+from .envs.base import RANDOM_INITS, BatchedEnv, EnvState
 from .genome import GenomeLayout
 from .reference import reference_rule_step
 from .rule import RuleParams, RuleState
@@ -108,3 +108,25 @@ def make_env(config: Config, keys: torch.Tensor, *, dtype: torch.dtype = torch.f
 
     return envs.make(config.env.name, keys.shape[0], device=keys.device, dtype=dtype, sampler=sampler,
                      **config.env.make_kwargs())
+
+
+def reset_episode(env: BatchedEnv, keys: torch.Tensor, t: int) -> bool:
+    """Start a new episode if one starts at step number ``t`` (every ``env.options.episode_steps``
+    steps, from the second episode on); returns whether it did.
+
+    The env goes back to its start state with no previous height; for random inits (`random`,
+    `near_up`) episode ``e >= 1`` starts from a fresh draw of each key's env-init stream (episode 0
+    is the env's initial state, drawn by `make_env`). The step number runs on through the whole
+    lifetime (a `goal_switch` counts lifetime steps), and the actor and the rule keep what they
+    learned: only the environment is reset. Every backend (`metarl.lifetime.Lifetime`) and the
+    reference controller (`metarl.controllers.run_reference`) reset through this function.
+    """
+    steps = env.options.episode_steps
+    if steps is None or t == 0 or t % steps:
+        return False
+    uniform = None
+    if env.options.init in RANDOM_INITS:
+        n = 2 * env.links
+        uniform = rng.uniform(keys, rng.STREAM_ENV_INIT, n, offset=(t // steps - 1) * n, dtype=env.dtype)
+    env.restore(env.initial_state(uniform), None, t)
+    return True

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metarl import envs
-from metarl.envs.base import DOWN_PENALTY, RANDOM_SPEED
+from metarl.envs.base import DOWN_PENALTY, NEAR_UP_ANGLE, NEAR_UP_SPEED, RANDOM_SPEED, wrap_angle
 
 F64 = torch.float64
 G = 9.81
@@ -194,6 +194,15 @@ def test_random_init_is_reproducible_from_the_generator() -> None:
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert (a[:, 0::2].abs() <= math.pi).all() and (a[:, 1::2].abs() <= RANDOM_SPEED).all()
     assert a[:, 0::2].std() > 1.0  # spread over the circle, not all at one angle
+
+
+def test_near_up_init_stays_within_its_box_around_upright() -> None:
+    env = envs.make("DoublePendulum", 256, dtype=F64, init="near_up", generator=torch.Generator().manual_seed(5))
+    offset = wrap_angle(env.state[:, 0::2] - math.pi)
+    assert (offset.abs() <= NEAR_UP_ANGLE + 1e-12).all() and offset.std() > NEAR_UP_ANGLE / 3
+    assert (env.state[:, 1::2].abs() <= NEAR_UP_SPEED).all() and env.state[:, 1::2].std() > NEAR_UP_SPEED / 3
+    again = envs.make("DoublePendulum", 256, dtype=F64, init="near_up", generator=torch.Generator().manual_seed(5))
+    assert torch.equal(env.state, again.state)
 
 
 def test_unknown_env_name_lists_known_names() -> None:

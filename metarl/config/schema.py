@@ -71,6 +71,8 @@ class EnvConfig(EnvOptions, _EnvName):
             raise ConfigError(f"{key}.goal: must be 1, -1 or random, got {_show(self.goal)}")
         if self.goal_switch is not None:
             _integer(f"{key}.goal_switch", self.goal_switch, 0, MAX_COUNT)
+        if self.episode_steps is not None:
+            _integer(f"{key}.episode_steps", self.episode_steps, 1, MAX_COUNT)
         defaults = env_class(self.name).param_defaults
         for name, value in self.params.items():
             pkey = f"{key}.params.{_clip(name)}"

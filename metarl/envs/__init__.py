@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .base import BatchedEnv, EnvOptions, ParamValue, Sampler, option_names, resolve_params
+from .base import RANDOM_INITS, BatchedEnv, EnvOptions, ParamValue, Sampler, option_names, resolve_params
 from .double_pendulum import DoublePendulum
 from .pendulum import Pendulum
 
@@ -45,7 +45,7 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
             return torch.rand(batch_size, count, generator=gen, device=gen.device)
 
     values = resolve_params(cls.param_defaults, physical, batch_size, sampler, device=device, dtype=dtype)
-    init_uniform = sampler(2 * cls.links) if sim.get("init") == "random" else None
+    init_uniform = sampler(2 * cls.links) if sim.get("init") in RANDOM_INITS else None
     sign_uniform = sampler(1) if sim.get("action_sign") == "random" else None
     goal_uniform = sampler(1) if sim.get("goal") == "random" else None
     return cls(batch_size, values, EnvOptions(**sim), device=device, dtype=dtype,

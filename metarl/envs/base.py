@@ -17,7 +17,8 @@ import torch
 
 INTEGRATORS = ("rk4", "euler")
 REWARDS = ("height", "height_delta", "spin")
-INITS = ("up", "down", "random")
+INITS = ("up", "down", "random", "near_up")
+RANDOM_INITS = ("random", "near_up")  # inits drawn per lifetime (and per episode) from uniform numbers
 ACTION_SIGNS = (1, -1, "random")
 GOALS = (1, -1, "random")
 
@@ -25,6 +26,10 @@ GOALS = (1, -1, "random")
 UP_OFFSET = 1e-5
 # `random` init: angular speeds uniform in [-RANDOM_SPEED, RANDOM_SPEED].
 RANDOM_SPEED = 0.5
+# `near_up` init: angles uniform within NEAR_UP_ANGLE (rad) of upright, speeds within
+# NEAR_UP_SPEED (rad/s); inside the region the reference controller catches with max_torque 1.
+NEAR_UP_ANGLE = 0.05
+NEAR_UP_SPEED = 0.05
 # Observation entries per link: sin theta, cos theta, omega.
 OBS_PER_LINK = 3
 # `height_delta`: decreases of the height are penalised by this factor.
@@ -54,6 +59,10 @@ class EnvOptions:
     goal: int | str = 1
     # Reversal: the goal's sign flips from this step number on (0-based; None = never).
     goal_switch: int | None = None
+    # Episodes: every this many steps the env goes back to a start state (drawn again for random
+    # inits) while the actor and the rule keep what they learned (`metarl.step.reset_episode`).
+    # None = the lifetime is one episode.
+    episode_steps: int | None = None
 
     def __post_init__(self) -> None:
         if not self.dt > 0:
@@ -67,6 +76,8 @@ class EnvOptions:
             raise ValueError(f"action_sign must be 1, -1 or 'random', got {self.action_sign!r}")
         if self.goal not in GOALS:
             raise ValueError(f"goal must be 1, -1 or 'random', got {self.goal!r}")
+        if self.episode_steps is not None and self.episode_steps < 1:
+            raise ValueError(f"episode_steps must be >= 1 or None, got {self.episode_steps}")
         if self.goal_switch is not None and self.goal_switch < 0:
             raise ValueError(f"goal_switch must be >= 0 or None, got {self.goal_switch}")
         if self.max_speed is not None and not self.max_speed > 0:
@@ -190,16 +201,20 @@ class BatchedEnv:
         self._state, self._prev_height, self.t = state, prev_height, t
 
     def initial_state(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
-        """Start state of the configured ``init``; ``uniform (B, 2*links)`` feeds `random`."""
+        """Start state of the configured ``init``; ``uniform (B, 2*links)`` feeds `random` and `near_up`."""
         state = torch.zeros(self.batch_size, 2 * self.links, device=self.device, dtype=self.dtype)
         if self.options.init == "up":
             state[:, 0::2] = math.pi * (1 + UP_OFFSET)
-        elif self.options.init == "random":
+        elif self.options.init in RANDOM_INITS:
             if uniform is None:
-                raise ValueError("init 'random' needs uniform numbers")
-            u = uniform.to(device=self.device, dtype=self.dtype)
-            state[:, 0::2] = (2 * u[:, : self.links] - 1) * math.pi
-            state[:, 1::2] = (2 * u[:, self.links :] - 1) * RANDOM_SPEED
+                raise ValueError(f"init {self.options.init!r} needs uniform numbers")
+            u = 2 * uniform.to(device=self.device, dtype=self.dtype) - 1
+            if self.options.init == "random":
+                state[:, 0::2] = u[:, : self.links] * math.pi
+                state[:, 1::2] = u[:, self.links :] * RANDOM_SPEED
+            else:
+                state[:, 0::2] = math.pi + u[:, : self.links] * NEAR_UP_ANGLE
+                state[:, 1::2] = u[:, self.links :] * NEAR_UP_SPEED
         return wrap_state(state)
 
     def _sign(self, option: str, uniform: torch.Tensor | None) -> torch.Tensor:

@@ -29,7 +29,7 @@ generation namespace that training never reaches, so evaluation episodes are uns
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -109,6 +109,9 @@ class Evaluation:
     balanced: dict[str, torch.Tensor]  # condition -> share of the episode's lifetimes (goals) balanced (N,)
     height_curve: dict[str, torch.Tensor]  # condition -> mean height per link at every step, per goal (goals, T)
     per_goal: dict[str, dict[int, torch.Tensor]]  # condition -> goal -> score per episode (N,); hidden goals only
+    # Lifetimes of several episodes (env.episode_steps) only: condition -> reward summed over each of the
+    # lifetime's episodes (N, E) (mean over goals); a rule that learns across resets does better in later ones.
+    per_episode: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def summaries(self) -> dict[str, Summary]:
@@ -139,6 +142,8 @@ class Evaluation:
                "balanced_fraction": self.balanced_fraction(name)}
         if name in self.per_goal:
             out["per_goal"] = {f"{g:+d}": Summary.of(v).to_dict() for g, v in self.per_goal[name].items()}
+        if name in self.per_episode:
+            out["per_episode"] = [Summary.of(v).to_dict() for v in self.per_episode[name].unbind(1)]
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,6 +172,13 @@ def lifetime_gain(rewards: torch.Tensor) -> torch.Tensor:
     quarter = max(1, rewards.shape[1] // 4)
     r = rewards.double()
     return r[:, -quarter:].mean(dim=1) - r[:, :quarter].mean(dim=1)
+
+
+def episode_sums(rewards: torch.Tensor, episode_steps: int) -> torch.Tensor:
+    """Reward summed over each episode, ``rewards (N, T) -> (N, ceil(T / episode_steps))`` float64
+    (the last episode may be cut short by the end of the lifetime)."""
+    r = rewards.double()
+    return torch.stack([part.sum(dim=1) for part in r.split(episode_steps, dim=1)], dim=1)
 
 
 def goals_of(config: Config) -> tuple[int, ...] | None:
@@ -241,9 +253,13 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     curve = {n: torch.stack([h.mean(dim=0) for _, _, h in r]) for n, r in runs.items()}
     per_goal = {} if goals is None else {n: {g: f for g, (f, _, _) in zip(goals, r, strict=True)}
                                          for n, r in runs.items()}
+    per_episode = {}
+    if config.env.episode_steps is not None:
+        per_episode = {n: mean_over_goals([episode_sums(rw, config.env.episode_steps).cpu() for _, rw, _ in r])
+                       for n, r in runs.items()}
     gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["learned"]])
     base_gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["no_plasticity"]])
-    return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal)
+    return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal, per_episode)
 
 
 def rescore(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
@@ -302,6 +318,12 @@ def format_table(evaluation: Evaluation) -> str:
                  + (" (mean of the two goals)" if per_goal else ""))
     lines.append("lq_height = mean height per link over the last quarter (2 = upright); balanced = share of "
                  "lifetimes above 0.9 of the maximum for >= 90% of the last quarter")
+    if evaluation.per_episode:
+        lines.append("score per episode (the env resets, the actor keeps what it learned):")
+        for name in ("learned", "no_plasticity", "reference"):
+            values = evaluation.per_episode[name].mean(dim=0).tolist()
+            shown = values if len(values) <= 12 else values[:6] + [math.nan] + values[-5:]
+            lines.append(f"  {name:<16}" + " ".join("..." if math.isnan(v) else f"{v:.1f}" for v in shown))
     lines.append("paired differences (same actors and environments, so luck cancels):")
     for name, s in evaluation.differences.items():
         lo, hi = s.ci95

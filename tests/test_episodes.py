@@ -33,7 +33,8 @@ def _paths(config):
 def test_a_fixed_actor_repeats_its_episode_exactly(native: bool) -> None:
     # No plasticity and no noise (sigma_init 0): every episode from rest is the same episode.
     config = _config(init="down", episode_steps=15)
-    config = config.replace(actor=dataclasses.replace(config.actor, sigma_init=0.0), runtime=dataclasses.replace(config.runtime, native=native, compile=False))
+    config = config.replace(actor=dataclasses.replace(config.actor, sigma_init=0.0),
+                            runtime=dataclasses.replace(config.runtime, native=native, compile=False))
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 5), rng.individual_keys(1, 0, 0, torch.arange(5))
     _, trace = lifetime.run_lifetimes(g, layout, config, keys, trace=True,
@@ -110,3 +111,17 @@ def test_episode_steps_is_validated() -> None:
     assert from_dict({"env": {"episode_steps": 1}}).env.episode_steps == 1
     with pytest.raises(ValueError, match="episode_steps"):
         envs.base.EnvOptions(episode_steps=0)
+
+
+def test_evaluation_reports_the_score_of_every_episode() -> None:
+    config = _config(init="down", steps=25, episode_steps=10)
+    layout = GenomeLayout(1, 8)
+    result = evaluation.evaluate_rule(genomes(layout, 1)[0], layout, config, episodes=4, seed=0)
+    for name in evaluation.ALL_CONDITIONS:
+        per = result.per_episode[name]
+        assert per.shape == (4, 3)  # 10 + 10 + 5 steps
+        assert_close(per.sum(dim=1), result.fitness[name], 1e-9)
+    assert len(result.to_dict()["conditions"]["learned"]["per_episode"]) == 3
+    assert "score per episode" in evaluation.format_table(result)
+    single = evaluation.evaluate_rule(genomes(layout, 1)[0], layout, _config(init="down", steps=25), episodes=2, seed=0)
+    assert single.per_episode == {} and "per_episode" not in single.to_dict()["conditions"]["learned"]

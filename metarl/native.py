@@ -178,7 +178,7 @@ class Options(ctypes.Structure):
     _fields_ = [("dt", _f32), ("max_torque", _f32), ("max_speed", _f32),
                 ("learning_rate", _f32), ("weight_limit", _f32), ("sigma_limit", _f32),
                 ("links", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
-                ("noise", _i32), ("spin", _i32), ("goal_switch", _i64)]
+                ("noise", _i32), ("spin", _i32), ("gym", _i32), ("goal_switch", _i64)]
 
     @classmethod
     def of(cls, env: EnvOptions, links: int, *, learning_rate: float, weight_limit: float, sigma_limit: float,
@@ -187,6 +187,7 @@ class Options(ctypes.Structure):
                    learning_rate=learning_rate, weight_limit=weight_limit, sigma_limit=sigma_limit,
                    links=links, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
                    plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
+                   gym=env.reward == "gym",
                    goal_switch=-1 if env.goal_switch is None else env.goal_switch)
 
 

@@ -4,6 +4,7 @@ the rule seeing another lifetime's reward, and the classic reference controller.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -25,6 +26,21 @@ def test_goal_sign_multiplies_the_reward_and_is_hidden_from_the_observation() ->
         obs_m, r_m = minus.step(torch.full((3,), 0.3, dtype=torch.float64))
         assert torch.equal(obs_p, obs_m) and torch.equal(r_m, -r_p)
         assert (r_p >= 0).all()
+
+
+def test_gym_reward_is_gymnasiums_pendulum_cost() -> None:
+    env = envs.make("Pendulum", 3, init="random", reward="gym", max_torque=2.0, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(2))
+    action = torch.tensor([0.5, -1.0, 3.0], dtype=torch.float64)
+    _, reward = env.step(action)
+    theta, omega = env.state[:, 0], env.state[:, 1]
+    from_up = torch.atan2(torch.sin(theta - math.pi), torch.cos(theta - math.pi))
+    torque = action.clamp(-1, 1) * 2.0
+    assert torch.allclose(reward, -(from_up ** 2 + 0.1 * omega ** 2 + 0.001 * torque ** 2), atol=1e-12)
+    rest = envs.make("Pendulum", 1, init="down", reward="gym", dtype=torch.float64)
+    assert abs(float(rest.step(torch.zeros(1, dtype=torch.float64))[1]) + math.pi ** 2) < 1e-9  # hanging: -pi^2
+    up = envs.make("Pendulum", 1, init="up", reward="gym", dtype=torch.float64)
+    assert -1e-6 < float(up.step(torch.zeros(1, dtype=torch.float64))[1]) <= 0  # upright: ~0
 
 
 def test_spin_reward_is_the_signed_angular_speed() -> None:
@@ -85,6 +101,8 @@ TASKS = [
     ("Pendulum", {"reward": "spin", "goal": "random", "init": "down"}),
     ("Pendulum", {"reward": "height", "goal": -1, "goal_switch": 10, "init": "down"}),
     ("DoublePendulum", {"reward": "spin", "goal": "random", "goal_switch": 5}),
+    ("Pendulum", {"reward": "gym", "init": "random", "max_torque": 2.0}),
+    ("DoublePendulum", {"reward": "gym", "init": "random", "action_sign": -1}),
 ]
 
 

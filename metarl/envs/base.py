@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 
 INTEGRATORS = ("rk4", "euler")
-REWARDS = ("height", "height_delta", "spin")
+REWARDS = ("height", "height_delta", "spin", "gym")
 INITS = ("up", "down", "random", "near_up")
 RANDOM_INITS = ("random", "near_up")  # inits drawn per lifetime (and per episode) from uniform numbers
 ACTION_SIGNS = (1, -1, "random")
@@ -34,6 +34,10 @@ NEAR_UP_SPEED = 0.05
 OBS_PER_LINK = 3
 # `height_delta`: decreases of the height are penalised by this factor.
 DOWN_PENALTY = 1.1
+# `gym`: Gymnasium Pendulum-v1's cost, -(angle from upright^2 + GYM_SPEED_COST omega^2 + GYM_TORQUE_COST torque^2),
+# summed over links (the torque term once): 0 balanced, about -9.9 hanging at rest, worse spinning fast.
+GYM_SPEED_COST = 0.1
+GYM_TORQUE_COST = 0.001
 
 ParamValue = float | int | list | tuple | torch.Tensor
 Sampler = Callable[[int], torch.Tensor]  # count -> uniform numbers (B, count) in [0, 1)
@@ -257,8 +261,12 @@ class BatchedEnv:
         `step` and every torch lifetime backend (`metarl.step`) use it."""
         state = self.advance(env_state.state, action)
         height = self.height(state)
-        reward = self.reward(state, height, env_state.prev_height, env_state.t)
+        reward = self.reward(state, height, env_state.prev_height, env_state.t, self.torque(action))
         return EnvState(state, height, env_state.t + 1), reward
+
+    def torque(self, action: torch.Tensor) -> torch.Tensor:
+        """The motor's torque ``(B,)`` for ``action (B,)``: clamped to [-1, 1], times max_torque and the motor's sign."""
+        return action.to(self.dtype).clamp(-1.0, 1.0) * (self.options.max_torque * self.action_sign)
 
     def advance(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The state ``(B, 2 * links)`` one step after ``state`` under ``action (B,)``; pure.
@@ -266,22 +274,27 @@ class BatchedEnv:
         Integrates, wraps the angles and clamps the speeds. `step` and the fused lifetime
         step (`metarl.lifetime`) both use it, so they share the physics exactly.
         """
-        torque = action.to(self.dtype).clamp(-1.0, 1.0) * (self.options.max_torque * self.action_sign)
-        state = integrate(self.derivatives, state, torque, self.options.dt, self.options.integrator)
+        state = integrate(self.derivatives, state, self.torque(action), self.options.dt, self.options.integrator)
         state = wrap_state(state)
         if self.options.max_speed is not None:
             state[:, 1::2] = state[:, 1::2].clamp(-self.options.max_speed, self.options.max_speed)
         return state
 
     def reward(self, state: torch.Tensor, height: torch.Tensor, prev_height: torch.Tensor | None,
-               t: int | torch.Tensor) -> torch.Tensor:
-        """Reward ``(B,)`` of step number ``t`` (0-based), which reached ``state`` and ``height``;
-        ``prev_height`` None (or NaN) = first step. Times the goal sign (flipped from ``goal_switch`` on)."""
+               t: int | torch.Tensor, torque: torch.Tensor | None = None) -> torch.Tensor:
+        """Reward ``(B,)`` of step number ``t`` (0-based), which reached ``state`` and ``height`` under
+        ``torque`` (`gym` only; None = 0); ``prev_height`` None (or NaN) = first step. Times the goal sign
+        (flipped from ``goal_switch`` on)."""
         kind = self.options.reward
         if kind == "height":
             reward = height
         elif kind == "spin":
             reward = state[:, 1]  # angular speed of the first link (rad/s)
+        elif kind == "gym":
+            from_up = wrap_angle(state[:, 0::2] - math.pi)
+            reward = -(from_up.square() + GYM_SPEED_COST * state[:, 1::2].square()).sum(dim=1)
+            if torque is not None:
+                reward = reward - GYM_TORQUE_COST * torque.square()
         elif prev_height is None:
             reward = torch.zeros_like(height)
         else:

@@ -16,7 +16,7 @@ struct Network {
 struct Options {
     float dt, max_torque, max_speed;  // max_speed <= 0: none
     float learning_rate, weight_limit, sigma_limit;
-    int32_t links, rk4, reward_delta, plastic, zero_reward, noise, spin;
+    int32_t links, rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
     int64_t goal_switch;  // the goal flips from this step number on; -1 = never
 };
 

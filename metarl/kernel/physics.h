@@ -7,6 +7,7 @@ namespace {
 
 constexpr float PI = 3.14159265358979323846f;
 constexpr float DOWN_PENALTY = 1.1f;
+constexpr float GYM_SPEED_COST = 0.1f, GYM_TORQUE_COST = 0.001f;  // metarl/envs/base.py
 
 // Physics: derivative of one state under torque; params as in metarl/envs.
 struct Physics {

@@ -265,7 +265,7 @@ class BatchedEnv:
         return EnvState(state, height, env_state.t + 1), reward
 
     def torque(self, action: torch.Tensor) -> torch.Tensor:
-        """The motor's torque ``(B,)`` for ``action (B,)``: clamped to [-1, 1], times max_torque and the motor's sign."""
+        """The motor's torque ``(B,)`` for ``action (B,)``: clamped to [-1, 1], times max_torque and the sign."""
         return action.to(self.dtype).clamp(-1.0, 1.0) * (self.options.max_torque * self.action_sign)
 
     def advance(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ import torch
 from . import ga, io
 from .cli import deferred_signals
 from .config import Config, from_dict, read_yaml, resolve_device, to_yaml
-from .errors import ModelFileError, NonFiniteError
+from .errors import ConfigError, ModelFileError, NonFiniteError
 from .genome import GenomeLayout
 from .lifetime import ProgressFn, evaluate
 
@@ -78,12 +78,35 @@ def with_seed(config: Config) -> Config:
 
 
 def new_run(config: Config) -> RunState:
-    """Generation 0 of a new run: population drawn from ``Normal(0, init_std^2)`` with the seed."""
+    """Generation 0 of a new run: population drawn from ``Normal(0, init_std^2)`` with the seed, or
+    with ``ga.init_model`` that model's rule and mutated copies of it (`warm_start`)."""
     config = with_seed(config)
     layout = layout_of(config)
     gen = torch.Generator().manual_seed(config.seed)
-    population = layout.random(config.ga.population_size, config.rule.init_std, gen)
+    if config.ga.init_model is not None:
+        population = warm_start(config, layout, gen)
+    else:
+        population = layout.random(config.ga.population_size, config.rule.init_std, gen)
     return RunState(config, 0, population, gen)
+
+
+def warm_start(config: Config, layout: GenomeLayout, generator: torch.Generator) -> torch.Tensor:
+    """Generation 0 ``(P, G)`` from the saved model ``ga.init_model``: its rule unchanged first, then
+    ``P - 1`` copies mutated as children are (``ga.mutation_probability``, ``ga.mutation_strength``).
+    A missing or unreadable model, or one with another rule size, is a `ConfigError` naming the key."""
+    path = config.ga.init_model
+    try:
+        model = io.load_model(path)
+    except ModelFileError as e:
+        raise ConfigError(f"ga.init_model: {e}") from None
+    if model.layout.size != layout.size:
+        raise ConfigError(f"ga.init_model: {path}: its rule has signal_dim {model.layout.signal_dim}, state_dim "
+                          f"{model.layout.state_dim}; this config's has {layout.signal_dim}, {layout.state_dim}")
+    genome = model.genome.to(torch.float32).reshape(1, -1)
+    copies = genome.expand(config.ga.population_size - 1, -1)
+    children = ga.mutate(copies, probability=config.ga.mutation_probability, strength=config.ga.mutation_strength,
+                         generator=generator)
+    return torch.cat((genome, children))
 
 
 def layout_of(config: Config) -> GenomeLayout:

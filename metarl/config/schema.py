@@ -28,6 +28,7 @@ ANTITHETIC = (False, True, "motor", "goal")
 MIN_DT, MAX_DT = 1e-6, 1.0  # s; below 1e-6 a float32 step barely moves the state, above 1 it is no integration
 MAX_VALUE = 1e6  # physical parameters, torques, speeds, limits, learning rate, std deviations
 MAX_COUNT = 10**9  # population, survivors, generations, lifetime steps, evaluations, chunk size
+MAX_PATH = 4096  # longest accepted file path (ga.init_model)
 MAX_WIDTH = 10**6  # neurons in one hidden layer
 MAX_HIDDEN_LAYERS = 64
 MAX_RULE_DIM = 1024  # signal_dim and state_dim
@@ -154,6 +155,9 @@ class GAConfig:
     # both; `goal`, the hidden goal (env.goal), so a rule blind to the reward scores the average
     # of the two goals. false = SPEC's single lifetimes.
     antithetic: bool | str = False
+    # Warm start (e.g. a curriculum): generation 0 is this saved model's rule followed by mutated copies
+    # of it, instead of Normal(0, rule.init_std^2). A path, relative to the current directory.
+    init_model: str | None = None
 
     @property
     def flipped(self) -> str | None:
@@ -173,6 +177,9 @@ class GAConfig:
         _number(f"{key}.mutation_strength", self.mutation_strength, 0, MAX_VALUE)
         if self.antithetic not in ANTITHETIC:
             raise ConfigError(f"{key}.antithetic: must be true, false, motor or goal, got {_show(self.antithetic)}")
+        if self.init_model is not None and (not isinstance(self.init_model, str) or not self.init_model.strip()
+                                            or len(self.init_model) > MAX_PATH):
+            raise ConfigError(f"{key}.init_model: must be the path of a saved model, got {_show(self.init_model)}")
         if self.antithetic and self.evals_per_individual % 2:
             raise ConfigError(f"{key}.antithetic: needs an even evals_per_individual, got {self.evals_per_individual}")
 

@@ -2,7 +2,7 @@
 way in every backend (spec and native kernel alike) is still caught.
 
 Pinned at commit 3b2559a (the kernel the shipped models were trained with) on a 2-core
-x86-64 CPU. The native kernel is compiled with ``-march=native``, so on another CPU its
+x86-64 CPU; the balance and near_up_episodes models (and the `gym` reward) when they were shipped. The native kernel is compiled with ``-march=native``, so on another CPU its
 last bits may differ (fused multiply-adds); closed-loop lifetimes amplify that, hence the
 relative tolerance of the native pins. The spec (`metarl.reference`) runs only 50 steps,
 where rounding has not grown. If you change the rule on purpose, these values change:
@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"seed": ROOT / "tests/data/seed_best_model.yaml", "seed_12_6": ROOT / "tests/data/seed_best_model.yaml",
           "pendulum": ROOT / "results/best_model.yaml", "double_pendulum": ROOT / "results/double_pendulum_best.yaml",
           "hidden_goal_up": ROOT / "results/pendulum_hidden_goal.yaml",
-          "hidden_goal_down": ROOT / "results/pendulum_hidden_goal.yaml"}
+          "hidden_goal_down": ROOT / "results/pendulum_hidden_goal.yaml",
+          "balance": ROOT / "results/pendulum_balance.yaml", "balance_reversed": ROOT / "results/pendulum_balance.yaml",
+          "balance_gym": ROOT / "results/pendulum_balance.yaml",
+          "near_up_episodes": ROOT / "results/pendulum_near_up_episodes.yaml"}
 KEY_SEED = 2024
 # Native kernel: 16 individuals, the model's whole lifetime, keys individual_keys(2024, 0, 0, 0..15).
 NATIVE = {
@@ -45,7 +48,21 @@ NATIVE = {
     "hidden_goal_down": [-3.06688279, -9.87539929, -2.79462999, -3.98180586, -6.00261593, -3.91999662,
                          -2.82812899, -3.6588577, -3.63657749, -3.05788004, -3.29818314, -2.79268712,
                          -3.17198461, -3.75680673, -3.43936783, -3.94281131],
+    "balance": [133.458795, 125.291396, 132.262134, 197.028422, 120.73368, 128.51551, 107.679597, 126.168946,
+                129.100358, 117.854865, 141.928948, 131.893233, 155.438764, 135.123076, 132.95423, 127.581979],
+    "balance_reversed": [95.1484324, 89.5564291, 79.9066154, 4.25464457, 92.578693, 99.3406625, 120.356369,
+                         103.433739, 73.1767677, 81.6497504, 92.0737954, 84.735822, 6.74573678, 85.3112308,
+                         96.3945819, 78.2668867],
+    "balance_gym": [-1186.06384, -1163.08326, -1754.99419, -1095.29631, -1257.04343, -1148.28448, -1738.08605,
+                    -1102.46081, -1188.23739, -1161.25622, -1079.60052, -1191.63107, -1760.99692, -1166.00504,
+                    -1093.06737, -1177.19154],
+    "near_up_episodes": [369.262324, 391.432686, 358.689357, 393.624771, 386.96946, 399.177304, 375.652573,
+                         397.471872, 390.500558, 379.918663, 399.428269, 359.50371, 372.198836, 397.591488,
+                         359.032971, 387.913131],
 }
+# Lifetimes shorter than the model's for the 1,000-step models, so that the last bits a CPU may change are
+# not amplified by catching (or not) the pendulum; near_up_episodes still crosses two resets.
+NATIVE_STEPS = {"balance": 200, "balance_reversed": 200, "balance_gym": 200, "near_up_episodes": 250}
 # The spec (`metarl.reference`): the first 4 of those individuals, 50 steps.
 SPEC = {
     "seed": [52.7368509, 58.022435, 93.8324311, 57.5251873],
@@ -54,6 +71,10 @@ SPEC = {
     "double_pendulum": [0.118392527, 0.0492148995, 0.024747014, 0.0571736097],
     "hidden_goal_up": [0.678455293, 0.751975417, 0.631913722, 0.876430213],
     "hidden_goal_down": [-0.677894413, -0.751211107, -0.630722165, -0.875028491],
+    "balance": [2.55808961, 3.19023722, 2.80724829, 3.08443105],
+    "balance_reversed": [0.710709512, 1.04381138, 0.797037661, 1.03877151],
+    "balance_gym": [-432.376944, -412.163715, -460.968913, -426.65269],
+    "near_up_episodes": [75.0939177, 75.4502609, 71.2887275, 74.7391275],
 }
 SPEC_STEPS = 50
 
@@ -67,6 +88,10 @@ def model_case(name: str, native: bool) -> tuple[io.SavedModel, object]:
         config = config.replace(actor=dataclasses.replace(config.actor, hidden=[12, 6]))
     if name == "hidden_goal_down":  # the other goal of the hidden-goal task: the reward is -height
         config = config.replace(env=dataclasses.replace(config.env, goal=-1))
+    if name == "balance_reversed":
+        config = config.replace(env=dataclasses.replace(config.env, action_sign=-1))
+    if name == "balance_gym":  # pins the `gym` reward's formula (the rule sees it, so the lifetime changes too)
+        config = config.replace(env=dataclasses.replace(config.env, reward="gym"))
     return model, config
 
 
@@ -80,7 +105,7 @@ def run(name: str, pop: int, *, native: bool, steps: int | None = None) -> torch
 
 @pytest.mark.parametrize("name", list(NATIVE))
 def test_native_fitness_of_the_shipped_models_is_pinned(name: str) -> None:
-    got = run(name, 16, native=True)
+    got = run(name, 16, native=True, steps=NATIVE_STEPS.get(name))
     torch.testing.assert_close(got, torch.tensor(NATIVE[name], dtype=torch.float64), rtol=1e-4, atol=1e-4)
 
 

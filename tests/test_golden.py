@@ -3,10 +3,11 @@ way in every backend (spec and native kernel alike) is still caught.
 
 Pinned at commit 3b2559a (the kernel the shipped models were trained with) on a 2-core
 x86-64 CPU; the balance and near_up_episodes models (and the `gym` reward) when they were
-shipped. The native kernel is compiled with ``-march=native``, so on another CPU its last bits may differ (fused multiply-adds); closed-loop lifetimes amplify that, hence the
-relative tolerance of the native pins. The spec (`metarl.reference`) runs only 50 steps,
-where rounding has not grown. If you change the rule on purpose, these values change:
-re-pin them with the commands in docs/architecture.md ("How to change the rule").
+shipped. The native kernel is compiled with ``-march=native``, so on another CPU its last
+bits may differ (fused multiply-adds); closed-loop lifetimes amplify that, hence the relative
+tolerance of the native pins and the shorter lifetimes of the 1,000-step models. The spec
+(`metarl.reference`) runs only 50 steps, where rounding has not grown. If you change the rule
+on purpose, these values change: re-pin them with the commands in docs/architecture.md ("How to change the rule").
 """
 
 from __future__ import annotations

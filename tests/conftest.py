@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The Ctrl-C tests need SIGINT. A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and
+# an ignored signal stays ignored in every child; restore Python's handler so that the tests (and the
+# scripts they start, which then begin with the default action) see Ctrl-C as a user's terminal sends it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Copies of the original project's config and saved model (`shared/seed/`), for compatibility tests.
 DATA = ROOT / "tests" / "data"
 SEED_MODEL = DATA / "seed_best_model.yaml"

@@ -132,10 +132,11 @@ def run_reference(env: BatchedEnv, steps: int, keys: torch.Tensor | None = None
     b = env.batch_size
     rewards = torch.zeros(b, steps, dtype=env.dtype, device=env.device)
     states = torch.zeros(b, steps, 2 * env.links, dtype=env.dtype, device=env.device)
+    episodes = env.options.episode_steps is not None
+    if episodes and keys is None and env.options.init in RANDOM_INITS:
+        raise ValueError("run_reference: episodes with a random init need the lifetimes' keys")
     for t in range(steps):
-        if env.options.episode_steps is not None:
-            if keys is None and env.options.init in RANDOM_INITS:
-                raise ValueError("run_reference: episodes with a random init need the lifetimes' keys")
+        if episodes:
             reset_episode(env, keys, t)
         _, rewards[:, t] = env.step(controller.action(env.state, t))
         states[:, t] = env.state

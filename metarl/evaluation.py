@@ -321,9 +321,10 @@ def format_table(evaluation: Evaluation) -> str:
     if evaluation.per_episode:
         lines.append("score per episode (the env resets, the actor keeps what it learned):")
         for name in ("learned", "no_plasticity", "reference"):
-            values = evaluation.per_episode[name].mean(dim=0).tolist()
-            shown = values if len(values) <= 12 else values[:6] + [math.nan] + values[-5:]
-            lines.append(f"  {name:<16}" + " ".join("..." if math.isnan(v) else f"{v:.1f}" for v in shown))
+            shown = [f"{v:.1f}" for v in evaluation.per_episode[name].mean(dim=0).tolist()]
+            if len(shown) > 12:
+                shown = shown[:6] + ["..."] + shown[-5:]
+            lines.append(f"  {name:<16}" + " ".join(shown))
     lines.append("paired differences (same actors and environments, so luck cancels):")
     for name, s in evaluation.differences.items():
         lo, hi = s.ci95

@@ -99,7 +99,7 @@ def warm_start(config: Config, layout: GenomeLayout, generator: torch.Generator)
         model = io.load_model(path)
     except ModelFileError as e:
         raise ConfigError(f"ga.init_model: {e}") from None
-    if model.layout.size != layout.size:
+    if (model.layout.signal_dim, model.layout.state_dim) != (layout.signal_dim, layout.state_dim):
         raise ConfigError(f"ga.init_model: {path}: its rule has signal_dim {model.layout.signal_dim}, state_dim "
                           f"{model.layout.state_dim}; this config's has {layout.signal_dim}, {layout.state_dim}")
     genome = model.genome.to(torch.float32).reshape(1, -1)

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_fast_path import assert_close, genomes, small_config
+from test_fast_path import assert_backends_agree, assert_close, genomes, small_config
 
 from metarl import envs, evaluation, lifetime, rng
 from metarl.config import EnvConfig, from_dict
@@ -22,11 +22,6 @@ from metarl.step import reset_episode
 def _config(env: str = "Pendulum", steps: int = 45, **options):
     config = small_config(env, hidden=[6, 4], steps=steps)
     return config.replace(env=dataclasses.replace(EnvConfig(name=env), **options))
-
-
-def _paths(config):
-    for native in (True, False):
-        yield config.replace(runtime=dataclasses.replace(config.runtime, native=native, compile=False))
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -50,19 +45,10 @@ def test_every_step_path_resets_alike(env: str, init: str) -> None:
     config = _config(env, init=init, episode_steps=13, goal_switch=20)
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
-    links = envs.env_class(env).links
-    want_states = torch.zeros(20, 45, 2 * links)
-    want, want_trace = lifetime.run_lifetimes(g, layout, config, keys, backend="spec", trace=True,
-                                              states=want_states)
+    want, want_trace, _ = assert_backends_agree(config, g, keys, chunk_size=7)
     single = lifetime.run_lifetimes(g, layout, config.replace(env=dataclasses.replace(config.env, episode_steps=None)),
                                     keys, backend="spec")[0]
     assert (want - single).abs().max() > 1e-3  # the resets change the lifetime
-    for cfg in _paths(config):
-        states = torch.zeros_like(want_states)
-        got, trace = lifetime.run_lifetimes(g, layout, cfg, keys, trace=True, states=states, chunk_size=7)
-        assert_close(got, want, 1e-3)
-        assert_close(trace, want_trace, 1e-3)
-        assert_close(states, want_states, 1e-3)
     # Step by step (the replay's path) resets at the same steps.
     life = lifetime.Lifetime(g, layout, config, keys, backend="spec")
     assert_close(torch.stack([life.step() for _ in range(45)], dim=1), want_trace, 1e-6)

@@ -17,7 +17,7 @@ import torch
 from conftest import needs_compiler, needs_native
 
 from metarl import actor as actor_mod
-from metarl import backends, fused, lifetime, native, rng
+from metarl import backends, envs, fused, lifetime, native, rng
 from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig
 from metarl.genome import GenomeLayout
 from metarl.reference import reference_rule_step
@@ -99,6 +99,36 @@ def fused_eager_fitness(config: Config, g: torch.Tensor, keys: torch.Tensor) -> 
     life = lifetime.Lifetime(g, layout, config, keys, backend="compiled", eager=True)
     with torch.no_grad():
         return sum(life.step().double() for _ in range(config.ga.lifetime_steps))
+
+
+def lifetime_traces(config: Config, g: torch.Tensor, keys: torch.Tensor, backend: str,
+                    chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fitness ``(P,)``, rewards ``(P, T)`` and env states ``(P, T, 2 * links)`` of whole lifetimes on
+    ``backend``: ``spec`` and ``native`` through `run_lifetimes`, ``compiled`` run eagerly (its mathematics)."""
+    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    steps, pop = config.ga.lifetime_steps, g.shape[0]
+    links = envs.env_class(config.env.name).links
+    if backend != "compiled":
+        states = torch.zeros(pop, steps, 2 * links)
+        total, rewards = lifetime.run_lifetimes(g, layout, config, keys, backend=backend, trace=True,
+                                                states=states, chunk_size=chunk_size)
+        return total, rewards, states
+    life = lifetime.Lifetime(g, layout, config, keys, backend="compiled", eager=True)
+    total = torch.zeros(pop, dtype=torch.float64)
+    rewards, states = torch.zeros(steps, pop), torch.zeros(steps, 2 * links, pop)
+    with torch.no_grad():
+        life.run(steps, total, rewards, states)
+    return total, rewards.t(), states.permute(2, 0, 1)
+
+
+def assert_backends_agree(config: Config, g: torch.Tensor, keys: torch.Tensor, *, chunk_size: int | None = None,
+                          tol: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The native kernel and the compiled step give the spec's fitness, rewards and states; returns the spec's."""
+    want = lifetime_traces(config, g, keys, "spec")
+    for backend in ("native", "compiled"):
+        for got, expected in zip(lifetime_traces(config, g, keys, backend, chunk_size), want, strict=True):
+            assert_close(got, expected, tol)
+    return want
 
 
 @pytest.mark.parametrize("env,hidden,s_dim,h_dim", [("Pendulum", [12, 6], 1, 8), ("DoublePendulum", [12, 6], 1, 8),

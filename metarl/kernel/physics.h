@@ -9,6 +9,12 @@ constexpr float PI = 3.14159265358979323846f;
 constexpr float DOWN_PENALTY = 1.1f;
 constexpr float GYM_SPEED_COST = 0.1f, GYM_TORQUE_COST = 0.001f;  // metarl/envs/base.py
 
+// An angle wrapped to [-pi, pi): torch.remainder(theta + pi, 2 pi) - pi (metarl/envs/base.py `wrap_angle`).
+inline vf vwrap(vf theta) {
+    vf a = theta + PI;
+    return a - vfloor(a * (1.0f / (2.0f * PI))) * (2.0f * PI) - PI;
+}
+
 // Physics: derivative of one state under torque; params as in metarl/envs.
 struct Physics {
     const vf* p;  // Pendulum: length, mass, gravity, damping. DoublePendulum: l1, l2, m1, m2, g, damping.
@@ -55,8 +61,7 @@ struct Physics {
             for (int i = 0; i < n; ++i) st[i] = st[i] + o.dt * d[i];
         }
         for (int i = 0; i < links; ++i) {
-            vf a = st[2 * i] + PI;  // torch.remainder(theta + pi, 2 pi) - pi
-            st[2 * i] = a - vfloor(a * (1.0f / (2.0f * PI))) * (2.0f * PI) - PI;
+            st[2 * i] = vwrap(st[2 * i]);
             if (o.max_speed > 0) st[2 * i + 1] = clampv(st[2 * i + 1], -o.max_speed, o.max_speed);
         }
     }

@@ -138,8 +138,7 @@ struct Kernel {
             // -(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2 (metarl/envs/base.py `reward`).
             reward = -(GYM_TORQUE_COST * torque * torque);
             for (int i = 0; i < o.links; ++i) {
-                vf a = st[2 * i];  // wrap_angle(theta - pi) = remainder(theta, 2 pi) - pi
-                vf up = a - vfloor(a * (1.0f / (2.0f * PI))) * (2.0f * PI) - PI;
+                vf up = vwrap(st[2 * i] - PI);  // angle from upright
                 reward -= up * up + GYM_SPEED_COST * st[2 * i + 1] * st[2 * i + 1];
             }
         } else if (o.reward_delta) {

@@ -24,11 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from metarl import backends, lifetime, rng  # noqa: E402
+import torch  # noqa: E402
+
+from metarl import backends, lifetime, rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
 from metarl.cli import use_threads  # noqa: E402
 from metarl.config import Config, EnvConfig, GAConfig, RuntimeConfig  # noqa: E402
 from metarl.genome import GenomeLayout  # noqa: E402

@@ -26,4 +26,13 @@ io, logs, render, plots, evaluation, distributed, scripts (the three commands).
 See README.md and docs/SPEC.md.
 """
 
+import os as _os
+import sys as _sys
+
 __version__ = "0.1.0"
+
+# torch's OpenMP workers otherwise spin after each parallel operation, on the cores the native kernel's
+# threads need (2 kernel threads ran at 0.5x of 1 on a 2-core machine with another busy process; passive:
+# 1.0x). Read once, when torch loads: it applies where metarl is imported first (the scripts do).
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -1,15 +1,16 @@
-"""The native lifetime kernel: whole lifetimes on CPU, 16 individuals per SIMD vector.
+"""The native lifetime kernel: whole lifetimes on CPU, 8 or 16 individuals per SIMD vector.
 
 `metarl/kernel/` holds the step (observation, noise, actor, physics, reward, learning
-rule) written with GCC vector extensions: each instruction advances 16 individuals, and a
-block of 16 runs through all its steps inside the cache. It is the default lifetime path
+rule) written with GCC vector extensions: each instruction advances one register of
+individuals (16 with AVX-512, else 8), and a block of them runs through all its steps
+inside the cache. It is the default lifetime path
 on CPU (``runtime.native``).
 
 The source is compiled on first use with the system C++ compiler (``$CXX``, else ``c++``
 or ``g++``, the compiler `torch.compile` needs as well) for the rule's signal and state
-sizes and this CPU, and cached in ``$METARL_CACHE`` (default ``~/.cache/metarl``); a later
-process loads the cached library in milliseconds. If no compiler works, `run_lifetimes`
-warns and uses the torch paths instead.
+sizes and this CPU (``-march=native``, or ``$METARL_MARCH``), and cached in
+``$METARL_CACHE`` (default ``~/.cache/metarl``); a later process loads the cached library
+in milliseconds. If no compiler works, `run_lifetimes` warns and uses the torch paths instead.
 
 The call's arguments are described structures (`Network`, `Options`, `GenomeMap`,
 `Buffers`: ctypes mirrors of the structs of kernel/layout.h, field by field, sizes checked at
@@ -17,8 +18,9 @@ load), built from the layer sizes, `metarl.envs.base.EnvOptions`, `metarl.genome
 and the tensors by name: nothing is matched by position.
 
 Results equal the torch paths up to rounding (tests: within 1e-5 of `metarl.reference`
-over 50 steps). As everywhere in metarl, an individual's numbers do not depend on which
-individuals share its block, call or thread.
+over 50 steps), and are bit for bit the same on every x86-64 CPU with FMA, whatever the
+``-march`` or vector width (tests/test_portable.py). As everywhere in metarl, an
+individual's numbers do not depend on which individuals share its block, call or thread.
 """
 
 from __future__ import annotations
@@ -43,12 +45,18 @@ from .rule import RuleState
 
 SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, layout.h, physics.h, rule.h, driver.cpp
 SOURCE = SOURCE_DIR / "driver.cpp"
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC",
+# -ffp-contract=off: the compiler never fuses a multiply and an add on its own; the kernel writes every
+# fused multiply-add it wants explicitly (vecmath.h `fma`), so its numbers are the same for every -march
+# and every x86-64 CPU with FMA (Intel or AMD, AVX2 or AVX-512): IEEE operations in a fixed order.
+FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-std=c++17", "-shared", "-fPIC",
          "-pthread")
+# The instruction set it is compiled for: speed only, never the numbers. ``$METARL_MARCH`` overrides it
+# (e.g. x86-64-v3 for a library that any AVX2+FMA machine can load).
+DEFAULT_MARCH = "native"
 MAX_LAYERS = 8  # MAX_LAYERS of kernel/vecmath.h
 BUILD_TIMEOUT_S = 300
 
-_libraries: dict[tuple[int, int], ctypes.CDLL | str] = {}
+_libraries: dict[tuple[int, int, str, int | None], ctypes.CDLL | str] = {}
 _lock = threading.Lock()
 
 
@@ -57,13 +65,20 @@ class NativeUnavailable(UserError):
     ``runtime.native: true`` the scripts report it as one line."""
 
 
-def library(signal_dim: int, state_dim: int) -> ctypes.CDLL:
-    """The kernel for this rule shape, built or loaded once per process; raises `NativeUnavailable`."""
-    key = (signal_dim, state_dim)
+def march() -> str:
+    """The ``-march`` the kernel is built for: ``$METARL_MARCH``, else ``native``."""
+    return os.environ.get("METARL_MARCH") or DEFAULT_MARCH
+
+
+def library(signal_dim: int, state_dim: int, target: str | None = None, lanes: int | None = None) -> ctypes.CDLL:
+    """The kernel for this rule shape, built or loaded once per process; raises `NativeUnavailable`.
+    ``target`` is the ``-march`` (default `march()`) and ``lanes`` the individuals per vector (default: one
+    register, 16 with AVX-512, else 8): both change the speed, never the numbers (tests compare them)."""
+    key = (signal_dim, state_dim, target or march(), lanes)
     with _lock:
         if key not in _libraries:
             try:
-                _libraries[key] = _load(_build(signal_dim, state_dim))
+                _libraries[key] = _load(_build(*key))
             except NativeUnavailable as e:
                 _libraries[key] = str(e)
         lib = _libraries[key]
@@ -78,6 +93,8 @@ def supported(sizes: list[int], links: int) -> str | None:
         return f"the native kernel handles 1 to {MAX_LAYERS} layers, got {len(sizes) - 1}"
     if links not in (1, 2):
         return f"the native kernel handles 1 or 2 links, got {links}"
+    if not cpu_has_fma():
+        return "the native kernel needs a CPU with FMA (x86-64-v3: AVX2 and FMA); this one has none"
     return None
 
 
@@ -120,19 +137,34 @@ def _cpu_id() -> str:
     return "\n".join(sorted(set(lines)))
 
 
-def _build(signal_dim: int, state_dim: int) -> Path:
+def cpu_has_fma() -> bool:
+    """Whether this CPU has FMA, which the kernel's arithmetic is written in (x86-64-v3: AVX2 + FMA)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # not Linux: the compiler's check (``#error`` without __FMA__) decides
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), None)
+    return flags is None or "fma" in flags
+
+
+def _build(signal_dim: int, state_dim: int, target: str, lanes: int | None) -> Path:
     compiler = _compiler()
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeUnavailable(f"{compiler} --version failed: {e}") from None
-    defines = (f"-DMETARL_S={signal_dim}", f"-DMETARL_H={state_dim}")
+    flags = (*FLAGS, f"-march={target}", f"-DMETARL_S={signal_dim}", f"-DMETARL_H={state_dim}",
+             *([] if lanes is None else [f"-DMETARL_LANES={lanes}"]))
+    # The cache key: everything the library depends on. The numbers depend on the sources and the flags
+    # alone; the compiler and the CPU (for -march=native) decide which instructions compute them.
     digest = hashlib.sha256()
     sources = [path.read_bytes() for path in sorted(SOURCE_DIR.iterdir()) if path.suffix in (".h", ".cpp")]
-    for part in (*sources, " ".join(FLAGS + defines).encode(), version.encode(), _cpu_id().encode()):
+    for part in (*sources, " ".join(flags).encode(), version.encode(), _cpu_id().encode()):
         digest.update(part)
     directory = cache_dir()
-    path = directory / f"native_s{signal_dim}_h{state_dim}_{digest.hexdigest()[:16]}.so"
+    safe_target = "".join(c if c.isalnum() or c in "-_." else "_" for c in target)
+    width = "" if lanes is None else f"_l{lanes}"
+    path = directory / f"native_s{signal_dim}_h{state_dim}_{safe_target}{width}_{digest.hexdigest()[:16]}.so"
     if path.exists():
         return path
     try:
@@ -142,7 +174,7 @@ def _build(signal_dim: int, state_dim: int) -> Path:
     except OSError as e:
         raise NativeUnavailable(f"cannot write to {directory}: {e}") from None
     try:
-        done = subprocess.run([compiler, *FLAGS, *defines, str(SOURCE), "-o", tmp], capture_output=True,
+        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True,
                               text=True, timeout=BUILD_TIMEOUT_S)
         if done.returncode != 0:
             raise NativeUnavailable(f"{compiler} failed: {done.stderr.strip()[-500:]}")

@@ -56,6 +56,26 @@ VIEW_MARGIN = 1.15
 ANIMATION_SUFFIXES = (".gif", ".png")
 
 
+# SDL's video drivers that draw nowhere; pygame falls back to one of them where no display can open.
+UNSEEN_DRIVERS = ("offscreen", "dummy")
+
+
+def open_window(width: int, height: int, instead: str) -> pygame.Surface:
+    """A pygame window, or a `UserError` naming ``instead`` (the option that writes a file) where none can
+    open: an error from SDL, or a fall-back to a driver that draws nowhere (``offscreen``/``dummy``)
+    which the user did not ask for with ``SDL_VIDEODRIVER`` (tests and scripted runs do ask)."""
+    try:
+        pygame.display.init()
+        driver = pygame.display.get_driver()
+        asked = os.environ.get("SDL_VIDEODRIVER", "").strip().lower()
+        if driver in UNSEEN_DRIVERS and driver != asked:
+            raise pygame.error(f"no display: SDL fell back to its {driver} driver")
+        return pygame.display.set_mode((width, height))
+    except pygame.error as e:
+        pygame.display.quit()
+        raise UserError(f"cannot open a window ({e}); write a file instead ({instead})") from None
+
+
 class Renderer:
     """Draws batch elements of an environment; ``headless`` renders off screen only."""
 
@@ -76,12 +96,7 @@ class Renderer:
         self._window: pygame.Surface | None = None
         self._next_present: float | None = None
         if not headless:
-            try:
-                pygame.display.init()
-                self._window = pygame.display.set_mode((width, height))
-            except pygame.error as e:
-                pygame.display.quit()
-                raise UserError(f"cannot open a window ({e}); render headless instead (--save FILE)") from None
+            self._window = open_window(width, height, "--save FILE")
             pygame.display.set_caption(title)
 
     # ------------------------------------------------------------------ drawing

@@ -52,13 +52,22 @@ def fitness_columns(run_dir: Path) -> list[tuple[str, ...]]:
 
 
 def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
-               env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``python3 <script> args`` headless (``env``: extra environment variables); returns the
-    completed process (text output)."""
+               env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python3 <script> args`` headless (``env``: extra environment variables, None removes one);
+    returns the completed process (text output)."""
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=path, **(env or {}))
-    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True,
+    full = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=path)
+    for name, value in (env or {}).items():
+        if value is None:
+            full.pop(name, None)
+        else:
+            full[name] = value
+    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full, capture_output=True, text=True,
                           timeout=timeout)
+
+
+# No display and no video driver asked for: pygame falls back to a driver that draws nowhere.
+NO_DISPLAY = {"SDL_VIDEODRIVER": None, "DISPLAY": None, "WAYLAND_DISPLAY": None, "MPLBACKEND": None}
 
 
 @pytest.fixture

@@ -22,12 +22,24 @@ from metarl.genome import CELLS, GenomeLayout
 @pytest.mark.parametrize("name,low,high", [("tanh", -12.0, 12.0), ("tanh", -1e-3, 1e-3), ("sin", -10.0, 10.0),
                                            ("cos", -10.0, 10.0), ("log", 1e-7, 1.0), ("exp", -20.0, 40.0)])
 @needs_native
-def test_native_elementary_functions_are_within_2_ulp(name: str, low: float, high: float) -> None:
+def test_native_elementary_functions_are_within_their_ulp_bounds(name: str, low: float, high: float) -> None:
+    # Cephes exp/log/sin/cos: 2 ulp. tanh is Eigen's rational (no exp, one division): 5 ulp (measured 4.6).
+    bound = 5 if name == "tanh" else 2
     x = torch.linspace(low, high, 160_000)
     want = getattr(torch, name)(x.double())
     ulp = torch.nextafter(want.float().abs(), torch.tensor(float("inf"))).double() - want.float().abs().double()
     err = (native.elementwise(name, x).double() - want).abs()
-    assert (err <= 2 * ulp).all(), (name, float((err / ulp).max()))
+    assert (err <= bound * ulp).all(), (name, float((err / ulp).max()))
+
+
+@needs_native
+def test_native_tanh_keeps_nan_and_saturates() -> None:
+    x = torch.zeros(1024)
+    x[:6] = torch.tensor([float("nan"), float("inf"), -float("inf"), 7.9, 8.0, -100.0])
+    y = native.elementwise("tanh", x)
+    assert y[0].isnan()
+    assert y[1:3].tolist() == [1.0, -1.0] and y[4:6].tolist() == [1.0, -1.0]
+    assert 0.99999 < y[3] < 1.0
 
 
 ENV_CASES = [

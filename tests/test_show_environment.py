@@ -178,3 +178,14 @@ def test_save_animation_formats_and_atomic_write(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         save_animation([frames[0].astype(np.float32)], tmp_path / "d.gif", fps=20)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "b.png"]
+
+
+def test_no_display_is_one_line_instead_of_an_unseen_window(tmp_path: Path) -> None:
+    # No SDL_VIDEODRIVER and no display: pygame would fall back to a driver that draws nowhere.
+    import conftest
+
+    done = conftest.run_script(str(SCRIPT), "Pendulum", "--seconds", "60", cwd=tmp_path, env=conftest.NO_DISPLAY)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open a window"), done.stderr
+    assert "--save" in lines[0] and "close the window" not in done.stdout

@@ -261,3 +261,14 @@ def test_shipped_model_replays_without_a_compiler(tmp_path: Path) -> None:
                                                   "CXX=/nonexistent/c++ was not found); using the torch step"]
     evaluated = run_script(SCRIPT, str(model), "--evaluate", "--episodes", "4", "--steps", "20", env=no_compiler)
     assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_no_display_is_one_line_instead_of_an_endless_unseen_replay(tmp_path: Path) -> None:
+    # Without --save or --plot and no display, the live replay would run forever where nobody sees it.
+    from conftest import NO_DISPLAY
+
+    done = run_script("show_results.py", "results/best_model.yaml", env=NO_DISPLAY, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open a window"), done.stderr
+    assert "--save" in lines[0] and "--plot" in lines[0]

@@ -20,6 +20,7 @@
 // Buffers are float32, feature-major: feature f of individual p at [f * P + p].
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <thread>
@@ -90,7 +91,11 @@ struct Driver {
     template <class Body>
     void run(int64_t P, int64_t threads, Body body) const {
         const int64_t blocks = (P + LANES - 1) / LANES;
-        auto work = [&](int64_t first, int64_t last) {
+        // Blocks are handed out one at a time from a shared counter (dynamic scheduling): a thread on a
+        // busy core takes fewer blocks instead of holding up the others. Which thread runs a block never
+        // changes its numbers (an individual's arithmetic depends on nothing else).
+        std::atomic<int64_t> next{0};
+        auto work = [&]() {
             const Kernel kernel(L, o, genome);
             Scratch sc;
             sc.local.resize(L.total);
@@ -101,7 +106,8 @@ struct Driver {
             sc.noise.resize(neurons);
             sc.obs.resize(3 * o.links);
             vf* v = sc.local.data();
-            for (int64_t blk = first; blk < last; ++blk) {
+            for (int64_t blk = next.fetch_add(1, std::memory_order_relaxed); blk < blocks;
+                 blk = next.fetch_add(1, std::memory_order_relaxed)) {
                 const int64_t p0 = blk * LANES;
                 const int lanes = (int)std::min<int64_t>(LANES, P - p0);
                 // Copy in; missing lanes of the last block repeat its first individual.
@@ -115,12 +121,12 @@ struct Driver {
         };
         const int64_t nthreads = std::max<int64_t>(1, std::min<int64_t>(threads, blocks));
         if (nthreads == 1) {
-            work(0, blocks);
+            work();
             return;
         }
         std::vector<std::thread> pool;
-        for (int64_t t = 0; t < nthreads; ++t)
-            pool.emplace_back(work, blocks * t / nthreads, blocks * (t + 1) / nthreads);
+        for (int64_t t = 1; t < nthreads; ++t) pool.emplace_back(work);
+        work();  // the calling thread takes blocks too
         for (auto& th : pool) th.join();
     }
 

@@ -43,15 +43,15 @@ inline void cell(const vf* g, const Cell& c, vf* h, const vf* x, vf* out) {
     vf hn[HS];
     for (int m = 0; m < H; ++m) {
         vf acc = bs[m];
-        for (int f = 0; f < c.inputs; ++f) acc += x[f] * ws[(H + f) * H + m];
-        for (int q = 0; q < H; ++q) acc += h[q] * ws[q * H + m];
+        for (int f = 0; f < c.inputs; ++f) acc = fma(x[f], ws[(H + f) * H + m], acc);
+        for (int q = 0; q < H; ++q) acc = fma(h[q], ws[q * H + m], acc);
         hn[m] = vtanh(acc);
     }
     for (int m = 0; m < H; ++m) h[m] = hn[m];
     for (int m = 0; m < c.outputs; ++m) {
         vf acc = bo[m];
-        for (int f = 0; f < c.inputs; ++f) acc += x[f] * wo[(H + f) * c.outputs + m];
-        for (int q = 0; q < H; ++q) acc += h[q] * wo[q * c.outputs + m];
+        for (int f = 0; f < c.inputs; ++f) acc = fma(x[f], wo[(H + f) * c.outputs + m], acc);
+        for (int q = 0; q < H; ++q) acc = fma(h[q], wo[q * c.outputs + m], acc);
         out[m] = vtanh(acc);
     }
 }
@@ -92,8 +92,8 @@ struct Kernel {
             vf *sum = v + L.sums[i], *smp = v + L.samples[i], *out = v + L.outputs[i];
             for (int j = 0; j < no; ++j) {
                 vf s = b[j];
-                for (int q = 0; q < ni; ++q) s += in[q] * w[q * no + j];
-                vf z = s + sg[j] * noise[start + j];
+                for (int q = 0; q < ni; ++q) s = fma(in[q], w[q * no + j], s);
+                vf z = fma(sg[j], noise[start + j], s);
                 sum[j] = s;
                 smp[j] = z;
                 out[j] = vtanh(z);
@@ -181,8 +181,8 @@ struct Kernel {
                 for (int f = 0; f < NODE_INFO; ++f) in[f] = info(v, L, k, f)[j];
                 for (int s = 0; s < S; ++s) in[NODE_INFO + s] = e[j * S + s];
                 cell(g, node_cell, v + L.nodes[i] + j * H, in, out);
-                b[j] = clampv(b[j] + lr * out[S], -wl, wl);
-                sg[j] = clampv(sg[j] + lr * out[S + 1], 0.0f, sl);
+                b[j] = clampv(fma(out[S], lr, b[j]), -wl, wl);
+                sg[j] = clampv(fma(out[S + 1], lr, sg[j]), 0.0f, sl);
                 vf* p = pf + j * (NODE_INFO + S);
                 for (int f = 0; f < 3; ++f) p[f] = in[f];
                 p[3] = b[j];
@@ -217,14 +217,14 @@ struct Kernel {
             const vf* p = pf + j * PF;
             for (int m = 0; m < H; ++m) {
                 vf acc = k == 1 ? bs[m] + ws_row(row_flag)[m] : bs[m];
-                for (int f = 0; f < NODE_INFO; ++f) acc += p[f] * ws_row(f)[m];
-                for (int s = 0; s < S; ++s) acc += p[NODE_INFO + s] * ws_row(row_c + s)[m];
+                for (int f = 0; f < NODE_INFO; ++f) acc = fma(p[f], ws_row(f)[m], acc);
+                for (int s = 0; s < S; ++s) acc = fma(p[NODE_INFO + s], ws_row(row_c + s)[m], acc);
                 post_h[j * HS + m] = acc;
             }
             for (int m = 0; m < O; ++m) {
                 vf acc = k == 1 ? bo[m] + wo_row(row_flag)[m] : bo[m];
-                for (int f = 0; f < NODE_INFO; ++f) acc += p[f] * wo_row(f)[m];
-                for (int s = 0; s < S; ++s) acc += p[NODE_INFO + s] * wo_row(row_c + s)[m];
+                for (int f = 0; f < NODE_INFO; ++f) acc = fma(p[f], wo_row(f)[m], acc);
+                for (int s = 0; s < S; ++s) acc = fma(p[NODE_INFO + s], wo_row(row_c + s)[m], acc);
                 post_o[j * O + m] = acc;
             }
         }
@@ -241,12 +241,12 @@ struct Kernel {
             for (int f = 0; f < NODE_INFO; ++f) q[f] = info(v, L, k - 1, f)[i];
             for (int m = 0; m < H; ++m) {
                 vf acc = q[0] * ws_row(NODE_INFO)[m];
-                for (int f = 1; f < NODE_INFO; ++f) acc += q[f] * ws_row(NODE_INFO + f)[m];
+                for (int f = 1; f < NODE_INFO; ++f) acc = fma(q[f], ws_row(NODE_INFO + f)[m], acc);
                 pre_h[i * HS + m] = acc;
             }
             for (int m = 0; m < O; ++m) {
                 vf acc = q[0] * wo_row(NODE_INFO)[m];
-                for (int f = 1; f < NODE_INFO; ++f) acc += q[f] * wo_row(NODE_INFO + f)[m];
+                for (int f = 1; f < NODE_INFO; ++f) acc = fma(q[f], wo_row(NODE_INFO + f)[m], acc);
                 pre_o[i * O + m] = acc;
             }
         }
@@ -263,17 +263,17 @@ struct Kernel {
                 vf* h = hs + ij * H;
                 vf hn[HS];
                 for (int m = 0; m < H; ++m) {
-                    vf acc = post_h[j * HS + m] + pre_h[i * HS + m] + wij * ws_row(row_w)[m];
-                    for (int q = 0; q < H; ++q) acc += h[q] * ws[q * H + m];
+                    vf acc = fma(wij, ws_row(row_w)[m], post_h[j * HS + m] + pre_h[i * HS + m]);
+                    for (int q = 0; q < H; ++q) acc = fma(h[q], ws[q * H + m], acc);
                     hn[m] = vtanh(acc);
                 }
                 for (int m = 0; m < H; ++m) h[m] = hn[m];
                 for (int m = signal_used ? 0 : S; m < O; ++m) {
-                    vf acc = post_o[j * O + m] + pre_o[i * O + m] + wij * wo_row(row_w)[m];
-                    for (int q = 0; q < H; ++q) acc += hn[q] * wo[q * O + m];
+                    vf acc = fma(wij, wo_row(row_w)[m], post_o[j * O + m] + pre_o[i * O + m]);
+                    for (int q = 0; q < H; ++q) acc = fma(hn[q], wo[q * O + m], acc);
                     vf out = vtanh(acc);
                     if (m == S) {
-                        w[ij] = clampv(wij + lr * out, -wl, wl);
+                        w[ij] = clampv(fma(out, lr, wij), -wl, wl);
                     } else {
                         e_acc[m] = j == 0 ? out : e_acc[m] + out;
                     }

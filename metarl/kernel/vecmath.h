@@ -1,8 +1,22 @@
 #pragma once
 // Vector math of the native kernel: every value is a vector of LANES individuals (GCC vector
-// extensions); elementary functions within 2 ulp (Cephes), and the counter-based hash of metarl/rng.py.
+// extensions); elementary functions within a few ulp (Cephes; tanh as Eigen's rational), and the
+// counter-based hash of metarl/rng.py.
+//
+// Portable numbers: the kernel is built with -ffp-contract=off, so the compiler never fuses a
+// multiply and an add by itself, and every fused multiply-add is written here as `fma` (one
+// rounding, IEEE 754). Every operation is then correctly rounded and done in a fixed order, so the
+// results are bit for bit the same for any -march and any x86-64 CPU with FMA (Intel or AMD, AVX2
+// or AVX-512). No approximate instruction (rcpps, rsqrtps) and no libm call is used.
 
 #include <cstdint>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#if defined(__x86_64__) && !defined(__FMA__)
+#error "the native kernel needs FMA: build with -march=x86-64-v3 or newer (or native on a CPU with FMA)"
+#endif
 
 #ifndef METARL_S
 #error "compile with -DMETARL_S=<signal_dim> -DMETARL_H=<state_dim>"
@@ -13,7 +27,18 @@ namespace {
 constexpr int S = METARL_S;
 constexpr int H = METARL_H;
 constexpr int HS = H > 0 ? H : 1;  // storage size of a state (arrays of size 0 are not C++)
-constexpr int LANES = 16;
+// Individuals per vector: one register. 16 on AVX-512; 8 elsewhere (GCC scalarises comparisons and
+// `?:` on 64-byte vectors without AVX-512, one lane at a time). An individual's numbers do not
+// depend on the width: lanes never mix.
+// -DMETARL_LANES=n forces a width (the tests compare widths bit for bit).
+#if !defined(METARL_LANES)
+#if defined(__AVX512F__)
+#define METARL_LANES 16
+#else
+#define METARL_LANES 8
+#endif
+#endif
+constexpr int LANES = METARL_LANES;
 constexpr int NODE_INFO = 5;
 constexpr int MAX_LAYERS = 8;
 static_assert(S >= 1, "signal_dim must be >= 1");
@@ -24,6 +49,21 @@ typedef uint32_t vu __attribute__((vector_size(4 * LANES)));
 typedef double vd __attribute__((vector_size(8 * LANES)));
 
 inline vf splat(float x) { return vf{} + x; }
+// a * b + c with one rounding, per lane.
+inline vf fma(vf a, vf b, vf c) {
+#if defined(__AVX512F__) && METARL_LANES == 16
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(__FMA__) && METARL_LANES == 8
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    vf r;  // any other width: fmaf per lane (the same single rounding)
+    for (int l = 0; l < LANES; ++l) r[l] = __builtin_fmaf(a[l], b[l], c[l]);
+    return r;
+#endif
+}
+inline vf fma(vf a, float b, vf c) { return fma(a, splat(b), c); }
+inline vf fma(vf a, vf b, float c) { return fma(a, b, splat(c)); }
+inline vf fma(vf a, float b, float c) { return fma(a, splat(b), splat(c)); }
 inline vf vmin(vf a, vf b) { return a < b ? a : b; }
 inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 inline vf clampv(vf x, float lo, float hi) { return vmin(vmax(x, splat(lo)), splat(hi)); }
@@ -46,31 +86,37 @@ inline vf vfloor(vf x) {
 // exp for x in [-87, 88] (Cephes expf: within 1-2 ulp).
 inline vf vexp(vf x) {
     vf n = vround(x * 1.44269504088896341f);
-    vf r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    vf p = 1.9875691500e-4f * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
+    vf r = fma(n, -0.693359375f, x);
+    r = fma(n, 2.12194440e-4f, r);
+    vf p = fma(r, 1.9875691500e-4f, 1.3981999507e-3f);
+    p = fma(p, r, 8.3334519073e-3f);
+    p = fma(p, r, 4.1665795894e-2f);
+    p = fma(p, r, 1.6666665459e-1f);
+    p = fma(p, r, 5.0000001201e-1f);
+    p = fma(p, r * r, r) + 1.0f;
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
     return p * (vf)e;
 }
 
-// tanh within 2 ulp (Cephes tanhf): an odd polynomial below 0.625, 1 - 2 / (exp(2|x|) + 1) above.
+// tanh within a few ulp (Eigen's generic_fast_tanh_float, as metarl/fused.py `tanh`): a ratio of
+// odd and even polynomials on x clamped to +-7.905, exactly +-1 beyond (float32 tanh is there).
+// One division and 11 fused multiply-adds: no exp.
+constexpr float TANH_CLAMP = 7.90531110763549805f;
 inline vf vtanh(vf x) {
-    vf a = vabs(x);
-    vf z = x * x;
-    vf small = -5.70498872745e-3f * z + 2.06390887954e-2f;
-    small = small * z - 5.37397155531e-2f;
-    small = small * z + 1.33314422036e-1f;
-    small = small * z - 3.33332819422e-1f;
-    small = small * z * x + x;
-    vf e = vexp(vmin(a + a, splat(40.0f)));
-    vf large = 1.0f - 2.0f / (e + 1.0f);
-    large = (vf)((vu)large | ((vu)x & 0x80000000u));
-    return a < 0.625f ? small : large;
+    vf c = x < -TANH_CLAMP ? splat(-TANH_CLAMP) : (x > TANH_CLAMP ? splat(TANH_CLAMP) : x);  // NaN stays NaN
+    vf x2 = c * c;
+    vf p = fma(x2, -2.76076847742355e-16f, 2.00018790482477e-13f);
+    p = fma(p, x2, -8.60467152213735e-11f);
+    p = fma(p, x2, 5.12229709037114e-08f);
+    p = fma(p, x2, 1.48572235717979e-05f);
+    p = fma(p, x2, 6.37261928875436e-04f);
+    p = fma(p, x2, 4.89352455891786e-03f);
+    vf q = fma(x2, 1.19825839466702e-06f, 1.18534705686654e-04f);
+    q = fma(q, x2, 2.26843463243900e-03f);
+    q = fma(q, x2, 4.89352518554385e-03f);
+    vf t = (c * p) / q;
+    vf one = (vf)(((vu)x & 0x80000000u) | (vu)splat(1.0f));
+    return vabs(x) >= TANH_CLAMP ? one : t;
 }
 
 // sin and cos (Cephes sinf/cosf range reduction and polynomials), |x| < 8192.
@@ -85,12 +131,12 @@ inline void vsincos(vf x, vf* s, vf* c) {
     vi use_sin_poly = (j & 2) == 0;
     vf r = ((a - y * 0.78515625f) - y * 2.4187564849853515625e-4f) - y * 3.77489497744594108e-8f;
     vf z = r * r;
-    vf pc = 2.443315711809948e-5f * z - 1.388731625493765e-3f;
-    pc = pc * z + 4.166664568298827e-2f;
-    pc = pc * z * z - 0.5f * z + 1.0f;
-    vf ps = -1.9515295891e-4f * z + 8.3321608736e-3f;
-    ps = ps * z - 1.6666654611e-1f;
-    ps = ps * z * r + r;
+    vf pc = fma(z, 2.443315711809948e-5f, -1.388731625493765e-3f);
+    pc = fma(pc, z, 4.166664568298827e-2f);
+    pc = fma(pc * z, z, fma(z, -0.5f, 1.0f));
+    vf ps = fma(z, -1.9515295891e-4f, 8.3321608736e-3f);
+    ps = fma(ps, z, -1.6666654611e-1f);
+    ps = fma(ps * z, r, r);
     vf sv = use_sin_poly ? ps : pc;
     vf cv = use_sin_poly ? pc : ps;
     *s = (vf)((vu)sv ^ sign_sin);
@@ -109,18 +155,18 @@ inline vf vlog(vf x) {
     ef = small ? ef - 1.0f : ef;
     x = (small ? x + x : x) - 1.0f;
     vf z = x * x;
-    vf y = 7.0376836292e-2f * x - 1.1514610310e-1f;
-    y = y * x + 1.1676998740e-1f;
-    y = y * x - 1.2420140846e-1f;
-    y = y * x + 1.4249322787e-1f;
-    y = y * x - 1.6668057665e-1f;
-    y = y * x + 2.0000714765e-1f;
-    y = y * x - 2.4999993993e-1f;
-    y = y * x + 3.3333331174e-1f;
+    vf y = fma(x, 7.0376836292e-2f, -1.1514610310e-1f);
+    y = fma(y, x, 1.1676998740e-1f);
+    y = fma(y, x, -1.2420140846e-1f);
+    y = fma(y, x, 1.4249322787e-1f);
+    y = fma(y, x, -1.6668057665e-1f);
+    y = fma(y, x, 2.0000714765e-1f);
+    y = fma(y, x, -2.4999993993e-1f);
+    y = fma(y, x, 3.3333331174e-1f);
     y = y * x * z;
-    y = y + ef * -2.12194440e-4f;
-    y = y - 0.5f * z;
-    return x + y + ef * 0.693359375f;
+    y = fma(ef, -2.12194440e-4f, y);
+    y = fma(z, -0.5f, y);
+    return fma(ef, 0.693359375f, x + y);
 }
 
 // Chris Wellons' lowbias32, as metarl/rng.py.

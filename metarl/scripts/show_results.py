@@ -35,7 +35,7 @@ from metarl.config import Config
 from metarl.errors import ModelFileError, UserError
 from metarl.io import SavedModel, atomic_write_text, load_model, read_log
 from metarl.lifetime import Conditions, Lifetime, step_path
-from metarl.render import ANIMATION_SUFFIXES, VIEW_MARGIN, Renderer, save_animation, window_open
+from metarl.render import ANIMATION_SUFFIXES, VIEW_MARGIN, Renderer, open_window, save_animation, window_open
 from metarl.scripts import ArgumentParser
 
 WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH = 480, 480, 640
@@ -348,9 +348,8 @@ def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: 
     h, env_w, panel_w = WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH
     panels = _panels(config, steps, panel_w, h)
     # The Renderer draws off screen; this window shows its frame and the panels together.
-    pygame.display.init()
+    screen = open_window(env_w + panel_w, h, "--save replay.gif, or --plot summary.png")
     try:
-        screen = pygame.display.set_mode((env_w + panel_w, h))
         pygame.display.set_caption("metarl: show_results (Esc or q to quit)")
         print("replaying one fresh lifetime after another; close the window or press Esc or q to stop", flush=True)
         clock = pygame.time.Clock()

@@ -7,9 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
+
+from metarl import envs, lifetime
+from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig
+from metarl.genome import GenomeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,3 +80,76 @@ NO_DISPLAY = {"SDL_VIDEODRIVER": None, "DISPLAY": None, "WAYLAND_DISPLAY": None,
 def seed_files() -> tuple[Path, Path]:
     """The original project's config and saved model."""
     return SEED_CONFIG, SEED_MODEL
+
+
+def wait_for_file(path: Path, proc: subprocess.Popen) -> None:
+    """Wait until ``path`` exists or ``proc`` has ended, however long a busy machine takes (no deadline)."""
+    while not path.exists() and proc.poll() is None:
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------- backends against the spec
+
+
+def genomes(layout: GenomeLayout, pop: int, seed: int = 0) -> torch.Tensor:
+    """Genomes with init_std 0.5, so that the cells are far from linear."""
+    return layout.random(pop, 0.5, torch.Generator().manual_seed(seed))
+
+
+def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
+    """Equal to ``tol`` absolute plus ``tol`` relative."""
+    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
+
+
+def small_config(env: str = "Pendulum", hidden: list[int] | None = None, s_dim: int = 1, h_dim: int = 8,
+                 compile: bool = False, pop: int = 20, steps: int = 40, native: bool | None = False) -> Config:
+    """A small config on the spec, the compiled backend or the native kernel (two hidden layers of
+    different widths unless ``hidden`` says otherwise)."""
+    return Config(env=EnvConfig(name=env), actor=ActorConfig(hidden=hidden or [12, 6], sigma_init=0.2),
+                  rule=RuleConfig(signal_dim=s_dim, state_dim=h_dim),
+                  ga=GAConfig(population_size=pop, num_survivors=2, lifetime_steps=steps),
+                  runtime=RuntimeConfig(compile=compile, native=native))
+
+
+def fitness(config: Config, g: torch.Tensor, keys: torch.Tensor, **kw: object) -> torch.Tensor:
+    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    return lifetime.run_lifetimes(g, layout, config, keys, **kw)[0]
+
+
+def lifetime_traces(config: Config, g: torch.Tensor, keys: torch.Tensor, backend: str,
+                    chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fitness ``(P,)``, rewards ``(P, T)`` and env states ``(P, T, 2 * links)`` of whole lifetimes on
+    ``backend``: ``spec`` and ``native`` through `run_lifetimes`, ``compiled`` run eagerly (its mathematics)."""
+    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    steps, pop = config.ga.lifetime_steps, g.shape[0]
+    links = envs.env_class(config.env.name).links
+    if backend != "compiled":
+        states = torch.zeros(pop, steps, 2 * links)
+        total, rewards = lifetime.run_lifetimes(g, layout, config, keys, backend=backend, trace=True,
+                                                states=states, chunk_size=chunk_size)
+        return total, rewards, states
+    life = lifetime.Lifetime(g, layout, config, keys, backend="compiled", eager=True)
+    total = torch.zeros(pop, dtype=torch.float64)
+    rewards, states = torch.zeros(steps, pop), torch.zeros(steps, 2 * links, pop)
+    with torch.no_grad():
+        life.run(steps, total, rewards, states)
+    return total, rewards.t(), states.permute(2, 0, 1)
+
+
+def assert_backends_agree(config: Config, g: torch.Tensor, keys: torch.Tensor, *, chunk_size: int | None = None,
+                          tol: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The native kernel and the compiled step give the spec's fitness, rewards and states; returns the spec's."""
+    want = lifetime_traces(config, g, keys, "spec")
+    for backend in ("native", "compiled"):
+        for got, expected in zip(lifetime_traces(config, g, keys, backend, chunk_size), want, strict=True):
+            assert_close(got, expected, tol)
+    return want
+
+
+def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """run_config.py's main in this process (no start-up cost): exit code and standard error."""
+    from metarl.cli import run_main
+    from metarl.scripts import train
+
+    code = run_main(train.main, args)
+    return code, capsys.readouterr().err

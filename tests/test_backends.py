@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 import torch
-from test_fast_path import genomes, small_config
+from conftest import genomes, small_config
 
 from metarl import backends, lifetime, rng, step
 from metarl.genome import GenomeLayout
@@ -15,12 +14,10 @@ from metarl.reference import reference_rule_step
 
 
 @pytest.mark.parametrize("backend", ["native", "compiled"])
-def test_self_check_passes_quickly_on_every_backend(backend: str) -> None:
+def test_self_check_passes_on_every_backend(backend: str) -> None:
+    # Its cost (0.04-0.12 s on an idle machine) is measured by bench/kernel.py's warm-up, not asserted here.
     config = small_config("DoublePendulum", hidden=[12, 6])
-    start = time.perf_counter()
-    worst = lifetime.self_check(backend, config)
-    assert time.perf_counter() - start < 3.0  # cheap enough to leave on (measured 0.04-0.12 s idle; loose for busy CI)
-    assert worst < 1e-5
+    assert lifetime.self_check(backend, config) < 1e-5
 
 
 def test_a_rule_changed_in_the_spec_only_is_caught_before_a_run(monkeypatch) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, run_script, wait_for_file
 
 from metarl import distributed, io, training
 from metarl.cli import Stopped, deferred_signals, exit_code, run_main, stop_signals
@@ -117,9 +117,7 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, signum, code, name):
     proc = subprocess.Popen([sys.executable, "run_config.py", *SMALL, "--out", str(out), "--generations", "100000"],
                             cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "log.csv").exists():
-        time.sleep(0.05)
+    wait_for_file(out / "log.csv", proc)
     time.sleep(0.2)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)

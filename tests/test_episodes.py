@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_fast_path import assert_backends_agree, assert_close, genomes, small_config
+from conftest import assert_backends_agree, assert_close, genomes, small_config
 
 from metarl import envs, evaluation, lifetime, rng
 from metarl.config import EnvConfig, from_dict

@@ -14,11 +14,11 @@ import warnings
 
 import pytest
 import torch
-from conftest import needs_compiler, needs_native
+from conftest import assert_close, fitness, genomes, needs_compiler, needs_native, small_config
 
 from metarl import actor as actor_mod
-from metarl import backends, envs, fused, lifetime, native, rng
-from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig
+from metarl import backends, fused, lifetime, native, rng
+from metarl.config import Config, RuntimeConfig
 from metarl.genome import GenomeLayout
 from metarl.reference import reference_rule_step
 from metarl.rule import initial_rule_state, rule_params
@@ -26,16 +26,6 @@ from metarl.rule import initial_rule_state, rule_params
 KW = {"learning_rate": 0.01, "weight_limit": 4.0, "sigma_limit": 1.0}
 # (S, H, layer sizes)
 SHAPES = [(1, 8, [3, 12, 6, 1]), (1, 8, [3, 16, 5, 1]), (2, 4, [6, 10, 7, 1]), (1, 0, [3, 9, 5, 1])]
-
-
-def genomes(layout: GenomeLayout, pop: int, seed: int = 0) -> torch.Tensor:
-    """Genomes with init_std 0.5, so that the cells are far from linear."""
-    return layout.random(pop, 0.5, torch.Generator().manual_seed(seed))
-
-
-def assert_close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> None:
-    """Equal to ``tol`` absolute plus ``tol`` relative."""
-    torch.testing.assert_close(a, b, atol=tol, rtol=tol)
 
 
 @needs_native  # compares the native kernel too
@@ -78,57 +68,12 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
     assert not torch.equal(ref[1].weights[0], actor.weights[0])
 
 
-def small_config(env: str = "Pendulum", hidden: list[int] | None = None, s_dim: int = 1, h_dim: int = 8,
-                 compile: bool = False, pop: int = 20, steps: int = 40, native: bool | None = False) -> Config:
-    """A small config on the spec, the compiled backend or the native kernel (two hidden layers of
-    different widths unless ``hidden`` says otherwise)."""
-    return Config(env=EnvConfig(name=env), actor=ActorConfig(hidden=hidden or [12, 6], sigma_init=0.2),
-                  rule=RuleConfig(signal_dim=s_dim, state_dim=h_dim),
-                  ga=GAConfig(population_size=pop, num_survivors=2, lifetime_steps=steps),
-                  runtime=RuntimeConfig(compile=compile, native=native))
-
-
-def fitness(config: Config, g: torch.Tensor, keys: torch.Tensor, **kw: object) -> torch.Tensor:
-    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
-    return lifetime.run_lifetimes(g, layout, config, keys, **kw)[0]
-
-
 def fused_eager_fitness(config: Config, g: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """A lifetime through `metarl.fused`, run eagerly (the compiled path's mathematics)."""
     layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
     life = lifetime.Lifetime(g, layout, config, keys, backend="compiled", eager=True)
     with torch.no_grad():
         return sum(life.step().double() for _ in range(config.ga.lifetime_steps))
-
-
-def lifetime_traces(config: Config, g: torch.Tensor, keys: torch.Tensor, backend: str,
-                    chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fitness ``(P,)``, rewards ``(P, T)`` and env states ``(P, T, 2 * links)`` of whole lifetimes on
-    ``backend``: ``spec`` and ``native`` through `run_lifetimes`, ``compiled`` run eagerly (its mathematics)."""
-    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
-    steps, pop = config.ga.lifetime_steps, g.shape[0]
-    links = envs.env_class(config.env.name).links
-    if backend != "compiled":
-        states = torch.zeros(pop, steps, 2 * links)
-        total, rewards = lifetime.run_lifetimes(g, layout, config, keys, backend=backend, trace=True,
-                                                states=states, chunk_size=chunk_size)
-        return total, rewards, states
-    life = lifetime.Lifetime(g, layout, config, keys, backend="compiled", eager=True)
-    total = torch.zeros(pop, dtype=torch.float64)
-    rewards, states = torch.zeros(steps, pop), torch.zeros(steps, 2 * links, pop)
-    with torch.no_grad():
-        life.run(steps, total, rewards, states)
-    return total, rewards.t(), states.permute(2, 0, 1)
-
-
-def assert_backends_agree(config: Config, g: torch.Tensor, keys: torch.Tensor, *, chunk_size: int | None = None,
-                          tol: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The native kernel and the compiled step give the spec's fitness, rewards and states; returns the spec's."""
-    want = lifetime_traces(config, g, keys, "spec")
-    for backend in ("native", "compiled"):
-        for got, expected in zip(lifetime_traces(config, g, keys, backend, chunk_size), want, strict=True):
-            assert_close(got, expected, tol)
-    return want
 
 
 @pytest.mark.parametrize("env,hidden,s_dim,h_dim", [("Pendulum", [12, 6], 1, 8), ("DoublePendulum", [12, 6], 1, 8),

@@ -11,11 +11,10 @@ import typing
 
 import pytest
 import torch
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, run_in_process, run_script
 
 from metarl import config as C
 from metarl import resources
-from metarl.cli import run_main
 from metarl.envs import ENVS, env_class
 from metarl.scripts import train as run_config
 
@@ -72,11 +71,6 @@ def cases() -> list[tuple[str, list[str], str]]:
 
 
 CASES = cases()
-
-
-def run_in_process(args: list[str], capsys) -> tuple[int, str]:
-    code = run_main(run_config.main, args)
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("key, overrides, value", CASES, ids=[f"{k}={v}" for k, _, v in CASES])

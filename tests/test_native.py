@@ -10,8 +10,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import needs_native
-from test_fast_path import assert_close, fitness, genomes, small_config
+from conftest import assert_close, fitness, genomes, needs_native, small_config
 
 from metarl import backends, lifetime, native, rng
 from metarl.config import EnvConfig, RuntimeConfig

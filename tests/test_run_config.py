@@ -10,7 +10,7 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT, TINY, fitness_columns, run_script
+from conftest import ROOT, TINY, fitness_columns, run_script, wait_for_file
 
 from metarl import io
 
@@ -74,9 +74,7 @@ def test_ctrl_c_keeps_checkpoint_and_resumes(tmp_path):
     proc = subprocess.Popen([sys.executable, "run_config.py", TINY, "--out", str(out), "--generations", "200",
                              "--set", "ga.population_size=100", "--set", "ga.lifetime_steps=100"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "log.csv").exists():
-        time.sleep(0.05)
+    wait_for_file(out / "log.csv", proc)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-from conftest import ROOT, TINY
-from test_hostile_config import run_in_process
+from conftest import ROOT, TINY, run_in_process
 
 from metarl import config as C
 from metarl import io, training

@@ -50,11 +50,17 @@ class FusedActor:
     @classmethod
     def of(cls, actor: ActorState | FusedActor, convert: TensorFn = feature_major) -> FusedActor:
         """``actor`` with ``convert`` applied to every tensor (default: to feature-major)."""
-        return cls(*([convert(t) for t in getattr(actor, f.name)] for f in fields(cls)))
+        return cls(*([convert(t) for t in getattr(actor, name)] for name in _ACTOR_FIELDS))
 
     def view(self) -> ActorState:
         """Population-first views ``(P, ...)``."""
-        return ActorState(*([population_major(t) for t in getattr(self, f.name)] for f in fields(self)))
+        return ActorState(*([population_major(t) for t in getattr(self, name)] for name in _ACTOR_FIELDS))
+
+
+# The field names, as a constant: `dataclasses.fields` of a class inside the compiled step is a graph break
+# for torch.compile (the step then runs as two graphs with Python between them).
+_ACTOR_FIELDS = tuple(f.name for f in fields(FusedActor))
+assert _ACTOR_FIELDS == tuple(f.name for f in fields(ActorState))
 
 
 def map_params(params: RuleParams, fn: TensorFn) -> RuleParams:

@@ -34,7 +34,7 @@ from .rule import initial_rule_state, rule_params
 from .step import Carry, Conditions, StepSpec, make_env, reset_episode, transition
 
 __all__ = ["Conditions", "Lifetime", "make_env", "run_lifetimes", "evaluate", "select_backend", "step_path",
-           "self_check", "SelfCheckError"]
+           "self_check", "backend_difference", "max_difference", "SelfCheckError"]
 
 PROGRESS_STEPS = 100  # run_lifetimes reports progress (and calls the native kernel) every this many steps
 # The self-check: this many individuals for this many steps on the backend and on the spec, and the largest
@@ -113,6 +113,21 @@ class Lifetime:
             return native_mod.copy_actor(actor)
         return actor.view() if isinstance(actor, fused.FusedActor) else actor
 
+    @property
+    def carry(self) -> Carry:
+        """What the torch backends change from step to step: step number, env state, actor, rule state."""
+        if self._native is not None:
+            raise ValueError("the native backend keeps its state in the kernel's buffers")
+        return self._carry
+
+    @carry.setter
+    def carry(self, carry: Carry) -> None:
+        """Continue from ``carry`` (e.g. tensors that a CUDA graph updates in place, ``bench/gpu_check.py``)."""
+        if self._native is not None:
+            raise ValueError("the native backend keeps its state in the kernel's buffers")
+        self._carry = carry
+        self.env.restore(carry.state, carry.prev_height, self.t)
+
     def run(self, steps: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None,
             states: torch.Tensor | None = None) -> None:
         """``steps`` steps: ``fitness (P,)`` (float64) += each reward, ``rewards (steps, P)`` receives them
@@ -183,42 +198,75 @@ def step_path(config: Config, device: torch.device, dtype: torch.dtype = torch.f
 
 
 def self_check(backend: str, config: Config, *, device: torch.device | str = "cpu",
-               dtype: torch.dtype = torch.float32, sizes: list[int] | None = None) -> float:
+               dtype: torch.dtype = torch.float32, sizes: list[int] | None = None,
+               spec_device: torch.device | str | None = None, spec_dtype: torch.dtype | None = None,
+               eager: bool = True, individuals: int = CHECK_INDIVIDUALS) -> float:
     """Run a few individuals (random genomes far from linear) for a few steps on ``backend`` and on the
     spec; returns the largest difference in rewards and learned actor parameters, relative to
     ``1 + |spec value|``. Raises `SelfCheckError` beyond `CHECK_TOLERANCE`.
 
     The compiled backend is checked eagerly (its mathematics): compiling for the check would
-    cost a compilation. Costs ~0.1 s (mostly the spec's small products).
+    cost a compilation. Costs ~0.1 s (mostly the spec's small products). The other arguments are
+    `backend_difference`'s (``bench/gpu_check.py`` checks a GPU against the spec on the CPU in float64).
     """
+    worst = backend_difference(backend, config, device=device, dtype=dtype, sizes=sizes, spec_device=spec_device,
+                               spec_dtype=spec_dtype, eager=eager, individuals=individuals)
+    if not worst <= CHECK_TOLERANCE:
+        where = ""
+        if spec_device is not None or spec_dtype is not None:
+            spec_dtype = dtype if spec_dtype is None else spec_dtype
+            where = (f" on {torch.device(device)} ({str(dtype).removeprefix('torch.')}) and the spec on "
+                     f"{torch.device(device if spec_device is None else spec_device)} "
+                     f"({str(spec_dtype).removeprefix('torch.')})")
+        raise SelfCheckError(f"self-check failed: the {backend} backend differs from the spec by {worst:.3g} "
+                             f"(tolerance {CHECK_TOLERANCE:g}) after {CHECK_STEPS} steps of {individuals} "
+                             f"individuals{where}; a stale kernel, or the rule changed in one place only "
+                             f"(docs/architecture.md)")
+    return worst
+
+
+def backend_difference(backend: str, config: Config, *, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float32, sizes: list[int] | None = None,
+                       spec_device: torch.device | str | None = None, spec_dtype: torch.dtype | None = None,
+                       eager: bool = True, individuals: int = CHECK_INDIVIDUALS) -> float:
+    """The comparison of `self_check`, without the verdict: ``individuals`` random genomes run
+    `CHECK_STEPS` steps on ``backend`` (on ``device`` in ``dtype``; the compiled backend eagerly unless
+    ``eager`` is false) and on the spec (on ``spec_device`` in ``spec_dtype``, default the same);
+    returns the largest difference (`max_difference`) of rewards and learned actor parameters."""
     sizes = config.layer_sizes if sizes is None else list(sizes)
+    spec_device = device if spec_device is None else spec_device
+    spec_dtype = dtype if spec_dtype is None else spec_dtype
     layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
-    genomes = layout.random(CHECK_INDIVIDUALS, 0.5, torch.Generator().manual_seed(0)).to(device=device, dtype=dtype)
-    keys = rng.individual_keys(0, 0, 0, torch.arange(CHECK_INDIVIDUALS)).to(device)
+    genomes = layout.random(individuals, 0.5, torch.Generator().manual_seed(0))
+    keys = rng.individual_keys(0, 0, 0, torch.arange(individuals))
     results = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # these tiny products are fastest, and never oversubscribed, on one thread
     try:
         with torch.no_grad():
-            for name in ("spec", backend):
-                life = Lifetime(genomes, layout, config, keys, sizes=sizes, backend=name, eager=True)
-                rewards = torch.zeros(CHECK_STEPS, CHECK_INDIVIDUALS, dtype=dtype, device=device)
-                life.run(CHECK_STEPS, torch.zeros(CHECK_INDIVIDUALS, dtype=torch.float64, device=device), rewards)
+            for name, dev, dt, run_eagerly in (("spec", spec_device, spec_dtype, True),
+                                               (backend, device, dtype, eager)):
+                life = Lifetime(genomes.to(device=dev, dtype=dt), layout, config, keys.to(dev), sizes=sizes,
+                                backend=name, eager=run_eagerly)
+                rewards = torch.zeros(CHECK_STEPS, individuals, dtype=dt, device=dev)
+                life.run(CHECK_STEPS, torch.zeros(individuals, dtype=torch.float64, device=dev), rewards)
                 a = life.actor
                 results.append([rewards, *a.weights, *a.biases, *a.sigmas])
     finally:
         torch.set_num_threads(threads)
+    return max_difference(*results)
+
+
+def max_difference(want: list[torch.Tensor], got: list[torch.Tensor]) -> float:
+    """The largest ``|got - want| / (1 + |want|)`` over pairs of tensors (any devices and dtypes, compared
+    in float64 on the CPU); inf if any is not finite."""
     worst = 0.0
-    for want, got in zip(*results, strict=True):
-        diff = ((got.double() - want.double()).abs() / (1 + want.double().abs())).max()
+    for w, g in zip(want, got, strict=True):
+        w, g = w.detach().double().cpu(), g.detach().double().cpu()
+        diff = ((g - w).abs() / (1 + w.abs())).max()
         worst = max(worst, float(diff))  # NaN compares false: handled below
         if not torch.isfinite(diff):
             worst = float("inf")
-    if not worst <= CHECK_TOLERANCE:
-        raise SelfCheckError(f"self-check failed: the {backend} backend differs from the spec by {worst:.3g} "
-                             f"(tolerance {CHECK_TOLERANCE:g}) after {CHECK_STEPS} steps of {CHECK_INDIVIDUALS} "
-                             f"individuals; a stale kernel, or the rule changed in one place only "
-                             f"(docs/architecture.md)")
     return worst
 
 

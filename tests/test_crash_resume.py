@@ -65,6 +65,7 @@ def log_columns(run_dir: Path) -> list[tuple[str, ...]]:
         return [tuple(row[k] for k in COLUMNS) for row in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_log(tmp_path):
     generations = 60
     reference = run_script("run_config.py", *SMALL, "--out", str(tmp_path / "ref"), "--generations", str(generations))
@@ -112,6 +113,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_log(tmp_pa
 
 
 @pytest.mark.parametrize("signum, code, name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGHUP, 129, "SIGHUP")])
+@pytest.mark.slow
 def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, signum, code, name):
     out = tmp_path / "r"
     proc = subprocess.Popen([sys.executable, "run_config.py", *SMALL, "--out", str(out), "--generations", "100000"],
@@ -202,6 +204,7 @@ def test_all_nonfinite_is_one_line_from_the_script(tmp_path, capsys, monkeypatch
 
 # ---------------------------------------------------------------------------- recovery
 
+@pytest.mark.slow
 def test_run_killed_before_its_first_checkpoint_resumes(tmp_path):
     assert run_script("run_config.py", *SMALL, "--out", str(tmp_path / "ref"), "--generations", "2").returncode == 0
     out = tmp_path / "r"  # killed after writing config.yaml, in the middle of the first checkpoint
@@ -214,6 +217,7 @@ def test_run_killed_before_its_first_checkpoint_resumes(tmp_path):
     assert not (out / ".checkpoint.pt.abc.tmp").exists()
 
 
+@pytest.mark.slow
 def test_resume_rewrites_a_log_left_behind_the_checkpoint(tmp_path):
     out = tmp_path / "r"
     assert run_script("run_config.py", *SMALL, "--out", str(out), "--generations", "3").returncode == 0
@@ -224,6 +228,7 @@ def test_resume_rewrites_a_log_left_behind_the_checkpoint(tmp_path):
     assert (out / "log.csv").read_text() == full
 
 
+@pytest.mark.slow
 def test_runs_of_older_versions_without_nonfinite_resume_and_plot(tmp_path):
     out = tmp_path / "r"
     assert run_script("run_config.py", *SMALL, "--out", str(out), "--generations", "2").returncode == 0

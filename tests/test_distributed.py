@@ -95,6 +95,7 @@ def test_timeout_comes_from_the_environment(monkeypatch):
 
 # ---------------------------------------------------------------------------- torchrun end to end
 
+@pytest.mark.slow
 def test_two_processes_uneven_shards_equal_single_process(tmp_path, reference):
     out = tmp_path / "run"
     proc = torchrun(2, TINY, "--out", str(out), "--set", "ga.population_size=21")
@@ -103,6 +104,7 @@ def test_two_processes_uneven_shards_equal_single_process(tmp_path, reference):
     assert fitness_columns(out) == reference[21]
 
 
+@pytest.mark.slow
 def test_resume_under_torchrun_with_another_world_size_equals_uninterrupted(tmp_path, reference):
     out = tmp_path / "run"
     proc = torchrun(3, TINY, "--out", str(out), "--generations", "2")
@@ -113,6 +115,7 @@ def test_resume_under_torchrun_with_another_world_size_equals_uninterrupted(tmp_
     assert fitness_columns(out) == reference[20]
 
 
+@pytest.mark.slow
 def test_null_seed_is_shared_by_all_processes_and_recorded(tmp_path):
     out = tmp_path / "run"
     proc = torchrun(2, TINY, "--out", str(out), "--set", "seed=null", "--generations", "2")

@@ -232,6 +232,7 @@ def test_float32_and_float64(dtype: torch.dtype) -> None:
         assert torch.allclose(env.state.double(), reference.state, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_large_batch() -> None:
     for name in envs.ENVS:
         env = envs.make(name, 100_000, init="random", gravity=[9.0, 10.0])
@@ -272,6 +273,7 @@ def lagrangian_accelerations(q: torch.Tensor, qd: torch.Tensor, torque: float, l
 
 
 @pytest.mark.parametrize("name", list(envs.ENVS))
+@pytest.mark.slow
 def test_derivatives_match_autograd_lagrangian(name: str) -> None:
     gen = torch.Generator().manual_seed(0)
     cls = envs.ENVS[name]

@@ -40,6 +40,7 @@ def test_a_fixed_actor_repeats_its_episode_exactly(native: bool) -> None:
 
 
 @pytest.mark.parametrize("env,init", [("Pendulum", "near_up"), ("DoublePendulum", "random"), ("Pendulum", "down")])
+@pytest.mark.slow
 def test_every_step_path_resets_alike(env: str, init: str) -> None:
     # 45 steps in episodes of 13: boundaries inside the 100-step progress chunks, a last partial episode.
     config = _config(env, init=init, episode_steps=13, goal_switch=20)
@@ -72,6 +73,7 @@ def test_random_starts_are_drawn_again_for_every_episode() -> None:
     assert torch.equal(again.state, starts[2])  # drawn from the keys: reproducible, any order
 
 
+@pytest.mark.slow
 def test_reference_controller_is_reset_with_the_lifetime() -> None:
     cfg = from_dict({"env": {"init": "down", "episode_steps": 300}})
     keys = evaluation.evaluation_keys(0, 16)
@@ -99,6 +101,7 @@ def test_episode_steps_is_validated() -> None:
         envs.base.EnvOptions(episode_steps=0)
 
 
+@pytest.mark.slow
 def test_evaluation_reports_the_score_of_every_episode() -> None:
     config = _config(init="down", steps=25, episode_steps=10)
     layout = GenomeLayout(1, 8)

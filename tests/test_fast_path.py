@@ -30,6 +30,7 @@ SHAPES = [(1, 8, [3, 12, 6, 1]), (1, 8, [3, 16, 5, 1]), (2, 4, [6, 10, 7, 1]), (
 
 @needs_native  # compares the native kernel too
 @pytest.mark.parametrize("s_dim,h_dim,sizes", SHAPES)
+@pytest.mark.slow
 def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes: list[int]) -> None:
     layout, pop = GenomeLayout(s_dim, h_dim), 12
     g = genomes(layout, pop)
@@ -79,6 +80,7 @@ def fused_eager_fitness(config: Config, g: torch.Tensor, keys: torch.Tensor) -> 
 @pytest.mark.parametrize("env,hidden,s_dim,h_dim", [("Pendulum", [12, 6], 1, 8), ("DoublePendulum", [12, 6], 1, 8),
                                                     ("Pendulum", [16, 4, 9], 1, 8), ("Pendulum", [7, 11], 2, 4),
                                                     ("DoublePendulum", [10, 5], 1, 0)])
+@pytest.mark.slow
 def test_lifetime_backends_match_the_spec(env: str, hidden: list[int], s_dim: int, h_dim: int) -> None:
     config = small_config(env, hidden, s_dim, h_dim)
     layout = GenomeLayout(s_dim, h_dim)
@@ -89,6 +91,7 @@ def test_lifetime_backends_match_the_spec(env: str, hidden: list[int], s_dim: in
 
 
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_native)])
+@pytest.mark.slow
 def test_fitness_does_not_depend_on_the_split(native: bool) -> None:
     # 40 individuals: the native kernel's blocks of 16 are full, partial, and split over threads.
     config = small_config("DoublePendulum", pop=40, native=native)
@@ -111,6 +114,7 @@ def test_fitness_does_not_depend_on_the_split(native: bool) -> None:
 
 
 @needs_compiler
+@pytest.mark.slow
 def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:
     config = small_config(compile=True, pop=16, steps=30)
     layout = GenomeLayout(1, 8)

@@ -29,6 +29,7 @@ def test_views_are_named_slices_of_the_flat_genome():
     assert layout.view(genome, "connection_network", "b_output")[1, -1].item() == 1039.0
 
 
+@pytest.mark.slow
 def test_seed_model_loads_and_drives_an_actor(seed_files):
     _, model_path = seed_files
     model = io.load_model(model_path)

@@ -160,6 +160,7 @@ def log_rows(path: Path, count: int) -> list[list[float]]:
     return [[float(row[k]) for k in ("best", "mean", "median", "worst", "best_ever")] for row in rows]
 
 
+@pytest.mark.slow
 def test_the_first_generations_of_the_documented_log_are_reproduced(tmp_path: Path) -> None:
     # configs/pendulum_swingup.yaml as shipped (1,000 individuals x 2 lifetimes x 500 steps), 3 generations.
     # docs/pendulum_swingup_log.csv was written by that command with the portable kernel: the same bits on

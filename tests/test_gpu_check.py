@@ -82,6 +82,7 @@ def test_bad_arguments_are_one_error_line(args: list[str], message: str, capsys)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
+@pytest.mark.slow
 def test_cuda_requested_without_cuda_is_an_error_line(tmp_path) -> None:
     result = run_script("bench/gpu_check.py", "--out", str(tmp_path / "x.json"), timeout=120)
     assert result.returncode == 2

@@ -90,6 +90,7 @@ def test_every_key_refuses_hostile_values(tmp_path, capsys, key, overrides, valu
 
 @pytest.mark.parametrize("override, key", [("env.dt=.inf", "env.dt"), (f"seed={2**64}", "seed"),
                                            ("actor.hidden=[0]", "actor.hidden[0]")])
+@pytest.mark.slow
 def test_hostile_values_as_a_real_process(tmp_path, override, key):
     proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "r"), "--set", override)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {key}: ") and proc.stdout == ""
@@ -148,6 +149,7 @@ def test_seed_flag_out_of_range(tmp_path, capsys):
     ("tag", b"!!python/object/apply:os.system ['true']\n", "invalid YAML"),
     ("unhashable key", b"? [a]\n: 1\n", "invalid YAML"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else "")
+@pytest.mark.slow
 def test_bad_yaml_files_are_one_line(tmp_path, capsys, name, content, message):
     path = tmp_path / "config.yaml"
     path.write_bytes(content)
@@ -208,6 +210,7 @@ def test_estimate_of_the_shipped_configs_fits_and_grows_with_the_population():
     assert big.population == pytest.approx(10 * small.population, rel=0.01)
 
 
+@pytest.mark.slow
 def test_deep_actor_needs_an_explicit_torch_step(tmp_path, capsys):
     deep = "actor.hidden=[4, 4, 4, 4, 4, 4, 4, 4, 4]"
     code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", deep], capsys)

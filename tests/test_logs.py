@@ -15,6 +15,7 @@ def gen_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith("gen ")]
 
 
+@pytest.mark.slow
 def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     # run_script captures the output: no terminal, as under nohup or SLURM.
     proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "r"))
@@ -26,6 +27,7 @@ def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     assert "generations:" not in proc.stderr  # no tqdm bar
 
 
+@pytest.mark.slow
 def test_quiet_and_log_every(tmp_path):
     quiet = run_script("run_config.py", TINY, "--out", str(tmp_path / "q"), "--quiet")
     assert quiet.returncode == 0, quiet.stderr
@@ -66,6 +68,7 @@ def test_tensorboard_missing_stops_before_writing(tmp_path):
         pytest.skip("tensorboard is installed: the missing case is tested in-process only")
 
 
+@pytest.mark.slow
 def test_tensorboard_scalars_and_histograms(tmp_path):
     pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install tensorboard)")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

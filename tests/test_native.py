@@ -52,6 +52,7 @@ ENV_CASES = [
 
 @needs_native
 @pytest.mark.parametrize("env,options", ENV_CASES)
+@pytest.mark.slow
 def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
     config = small_config(env, steps=30, native=True)
     config = config.replace(env=dataclasses.replace(EnvConfig(name=env), **options))
@@ -67,6 +68,7 @@ def test_native_lifetimes_match_reference(env: str, options: dict) -> None:
 
 @needs_native
 @pytest.mark.parametrize("hidden,s_dim,h_dim", [([100, 3], 1, 8), ([16, 4, 12], 2, 3), ([9, 5], 1, 0)])
+@pytest.mark.slow
 def test_native_other_shapes_match_reference(hidden: list[int], s_dim: int, h_dim: int) -> None:
     config = small_config(hidden=hidden, s_dim=s_dim, h_dim=h_dim, steps=30, native=True)
     layout = GenomeLayout(s_dim, h_dim)
@@ -77,6 +79,7 @@ def test_native_other_shapes_match_reference(hidden: list[int], s_dim: int, h_di
 
 @needs_native
 @pytest.mark.parametrize("conditions", [lifetime.Conditions(plastic=False), lifetime.Conditions(zero_reward=True)])
+@pytest.mark.slow
 def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> None:
     config = small_config(steps=30, native=True)
     layout = GenomeLayout(1, 8)

@@ -47,6 +47,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return wheel, target
 
 
+@pytest.mark.slow
 def test_wheel_has_the_version_the_kernel_source_and_entry_points(installed):
     wheel, _ = installed
     assert wheel.name.startswith(f"metarl-{metarl.__version__}-")
@@ -59,6 +60,7 @@ def test_wheel_has_the_version_the_kernel_source_and_entry_points(installed):
     assert all(f"{name} = " in scripts for name in ENTRY_POINTS)
 
 
+@pytest.mark.slow
 def test_installed_commands_run_outside_the_repository(installed, tmp_path):
     _, target = installed
     shutil.copy(ROOT / TINY, tmp_path / "tiny.yaml")

@@ -54,6 +54,7 @@ def _lifetime(monkeypatch: pytest.MonkeyPatch, target: str | None, lanes: int | 
 TARGETS = [("x86-64-v3", 16)] + ([("x86-64-v4", None), ("x86-64-v4", 8)] if _has_avx512() else [])
 
 
+@pytest.mark.slow  # builds the kernel for other targets (about 10 s each)
 @pytest.mark.parametrize(("target", "lanes"), TARGETS)
 @pytest.mark.parametrize(("model", "steps"), [("results/best_model.yaml", 500),
                                               ("results/double_pendulum_best.yaml", 200)])
@@ -67,6 +68,7 @@ def test_other_targets_and_widths_give_the_same_bits(monkeypatch: pytest.MonkeyP
         assert torch.equal(a, b), f"{target} (lanes {lanes}) differs from native by {(a - b).abs().max():.3g}"
 
 
+@pytest.mark.slow
 def test_the_cache_key_holds_what_changes_the_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METARL_CACHE", str(tmp_path))
     monkeypatch.setattr(native, "_libraries", {})

@@ -21,6 +21,7 @@ def run_ok(*args, **kw):
     return proc
 
 
+@pytest.mark.slow
 def test_run_folder_contents(tmp_path):
     out = tmp_path / "run"
     proc = run_ok(TINY, "--out", str(out))
@@ -35,6 +36,7 @@ def test_run_folder_contents(tmp_path):
     assert model.config.ga.population_size == 20
 
 
+@pytest.mark.slow
 def test_same_seed_same_log_and_other_seed_differs(tmp_path):
     run_ok(TINY, "--out", str(tmp_path / "a"))
     run_ok(TINY, "--out", str(tmp_path / "b"))
@@ -43,6 +45,7 @@ def test_same_seed_same_log_and_other_seed_differs(tmp_path):
     assert fitness_columns(tmp_path / "a") != fitness_columns(tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_resume_equals_uninterrupted_run(tmp_path):
     run_ok(TINY, "--out", str(tmp_path / "full"), "--generations", "6")
     run_ok(TINY, "--out", str(tmp_path / "half"), "--generations", "3")
@@ -54,12 +57,14 @@ def test_resume_equals_uninterrupted_run(tmp_path):
     assert "nothing to do" in done.stdout
 
 
+@pytest.mark.slow
 def test_null_seed_is_drawn_and_recorded(tmp_path):
     run_ok(TINY, "--out", str(tmp_path / "r"), "--set", "seed=null", "--generations", "1")
     seed = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["seed"]
     assert isinstance(seed, int)
 
 
+@pytest.mark.slow
 def test_original_flat_config_runs(tmp_path, seed_files):
     base, _ = seed_files
     proc = run_ok(str(base), "--out", str(tmp_path / "r"), "--set", "population_size=8", "--set", "num_survivors=2",
@@ -68,6 +73,7 @@ def test_original_flat_config_runs(tmp_path, seed_files):
     assert len(fitness_columns(tmp_path / "r")) == 1
 
 
+@pytest.mark.slow
 def test_ctrl_c_keeps_checkpoint_and_resumes(tmp_path):
     out = tmp_path / "r"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -96,6 +102,7 @@ def test_ctrl_c_keeps_checkpoint_and_resumes(tmp_path):
     ([TINY, "--set", "nonsense"], "--set nonsense"),
     (["--resume", "/nonexistent/run"], "no such run folder"),
 ])
+@pytest.mark.slow
 def test_bad_input_one_line_no_traceback(tmp_path, args, message):
     proc = run_script("run_config.py", *args, "--out", str(tmp_path / "x")) if args[0] != "--resume" \
         else run_script("run_config.py", *args)
@@ -105,6 +112,7 @@ def test_bad_input_one_line_no_traceback(tmp_path, args, message):
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_native_kernel_without_compiler(tmp_path):
     no_compiler = {"CXX": "/nonexistent/c++", "METARL_CACHE": str(tmp_path / "cache")}
     proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "x"), "--set", "runtime.native=true",
@@ -119,6 +127,7 @@ def test_native_kernel_without_compiler(tmp_path):
     assert "warning: native lifetime kernel not used" in proc.stderr and "step: spec" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bad_yaml_and_usage_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("ga: [unclosed\n")
@@ -130,6 +139,7 @@ def test_bad_yaml_and_usage_errors(tmp_path):
     assert proc.returncode == 2 and "--generations" in proc.stderr
 
 
+@pytest.mark.slow
 def test_existing_run_is_not_overwritten(tmp_path):
     out = tmp_path / "r"
     run_ok(TINY, "--out", str(out), "--generations", "1")
@@ -139,6 +149,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
     assert (out / "log.csv").read_bytes() == before
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_reported(tmp_path):
     out = tmp_path / "r"
     run_ok(TINY, "--out", str(out), "--generations", "1")
@@ -147,6 +158,7 @@ def test_corrupt_checkpoint_is_reported(tmp_path):
     assert proc.returncode == 2 and "corrupt checkpoint" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_population_10000_generation_under_1gb(tmp_path):
     code = (
         "import resource, sys, runpy; sys.argv = ['run_config.py', 'configs/original.yaml', '--out', sys.argv[1], "

@@ -45,6 +45,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
     ("Pendulum", ["--seconds", "0.5"], 10),  # default dt 0.05
     ("DoublePendulum", ["--seconds", "0.4", "--set", "env.dt=0.02", "--random", "--seed", "3"], 20),
 ])
+@pytest.mark.slow
 def test_save_gif_has_one_frame_per_step(tmp_path: Path, name: str, args: list[str], frames: int) -> None:
     result = run_script(name, *args, "--save", "anim.gif", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -55,6 +56,7 @@ def test_save_gif_has_one_frame_per_step(tmp_path: Path, name: str, args: list[s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_save_png_shows_the_configured_initial_state(tmp_path: Path) -> None:
     result = run_script("Pendulum", "--seconds", "0.3", "--set", "env.init=down", "--save", "down.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -68,12 +70,14 @@ def test_save_png_shows_the_configured_initial_state(tmp_path: Path) -> None:
     assert tuple(pixels[SIZE - below, SIZE // 2]) != MASSES[0]
 
 
+@pytest.mark.slow
 def test_unknown_env_name_is_a_one_line_error_listing_names(tmp_path: Path) -> None:
     line = assert_one_line_error(run_script("Cartpole", "--save", "x.gif", cwd=tmp_path))
     assert "Cartpole" in line and "Pendulum" in line and "DoublePendulum" in line
     assert not (tmp_path / "x.gif").exists()
 
 
+@pytest.mark.slow
 def test_bad_set_key_is_a_one_line_error_naming_the_key(tmp_path: Path) -> None:
     result = run_script("DoublePendulum", "--set", "env.params.lenght1=2", "--save", "x.gif", cwd=tmp_path)
     line = assert_one_line_error(result)
@@ -81,6 +85,7 @@ def test_bad_set_key_is_a_one_line_error_naming_the_key(tmp_path: Path) -> None:
     assert "env.params.lenght1" in line and "length1" in line
 
 
+@pytest.mark.slow
 def test_window_mode_runs_under_the_dummy_driver(tmp_path: Path) -> None:
     result = run_script("DoublePendulum", "--seconds", "0.3", "--torque", "0.5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -90,6 +95,7 @@ def test_window_mode_runs_under_the_dummy_driver(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.slow
 def test_ctrl_c_exits_130_without_traceback(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, str(SCRIPT), "Pendulum", "--seconds", "60"], cwd=tmp_path,
                             env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -180,6 +186,7 @@ def test_save_animation_formats_and_atomic_write(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.gif", "b.png"]
 
 
+@pytest.mark.slow
 def test_no_display_is_one_line_instead_of_an_unseen_window(tmp_path: Path) -> None:
     # No SDL_VIDEODRIVER and no display: pygame would fall back to a driver that draws nowhere.
     import conftest

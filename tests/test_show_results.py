@@ -51,6 +51,7 @@ def evaluate_json(model: Path, out: Path, *args: str) -> dict:
 
 # ---------------------------------------------------------------------------- end to end
 
+@pytest.mark.slow
 def test_save_and_plot_replay_of_the_seed_model(tmp_path: Path, seed_files) -> None:
     _, model = seed_files
     result = run_script(SCRIPT, str(model), "--steps", "20", "--seed", "1", "--episodes", "8",
@@ -65,6 +66,7 @@ def test_save_and_plot_replay_of_the_seed_model(tmp_path: Path, seed_files) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.gif", "r.png"]
 
 
+@pytest.mark.slow
 def test_run_folder_fitness_curve(tmp_path: Path, run_dir: Path) -> None:
     result = run_script(SCRIPT, str(run_dir), "--plot", str(tmp_path / "curve.png"))
     assert result.returncode == 0, result.stderr
@@ -73,6 +75,7 @@ def test_run_folder_fitness_curve(tmp_path: Path, run_dir: Path) -> None:
         assert png.format == "PNG"
 
 
+@pytest.mark.slow
 def test_evaluate_json_is_reproducible_for_a_seed(tmp_path: Path, seed_files) -> None:
     _, model = seed_files
     a = evaluate_json(model, tmp_path / "a.json", "--seed", "4")
@@ -89,6 +92,7 @@ def test_evaluate_json_is_reproducible_for_a_seed(tmp_path: Path, seed_files) ->
     assert isinstance(a["lifetime_gain"]["mean"], float)
 
 
+@pytest.mark.slow
 def test_evaluate_plots_height_per_condition_and_reports_each_goal(tmp_path: Path, run_dir: Path) -> None:
     data = evaluate_json(run_dir / "best_model.yaml", tmp_path / "g.json", "--set", "env.reward=spin",
                          "--set", "ga.antithetic=goal", "--set", "ga.evals_per_individual=2",
@@ -99,6 +103,7 @@ def test_evaluate_plots_height_per_condition_and_reports_each_goal(tmp_path: Pat
         assert png.format == "PNG"
 
 
+@pytest.mark.slow
 def test_rescore_picks_the_best_elite_on_held_out_lifetimes(tmp_path: Path, run_dir: Path) -> None:
     import shutil
 
@@ -119,6 +124,7 @@ def test_rescore_picks_the_best_elite_on_held_out_lifetimes(tmp_path: Path, run_
     assert bad.returncode == 2 and "--rescore" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_evaluate_other_actor_size_and_overrides(tmp_path: Path, run_dir: Path) -> None:
     data = evaluate_json(run_dir / "best_model.yaml", tmp_path / "e.json", "--hidden", "16,16",
                          "--set", "env.params.length=[0.7,1.3]")
@@ -128,6 +134,7 @@ def test_evaluate_other_actor_size_and_overrides(tmp_path: Path, run_dir: Path) 
     assert all(s["n"] == 8 for s in data["conditions"].values())
 
 
+@pytest.mark.slow
 def test_missing_file_is_one_line_without_traceback(tmp_path: Path) -> None:
     result = run_script(SCRIPT, str(tmp_path / "nope.yaml"))
     assert result.returncode != 0
@@ -169,6 +176,7 @@ def test_bad_input_is_one_clear_line(case: str, tmp_path: Path, run_dir: Path, s
 
 # ---------------------------------------------------------------------------- window and plots
 
+@pytest.mark.slow
 def test_live_window_replays_lifetimes_until_closed(monkeypatch: pytest.MonkeyPatch, seed_files,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     _, model = seed_files
@@ -191,6 +199,7 @@ def test_live_window_replays_lifetimes_until_closed(monkeypatch: pytest.MonkeyPa
     assert "seed 2" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_replay_panels_render_at_the_requested_size(seed_files) -> None:
     _, model_path = seed_files
     model = load_model(model_path)
@@ -226,6 +235,7 @@ def test_actor_values_pool_layers_and_individuals(seed_files) -> None:
 
 # ---------------------------------------------------------------------------- several runs, no compiler
 
+@pytest.mark.slow
 def test_several_runs_in_one_figure(tmp_path: Path, run_dir: Path) -> None:
     other_seed = tmp_path / "seed5"
     assert run_script("run_config.py", "configs/tiny.yaml", "--out", str(other_seed), "--seed", "5",
@@ -243,6 +253,7 @@ def test_several_runs_in_one_figure(tmp_path: Path, run_dir: Path) -> None:
     assert model.returncode == 2 and "several paths must all be run folders" in model.stderr
 
 
+@pytest.mark.slow
 def test_run_folder_without_plot_and_without_a_display_says_so(run_dir: Path) -> None:
     result = run_script(SCRIPT, str(run_dir))  # MPLBACKEND=Agg: no window can open
     assert result.returncode == 2
@@ -250,6 +261,7 @@ def test_run_folder_without_plot_and_without_a_display_says_so(run_dir: Path) ->
                                      "with --plot curve.png")
 
 
+@pytest.mark.slow
 def test_shipped_model_replays_without_a_compiler(tmp_path: Path) -> None:
     model = ROOT / "results" / "best_model.yaml"
     assert load_model(model).config.runtime.native is True  # a training choice, not needed to replay
@@ -263,6 +275,7 @@ def test_shipped_model_replays_without_a_compiler(tmp_path: Path) -> None:
     assert evaluated.returncode == 0, evaluated.stderr
 
 
+@pytest.mark.slow
 def test_no_display_is_one_line_instead_of_an_endless_unseen_replay(tmp_path: Path) -> None:
     # Without --save or --plot and no display, the live replay would run forever where nobody sees it.
     from conftest import NO_DISPLAY

@@ -107,6 +107,7 @@ TASKS = [
 
 
 @pytest.mark.parametrize("env,options", TASKS)
+@pytest.mark.slow
 def test_every_step_path_runs_the_tasks_alike(env: str, options: dict) -> None:
     config = small_config(env, hidden=[6, 4], steps=30)
     config = config.replace(env=dataclasses.replace(EnvConfig(name=env), **options))
@@ -118,6 +119,7 @@ def test_every_step_path_runs_the_tasks_alike(env: str, options: dict) -> None:
         assert_close(want_trace, want_states[:, :, 1] * env_.goal[:, None], 1e-6)
 
 
+@pytest.mark.slow
 def test_every_step_path_lets_the_rule_see_given_rewards() -> None:
     config = small_config(hidden=[6, 4], steps=30)
     layout = GenomeLayout(1, 8)
@@ -140,6 +142,7 @@ def _reference(options: dict, steps: int = 500, episodes: int = 32) -> tuple[tor
 
 
 @pytest.mark.parametrize("action_sign", [1, -1])
+@pytest.mark.slow
 def test_reference_controller_swings_up_and_balances(action_sign: int) -> None:
     total, h = _reference({"action_sign": action_sign})
     assert (h[:, -125:] > evaluation.BALANCED_HEIGHT).all()  # every lifetime ends balanced
@@ -150,6 +153,7 @@ def test_reference_controller_swings_up_and_balances(action_sign: int) -> None:
     assert (h[:, -250:] > evaluation.BALANCED_HEIGHT).all()
 
 
+@pytest.mark.slow
 def test_reference_controller_spins_the_goals_way_and_stays_down_when_asked() -> None:
     for goal in (1, -1):
         total, _ = _reference({"reward": "spin", "goal": goal})

@@ -70,7 +70,7 @@ class Backend:
 
 SPEC = Backend("spec", cpu_chunk=1024, padded=False)
 COMPILED = Backend("compiled", cpu_chunk=512, padded=True)  # measured: 256-1024 within noise
-NATIVE = Backend("native", cpu_chunk=2048, padded=False)  # the kernel works through 16 individuals at a time
+NATIVE = Backend("native", cpu_chunk=2048, padded=False)  # the kernel works through 8 or 16 individuals at a time
 BACKENDS = {b.name: b for b in (SPEC, COMPILED, NATIVE)}
 
 _warned: set[str] = set()

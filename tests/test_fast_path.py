@@ -55,9 +55,9 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
     native.rule_steps(g, layout, nat[1], nat[0], *(torch.stack(t) for t in inputs), **KW)
     fm_rule = fused.map_rule_state(fm[0], fused.population_major)
     nat_rule = fused.map_rule_state(nat[0], fused.population_major)
-    # The fused path's tanh is a rational approximation within ~6 ulp (`metarl.fused.tanh`) and the
-    # native kernel's is Cephes' (within 2 ulp, but not torch's), so after 50 chaotic steps both are held
-    # to 3e-5 rather than 1e-5 (the native kernel measured 1.5e-5 on a CPU without AVX-512).
+    # The fused path's and the native kernel's tanh are the same rational approximation within ~5 ulp
+    # (`metarl.fused.tanh`, kernel/vecmath.h), not torch's, so after 50 chaotic steps both are held
+    # to 3e-5 rather than 1e-5.
     for (rule, act), tol in (((nat_rule, nat[1].view()), 3e-5), ((fm_rule, fm[1].view()), 3e-5)):
         for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
             for got, want in zip(getattr(act, field), getattr(ref[1], field), strict=True):

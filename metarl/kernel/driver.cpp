@@ -1,4 +1,4 @@
-// metarl's native lifetime kernel: whole lifetimes of 16 individuals at a time.
+// metarl's native lifetime kernel: whole lifetimes of one vector of individuals (8 or 16) at a time.
 //
 // Files: vecmath.h (vector types and elementary functions), layout.h (the described
 // structures of a call), physics.h (environments), rule.h (the step and the learning rule),
@@ -6,10 +6,14 @@
 //
 // The same mathematics as metarl/fused.py (the learning rule split by input block) plus
 // the environment step and the sampling noise of metarl/lifetime.py, written with GCC
-// vector extensions: every value is a vector of LANES individuals, so each instruction
-// advances 16 individuals and an individual's arithmetic never depends on its
-// neighbours. A block of 16 individuals is copied into a contiguous local buffer (about
-// 100 KB: fits the L2 cache), run through all requested steps, and copied back.
+// vector extensions: every value is a vector of LANES individuals (one register: 16 with
+// AVX-512, else 8), so each instruction advances LANES individuals and an individual's
+// arithmetic never depends on its neighbours. A block of LANES individuals is copied into a
+// contiguous local buffer (about 50 KB at 8 lanes: fits the L2 cache), run through all
+// requested steps, and copied back. Threads take blocks one at a time from a shared counter.
+//
+// Portable: compiled with -ffp-contract=off, every fused multiply-add explicit (vecmath.h),
+// no approximate instructions, so the results are the same bits on every x86-64 CPU with FMA.
 //
 // Compiled by metarl/native.py with -DMETARL_S=<signal size> -DMETARL_H=<state size>;
 // everything else is a runtime argument, passed as the described structures of layout.h

@@ -80,7 +80,8 @@ def test_installed_commands_run_outside_the_repository(installed, tmp_path):
 
 
 def test_base_config_is_the_swingup_recipe_and_original_configs_agree():
-    base, swingup = C.load(ROOT / "configs/base.yaml"), C.load(ROOT / "configs/pendulum_swingup.yaml")
+    base = C.load(ROOT / "configs/base.yaml")
+    swingup = C.load(ROOT / "experiments/pendulum_swingup/pendulum_swingup.yaml")
     assert base.replace(device=swingup.device, runtime=swingup.runtime) == swingup
     assert base.runtime.native is None  # runs (with a warning) where no compiler is installed
     nested, flat = C.load(ROOT / "configs/original.yaml"), C.load(ROOT / "configs/original_flat.yaml")

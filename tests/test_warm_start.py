@@ -9,7 +9,7 @@ from metarl import config as C
 from metarl import io, training
 from metarl.genome import GenomeLayout
 
-MODEL = str(ROOT / "results" / "best_model.yaml")
+MODEL = str(ROOT / "experiments" / "pendulum_swingup" / "model.yaml")
 
 
 def test_generation_zero_is_the_model_and_mutated_copies() -> None:
@@ -29,7 +29,7 @@ def test_generation_zero_is_the_model_and_mutated_copies() -> None:
 
 
 def test_a_warm_started_run_begins_where_the_model_is(tmp_path, capsys) -> None:
-    # The model's own task (configs/pendulum_swingup.yaml made small): its rule swings up from rest.
+    # The model's own task (experiments/pendulum_swingup's config made small): its rule swings up from rest.
     small = ["--quiet", "--generations", "1", "--set", "ga.population_size=20", "--set", "ga.num_survivors=4",
              "--set", "ga.lifetime_steps=300", "--set", "runtime.threads=1"]
     bests = {}

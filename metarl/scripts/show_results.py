@@ -1,6 +1,6 @@
 """Replay, plot and evaluate a learned rule; plot the fitness curves of a run.
 
-    python3 show_results.py results/best_model.yaml              # a fresh actor learns live (window)
+    python3 show_results.py experiments/pendulum_swingup/model.yaml              # a fresh actor learns live (window)
     python3 show_results.py MODEL.yaml --save replay.gif --plot summary.png    # headless export
     python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
     python3 show_results.py RUN_DIR --rescore 20       # pick the best of the last elites on held-out lifetimes

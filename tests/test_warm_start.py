@@ -35,8 +35,8 @@ def test_a_warm_started_run_begins_where_the_model_is(tmp_path, capsys) -> None:
     bests = {}
     for name, extra in (("warm", ["--set", f"ga.init_model={MODEL}"]), ("cold", [])):
         out = tmp_path / name
-        code, _ = run_in_process([str(ROOT / "configs" / "pendulum_swingup.yaml"), "--out", str(out), *small, *extra],
-                                 capsys)
+        config = str(ROOT / "experiments/pendulum_swingup/pendulum_swingup.yaml")
+        code, _ = run_in_process([config, "--out", str(out), *small, *extra], capsys)
         assert code == 0
         bests[name] = float((out / "log.csv").read_text().splitlines()[1].split(",")[1])
     assert bests["warm"] > 4 * bests["cold"]  # measured: 63.8 against 7.9

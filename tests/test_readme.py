@@ -16,7 +16,7 @@ EVALUATIONS = {
     "pendulum_swingup": "experiments/pendulum_swingup/eval.json",
     "double_pendulum_swingup": "experiments/double_pendulum_swingup/eval.json",
     "pendulum_balance_attempt": "experiments/pendulum_balance_attempt/eval_random.json",
-    "model_near_up_episodes": "experiments/balance_probes/H_eval.json",
+    "balance_probes_near_up_episodes": "experiments/balance_probes/H_eval.json",
 }
 
 

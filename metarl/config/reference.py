@@ -158,7 +158,8 @@ def render() -> str:
     lines += ["", "## The original project's flat configs", "",
               "Configs of the original project (flat keys, as `configs/original_flat.yaml`) run unchanged; "
               "`--set` takes flat keys for them. Each flat key and the key it becomes:", ""]
-    lines += [f"- `{flat}` -> " + (f"`{'.'.join(target)}`" if target else "ignored") for flat, target in LEGACY_KEYS.items()]
+    lines += [f"- `{flat}` -> " + (f"`{'.'.join(target)}`" if target else "ignored")
+              for flat, target in LEGACY_KEYS.items()]
     lines += ["", "## Shipped configs", "",
               "By name or by path (`python3 run_config.py base`, `metarl-train pendulum_swingup`); the first comment "
               "line of each:", "", "| config | what |", "| --- | --- |"]

@@ -60,7 +60,7 @@ def config_path(name: str) -> str:
     if Path(found).exists():
         return found
     names = ", ".join(sorted(shipped_configs()))
-    raise UserError(f"{name}: no such config file or shipped config (shipped: {names})")
+    raise UserError(f"{name}: no such file, nor a shipped config (shipped: {names})")
 
 
 # Measured rates of one thread (docs/performance.md): the native kernel and the torch step.

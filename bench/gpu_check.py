@@ -61,7 +61,7 @@ from metarl.lifetime import Lifetime  # noqa: E402
 from metarl.scripts import ArgumentParser  # noqa: E402
 from metarl.step import transition  # noqa: E402
 
-DEFAULT_MODEL = "results/best_model.yaml"
+DEFAULT_MODEL = "experiments/pendulum_swingup/model.yaml"
 DEFAULT_OUT = "results/gpu_check.json"
 DEFAULT_BUDGET = 420.0  # seconds; the last measurement started may run past it
 GRAPH_STEPS = 10  # steps recorded in one CUDA graph

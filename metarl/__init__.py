@@ -24,6 +24,10 @@ Modules: envs (one environment per file), rng, config, genome, actor, rule, refe
 fused + compiled (torch.compile step), native (C++ kernel), lifetime, ga, training,
 io, logs, render, plots, evaluation, distributed, scripts (the three commands).
 See README.md and docs/SPEC.md.
+
+``import metarl`` is light: the modules load on first use (``metarl.envs``, ``metarl.lifetime``, ...).
+Where gymnasium is installed it also registers ``metarl/Pendulum-v0`` and ``metarl/DoublePendulum-v0``
+(`metarl.gym`).
 """
 
 import os as _os
@@ -36,3 +40,32 @@ __version__ = "0.1.0"
 # 1.0x). Read once, when torch loads: it applies where metarl is imported first (the scripts do).
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+SUBMODULES = ("actor", "backends", "cli", "compiled", "config", "controllers", "distributed", "envs", "errors",
+              "evaluation", "fused", "ga", "genome", "gym", "io", "lifetime", "logs", "native", "plots", "reference",
+              "render", "resources", "rng", "rule", "scripts", "shipped", "step", "training")
+
+
+def __getattr__(name: str):
+    """``metarl.envs`` and the other modules, imported on first access."""
+    if name in SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *SUBMODULES})
+
+
+def _register_gymnasium() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("gymnasium") is not None:
+        from .gym import register
+
+        register()
+
+
+_register_gymnasium()

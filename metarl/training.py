@@ -93,8 +93,12 @@ def new_run(config: Config) -> RunState:
 def warm_start(config: Config, layout: GenomeLayout, generator: torch.Generator) -> torch.Tensor:
     """Generation 0 ``(P, G)`` from the saved model ``ga.init_model``: its rule unchanged first, then
     ``P - 1`` copies mutated as children are (``ga.mutation_probability``, ``ga.mutation_strength``).
-    A missing or unreadable model, or one with another rule size, is a `ConfigError` naming the key."""
-    path = config.ga.init_model
+    A missing or unreadable model, or one with another rule size, is a `ConfigError` naming the key.
+    A relative path that is not there is looked up among the shipped files, and a name names a shipped model
+    (`metarl.shipped.model`), so the shipped curricula run from any folder."""
+    from .shipped import model as shipped_model
+
+    path = shipped_model(config.ga.init_model)
     try:
         model = io.load_model(path)
     except ModelFileError as e:

@@ -25,12 +25,14 @@ from metarl.training import Trainer, new_run
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"seed": ROOT / "tests/data/seed_best_model.yaml", "seed_12_6": ROOT / "tests/data/seed_best_model.yaml",
-          "pendulum": ROOT / "results/best_model.yaml", "double_pendulum": ROOT / "results/double_pendulum_best.yaml",
-          "hidden_goal_up": ROOT / "results/pendulum_hidden_goal.yaml",
-          "hidden_goal_down": ROOT / "results/pendulum_hidden_goal.yaml",
-          "balance": ROOT / "results/pendulum_balance.yaml", "balance_reversed": ROOT / "results/pendulum_balance.yaml",
-          "balance_gym": ROOT / "results/pendulum_balance.yaml",
-          "near_up_episodes": ROOT / "results/pendulum_near_up_episodes.yaml"}
+          "pendulum": ROOT / "experiments/pendulum_swingup/model.yaml",
+          "double_pendulum": ROOT / "experiments/double_pendulum_swingup/model.yaml",
+          "hidden_goal_up": ROOT / "experiments/pendulum_hidden_goal/model.yaml",
+          "hidden_goal_down": ROOT / "experiments/pendulum_hidden_goal/model.yaml",
+          "balance": ROOT / "experiments/pendulum_balance/model.yaml",
+          "balance_reversed": ROOT / "experiments/pendulum_balance/model.yaml",
+          "balance_gym": ROOT / "experiments/pendulum_balance/model.yaml",
+          "near_up_episodes": ROOT / "experiments/balance_probes/model_near_up_episodes.yaml"}
 KEY_SEED = 2024
 # Native kernel: 16 individuals, the model's whole lifetime, keys individual_keys(2024, 0, 0, 0..15).
 NATIVE = {
@@ -162,10 +164,11 @@ def log_rows(path: Path, count: int) -> list[list[float]]:
 
 @pytest.mark.slow
 def test_the_first_generations_of_the_documented_log_are_reproduced(tmp_path: Path) -> None:
-    # configs/pendulum_swingup.yaml as shipped (1,000 individuals x 2 lifetimes x 500 steps), 3 generations.
-    # docs/pendulum_swingup_log.csv was written by that command with the portable kernel: the same bits on
+    # experiments/pendulum_swingup/pendulum_swingup.yaml as shipped
+    # (1,000 individuals x 2 lifetimes x 500 steps), 3 generations.
+    # experiments/pendulum_swingup/log.csv was written by that command with the portable kernel: the same bits on
     # any x86-64 CPU with FMA.
-    config = load(ROOT / "configs/pendulum_swingup.yaml")
+    config = load(ROOT / "experiments/pendulum_swingup/pendulum_swingup.yaml")
     threads = torch.get_num_threads()
     torch.set_num_threads(config.runtime.threads)
     try:
@@ -174,4 +177,4 @@ def test_the_first_generations_of_the_documented_log_are_reproduced(tmp_path: Pa
                for row in (trainer.run_generation() for _ in range(3))]
     finally:
         torch.set_num_threads(threads)
-    assert got == log_rows(ROOT / "docs/pendulum_swingup_log.csv", 3)
+    assert got == log_rows(ROOT / "experiments/pendulum_swingup/log.csv", 3)

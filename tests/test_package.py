@@ -35,6 +35,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("package")
     source = tmp / "source"  # a copy, so that the build leaves nothing in the repository
     shutil.copytree(ROOT / "metarl", source / "metarl", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("configs", "experiments"):  # their YAML files are package data
+        shutil.copytree(ROOT / folder, source / folder)
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     built = pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(tmp / "dist"), str(source),
@@ -82,7 +84,8 @@ def test_installed_commands_run_outside_the_repository(installed, tmp_path):
 
 
 def test_base_config_is_the_swingup_recipe_and_original_configs_agree():
-    base, swingup = C.load(ROOT / "configs/base.yaml"), C.load(ROOT / "configs/pendulum_swingup.yaml")
+    base = C.load(ROOT / "configs/base.yaml")
+    swingup = C.load(ROOT / "experiments/pendulum_swingup/pendulum_swingup.yaml")
     assert base.replace(device=swingup.device, runtime=swingup.runtime) == swingup
     assert base.runtime.native is None  # runs (with a warning) where no compiler is installed
     nested, flat = C.load(ROOT / "configs/original.yaml"), C.load(ROOT / "configs/original_flat.yaml")
@@ -92,3 +95,30 @@ def test_base_config_is_the_swingup_recipe_and_original_configs_agree():
     assert flat.env.params == {} and nested.env.params == {"length": 1.0, "mass": 1.0, "gravity": 9.81,
                                                            "damping": 0.1}  # Pendulum's defaults
     assert nested.ga.population_size == 10000 and nested.ga.lifetime_steps == 2000
+
+
+@pytest.mark.slow
+def test_installed_package_finds_shipped_configs_and_models_by_name(installed, tmp_path):
+    wheel, target = installed
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    assert {"metarl/configs/base.yaml", "metarl/experiments/pendulum_swingup/model.yaml",
+            "metarl/experiments/pendulum_balance/pendulum_balance.yaml"} <= names
+    env = dict(os.environ, PYTHONPATH=str(target), SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg")
+    train = subprocess.run([str(target / "bin" / "metarl-train"), "tiny", "--out", "run", "--generations", "1"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    helped = subprocess.run([str(target / "bin" / "metarl-train"), "--help"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert "metarl-train base" in helped.stdout and "python3 run_config.py" not in helped.stdout
+    shown = subprocess.run([str(target / "bin" / "metarl-show-results"), "pendulum_swingup", "--evaluate",
+                            "--episodes", "2", "--steps", "20"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert shown.returncode == 0, shown.stderr
+    assert "learned" in shown.stdout
+    code = ("import metarl, sys; print(metarl.envs.make('Pendulum', 1).state.shape, "
+            "metarl.shipped.config('configs/base.yaml'))")
+    lazy = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert lazy.returncode == 0, lazy.stderr
+    assert str(target / "metarl" / "configs" / "base.yaml") in lazy.stdout

@@ -56,8 +56,8 @@ TARGETS = [("x86-64-v3", 16)] + ([("x86-64-v4", None), ("x86-64-v4", 8)] if _has
 
 @pytest.mark.slow  # builds the kernel for other targets (about 10 s each)
 @pytest.mark.parametrize(("target", "lanes"), TARGETS)
-@pytest.mark.parametrize(("model", "steps"), [("results/best_model.yaml", 500),
-                                              ("results/double_pendulum_best.yaml", 200)])
+@pytest.mark.parametrize(("model", "steps"), [("experiments/pendulum_swingup/model.yaml", 500),
+                                              ("experiments/double_pendulum_swingup/model.yaml", 200)])
 def test_other_targets_and_widths_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, target: str,
                                                      lanes: int | None, model: str, steps: int) -> None:
     pop = 21  # not a multiple of any width: the last block is partly empty

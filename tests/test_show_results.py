@@ -263,7 +263,7 @@ def test_run_folder_without_plot_and_without_a_display_says_so(run_dir: Path) ->
 
 @pytest.mark.slow
 def test_shipped_model_replays_without_a_compiler(tmp_path: Path) -> None:
-    model = ROOT / "results" / "best_model.yaml"
+    model = ROOT / "experiments" / "pendulum_swingup" / "model.yaml"
     assert load_model(model).config.runtime.native is True  # a training choice, not needed to replay
     no_compiler = {"CXX": "/nonexistent/c++", "METARL_CACHE": str(tmp_path / "cache")}
     result = run_script(SCRIPT, str(model), "--steps", "20", "--seed", "1", "--save", str(tmp_path / "r.png"),
@@ -280,7 +280,7 @@ def test_no_display_is_one_line_instead_of_an_endless_unseen_replay(tmp_path: Pa
     # Without --save or --plot and no display, the live replay would run forever where nobody sees it.
     from conftest import NO_DISPLAY
 
-    done = run_script("show_results.py", "results/best_model.yaml", env=NO_DISPLAY, cwd=ROOT)
+    done = run_script("show_results.py", "experiments/pendulum_swingup/model.yaml", env=NO_DISPLAY, cwd=ROOT)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot open a window"), done.stderr

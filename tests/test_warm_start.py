@@ -9,7 +9,7 @@ from metarl import config as C
 from metarl import io, training
 from metarl.genome import GenomeLayout
 
-MODEL = str(ROOT / "results" / "best_model.yaml")
+MODEL = str(ROOT / "experiments" / "pendulum_swingup" / "model.yaml")
 
 
 def test_generation_zero_is_the_model_and_mutated_copies() -> None:
@@ -29,14 +29,14 @@ def test_generation_zero_is_the_model_and_mutated_copies() -> None:
 
 
 def test_a_warm_started_run_begins_where_the_model_is(tmp_path, capsys) -> None:
-    # The model's own task (configs/pendulum_swingup.yaml made small): its rule swings up from rest.
+    # The model's own task (experiments/pendulum_swingup's config made small): its rule swings up from rest.
     small = ["--quiet", "--generations", "1", "--set", "ga.population_size=20", "--set", "ga.num_survivors=4",
              "--set", "ga.lifetime_steps=300", "--set", "runtime.threads=1"]
     bests = {}
     for name, extra in (("warm", ["--set", f"ga.init_model={MODEL}"]), ("cold", [])):
         out = tmp_path / name
-        code, _ = run_in_process([str(ROOT / "configs" / "pendulum_swingup.yaml"), "--out", str(out), *small, *extra],
-                                 capsys)
+        config = str(ROOT / "experiments/pendulum_swingup/pendulum_swingup.yaml")
+        code, _ = run_in_process([config, "--out", str(out), *small, *extra], capsys)
         assert code == 0
         bests[name] = float((out / "log.csv").read_text().splitlines()[1].split(",")[1])
     assert bests["warm"] > 4 * bests["cold"]  # measured: 63.8 against 7.9

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from metarl.errors import UserError
+from metarl.shipped import command
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -16,3 +17,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UserError(f"{message} (see --help)")
+
+
+def described(doc: str, script: str) -> str:
+    """A script's docstring for ``--help``, its examples written with the command that was run
+    (``python3 run_config.py`` or ``metarl-train``)."""
+    return doc.replace(f"python3 {script}", command(f"python3 {script}"))

@@ -19,11 +19,12 @@ from metarl import config as cfg_mod
 from metarl import envs
 from metarl.cli import run_main
 from metarl.render import Renderer, check_animation_path, play, save_animation
-from metarl.scripts import ArgumentParser
+from metarl.scripts import ArgumentParser, described
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=described(__doc__, "show_environment.py"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME", help=f"environment: {' | '.join(envs.ENVS)}")
     p.add_argument("--seconds", type=float, default=10.0, metavar="S", help="simulated time (default 10)")
     actions = p.add_mutually_exclusive_group()

@@ -1,6 +1,6 @@
 """Replay, plot and evaluate a learned rule; plot the fitness curves of a run.
 
-    python3 show_results.py results/best_model.yaml              # a fresh actor learns live (window)
+    python3 show_results.py pendulum_swingup            # a shipped model by name: a fresh actor learns live (window)
     python3 show_results.py MODEL.yaml --save replay.gif --plot summary.png    # headless export
     python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
     python3 show_results.py RUN_DIR --rescore 20       # pick the best of the last elites on held-out lifetimes
@@ -36,7 +36,8 @@ from metarl.errors import ModelFileError, UserError
 from metarl.io import SavedModel, atomic_write_text, load_model, read_log
 from metarl.lifetime import Conditions, Lifetime, step_path
 from metarl.render import ANIMATION_SUFFIXES, VIEW_MARGIN, Renderer, open_window, save_animation, window_open
-from metarl.scripts import ArgumentParser
+from metarl.scripts import ArgumentParser, described
+from metarl.shipped import model as shipped_model
 
 WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH = 480, 480, 640
 GIF_HEIGHT, GIF_ENV_WIDTH, GIF_PANEL_WIDTH = 400, 400, 560
@@ -50,8 +51,10 @@ LOG_COLUMNS = ("generation", "best")  # required; the other curves are drawn whe
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", help="a saved model (MODEL.yaml, ours or the original project's) or a run folder")
+    p = ArgumentParser(description=described(__doc__, "show_results.py"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="a saved model (MODEL.yaml, ours or the original project's; or a shipped model's name, "
+                                "e.g. pendulum_balance) or a run folder")
     p.add_argument("more_runs", nargs="*", metavar="RUN_DIR",
                    help="more run folders: their curves in one figure (runs that differ only in seed: mean and range)")
     p.add_argument("--steps", type=int, metavar="N", help="lifetime length (default: the model's ga.lifetime_steps)")
@@ -90,7 +93,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    path = Path(args.path)
+    path = Path(shipped_model(args.path))
     if args.more_runs:
         return show_runs([path, *map(Path, args.more_runs)], args)
     if path.is_dir():

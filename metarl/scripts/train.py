@@ -1,6 +1,6 @@
 """Evolve a learning rule with the genetic algorithm described by a YAML config.
 
-    python3 run_config.py configs/base.yaml
+    python3 run_config.py base                           # a shipped config by name (configs/base.yaml)
     python3 run_config.py configs/base.yaml --quiet --log-every 10 --tensorboard
     python3 run_config.py --resume results/<run>         # continue a stopped run
     torchrun --nproc_per_node=2 run_config.py CONFIG     # shard the population over processes
@@ -16,12 +16,17 @@ from metarl import config as cfg_mod
 from metarl import distributed, lifetime, logs, resources, training
 from metarl.cli import ERROR, Stopped, exit_code, run_main, use_threads
 from metarl.errors import NonFiniteError, UserError
-from metarl.scripts import ArgumentParser
+from metarl.scripts import ArgumentParser, described
+from metarl.shipped import command
+from metarl.shipped import config as shipped_config
+from metarl.shipped import configs as shipped_configs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", help="YAML config (nested, or the original project's flat format)")
+    p = ArgumentParser(description=described(__doc__, "run_config.py"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="YAML config (nested, or the original project's flat format), or the name "
+                                           "of a shipped one (base, quick, pendulum_swingup, ...)")
     p.add_argument("--out", help="run folder (default results/<timestamp>_<config name>/)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR to its configured generations")
     p.add_argument("--generations", type=int, metavar="N", help="total number of generations")
@@ -49,15 +54,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def config_path(name: str) -> str:
-    """``name`` if it exists, else a one-line error that suggests a shipped config (``quick`` -> configs/quick.yaml)."""
-    if Path(name).exists():
-        return name
-    stem = Path(name).stem
-    for folder in (Path("configs"), Path(__file__).resolve().parents[2] / "configs"):
-        candidate = folder / f"{stem}.yaml"
-        if candidate.is_file():
-            raise UserError(f"{name}: no such config file; did you mean {candidate}?")
-    return name  # config.load reports the missing file
+    """``name`` if it exists, else the shipped config it names (``base`` -> configs/base.yaml, also outside the
+    repository), else a one-line error that lists the shipped names."""
+    found = shipped_config(name)
+    if Path(found).exists():
+        return found
+    names = ", ".join(sorted(shipped_configs()))
+    raise UserError(f"{name}: no such file, nor a shipped config (shipped: {names})")
+
+
+# Measured rates of one thread (docs/performance.md): the native kernel and the torch step.
+NATIVE_STEPS_PER_S, TORCH_STEPS_PER_S = 1.4e6, 8e4
+
+
+def default_size_note(config_file: str, overrides: list[str], cfg: cfg_mod.Config, step: str,
+                      threads: int) -> str | None:
+    """A config that sets no population size runs SPEC's defaults (10,000 x 2,000 steps, a GPU-sized job): on
+    a CPU, say what is about to run and about how long a generation takes, before it starts."""
+    if any(o.split("=", 1)[0].strip() in ("ga.population_size", "population_size") for o in overrides):
+        return None
+    raw = cfg_mod.read_yaml(config_file)
+    if not isinstance(raw, dict) or "population_size" in raw or "population_size" in (raw.get("ga") or {}):
+        return None
+    ga = cfg.ga
+    steps = ga.population_size * ga.evals_per_individual * ga.lifetime_steps
+    rate = (NATIVE_STEPS_PER_S if step == "native" else TORCH_STEPS_PER_S) * max(threads, 1)
+    return (f"note: {config_file} sets no ga.population_size: running the defaults, {ga.population_size} individuals "
+            f"x {ga.evals_per_individual} lifetime(s) of {ga.lifetime_steps} steps per generation, {ga.generations} "
+            f"generations; on this CPU about {steps / rate:.0f} s per generation ({step} step, {max(threads, 1)} "
+            f"thread(s)). A run that learns within minutes: {command('python3 run_config.py')} base")
 
 
 def logging_overrides(args: argparse.Namespace) -> list[str]:
@@ -87,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if logging_overrides(args):
             state.config = cfg_mod.from_dict(cfg_mod.apply_overrides(state.config.to_dict(), logging_overrides(args)))
     else:
-        config = cfg_mod.load(config_path(args.config), overrides + logging_overrides(args))
+        config_file = config_path(args.config)
+        config = cfg_mod.load(config_file, overrides + logging_overrides(args))
         # Before the population is drawn: a run that cannot fit stops here, with nothing written.
         resources.check(config, resources.device_of(config), allow_large=args.allow_large)
         state = training.new_run(config)
@@ -99,12 +125,20 @@ def main(argv: list[str] | None = None) -> int:
         logs.tensorboard_writer()  # a missing tensorboard is reported before anything else happens
     ctx = distributed.setup(state.config)
     try:
-        return train(state, run_dir, ctx, quiet=args.quiet)
+        note = None
+        if not args.resume and ctx.device.type == "cpu":
+            import torch
+
+            threads = state.config.runtime.threads or torch.get_num_threads()
+            note = default_size_note(config_file, overrides, state.config, lifetime.step_path(state.config, ctx.device),
+                                     threads)
+        return train(state, run_dir, ctx, quiet=args.quiet, note=note)
     finally:
         ctx.close()
 
 
-def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, quiet: bool = False) -> int:
+def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, quiet: bool = False,
+          note: str | None = None) -> int:
     cfg = state.config
     use_threads(cfg.runtime.threads)  # under torchrun, distributed.setup chose a default per process already
     step = lifetime.step_path(cfg, ctx.device)  # fails here, before writing, if runtime.native: true cannot run
@@ -121,6 +155,8 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, 
     tensorboard = None
     if cfg.logging.tensorboard and ctx.is_writer:
         tensorboard = logs.TensorBoardLog(run_dir / "tensorboard", histogram_every=cfg.logging.histogram_every)
+    if note is not None and ctx.is_writer:
+        print(note, file=sys.stderr, flush=True)
     say(f"run folder: {run_dir}  seed: {state.seed}  device: {ctx.device}  "
         f"population: {cfg.ga.population_size}  processes: {ctx.world_size}  step: {step}", flush=True)
     steps_per_gen = cfg.ga.population_size * cfg.ga.lifetime_steps * cfg.ga.evals_per_individual
@@ -139,7 +175,7 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, 
         if ctx.is_writer:
             how = f"stopped by {e}" if isinstance(e, Stopped) else "interrupted"
             print(f"\n{how}; the run folder holds {state.generation} complete generations. Resume with:\n"
-                  f"  python3 run_config.py --resume {run_dir}", file=sys.stderr)
+                  f"  {command('python3 run_config.py')} --resume {run_dir}", file=sys.stderr)
         return exit_code(e)
     except NonFiniteError:
         progress.close()

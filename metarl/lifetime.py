@@ -235,6 +235,11 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
     """
     steps = config.ga.lifetime_steps if steps is None else steps
     pop = genomes.shape[0]
+    # A genome with a NaN or infinite gene scores NaN on every backend: it never ranks or is saved. It is run as
+    # zeros, so that no backend (the native kernel clamps, and would give it a finite score) ever sees it.
+    broken = ~torch.isfinite(genomes).all(dim=1) if genomes.numel() else torch.zeros(pop, dtype=torch.bool)
+    if bool(broken.any()):
+        genomes = genomes.masked_fill(broken[:, None], 0.0)
     chosen = select_backend(config, genomes.device, genomes.dtype, sizes) if backend is None else backends.get(backend)
     if chunk_size is None:
         chunk_size = chosen.chunk_size(config, genomes.device, pop)
@@ -271,6 +276,12 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
                 rewards[sl] = chunk_rewards[:, :n].t()
             if states is not None:
                 states[sl] = chunk_states[:, :, :n].permute(2, 0, 1)
+    if bool(broken.any()):
+        fitness[broken] = float("nan")
+        if rewards is not None:
+            rewards[broken] = float("nan")
+        if states is not None:
+            states[broken] = float("nan")
     return fitness, rewards
 
 

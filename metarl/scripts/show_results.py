@@ -233,6 +233,11 @@ def window_pyplot():  # noqa: ANN201 - matplotlib.pyplot
 
 def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     """Score the elites of a run's last generation on held-out lifetimes; save the best."""
+    with training.claim_run_dir(run_dir, new=False):  # it writes RUN/rescored_model.yaml: one writer at a time
+        return _rescore_run(run_dir, args)
+
+
+def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     state = training.load_run(run_dir)
     cfg = state.config
     k = args.rescore

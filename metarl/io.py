@@ -18,6 +18,7 @@ import yaml
 
 from . import __version__
 from .config import Config, from_dict
+from .config.files import parse_yaml, read_text_file
 from .errors import ConfigError, ModelFileError
 from .genome import GenomeLayout
 
@@ -90,21 +91,31 @@ def save_model(path: str | Path, genome: torch.Tensor, layout: GenomeLayout, con
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100))
 
 
+MAX_MODEL_BYTES = 256 * 2**20  # the largest rule the config allows (S = H = 1024) is ~100 MB of YAML
+
+
 def load_model(path: str | Path) -> SavedModel:
-    """Load a model of this project or of the original one; `ModelFileError` names any problem."""
+    """Load a model of this project or of the original one; `ModelFileError` names any problem.
+
+    Checked before anything is allocated: a regular file of at most `MAX_MODEL_BYTES`, valid YAML
+    (no duplicate keys, bounded nesting), the rule sizes in the config's ranges, every cell part of
+    exactly its shape with finite numbers, and the provenance fields of their types."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise ModelFileError(f"{path}: no such model file")
+    text = read_text_file(path, MAX_MODEL_BYTES, "saved model", ModelFileError)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ModelFileError(f"{path}: not a readable YAML model ({e.__class__.__name__})") from None
+        data = parse_yaml(text)
+    except ValueError as e:
+        raise ModelFileError(f"{path}: not a readable YAML model{e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("actor"), dict):
         raise ModelFileError(f"{path}: not a saved model (no 'actor' section with the rule cells)")
     try:
         layout, genome = GenomeLayout.from_cells(data["actor"])
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise ModelFileError(f"{path}: corrupt rule cells: {e}") from None
+    if data.get("config") is not None and not isinstance(data["config"], dict):
+        raise ModelFileError(f"{path}: invalid config inside the model: expected a mapping")
     try:
         config = from_dict(data.get("config") or {})
     except ConfigError as e:
@@ -113,8 +124,18 @@ def load_model(path: str | Path) -> SavedModel:
         raise ModelFileError(f"{path}: cells have signal_dim {layout.signal_dim}, state_dim {layout.state_dim} "
                              f"but the config says {config.rule.signal_dim}, {config.rule.state_dim}")
     fitness = data.get("fitness")
-    return SavedModel(genome, layout, config, None if fitness is None else float(fitness),
-                      data.get("generation"), data.get("seed", config.seed), data.get("version"))
+    if fitness is not None and (not _is_number(fitness) or not math.isfinite(fitness)):
+        raise ModelFileError(f"{path}: fitness must be a finite number, got {_short(fitness)}")
+    generation = data.get("generation")
+    if generation is not None and (not _is_int(generation) or not 0 <= generation <= MAX_GENERATION):
+        raise ModelFileError(f"{path}: generation must be an integer in [0, {MAX_GENERATION}], got "
+                             f"{_short(generation)}")
+    seed = data.get("seed", config.seed)
+    if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
+        raise ModelFileError(f"{path}: seed must be an integer in [0, 2^63-1], got {_short(seed)}")
+    version = data.get("version")
+    return SavedModel(genome, layout, config, None if fitness is None else float(fitness), generation, seed,
+                      None if version is None else _short(version))
 
 
 # ---------------------------------------------------------------------------- checkpoints
@@ -281,16 +302,34 @@ def _check_best_ever(best: Any, generation: int, genes: int, bad: Any) -> None:
 
 # ---------------------------------------------------------------------------- log
 
+MAX_LOG_BYTES = 256 * 2**20  # ~2 million generations of rows
+
+
 def read_log(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``log.csv`` as dicts of floats (an empty field, a value older runs did not log, is NaN)."""
+    """Rows of a ``log.csv`` as dicts of floats (an empty field, a value older runs did not log, is NaN);
+    a missing, special, huge, binary or malformed file raises `ModelFileError` (one line)."""
     path = Path(path)
+    text = read_text_file(path, MAX_LOG_BYTES, "generation log", ModelFileError)
+    if "\x00" in text:
+        raise ModelFileError(f"{path}: corrupt log (binary data)")
     try:
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as e:
-        raise ModelFileError(f"{path}: cannot read log ({e.strerror})") from None
-    try:
-        return [{k: float(v) if v != "" else float("nan") for k, v in row.items()} for row in rows]
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = next(reader, None)
+        if header is None:
+            return []
+        if len(set(header)) != len(header) or any(len(name) > 100 for name in header):
+            raise ModelFileError(f"{path}: corrupt log (bad header)")
+        rows = []
+        for number, fields in enumerate(reader, start=2):
+            if not fields:
+                continue  # a blank line
+            if len(fields) != len(header):
+                raise ModelFileError(f"{path}: corrupt log (line {number} has {len(fields)} fields, the header "
+                                     f"{len(header)})")
+            rows.append({k: float(v) if v != "" else float("nan") for k, v in zip(header, fields, strict=True)})
+        return rows
+    except csv.Error as e:
+        raise ModelFileError(f"{path}: corrupt log ({str(e)[:100]})") from None
     except (TypeError, ValueError):
         raise ModelFileError(f"{path}: corrupt log (non-numeric field)") from None
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,19 +32,41 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
 MAX_YAML_BYTES = 2**20  # a config is kilobytes; more is a wrong file (and slow to parse)
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing, unreadable, oversized or malformed file raises `ConfigError`."""
+def read_text_file(path: str | Path, limit: int, what: str, error: type[Exception] = ConfigError) -> str:
+    """The text of a regular file of at most ``limit`` bytes; anything else (missing, a folder, a FIFO,
+    a device such as /dev/zero, too large, not UTF-8 text, unreadable) raises ``error`` with one line.
+    A special file is never opened: reading a FIFO would wait forever and a device never ends."""
     path = Path(path)
+    shown = _clip(repr(str(path)))[1:-1] if not str(path).isprintable() else str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"{path}: too large for a YAML config ({size / 2**20:.3g} MiB; "
-                              f"the limit is {MAX_YAML_BYTES / 2**20:g} MiB)")
-        text = path.read_text()
+        info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        raise error(f"{shown}: no such file") from None
+    except OSError as e:
+        raise error(f"{shown}: cannot read ({e.__class__.__name__}: {_first_line(e.strerror or e)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{shown}: is a folder, not a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) or \
+            stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "a special file"
+        raise error(f"{shown}: is {kind}, not a regular file; a {what} must be a file")
+    if info.st_size > limit:
+        raise error(f"{shown}: too large for a {what} ({info.st_size / 2**20:.3g} MiB; "
+                    f"the limit is {limit / 2**20:g} MiB)")
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:  # grew since the stat
+            raise error(f"{shown}: too large for a {what} (the limit is {limit / 2**20:g} MiB)")
+        return data.decode()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read ({e.__class__.__name__}: {_first_line(e)})") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+        raise error(f"{shown}: cannot read ({e.__class__.__name__}: {why})") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing, unreadable, special, oversized or malformed file raises `ConfigError`."""
+    text = read_text_file(path, MAX_YAML_BYTES, "YAML config")
     try:
         return parse_yaml(text)
     except ValueError as e:

@@ -77,11 +77,17 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         with stop_signals():
             return int(main(argv) or 0)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return ERROR
     except KeyboardInterrupt as e:
         print("interrupted", file=sys.stderr)
         return exit_code(e)
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (newline, terminal escape codes) escaped as ``repr`` does:
+    an error is one line, and what a user typed never reaches the terminal raw."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def use_threads(threads: int | None, default: int | None = None) -> None:

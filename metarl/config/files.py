@@ -73,10 +73,37 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: invalid YAML{e}") from None
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"duplicate key {_clip(repr(key))} (lines {first} and {second}); give each key once")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that gives one key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:
+                continue  # unhashable: the constructor reports it
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` whose every failure is a one-line `ValueError`: "" or " at line N", then ": why"."""
+    """``yaml.safe_load`` whose every failure is a one-line `ValueError`: "" or " at line N", then ": why".
+    A key given twice in one mapping is refused, naming the key and both lines."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise ValueError(f": {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -123,9 +150,17 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {_clip(item)}: expected section.key=value")
     try:
-        return key, parse_yaml(text)
+        value = parse_yaml(text)
     except ValueError as e:
         raise ConfigError(f"{_clip(key)}: the --set value is not valid YAML{e}") from None
+    if value is None and text.strip() not in NULL_SPELLINGS:
+        # `&a`, `!!null x` or `*` parse as null: a typo must not silently mean "none" (seed: null draws a seed)
+        raise ConfigError(f"{_clip(key)}: the --set value {_clip(repr(text))} is not a value (YAML reads it as "
+                          f"null); write {_clip(key)}=null to mean none")
+    return key, value
+
+
+NULL_SPELLINGS = ("", "null", "Null", "NULL", "~")
 
 
 def resolve_device(name: str) -> torch.device:

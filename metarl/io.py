@@ -19,7 +19,7 @@ import yaml
 from . import __version__
 from .config import Config, from_dict
 from .config.files import parse_yaml, read_text_file
-from .errors import ConfigError, ModelFileError
+from .errors import ConfigError, ModelFileError, UserError
 from .genome import GenomeLayout
 
 # best, mean, median, worst and best_ever are over the finite fitness values only; nonfinite
@@ -45,6 +45,55 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")  # kernel file systems: no place for files (/dev/shm is tmpfs: allowed)
+
+
+def check_path(path: str | Path, what: str, error: type[Exception] = UserError) -> None:
+    """Refuse a path metarl should not create a file or folder at: over-long names, kernel file systems."""
+    path = Path(path)
+    text = os.fsencode(str(path))
+    if len(text) >= 4096 or any(len(part) > 255 for part in text.split(b"/")):
+        raise error(f"{_clip_path(path)}: {what}: file name too long (at most 255 bytes per name)")
+    resolved = os.path.abspath(path)
+    for root in VIRTUAL_ROOTS:
+        if (resolved == root or resolved.startswith(root + "/")) and not resolved.startswith("/dev/shm/"):
+            raise error(f"{_clip_path(path)}: {what}: {root} is a kernel file system, not a place for files; "
+                        f"choose a folder on a disk")
+
+
+def _clip_path(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 100 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def check_output_file(path: str | Path, what: str) -> Path:
+    """Refuse, before any work, an output file that cannot be written: a name too long, a place in a
+    kernel file system, a folder or special file where the file belongs, a file where a folder belongs,
+    an unwritable folder. Missing folders are created when the file is written."""
+    path = Path(path)
+    check_path(path, what)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except NotADirectoryError:
+        raise UserError(f"{_clip_path(path)}: {what}: a part of the path is a file, not a folder") from None
+    except OSError as e:
+        raise UserError(f"{_clip_path(path)}: {what}: cannot write ({e.strerror or e.__class__.__name__})") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UserError(f"{_clip_path(path)}: {what}: is a folder; give a file name")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UserError(f"{_clip_path(path)}: {what}: is a special file, not a regular file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{_clip_path(path)}: {what}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"{_clip_path(path)}: {what}: the folder {parent} is not writable")
+    return path
 
 
 def remove_temporary_files(directory: str | Path) -> None:

@@ -215,9 +215,6 @@ class RunFolderError(ModelFileError):
     """A run folder that cannot be created or written, or that is not (only) a run's."""
 
 
-VIRTUAL_ROOTS = ("/proc", "/sys", "/dev")  # kernel file systems: no place for a run (/dev/shm is tmpfs: allowed)
-
-
 def _why(e: OSError) -> str:
     return e.strerror or e.__class__.__name__
 
@@ -226,28 +223,11 @@ def _is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
-def check_path(path: Path, what: str) -> None:
-    """Refuse a path metarl should not create files or folders at: over-long names, kernel file systems."""
-    text = os.fsencode(str(path))
-    if len(text) >= 4096 or any(len(part) > 255 for part in text.split(b"/")):
-        raise RunFolderError(f"{_clip_path(path)}: {what}: file name too long (at most 255 bytes per name)")
-    resolved = Path(os.path.abspath(path))
-    for root in VIRTUAL_ROOTS:
-        if (resolved == Path(root) or Path(root) in resolved.parents) and not str(resolved).startswith("/dev/shm"):
-            raise RunFolderError(f"{path}: {what}: {root} is a kernel file system, not a place for files; "
-                                 f"choose a folder on a disk")
-
-
-def _clip_path(path: Path) -> str:
-    text = str(path)
-    return repr(text) if len(text) <= 100 else f"{text[:60]!r}... ({len(text)} characters)"
-
-
 def check_new_run_dir(run_dir: str | Path) -> None:
     """Refuse, before anything is written, an ``--out`` that is not a new or empty folder (a folder with
     another program's or a user's files is never written into) or that cannot become one."""
     run_dir = Path(run_dir)
-    check_path(run_dir, "run folder")
+    io.check_path(run_dir, "run folder", RunFolderError)
     try:
         mode = run_dir.stat().st_mode
     except FileNotFoundError:
@@ -300,7 +280,7 @@ def claim_run_dir(run_dir: str | Path, *, new: bool) -> RunLock:
     if new:
         check_new_run_dir(run_dir)
     else:
-        check_path(run_dir, "run folder")
+        io.check_path(run_dir, "run folder", RunFolderError)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -16,7 +16,7 @@ import sys
 import torch
 
 from metarl import config as cfg_mod
-from metarl import envs
+from metarl import envs, io
 from metarl.cli import run_main
 from metarl.render import Renderer, check_animation_path, play, save_animation
 from metarl.scripts import ArgumentParser
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.torque
 
     save = check_animation_path(args.save) if args.save is not None else None
+    if save is not None:
+        io.check_output_file(save, "--save")
     # A PNG keeps only the last frame, so only a GIF needs every frame held in memory.
     record = save is not None and save.suffix.lower() == ".gif"
     renderer = Renderer(headless=save is not None, title=f"metarl: {cfg.env.name}")

@@ -83,8 +83,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Reject unwritable output names before minutes of work, not after.
     if args.plot:
         plots.figure_format(args.plot)
+        io.check_output_file(args.plot, "--plot")
     if args.save and Path(args.save).suffix.lower() not in ANIMATION_SUFFIXES:
         raise UserError(f"--save {args.save}: use a .gif (animation) or .png (last frame) file name")
+    if args.save:
+        io.check_output_file(args.save, "--save")
+    if args.json:
+        io.check_output_file(args.json, "--json")
     return args
 
 

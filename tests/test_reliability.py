@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -200,3 +199,345 @@ def test_an_all_nan_population_stops_the_run_and_saves_nothing(tmp_path):
     with pytest.raises(io.ModelFileError, match="non-finite fitness"):
         io.save_model(tmp_path / "m.yaml", torch.zeros(trainer.layout.size), trainer.layout, config,
                       fitness=math.nan, generation=0, seed=1)
+
+
+# ---------------------------------------------------------------------------- what is read back: the checkpoint
+
+
+def _damage(key, value):
+    def change(state):
+        state[key] = value(state) if callable(value) else value
+    return change
+
+
+def _nan_population(state):
+    state["population"][0, 0] = math.nan
+
+
+CHECKPOINT_DAMAGE = {
+    "rows missing": (lambda s: s.pop("rows"), "missing 'rows'"),
+    "best_ever missing": (lambda s: s.pop("best_ever"), "missing 'best_ever'"),
+    "population missing": (lambda s: s.pop("population"), "missing 'population'"),
+    "ga_generator missing": (lambda s: s.pop("ga_generator"), "missing 'ga_generator'"),
+    "generation missing": (lambda s: s.pop("generation"), "missing 'generation'"),
+    "rows a string": (_damage("rows", "rows"), "rows must be a list"),
+    "rows of strings": (_damage("rows", ["a", "b"]), "log row 0 must be a mapping"),
+    "row value a string": (lambda s: s["rows"][0].update(best="x"), "best must be a finite number"),
+    "row numbered wrong": (lambda s: s["rows"][1].update(generation=7), "log row 1 is numbered 7"),
+    "best_ever a list": (_damage("best_ever", [1, 2]), "best_ever must be a mapping"),
+    "best_ever fitness nan": (lambda s: s["best_ever"].update(fitness=math.nan), "best_ever fitness"),
+    "best_ever genome short": (lambda s: s["best_ever"].update(genome=torch.zeros(3)), "best_ever genome"),
+    "best_ever from the future": (lambda s: s["best_ever"].update(generation=9), "best_ever generation"),
+    "population a list": (_damage("population", [[1.0]]), "population must be a float32 (P, G) tensor"),
+    "population float64": (_damage("population", lambda s: s["population"].double()), "float32"),
+    "population nan": (_nan_population, "1 non-finite genes"),
+    "ga_generator a string": (_damage("ga_generator", "x"), "ga_generator must be a generator state"),
+    "ga_generator short": (_damage("ga_generator", torch.zeros(5, dtype=torch.uint8)), "not a valid generator"),
+    "generation -5": (_damage("generation", -5), "generation must be an integer in [0, 1000000000], got -5"),
+    "generation a string": (_damage("generation", "2"), "generation must be an integer"),
+    "generation 10**12": (_damage("generation", 10**12), "generation must be an integer"),
+    "generation ahead of rows": (_damage("generation", 3), "2 log rows for 3 complete generations"),
+    "seed a float": (_damage("seed", 1.5), "seed must be an integer"),
+    "not a mapping": (None, "expected a mapping"),
+}
+
+
+@pytest.mark.parametrize("name", list(CHECKPOINT_DAMAGE))
+def test_a_damaged_checkpoint_is_one_line_and_nothing_is_written(tiny_run, capsys, name):
+    change, message = CHECKPOINT_DAMAGE[name]
+    path = tiny_run / training.CHECKPOINT
+    state = torch.load(path, weights_only=True)
+    if change is None:
+        state = [state]
+    else:
+        change(state)
+        state.pop("sha256", None)
+        state["sha256"] = io.checkpoint_digest(state)  # a consistent hash: the schema check must catch it
+    torch.save(state, path)
+    before = tree(tiny_run)
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+    assert code == 2
+    one_line(err, message)
+    assert tree(tiny_run) == before
+
+
+def test_a_flipped_byte_in_the_data_is_detected(tiny_run, capsys):
+    path = tiny_run / training.CHECKPOINT
+    state = torch.load(path, weights_only=True)
+    data = bytearray(path.read_bytes())
+    # Flip one bit of a gene where torch stores it (its float32 bytes), so that the file still loads.
+    raw = state["population"].contiguous().numpy().tobytes()
+    at = bytes(data).index(raw[:64]) + 40
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert not torch.equal(torch.load(path, weights_only=True)["population"], state["population"])
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+    assert code == 2
+    one_line(err, "does not match its integrity hash")
+
+
+def test_an_old_checkpoint_without_hash_is_accepted_and_upgraded(tiny_run, capsys):
+    path = tiny_run / training.CHECKPOINT
+    state = torch.load(path, weights_only=True)
+    for key in ("sha256", "format", "config"):
+        state.pop(key)
+    torch.save(state, path)
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    assert code == 0, err
+    upgraded = torch.load(path, weights_only=True)
+    assert upgraded["format"] == io.CHECKPOINT_FORMAT and upgraded["sha256"] == io.checkpoint_digest(upgraded)
+
+
+@pytest.mark.parametrize("key, value", [("ga.mutation_strength", 0.3), ("ga.lifetime_steps", 6),
+                                        ("env.name", "DoublePendulum"), ("actor.hidden", [3]),
+                                        ("ga.num_survivors", 3), ("rule.init_std", 0.4)])
+def test_an_edited_config_yaml_is_refused_with_the_keys(tiny_run, capsys, key, value):
+    path = tiny_run / "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    section, name = key.split(".")
+    data[section][name] = value
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = tree(tiny_run)
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+    assert code == 2
+    one_line(err, "edited since the checkpoint", key)
+    assert tree(tiny_run) == before
+
+
+def test_an_edit_that_changes_nothing_logged_is_accepted(tiny_run, capsys):
+    path = tiny_run / "config.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["ga"]["generations"] = 3
+    data["logging"]["every"] = 2
+    data["runtime"]["threads"] = 1
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--quiet"], capsys)
+    assert code == 0, err
+    assert len(io.read_log(tiny_run / "log.csv")) == 3
+
+
+# ---------------------------------------------------------------------------- what is read back: model files and logs
+
+
+def _model(tiny_run) -> dict:
+    return yaml.safe_load((tiny_run / "best_model.yaml").read_text())
+
+
+MODEL_DAMAGE = {
+    "scalar for a matrix": (lambda d: d["actor"]["node_network"].update(w_state=1.5), "expected shape"),
+    "state_dim inf": (lambda d: [c.update(state_dim=math.inf) for c in d["actor"].values()], "state_dim"),
+    "state_dim huge": (lambda d: [c.update(state_dim=250_000) for c in d["actor"].values()], "state_dim"),
+    "state_dim a string": (lambda d: d["actor"]["reward_network"].update(state_dim="8"), "state_dim"),
+    "fitness a string": (lambda d: d.update(fitness="great"), "fitness must be a finite number"),
+    "fitness nan": (lambda d: d.update(fitness=math.nan), "fitness must be a finite number"),
+    "generation negative": (lambda d: d.update(generation=-1), "generation must be an integer"),
+    "seed 2**64": (lambda d: d.update(seed=2**64), "seed must be an integer"),
+    "gene a string": (lambda d: d["actor"]["reward_network"]["b_state"][0].__setitem__(0, "x"), "expected shape"),
+    "gene nan": (lambda d: d["actor"]["reward_network"]["b_state"][0].__setitem__(0, math.nan), "non-finite"),
+    "ragged": (lambda d: d["actor"]["connection_network"]["w_state"][0].pop(), "expected shape"),
+    "cell missing": (lambda d: d["actor"].pop("node_network"), "missing cell"),
+    "config a list": (lambda d: d.update(config=[1]), "invalid config inside the model"),
+}
+
+
+@pytest.mark.parametrize("name", list(MODEL_DAMAGE))
+def test_a_damaged_model_file_is_one_line(tiny_run, tmp_path, capsys, name):
+    change, message = MODEL_DAMAGE[name]
+    data = _model(tiny_run)
+    change(data)
+    path = tmp_path / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code, _, err = run(show_results.main, [path, "--evaluate", "--episodes", "2", "--steps", "2"], capsys)
+    assert code == 2
+    one_line(err, message)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"actor: " + b"[" * 1500 + b"]" * 1500 + b"\n", "nested too deeply"),
+    (b"actor:\n  reward_network: {state_dim: 8, w_output: " + b"[" * 1500 + b"0" + b"]" * 1500 + b"}\n",
+     "not a readable YAML model"),
+    (bytes(range(256)) * 8, "cannot read"),
+    (b"fitness: 1\nfitness: 2\n", "duplicate key 'fitness' (lines 1 and 2)"),
+], ids=["deep", "deep cell", "binary", "duplicate key"])
+def test_hostile_model_files(tmp_path, capsys, content, message):
+    path = tmp_path / "m.yaml"
+    path.write_bytes(content)
+    code, _, err = run(show_results.main, [path, "--evaluate", "--episodes", "2"], capsys)
+    assert code == 2
+    one_line(err, message)
+
+
+@pytest.mark.parametrize("content, message", [
+    (bytes(range(256)) * 8, "cannot read"),
+    (b"generation,best\n0," + b"9" * 200_000 + b"\n", "corrupt log"),
+    (b"generation,best\n0,abc\n", "non-numeric"),
+    (b"generation,best\n0,1,2\n", "line 2 has 3 fields"),
+    (b"generation,best\x00\n0,1\n", "binary"),
+], ids=["binary", "huge field", "non-numeric", "extra field", "nul"])
+def test_hostile_logs_given_to_show_results(tiny_run, tmp_path, capsys, content, message):
+    (tiny_run / "log.csv").write_bytes(content)
+    code, _, err = run(show_results.main, [tiny_run, "--plot", tmp_path / "c.png"], capsys)
+    assert code == 2
+    one_line(err, message)
+    assert not (tmp_path / "c.png").exists()
+
+
+# ---------------------------------------------------------------------------- files and paths
+
+
+def test_special_files_as_a_config_are_refused_unopened(tmp_path, capsys):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # opening it would wait forever for a writer
+    for path, message in ((fifo, "is a FIFO"), ("/dev/zero", "is a device"), ("/dev/urandom", "is a device"),
+                          (tmp_path, "is a folder")):
+        code, _, err = run(run_config.main, [path, "--out", tmp_path / "r"], capsys)
+        assert code == 2
+        one_line(err, message)
+    code, _, err = run(show_results.main, [fifo], capsys)
+    assert code == 2 and "is a FIFO" in err
+
+
+@pytest.mark.parametrize("out, message", [
+    ("x" * 300, "file name too long"),
+    ("/proc/metarl_run", "kernel file system"),
+    ("/sys/metarl_run", "kernel file system"),
+    ("/dev/null", "kernel file system"),
+    ("FILE", "exists and is not a folder"),
+    ("FILE/run", "a part of the path is a file"),
+])
+def test_bad_out_paths(tmp_path, capsys, out, message):
+    (tmp_path / "FILE").write_text("mine")
+    target = out if out.startswith("/") else tmp_path / out
+    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", target], capsys)
+    assert code == 2
+    one_line(err, message)
+    assert (tmp_path / "FILE").read_text() == "mine"
+
+
+def test_unwritable_out(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o500)
+    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", locked / "r"], capsys)
+    assert code == 2
+    one_line(err, "not writable")
+
+
+@pytest.mark.parametrize("flag, name, message", [("--save", "folder.gif", "is a folder"),
+                                                  ("--plot", "folder.png", "is a folder"),
+                                                  ("--save", "FILE/x.gif", "is a file, not a folder"),
+                                                  ("--save", "/proc/x.gif", "kernel file system"),
+                                                  ("--plot", "x" * 300 + ".png", "file name too long")])
+def test_bad_output_files_of_show_results(tiny_run, tmp_path, capsys, flag, name, message):
+    (tmp_path / "folder.gif").mkdir()
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "FILE").write_text("mine")
+    target = name if name.startswith("/") else tmp_path / name
+    code, _, err = run(show_results.main, [tiny_run / "best_model.yaml", flag, target, "--steps", "2",
+                                           "--episodes", "2", "--seed", "0"], capsys)
+    assert code == 2
+    one_line(err, message)
+
+
+@pytest.mark.parametrize("name", ["log.csv", "best_model.yaml", "checkpoint.pt"])
+def test_a_folder_where_a_run_file_belongs(tiny_run, capsys, name):
+    (tiny_run / name).unlink()
+    (tiny_run / name).mkdir()
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+    assert code == 2
+    one_line(err, f"{name}: is a folder")
+
+
+def _fail_writes_of(monkeypatch, name: str, error: int):
+    real = io.atomic_write_bytes
+
+    def write(path, data):
+        if Path(path).name == name:
+            raise OSError(error, os.strerror(error))
+        return real(path, data)
+
+    monkeypatch.setattr(io, "atomic_write_bytes", write)
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tiny_run, capsys, monkeypatch):
+    before = (tiny_run / training.CHECKPOINT).read_bytes()
+    _fail_writes_of(monkeypatch, training.CHECKPOINT, errno.ENOSPC)
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    assert code == 2
+    one_line(err, "No space left on device", "previous checkpoint (2 complete generations) is kept",
+             "free disk space", f"--resume {tiny_run}")
+    assert (tiny_run / training.CHECKPOINT).read_bytes() == before
+    assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.undo()
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    assert code == 0, err
+    assert len(io.read_log(tiny_run / "log.csv")) == 3
+
+
+def test_a_full_disk_in_the_real_write(tiny_run, capsys, monkeypatch):
+    """ENOSPC from the write itself (inside `atomic_write_bytes`): the temporary file is removed."""
+    real_fdopen = os.fdopen
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(io.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
+    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    assert code == 2
+    one_line(err, "No space left on device", "is kept")
+    assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_run_folder_deleted_mid_run(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    out = tmp_path / "r"
+    real = training.Trainer.run_generation
+
+    def generation_then_delete(self, progress=None):
+        row = real(self, progress)
+        if self.state.generation == 1:
+            shutil.rmtree(out)
+        return row
+
+    monkeypatch.setattr(training.Trainer, "run_generation", generation_then_delete)
+    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", out, "--generations", "3", "--quiet"], capsys)
+    assert code == 2
+    one_line(err, "was removed during the run")
+
+
+# ---------------------------------------------------------------------------- YAML
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 1\nga:\n  population_size: 8\n  population_size: 9\n")
+    code, _, err = run(run_config.main, [path, "--out", tmp_path / "r"], capsys)
+    assert code == 2
+    one_line(err, "duplicate key 'population_size' (lines 3 and 4)")
+
+
+@pytest.mark.parametrize("key", ["ga.bad\nkey", "ga.\x1b[31mred", "x\ry"])
+def test_typed_keys_are_shown_escaped(tmp_path, capsys, key):
+    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", tmp_path / "r", "--set", f"{key}=1"], capsys)
+    assert code == 2
+    one_line(err)
+    assert "\x1b" not in err and "\r" not in err and err.count("\n") == 1
+
+
+def test_set_value_that_reads_as_null_by_accident(tmp_path, capsys):
+    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", tmp_path / "r", "--set", "seed=&a"], capsys)
+    assert code == 2
+    one_line(err, "seed: the --set value '&a' is not a value")
+    assert C.load(ROOT / TINY, ["seed=null"]).seed is None

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -541,3 +542,131 @@ def test_set_value_that_reads_as_null_by_accident(tmp_path, capsys):
     assert code == 2
     one_line(err, "seed: the --set value '&a' is not a value")
     assert C.load(ROOT / TINY, ["seed=null"]).seed is None
+
+
+# ---------------------------------------------------------------------------- sizes, seeds and signals
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--evaluate", "--episodes", str(10**7)], "--allow-large"),
+    (["--evaluate", "--steps", str(10**9)], "work: --evaluate needs"),
+    (["--evaluate", "--hidden", str(10**6)], "--evaluate needs about"),
+    (["--save", "REPLAY.gif", "--steps", str(10**9)], "work: the replay steps one actor"),
+    (["--plot", "PLOT.png", "--episodes", str(10**7), "--steps", "100"], "work: --plot needs"),
+], ids=["episodes", "steps", "hidden", "replay steps", "plot episodes"])
+def test_show_results_is_guarded_by_the_estimate(tiny_run, tmp_path, capsys, extra, message):
+    args = [tiny_run / "best_model.yaml", "--seed", "0", *[str(tmp_path / a) if a.isupper() else a for a in extra]]
+    t0 = time.perf_counter()
+    code, _, err = run(show_results.main, args, capsys)
+    assert code == 2 and time.perf_counter() - t0 < 10
+    one_line(err, message, "--allow-large")
+    assert list(tmp_path.iterdir()) == [tiny_run]
+
+
+def test_rescore_is_guarded_by_the_estimate(tiny_run, capsys):
+    code, _, err = run(show_results.main, [tiny_run, "--rescore", "1", "--episodes", str(10**12)], capsys)
+    assert code == 2
+    one_line(err, "work: --rescore needs", "--allow-large")
+    assert not (tiny_run / "rescored_model.yaml").exists()
+
+
+@pytest.mark.parametrize("seed", [str(2**63), str(2**64), "-1"])
+def test_seeds_out_of_range_are_refused_by_every_script(tiny_run, capsys, seed):
+    from metarl.scripts import show_environment
+
+    for main, args in ((show_results.main, [tiny_run / "best_model.yaml", "--evaluate", "--seed", seed]),
+                       (show_results.main, [tiny_run, "--rescore", "1", "--seed", seed]),
+                       (show_environment.main, ["Pendulum", "--seed", seed, "--save", "x.gif"]),
+                       (run_config.main, [*TINY_ARGS, "--seed", seed, "--out", tiny_run.parent / "new"])):
+        code, _, err = run(main, args, capsys)
+        assert code == 2, (main, err)
+        one_line(err, "[0, 2^63-1]")
+
+
+def test_seeds_count_with_all_their_bits():
+    from metarl import evaluation, rng
+
+    assert rng.hash_ints(7, 1, 2) != rng.hash_ints(7 + 2**32, 1, 2) != rng.hash_ints(7 + 2**40, 1, 2)
+    assert not torch.equal(evaluation.evaluation_keys(7, 8), evaluation.evaluation_keys(7 + 2**32, 8))
+    assert not torch.equal(rng.individual_keys(2**63 - 1, 0, 0, torch.arange(4)),
+                           rng.individual_keys(2**31 - 1, 0, 0, torch.arange(4)))
+    # Seeds below 2^32 hash as they always did (the pinned logs of tests/test_golden.py depend on it).
+    assert all(rng.hash_ints(*v) == _old_hash_ints(*v) for v in [(1, 2, 3), (2**32 - 1, 0, 7), (0xE7A10001, 5)])
+
+
+def _old_hash_ints(*values):
+    from metarl import rng
+
+    h = 0x2545F491
+    for v in values:
+        h = int(rng.hash32(torch.tensor([(h ^ (int(v) & 0xFFFFFFFF)) & 0xFFFFFFFF]))[0])
+        h = (h + 0x9E3779B9) & 0xFFFFFFFF
+    return h
+
+
+def test_show_environment_refuses_endless_seconds(capsys):
+    from metarl.scripts import show_environment
+
+    for seconds in ("inf", "nan", str(10**9)):
+        code, _, err = run(show_environment.main, ["Pendulum", "--seconds", seconds, "--save", "x.gif"], capsys)
+        assert code == 2
+        one_line(err, "--seconds")
+
+
+def test_the_address_space_limit_counts(monkeypatch):
+    import resource
+
+    from metarl import resources
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (2**30, resource.RLIM_INFINITY)
+                        if which == resource.RLIMIT_AS else (resource.RLIM_INFINITY,) * 2)
+    limit, source = resources.available_memory()
+    assert limit < 2**30 and "ulimit -v" in source
+    config = C.load(ROOT / TINY, ["ga.population_size=1000000"])
+    with pytest.raises(resources.ResourceError, match="ulimit -v"):
+        resources.check(config, torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_allow_large_allocation_failure_is_one_line(tmp_path):
+    """Under ``ulimit -v`` (here 6 GiB) a population of 10^7 with --allow-large fails to allocate: one line."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "run_config.py", TINY, "--out", str(tmp_path / "r"), "--allow-large",
+                           "--set", "ga.population_size=10000000"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120, preexec_fn=limit)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    one_line(proc.stderr, "out of memory")
+
+
+def test_allocator_errors_are_one_line(capsys):
+    def main(argv):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 208000000000 bytes.")
+
+    code, _, err = run(main, [], capsys)
+    assert code == 2
+    one_line(err, "out of memory", "--allow-large")
+
+    def other(argv):
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        run_main(other, [])
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_signals_during_start_up_end_with_one_line(tmp_path, signum, code):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg")
+    proc = subprocess.Popen([sys.executable, "run_config.py", TINY, "--out", str(tmp_path / "r")], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # in the imports (torch takes about a second)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip() == "interrupted" and "Traceback" not in err
+    assert not (tmp_path / "r").exists()

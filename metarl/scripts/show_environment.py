@@ -18,8 +18,13 @@ import torch
 from metarl import config as cfg_mod
 from metarl import envs, io
 from metarl.cli import run_main
+from metarl.config.schema import MAX_SEED, _show
+from metarl.errors import UserError
 from metarl.render import Renderer, check_animation_path, play, save_animation
 from metarl.scripts import ArgumentParser
+
+MAX_SECONDS = 10**6  # simulated seconds (11 days at real time)
+MAX_STEPS = 10**7
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,8 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "env.params.length=1.5; repeatable")
     p.add_argument("--save", metavar="FILE", help="render headless to an animated .gif (or last frame .png)")
     args = p.parse_args(argv)
-    if not args.seconds > 0:
-        p.error(f"--seconds must be > 0, got {args.seconds}")
+    if not 0 < args.seconds <= MAX_SECONDS:
+        p.error(f"--seconds must be in (0, {MAX_SECONDS:g}], got {args.seconds}")
+    if not 0 <= args.seed <= MAX_SEED:
+        p.error(f"--seed must be an integer in [0, 2^63-1], got {_show(args.seed)}")
     if not -1 <= args.torque <= 1:
         p.error(f"--torque must be in [-1, 1], got {args.torque}")
     return args
@@ -51,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     env = envs.make(cfg.env.name, 1, dtype=torch.float64, generator=generator, **cfg.env.make_kwargs())
     steps = max(1, round(args.seconds / cfg.env.dt))
+    if steps > MAX_STEPS:
+        raise UserError(f"--seconds {args.seconds:g} at env.dt {cfg.env.dt:g} is {steps} steps, more than "
+                        f"{MAX_STEPS:.0e}; show fewer seconds")
 
     if args.random:
         def policy(step: int) -> float:

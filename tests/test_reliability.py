@@ -670,3 +670,48 @@ def test_signals_during_start_up_end_with_one_line(tmp_path, signum, code):
     assert proc.returncode == code, err
     assert err.strip() == "interrupted" and "Traceback" not in err
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------- the self-check knows float32
+
+
+def _check_config(*overrides: str):
+    return C.load(ROOT / TINY, ["actor.hidden=[4]", *overrides])
+
+
+@needs_native
+@pytest.mark.parametrize("overrides", [
+    ("rule.signal_dim=64", "rule.state_dim=64"),
+    ("env.params.length=1.0e-40",),
+    ("env.max_torque=1000000",),
+], ids=["S=H=64", "length 1e-40", "torque 1e6"])
+def test_float32_drift_is_not_a_stale_kernel(overrides):
+    config = _check_config(*overrides)
+    worst = lifetime.self_check("native", config)
+    assert not worst <= lifetime.CHECK_TOLERANCE  # the old check called these a stale kernel
+    assert lifetime.step_path(config, torch.device("cpu")) == "native"
+
+
+@needs_native
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides", [("rule.state_dim=256",), ("rule.state_dim=1024",), ("rule.signal_dim=1024",),
+                                       ("rule.signal_dim=1024", "rule.state_dim=1024")],
+                         ids=["H=256", "H=1024", "S=1024", "S=H=1024"])
+def test_the_largest_valid_rules_run_natively(overrides):
+    config = _check_config(*overrides)
+    assert lifetime.step_path(config, torch.device("cpu")) == "native"  # self-checked on the way
+
+
+@needs_native
+@pytest.mark.parametrize("overrides", [("rule.signal_dim=64", "rule.state_dim=64"), ("env.max_torque=1000000",)],
+                         ids=["S=H=64", "torque 1e6"])
+def test_a_stale_kernel_is_still_caught_where_float32_drifts(monkeypatch, overrides):
+    from metarl import step
+    from metarl.reference import reference_rule_step
+
+    def changed(*args, learning_rate, **kw):  # the spec changed, the kernel not: the kernel is stale
+        return reference_rule_step(*args, learning_rate=1.5 * learning_rate, **kw)
+
+    monkeypatch.setattr(step, "reference_rule_step", changed)
+    with pytest.raises(lifetime.SelfCheckError, match="at the first step .* float32 rounding explains"):
+        lifetime.self_check("native", _check_config(*overrides))

@@ -54,13 +54,20 @@ def tree(path: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != LOCK_FILE}
 
 
-@pytest.fixture
-def tiny_run(tmp_path, capsys) -> Path:
-    """A completed 2-generation run folder (population 8, 5-step lifetimes)."""
-    out = tmp_path / "run"
-    code, _, err = run(run_config.main, [*TINY_ARGS, "--generations", "2", "--out", out, "--quiet"], capsys)
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def template_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("template") / "run"
+    code = run_main(run_config.main, [*map(str, TINY_ARGS), "--generations", "2", "--out", str(out), "--quiet"])
+    assert code == 0
     return out
+
+
+@pytest.fixture
+def tiny_run(tmp_path, template_run) -> Path:
+    """A completed 2-generation run folder (population 8, 5-step lifetimes), a fresh copy for each test."""
+    import shutil
+
+    return Path(shutil.copytree(template_run, tmp_path / "run"))
 
 
 # ---------------------------------------------------------------------------- the run folder: one writer
@@ -354,8 +361,8 @@ def test_a_damaged_model_file_is_one_line(tiny_run, tmp_path, capsys, name):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"actor: " + b"[" * 1500 + b"]" * 1500 + b"\n", "nested too deeply"),
-    (b"actor:\n  reward_network: {state_dim: 8, w_output: " + b"[" * 1500 + b"0" + b"]" * 1500 + b"}\n",
+    (b"actor: " + b"[" * 1100 + b"]" * 1100 + b"\n", "nested too deeply"),
+    (b"actor:\n  reward_network: {state_dim: 8, w_output: " + b"[" * 1100 + b"0" + b"]" * 1100 + b"}\n",
      "not a readable YAML model"),
     (bytes(range(256)) * 8, "cannot read"),
     (b"fitness: 1\nfitness: 2\n", "duplicate key 'fitness' (lines 1 and 2)"),

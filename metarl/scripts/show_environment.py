@@ -41,8 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "env.params.length=1.5; repeatable")
     p.add_argument("--save", metavar="FILE", help="render headless to an animated .gif (or last frame .png)")
     args = p.parse_args(argv)
-    if not 0 < args.seconds <= MAX_SECONDS:
-        p.error(f"--seconds must be in (0, {MAX_SECONDS:g}], got {args.seconds}")
+    if not args.seconds > 0:
+        p.error(f"--seconds must be > 0, got {args.seconds}")
+    if not args.seconds <= MAX_SECONDS:
+        p.error(f"--seconds must be at most {MAX_SECONDS:g}, got {args.seconds}")
     if not 0 <= args.seed <= MAX_SEED:
         p.error(f"--seed must be an integer in [0, 2^63-1], got {_show(args.seed)}")
     if not -1 <= args.torque <= 1:

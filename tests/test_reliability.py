@@ -577,6 +577,12 @@ def test_rescore_is_guarded_by_the_estimate(tiny_run, capsys):
     assert not (tiny_run / "rescored_model.yaml").exists()
 
 
+def test_rescore_of_a_model_file_is_refused_at_once(tiny_run, capsys):
+    code, _, err = run(show_results.main, [tiny_run / "best_model.yaml", "--rescore", "2"], capsys)
+    assert code == 2
+    one_line(err, "--rescore needs a run folder")
+
+
 @pytest.mark.parametrize("seed", [str(2**63), str(2**64), "-1"])
 def test_seeds_out_of_range_are_refused_by_every_script(tiny_run, capsys, seed):
     from metarl.scripts import show_environment

@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
         return show_run(path, args)
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file or run folder")
+    if args.rescore is not None:
+        raise UserError(f"--rescore needs a run folder (it scores the elites of the last generation), but {path} "
+                        f"is a file; to score one model use --evaluate")
     model = load_model(path)
     config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
     sizes = actor_sizes(args.hidden, config)

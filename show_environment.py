@@ -4,7 +4,11 @@
 The program is `metarl/scripts/show_environment.py`; an installed metarl provides it as `metarl-show-env`.
 """
 
-from metarl.scripts.show_environment import entry
+from metarl import startup
+
+startup.guard()  # a signal during the imports ends with one line, as it does later
+
+from metarl.scripts.show_environment import entry  # noqa: E402
 
 if __name__ == "__main__":
     entry()

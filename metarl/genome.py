@@ -103,26 +103,78 @@ class GenomeLayout:
 
     @classmethod
     def from_cells(cls, cells: dict) -> tuple[GenomeLayout, torch.Tensor]:
-        """Layout and genome ``(G,)`` (float32) of the saved-model form; ValueError if inconsistent."""
+        """Layout and genome ``(G,)`` (float32) of the saved-model form; ValueError if inconsistent.
+
+        The sizes are checked against the config's ranges and every part's nesting and shape against the
+        layout before a tensor is made, so a hostile file can neither recurse deeply nor allocate much."""
         for cell in CELLS:
             if not isinstance(cells.get(cell), dict):
                 raise ValueError(f"missing cell {cell!r}")
-        state_dim = int(cells["reward_network"].get("state_dim", 0))
-        w_out = torch.as_tensor(cells["reward_network"]["w_output"], dtype=torch.float64)
-        layout = cls(signal_dim=int(w_out.shape[-1]), state_dim=state_dim)
+        state_dim = cells["reward_network"].get("state_dim", 0)
+        if isinstance(state_dim, bool) or not isinstance(state_dim, int) or not 0 <= state_dim <= MAX_STATE_DIM:
+            raise ValueError(f"reward_network.state_dim: must be an integer in [0, {MAX_STATE_DIM}], "
+                             f"got {_brief(state_dim)}")
+        signal_dim = _last_dim(cells["reward_network"].get("w_output"))
+        if signal_dim is None or not 1 <= signal_dim <= MAX_SIGNAL_DIM:
+            raise ValueError(f"reward_network.w_output: not a matrix of 1 to {MAX_SIGNAL_DIM} columns")
+        layout = cls(signal_dim=signal_dim, state_dim=state_dim)
         pieces = []
         for cell in CELLS:
+            other = cells[cell].get("state_dim", state_dim)
+            if other != state_dim:
+                raise ValueError(f"{cell}.state_dim: {_brief(other)}, but reward_network.state_dim is {state_dim}")
             for part in PARTS:
                 _, shape = layout.slices[cell, part]
+                value = cells[cell].get(part)
+                found = _nested_shape(value, len(shape) + 1)
+                if found not in (shape, (1, *shape)):
+                    got = "missing" if value is None else f"shape {found}" if found is not None else \
+                        "not a nested list of numbers of that shape"
+                    raise ValueError(f"{cell}.{part}: expected shape {shape} for signal_dim {signal_dim}, "
+                                     f"state_dim {state_dim}, got {got}")
                 try:
-                    value = torch.as_tensor(cells[cell][part], dtype=torch.float64)
-                except (KeyError, TypeError, ValueError) as e:
-                    raise ValueError(f"{cell}.{part}: missing or not numeric ({e})") from None
-                if value.numel() != _numel(shape) or tuple(value.shape[-len(shape):]) != shape:
-                    raise ValueError(f"{cell}.{part}: expected shape {shape} for signal_dim "
-                                     f"{layout.signal_dim}, state_dim {state_dim}, got {tuple(value.shape)}")
-                pieces.append(value.reshape(-1))
+                    pieces.append(torch.as_tensor(value, dtype=torch.float64).reshape(-1))
+                except (TypeError, ValueError, RuntimeError, OverflowError):
+                    raise ValueError(f"{cell}.{part}: not numeric") from None
         genome = torch.cat(pieces)
         if not torch.isfinite(genome).all():
             raise ValueError("genome contains non-finite numbers")
         return layout, genome.float()
+
+
+MAX_SIGNAL_DIM = 1024  # the config's ranges of rule.signal_dim and rule.state_dim
+MAX_STATE_DIM = 1024
+
+
+def _brief(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _last_dim(value: object) -> int | None:
+    """Length of the innermost list along the first elements (at most 4 levels deep), or None."""
+    for _ in range(4):
+        if not isinstance(value, list) or not value:
+            return None
+        if not isinstance(value[0], list):
+            return len(value)
+        value = value[0]
+    return None
+
+
+def _nested_shape(value: object, max_depth: int) -> tuple[int, ...] | None:
+    """Shape of a rectangular nested list of numbers at most ``max_depth`` deep (a number: ``()``), else None.
+    Iterative: a hostile file nested thousands deep is refused without recursion."""
+    shape: list[int] = []
+    level = [value]
+    for _ in range(max_depth + 1):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in level):
+            return tuple(shape)
+        if not all(isinstance(v, list) for v in level):
+            return None
+        n = len(level[0])
+        if n == 0 or any(len(v) != n for v in level):
+            return None
+        shape.append(n)
+        level = [x for v in level for x in v]
+    return None

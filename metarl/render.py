@@ -254,6 +254,9 @@ def save_animation(frames: Sequence[np.ndarray], path: str | Path, fps: float) -
                 images[0].save(f, format="GIF", save_all=True, append_images=images[1:],
                                duration=max(10, round(1000 / fps)), loop=0)
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({e.strerror or e.__class__.__name__})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

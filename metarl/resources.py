@@ -11,7 +11,7 @@ fit in the memory available to this process (or on the device) unless ``allow_la
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -89,8 +89,37 @@ def estimate(config: Config, device: torch.device) -> Estimate:
 
 
 def available_memory() -> tuple[int, str]:
-    """Bytes this process may allocate, and where the number comes from: the smaller of
-    ``MemAvailable`` (/proc/meminfo; else the physical memory) and a cgroup limit."""
+    """Bytes this process may allocate, and where the number comes from: the smallest of
+    ``MemAvailable`` (/proc/meminfo; else the physical memory), a cgroup limit and what the
+    process's address-space limit (``ulimit -v``, RLIMIT_AS) leaves beyond what it maps already."""
+    limit, source = _system_memory()
+    room = _address_space_left()
+    if room is not None and room < limit:
+        limit, source = room, "the address-space limit (ulimit -v) less what this process maps"
+    return limit, source
+
+
+def _address_space_left() -> int | None:
+    """RLIMIT_AS minus this process's current virtual size, or None without a limit."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY or soft < 0:
+        return None
+    mapped = 0
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                mapped = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(0, soft - mapped)
+
+
+def _system_memory() -> tuple[int, str]:
     limit, source = _physical_memory()
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -158,8 +187,69 @@ def check(config: Config, device: torch.device, *, allow_large: bool = False) ->
     return est
 
 
+def _brief(sizes: list[int]) -> str:
+    text = str(sizes)
+    return text if len(text) <= 60 else f"{text[:40]}... ({len(sizes)} layers)"
+
+
 def _size(n: int) -> str:
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
         if n >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n / 2**10:.3g} KiB"
+
+
+# Work guards outside training (show_results): beyond these a job needs --allow-large. Work is counted in
+# multiply-adds of the actor and the rule cells (`step_cost`); the native kernel does ~10^10 a second on a few
+# cores, the torch step and large actors (memory-bound) 10 to 100 times fewer, so 10^13 is from a quarter of an
+# hour to hours. A replay steps one actor in Python at ~10^4 steps/s (and draws), so 10^6 steps is minutes.
+MAX_WORK = 10**13
+MAX_REPLAY_STEPS = 10**6
+
+
+def step_cost(config: Config, sizes: list[int]) -> int:
+    """Multiply-adds of one individual's step on an actor of ``sizes``: the forward pass, the connection cell
+    on every edge, the node cell on every neuron and the reward cell."""
+    cells = GenomeLayout(config.rule.signal_dim, config.rule.state_dim).cells
+    edges = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    neurons = sum(sizes[1:])
+
+    def macs(name: str) -> int:
+        c = cells[name]
+        return (c.inputs + c.state) * (c.state + c.outputs)
+
+    return edges * (1 + macs("connection_network")) + neurons * macs("node_network") + macs("reward_network")
+
+
+def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: int, what: str,
+                    traced_floats_per_step: int = 0, replay: bool = False, allow_large: bool = False) -> int:
+    """Refuse (`ResourceError`, one line naming the figure and ``--allow-large``) a job of ``lifetimes``
+    lifetimes of ``steps`` steps on an actor of ``sizes`` that would not fit in memory, or would take
+    hours: the same estimate as `check`, for the lifetimes of evaluation, rescoring, plots and replays.
+    ``traced_floats_per_step``: floats kept per lifetime and step (rewards, states, heights). Returns the
+    estimated bytes."""
+    work = lifetimes * steps * step_cost(config, sizes)
+    if replay and steps > MAX_REPLAY_STEPS and not allow_large:
+        raise ResourceError(f"work: {what} steps one actor {steps} times, more than {MAX_REPLAY_STEPS:.0e} "
+                            f"(hours in a replay); use --steps <= {MAX_REPLAY_STEPS}, or pass --allow-large to "
+                            f"try anyway")
+    if work > MAX_WORK and not allow_large:
+        raise ResourceError(f"work: {what} needs about {work:.3g} multiply-adds ({lifetimes} lifetimes x {steps} "
+                            f"steps on actor {_brief(sizes)}), more than {MAX_WORK:.0e} (hours); reduce --episodes, "
+                            f"--steps or --hidden, or pass --allow-large to try anyway")
+    shaped = config.replace(actor=replace(config.actor, hidden=list(sizes[1:-1])),
+                            ga=replace(config.ga, population_size=max(1, lifetimes)))
+    est = estimate(shaped, device_of(config))
+    traced = lifetimes * steps * traced_floats_per_step * 8
+    genes = GenomeLayout(config.rule.signal_dim, config.rule.state_dim).size
+    # The lifetimes that run at once, the genomes (a copy per lifetime, twice) and what is kept per step;
+    # not the population copies of a GA step.
+    need = PROCESS + est.lifetimes + est.device + traced + 2 * lifetimes * genes * FLOAT
+    if not allow_large:
+        limit, source = available_memory()
+        if need > limit:
+            raise ResourceError(f"memory: {what} needs about {_size(need)} (lifetimes of {est.alive} individuals "
+                                f"at a time on actor {sizes}: {_size(est.lifetimes)}; kept per step: "
+                                f"{_size(traced)}) but {_size(limit)} is available ({source}); reduce --episodes, "
+                                f"--steps or --hidden, or pass --allow-large to try anyway")
+    return need

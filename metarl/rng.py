@@ -2,6 +2,7 @@
 
 Every random draw of a lifetime (actor initialisation, environment parameters, initial
 state, sampling noise) is a pure function of the individual's 32-bit key and a counter.
+The key hashes every bit of the seed (`hash_ints`; a 64-bit seed is not taken modulo 2^32).
 An individual therefore gets the same numbers whether it is evaluated alone, in a chunk
 or inside a population sharded over processes, on any device. The mixer is Chris
 Wellons' ``lowbias32`` integer hash, computed in int64 tensors holding 32-bit values.
@@ -32,10 +33,20 @@ def hash32(x: torch.Tensor) -> torch.Tensor:
 
 
 def hash_ints(*values: int) -> int:
-    """Hash a tuple of Python ints into one 32-bit key."""
+    """Hash a tuple of non-negative Python ints into one 32-bit key; every bit of every value counts.
+
+    The low 32 bits of each value are hashed in order; then, for each value of 2^32 or more (a 64-bit
+    seed), its position and its higher 32-bit words. Values below 2^32 hash exactly as before, so the
+    keys (and logs) of every run with such values are unchanged, while seeds 7 and 2^32 + 7 differ."""
+    words = [int(v) & _MASK for v in values]
+    for i, v in enumerate(values):
+        high = int(v) >> 32 if int(v) >= 0 else 0
+        while high:
+            words += [0x80000000 | i, high & _MASK]
+            high >>= 32
     h = 0x2545F491
-    for v in values:
-        h = int(hash32(torch.tensor([(h ^ (int(v) & _MASK)) & _MASK]))[0])
+    for w in words:
+        h = int(hash32(torch.tensor([(h ^ w) & _MASK]))[0])
         h = (h + 0x9E3779B9) & _MASK
     return h
 

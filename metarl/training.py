@@ -10,12 +10,15 @@ state and the log rows, so a resumed run continues exactly where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import math
 import os
 import secrets
+import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +32,11 @@ from .config import Config, from_dict, read_yaml, resolve_device, to_yaml
 from .errors import ConfigError, ModelFileError, NonFiniteError
 from .genome import GenomeLayout
 from .lifetime import ProgressFn, evaluate
+from .runlock import LOCK_FILE, RunLock
 
 CHECKPOINT = "checkpoint.pt"
+# The files a run writes; a folder holding one of them (or a folder where one belongs) is a run folder.
+RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT)
 # Show a progress bar inside a generation when it has at least this many individual-steps.
 INNER_PROGRESS_MIN = 2_000_000
 
@@ -59,7 +65,7 @@ class RunState:
         """Serialisable form."""
         return {"generation": self.generation, "population": self.population,
                 "ga_generator": self.ga_generator.get_state(), "rows": self.rows,
-                "best_ever": self.best_ever, "seed": self.seed}
+                "best_ever": self.best_ever, "seed": self.seed, "config": self.config.to_dict()}
 
 
 def with_seed(config: Config) -> Config:
@@ -120,14 +126,19 @@ def layout_of(config: Config) -> GenomeLayout:
 
 def load_run(run_dir: str | Path, *, generations: int | None = None, device: str | None = None) -> RunState:
     """Resume state of a run folder; ``generations`` may raise the configured total, ``device``
-    moves the run to another device (neither changes the config's other values)."""
+    moves the run to another device (neither changes the config's other values).
+
+    Everything read is checked (`metarl.io.load_checkpoint`): the checkpoint's schema, types,
+    shapes, finiteness and integrity hash, and that ``config.yaml`` is the config the checkpoint
+    was made with, up to the keys the log does not depend on (`FREE_KEYS`)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ModelFileError(f"{run_dir}: no such run folder")
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ModelFileError(f"{run_dir}: not a run folder (no config.yaml)")
-    config = from_dict(read_yaml(config_path))
+    recorded = from_dict(read_yaml(config_path))
+    config = recorded
     if generations is not None:
         config = config.replace(ga=dataclasses.replace(config.ga, generations=generations))
     if device is not None:
@@ -140,14 +151,57 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
     state = io.load_checkpoint(run_dir / CHECKPOINT)
     if state["seed"] != config.seed:
         raise ModelFileError(f"{run_dir}: checkpoint seed {state['seed']} does not match config seed {config.seed}")
+    if state.get("config") is not None:
+        check_same_config(config_path, state["config"], recorded)
     population = state["population"]
     layout = layout_of(config)
     if population.shape != (config.ga.population_size, layout.size):
         raise ModelFileError(f"{run_dir}: checkpoint population has shape {tuple(population.shape)}, "
                              f"config needs ({config.ga.population_size}, {layout.size})")
+    best_ever = state["best_ever"]
+    if best_ever is not None and tuple(best_ever["genome"].shape) != (layout.size,):
+        raise ModelFileError(f"{run_dir / CHECKPOINT}: corrupt checkpoint (best_ever genome has shape "
+                             f"{tuple(best_ever['genome'].shape)}, config needs ({layout.size},))")
     gen = torch.Generator()
     gen.set_state(state["ga_generator"])
-    return RunState(config, int(state["generation"]), population, gen, list(state["rows"]), state["best_ever"])
+    return RunState(config, int(state["generation"]), population, gen, list(state["rows"]), best_ever)
+
+
+# Keys of config.yaml that a resumed run may change: they do not change any number of the log
+# (how many generations, what is printed or logged, how the work is split, which device and step path).
+FREE_KEYS = ("ga.generations", "logging", "runtime", "device")
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` of the keys where two config dicts differ, except `FREE_KEYS`."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        name = f"{prefix}{key}"
+        if any(name == free or name.startswith(free + ".") for free in FREE_KEYS):
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, name + ".")
+        elif a != b:
+            out.append((name, a, b))
+    return out
+
+
+def check_same_config(config_path: Path, checkpoint_config: Any, recorded: Config) -> None:
+    """Refuse a ``config.yaml`` edited since the checkpoint in a key the log depends on."""
+    from .config.schema import _show
+
+    try:
+        old = from_dict(checkpoint_config).to_dict()
+    except ConfigError as e:
+        raise ModelFileError(f"{config_path.parent / CHECKPOINT}: corrupt checkpoint (its config: {e})") from None
+    diffs = config_differences(old, recorded.to_dict())
+    if diffs:
+        listed = ", ".join(f"{k} (checkpoint {_show(a)}, config.yaml {_show(b)})" for k, a, b in diffs[:4])
+        more = f" and {len(diffs) - 4} more" if len(diffs) > 4 else ""
+        raise ModelFileError(f"{config_path}: edited since the checkpoint: {listed}{more}; a resumed run keeps the "
+                             f"config its log was made with (only {', '.join(FREE_KEYS)} may change): undo the edit, "
+                             f"or start a new run with the edited config")
 
 
 def default_run_dir(config_path: str | Path, root: str | Path = "results") -> Path:
@@ -159,6 +213,107 @@ def default_run_dir(config_path: str | Path, root: str | Path = "results") -> Pa
         n += 1
         path = base.with_name(f"{base.name}_{n}")
     return path
+
+
+class RunFolderError(ModelFileError):
+    """A run folder that cannot be created or written, or that is not (only) a run's."""
+
+
+def _why(e: OSError) -> str:
+    return e.strerror or e.__class__.__name__
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def check_new_run_dir(run_dir: str | Path) -> None:
+    """Refuse, before anything is written, an ``--out`` that is not a new or empty folder (a folder with
+    another program's or a user's files is never written into) or that cannot become one."""
+    run_dir = Path(run_dir)
+    io.check_path(run_dir, "run folder", RunFolderError)
+    try:
+        mode = run_dir.stat().st_mode
+    except FileNotFoundError:
+        parent = run_dir.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise RunFolderError(f"{run_dir}: cannot create the run folder: {parent} is not a folder") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise RunFolderError(f"{run_dir}: cannot create the run folder: {parent} is not writable") from None
+        return
+    except NotADirectoryError:
+        raise RunFolderError(f"{run_dir}: cannot create the run folder: a part of the path is a file") from None
+    except OSError as e:
+        raise RunFolderError(f"{run_dir}: cannot use as a run folder ({_why(e)})") from None
+    if not stat.S_ISDIR(mode):
+        raise RunFolderError(f"{run_dir}: exists and is not a folder; --out must name a new or empty folder")
+    try:
+        names = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE and not _is_temporary(p.name))
+    except OSError as e:
+        raise RunFolderError(f"{run_dir}: cannot read the folder ({_why(e)})") from None
+    if any(name in RUN_FILES for name in names):
+        raise RunFolderError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
+    if names:
+        shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise RunFolderError(f"{run_dir}: not empty and not a metarl run folder (it holds {shown}); a new run is "
+                             f"written only into a new or empty folder: choose another --out")
+
+
+def check_run_files(run_dir: Path) -> None:
+    """Each file a run writes is a regular file where it exists (not a folder, FIFO or device)."""
+    for name in (*RUN_FILES, "rescored_model.yaml"):
+        path = run_dir / name
+        try:
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise RunFolderError(f"{path}: cannot read ({_why(e)})") from None
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a link" if stat.S_ISLNK(mode) else "not a regular file"
+            raise RunFolderError(f"{path}: is {kind}; a run folder's {name} must be a plain file (move it away)")
+
+
+def claim_run_dir(run_dir: str | Path, *, new: bool) -> RunLock:
+    """Create (``new``) or open a run folder for writing and lock it (`metarl.runlock`): the one place
+    that decides whether this process may write here. The checks of a new folder are repeated under
+    the lock, so two runs started at once into one ``--out`` never mix: the second is refused."""
+    run_dir = Path(run_dir)
+    if new:
+        check_new_run_dir(run_dir)
+    else:
+        io.check_path(run_dir, "run folder", RunFolderError)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"{run_dir}: cannot create the run folder ({_why(e)})") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunFolderError(f"{run_dir}: the run folder is not writable")
+    lock = RunLock(run_dir).acquire()
+    try:
+        if new:
+            check_new_run_dir(run_dir)
+        check_run_files(run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def write_error(path: Path, e: OSError, run_dir: Path, saved: int) -> RunFolderError:
+    """One line for a failed write of ``path`` in a run folder whose checkpoint holds ``saved`` generations."""
+    if not run_dir.is_dir():
+        return RunFolderError(f"{path}: cannot write ({_why(e)}): the run folder {run_dir} was removed during "
+                              f"the run; nothing is left to resume")
+    advice = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free space within your disk quota",
+              errno.EISDIR: f"move the folder {path.name} out of the way",
+              errno.EACCES: f"make {run_dir} writable", errno.EROFS: f"make {run_dir} writable"}.get(
+        e.errno, "fix this")
+    return RunFolderError(f"{path}: cannot write ({_why(e)}); the previous checkpoint ({saved} complete "
+                          f"generations) is kept: {advice}, then resume with: python3 run_config.py --resume "
+                          f"{run_dir}")
 
 
 def local_evaluator(config: Config, device: torch.device) -> Evaluator:
@@ -187,16 +342,29 @@ class Trainer:
         self.device = device if device is not None else resolve_device(state.config.device)
         self.evaluator = evaluator if evaluator is not None else local_evaluator(state.config, self.device)
         self.writer = writer
+        self.saved = state.generation  # complete generations in the checkpoint on disk
         if writer:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            io.remove_temporary_files(self.run_dir)  # left by a process killed while writing
-            io.atomic_write_text(self.run_dir / "config.yaml", to_yaml(state.config))
+            with self._writing(self.run_dir):
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                io.remove_temporary_files(self.run_dir)  # left by a process killed while writing
+            with self._writing(self.run_dir / "config.yaml"):
+                io.atomic_write_text(self.run_dir / "config.yaml", to_yaml(state.config))
             if state.generation == 0 and not (self.run_dir / CHECKPOINT).exists():
-                io.save_checkpoint(self.run_dir / CHECKPOINT, state.checkpoint())
+                with self._writing(self.run_dir / CHECKPOINT):
+                    io.save_checkpoint(self.run_dir / CHECKPOINT, state.checkpoint())
             if state.rows:
                 # The checkpoint is written before the log: a process stopped in between left the log a
                 # generation behind.
-                io.atomic_write_text(self.run_dir / "log.csv", io.log_text(state.rows))
+                with self._writing(self.run_dir / "log.csv"):
+                    io.atomic_write_text(self.run_dir / "log.csv", io.log_text(state.rows))
+
+    @contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """An OSError while writing ``path`` (disk full, folder removed or in the way) -> one line (`write_error`)."""
+        try:
+            yield
+        except OSError as e:
+            raise write_error(path, e, self.run_dir, self.saved) from None
 
     def run_generation(self, progress: ProgressFn | None = None) -> dict[str, float]:
         """Evaluate, record and select one generation; returns its log row."""
@@ -235,14 +403,19 @@ class Trainer:
     def _write(self, best_genome: torch.Tensor, best: float, g: int) -> None:
         st = self.state
         # Models first, checkpoint last: a crash in between only repeats this generation.
-        io.save_model(self.run_dir / "best_model.yaml", best_genome, self.layout, st.config,
-                      fitness=best, generation=g, seed=st.seed)
+        with self._writing(self.run_dir / "best_model.yaml"):
+            io.save_model(self.run_dir / "best_model.yaml", best_genome, self.layout, st.config,
+                          fitness=best, generation=g, seed=st.seed)
         be = st.best_ever
         ever_path = self.run_dir / "best_ever.yaml"
-        if be["generation"] != g:
-            io.save_model(ever_path, be["genome"], self.layout, st.config, fitness=be["fitness"],
-                          generation=be["generation"], seed=st.seed)
-        else:
-            ever_path.unlink(missing_ok=True)
-        io.save_checkpoint(self.run_dir / CHECKPOINT, st.checkpoint())
-        io.atomic_write_text(self.run_dir / "log.csv", io.log_text(st.rows))
+        with self._writing(ever_path):
+            if be["generation"] != g:
+                io.save_model(ever_path, be["genome"], self.layout, st.config, fitness=be["fitness"],
+                              generation=be["generation"], seed=st.seed)
+            else:
+                ever_path.unlink(missing_ok=True)
+        with self._writing(self.run_dir / CHECKPOINT):
+            io.save_checkpoint(self.run_dir / CHECKPOINT, st.checkpoint())
+        self.saved = st.generation
+        with self._writing(self.run_dir / "log.csv"):
+            io.atomic_write_text(self.run_dir / "log.csv", io.log_text(st.rows))

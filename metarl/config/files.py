@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,29 +32,78 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
 MAX_YAML_BYTES = 2**20  # a config is kilobytes; more is a wrong file (and slow to parse)
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing, unreadable, oversized or malformed file raises `ConfigError`."""
+def read_text_file(path: str | Path, limit: int, what: str, error: type[Exception] = ConfigError) -> str:
+    """The text of a regular file of at most ``limit`` bytes; anything else (missing, a folder, a FIFO,
+    a device such as /dev/zero, too large, not UTF-8 text, unreadable) raises ``error`` with one line.
+    A special file is never opened: reading a FIFO would wait forever and a device never ends."""
     path = Path(path)
+    shown = _clip(repr(str(path)))[1:-1] if not str(path).isprintable() else str(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_YAML_BYTES:
-            raise ConfigError(f"{path}: too large for a YAML config ({size / 2**20:.3g} MiB; "
-                              f"the limit is {MAX_YAML_BYTES / 2**20:g} MiB)")
-        text = path.read_text()
+        info = path.stat()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        raise error(f"{shown}: no such file") from None
+    except OSError as e:
+        raise error(f"{shown}: cannot read ({e.__class__.__name__}: {_first_line(e.strerror or e)})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise error(f"{shown}: is a folder, not a {what}")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode) or \
+            stat.S_ISBLK(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode) else "a special file"
+        raise error(f"{shown}: is {kind}, not a regular file; a {what} must be a file")
+    if info.st_size > limit:
+        raise error(f"{shown}: too large for a {what} ({info.st_size / 2**20:.3g} MiB; "
+                    f"the limit is {limit / 2**20:g} MiB)")
+    try:
+        with path.open("rb") as f:
+            data = f.read(limit + 1)
+        if len(data) > limit:  # grew since the stat
+            raise error(f"{shown}: too large for a {what} (the limit is {limit / 2**20:g} MiB)")
+        return data.decode()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read ({e.__class__.__name__}: {_first_line(e)})") from None
+        why = e.strerror if isinstance(e, OSError) and e.strerror else _first_line(e)
+        raise error(f"{shown}: cannot read ({e.__class__.__name__}: {why})") from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; a missing, unreadable, special, oversized or malformed file raises `ConfigError`."""
+    text = read_text_file(path, MAX_YAML_BYTES, "YAML config")
     try:
         return parse_yaml(text)
     except ValueError as e:
         raise ConfigError(f"{path}: invalid YAML{e}") from None
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(f"duplicate key {_clip(repr(key))} (lines {first} and {second}); give each key once")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that gives one key twice (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], line)
+                seen[key] = line
+            except TypeError:
+                continue  # unhashable: the constructor reports it
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str) -> Any:
-    """``yaml.safe_load`` whose every failure is a one-line `ValueError`: "" or " at line N", then ": why"."""
+    """``yaml.safe_load`` whose every failure is a one-line `ValueError`: "" or " at line N", then ": why".
+    A key given twice in one mapping is refused, naming the key and both lines."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise ValueError(f": {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -100,9 +150,17 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise ConfigError(f"--set {_clip(item)}: expected section.key=value")
     try:
-        return key, parse_yaml(text)
+        value = parse_yaml(text)
     except ValueError as e:
         raise ConfigError(f"{_clip(key)}: the --set value is not valid YAML{e}") from None
+    if value is None and text.strip() not in NULL_SPELLINGS:
+        # `&a`, `!!null x` or `*` parse as null: a typo must not silently mean "none" (seed: null draws a seed)
+        raise ConfigError(f"{_clip(key)}: the --set value {_clip(repr(text))} is not a value (YAML reads it as "
+                          f"null); write {_clip(key)}=null to mean none")
+    return key, value
+
+
+NULL_SPELLINGS = ("", "null", "Null", "NULL", "~")
 
 
 def resolve_device(name: str) -> torch.device:

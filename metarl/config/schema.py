@@ -325,4 +325,8 @@ def _suggest(name: str, candidates: Any) -> str:
 
 
 def _clip(text: str) -> str:
+    """``text`` shortened, and escaped as ``repr`` does if it holds anything but printable characters (a
+    newline or a terminal escape code typed in a key never reaches the terminal raw)."""
+    if not text.isprintable():
+        text = repr(text)
     return text if len(text) <= 100 else f"{text[:60]}... ({len(text)} characters)"

@@ -16,10 +16,15 @@ import sys
 import torch
 
 from metarl import config as cfg_mod
-from metarl import envs
+from metarl import envs, io
 from metarl.cli import run_main
+from metarl.config.schema import MAX_SEED, _show
+from metarl.errors import UserError
 from metarl.render import Renderer, check_animation_path, play, save_animation
 from metarl.scripts import ArgumentParser, described
+
+MAX_SECONDS = 10**6  # simulated seconds (11 days at real time)
+MAX_STEPS = 10**7
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,6 +44,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.seconds > 0:
         p.error(f"--seconds must be > 0, got {args.seconds}")
+    if not args.seconds <= MAX_SECONDS:
+        p.error(f"--seconds must be at most {MAX_SECONDS:g}, got {args.seconds}")
+    if not 0 <= args.seed <= MAX_SEED:
+        p.error(f"--seed must be an integer in [0, 2^63-1], got {_show(args.seed)}")
     if not -1 <= args.torque <= 1:
         p.error(f"--torque must be in [-1, 1], got {args.torque}")
     return args
@@ -52,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     env = envs.make(cfg.env.name, 1, dtype=torch.float64, generator=generator, **cfg.env.make_kwargs())
     steps = max(1, round(args.seconds / cfg.env.dt))
+    if steps > MAX_STEPS:
+        raise UserError(f"--seconds {args.seconds:g} at env.dt {cfg.env.dt:g} is {steps} steps, more than "
+                        f"{MAX_STEPS:.0e}; show fewer seconds")
 
     if args.random:
         def policy(step: int) -> float:
@@ -61,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.torque
 
     save = check_animation_path(args.save) if args.save is not None else None
+    if save is not None:
+        io.check_output_file(save, "--save")
     # A PNG keeps only the last frame, so only a GIF needs every frame held in memory.
     record = save is not None and save.suffix.lower() == ".gif"
     renderer = Renderer(headless=save is not None, title=f"metarl: {cfg.env.name}")

@@ -29,9 +29,10 @@ import torch
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import evaluation, io, plots, training
+from metarl import envs, evaluation, io, plots, resources, training
 from metarl.cli import run_main, use_threads
 from metarl.config import Config
+from metarl.config.schema import MAX_SEED, _show
 from metarl.errors import ModelFileError, UserError
 from metarl.io import SavedModel, atomic_write_text, load_model, read_log
 from metarl.lifetime import Conditions, Lifetime, step_path
@@ -74,7 +75,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rescore", type=int, metavar="K",
                    help="run folder: score the K best of its last generation again on --episodes held-out "
                         f"lifetimes (default {DEFAULT_RESCORE_EPISODES}) and save the best as RUN/rescored_model.yaml")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run even if the memory or work estimate exceeds what this machine allows (a deliberate "
+                        "huge evaluation)")
     args = p.parse_args(argv)
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must be an integer in [0, 2^63-1], got {_show(args.seed)}")
+    if args.rescore is not None and args.rescore < 1:
+        raise UserError(f"--rescore must be >= 1, got {_show(args.rescore)}")
     for name, low in (("steps", 1), ("episodes", 2)):
         value = getattr(args, name)
         if value is not None and value < low:
@@ -86,8 +94,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     # Reject unwritable output names before minutes of work, not after.
     if args.plot:
         plots.figure_format(args.plot)
+        io.check_output_file(args.plot, "--plot")
     if args.save and Path(args.save).suffix.lower() not in ANIMATION_SUFFIXES:
         raise UserError(f"--save {args.save}: use a .gif (animation) or .png (last frame) file name")
+    if args.save:
+        io.check_output_file(args.save, "--save")
+    if args.json:
+        io.check_output_file(args.json, "--json")
     return args
 
 
@@ -100,10 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         return show_run(path, args)
     if not path.exists():
         raise ModelFileError(f"{path}: no such model file or run folder")
+    if args.rescore is not None:
+        raise UserError(f"--rescore needs a run folder (it scores the elites of the last generation), but {path} "
+                        f"is a file; to score one model use --evaluate")
     model = load_model(path)
     config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
     sizes = actor_sizes(args.hidden, config)
     steps = args.steps if args.steps is not None else config.ga.lifetime_steps
+    check_size(config, sizes, steps, args)  # before anything is allocated
     if args.evaluate:
         use_threads(config.runtime.threads)
         return evaluate(path, model, config, sizes, steps, args)
@@ -115,6 +132,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.save or args.plot:
         return export(path, model, config, sizes, steps, seed, args)
     return live(model, config, sizes, steps, seed)
+
+
+def check_size(config: Config, sizes: list[int], steps: int, args: argparse.Namespace) -> None:
+    """The memory and work estimate of `metarl.resources` for what this command will run (one line, naming
+    the figure and --allow-large, if it is too much)."""
+    links = 2 * envs.env_class(config.env.name).links
+    if args.evaluate:
+        runs = len(evaluation.CONDITIONS) * len(evaluation.goals_of(config) or (1,))
+        episodes = args.episodes or DEFAULT_EVAL_EPISODES
+        resources.check_lifetimes(config, sizes, lifetimes=runs * episodes, steps=steps, what="--evaluate",
+                                  traced_floats_per_step=3 + links, allow_large=args.allow_large)
+        return
+    if args.plot:
+        episodes = args.episodes or DEFAULT_PLOT_EPISODES
+        resources.check_lifetimes(config, sizes, lifetimes=2 * episodes, steps=steps, what="--plot",
+                                  traced_floats_per_step=1, allow_large=args.allow_large)
+    resources.check_lifetimes(config, sizes, lifetimes=1, steps=steps, what="the replay", replay=True,
+                              traced_floats_per_step=1 + links, allow_large=args.allow_large)
 
 
 def replay_config(config: Config, overrides: list[str]) -> Config:
@@ -236,6 +271,11 @@ def window_pyplot():  # noqa: ANN201 - matplotlib.pyplot
 
 def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     """Score the elites of a run's last generation on held-out lifetimes; save the best."""
+    with training.claim_run_dir(run_dir, new=False):  # it writes RUN/rescored_model.yaml: one writer at a time
+        return _rescore_run(run_dir, args)
+
+
+def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     state = training.load_run(run_dir)
     cfg = state.config
     k = args.rescore
@@ -243,12 +283,14 @@ def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
         raise UserError(f"--rescore must be in [1, ga.num_survivors={cfg.ga.num_survivors}], got {k}")
     if state.generation == 0:
         raise ModelFileError(f"{run_dir}: no generation completed yet")
-    use_threads(cfg.runtime.threads)
     episodes = args.episodes or DEFAULT_RESCORE_EPISODES
+    pairs = 2 if cfg.ga.antithetic else 1
+    resources.check_lifetimes(cfg, cfg.layer_sizes, lifetimes=k * episodes * pairs, steps=cfg.ga.lifetime_steps,
+                              what="--rescore", allow_large=args.allow_large)
+    use_threads(cfg.runtime.threads)
     seed = args.seed if args.seed is not None else 0
     layout = training.layout_of(cfg)
     candidates = state.population[:k]  # the elites of the last generation, best first (`metarl.ga`)
-    pairs = 2 if cfg.ga.antithetic else 1
     with tqdm(total=k * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
               unit_scale=True, leave=False, disable=None) as bar:
         scores = evaluation.rescore(candidates, layout, cfg, episodes=episodes, seed=seed, progress=bar.update)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -105,36 +106,53 @@ def main(argv: list[str] | None = None) -> int:
     if args.generations is not None:
         overrides.append(f"ga.generations={args.generations}")
 
-    if args.resume:
-        run_dir = Path(args.resume)
-        state = training.load_run(run_dir, generations=args.generations, device=args.device)
-        resources.check(state.config, resources.device_of(state.config), allow_large=args.allow_large)
-        if logging_overrides(args):
-            state.config = cfg_mod.from_dict(cfg_mod.apply_overrides(state.config.to_dict(), logging_overrides(args)))
-    else:
-        config_file = config_path(args.config)
-        config = cfg_mod.load(config_file, overrides + logging_overrides(args))
-        # Before the population is drawn: a run that cannot fit stops here, with nothing written.
-        resources.check(config, resources.device_of(config), allow_large=args.allow_large)
-        state = training.new_run(config)
-        run_dir = Path(args.out) if args.out else training.default_run_dir(args.config)
-        if (run_dir / training.CHECKPOINT).exists():
-            raise UserError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
-
-    if state.config.logging.tensorboard:
-        logs.tensorboard_writer()  # a missing tensorboard is reported before anything else happens
-    ctx = distributed.setup(state.config)
+    lock = None
     try:
-        note = None
-        if not args.resume and ctx.device.type == "cpu":
-            import torch
+        config_file = None
+        if args.resume:
+            run_dir = Path(args.resume)
+            if writes_files():
+                # Before reading: a live run writing this folder is reported, not read half-way.
+                lock = training.claim_run_dir(run_dir, new=False) if run_dir.is_dir() else None
+            state = training.load_run(run_dir, generations=args.generations, device=args.device)
+            resources.check(state.config, resources.device_of(state.config), allow_large=args.allow_large)
+            if logging_overrides(args):
+                state.config = cfg_mod.from_dict(cfg_mod.apply_overrides(state.config.to_dict(),
+                                                                         logging_overrides(args)))
+        else:
+            config_file = config_path(args.config)
+            config = cfg_mod.load(config_file, overrides + logging_overrides(args))
+            # Before the population is drawn: a run that cannot fit stops here, with nothing written.
+            resources.check(config, resources.device_of(config), allow_large=args.allow_large)
+            run_dir = Path(args.out) if args.out else training.default_run_dir(args.config)
+            training.check_new_run_dir(run_dir)  # a folder with files of its own is never written into
+            state = training.new_run(config)
+            if writes_files():
+                # Checked again under the lock: of two runs started at once into one folder, one is refused.
+                lock = training.claim_run_dir(run_dir, new=True)
 
-            threads = state.config.runtime.threads or torch.get_num_threads()
-            note = default_size_note(config_file, overrides, state.config, lifetime.step_path(state.config, ctx.device),
-                                     threads)
-        return train(state, run_dir, ctx, quiet=args.quiet, note=note)
+        if state.config.logging.tensorboard:
+            logs.tensorboard_writer()  # a missing tensorboard is reported before anything else happens
+        ctx = distributed.setup(state.config)
+        try:
+            note = None
+            if config_file is not None and ctx.device.type == "cpu":
+                import torch
+
+                threads = state.config.runtime.threads or torch.get_num_threads()
+                note = default_size_note(config_file, overrides, state.config,
+                                         lifetime.step_path(state.config, ctx.device), threads)
+            return train(state, run_dir, ctx, quiet=args.quiet, note=note)
+        finally:
+            ctx.close()
     finally:
-        ctx.close()
+        if lock is not None:
+            lock.release()
+
+
+def writes_files() -> bool:
+    """Whether this process writes the run folder: a single process, or rank 0 under torchrun."""
+    return not distributed.launched() or os.environ.get("RANK") == "0"
 
 
 def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, quiet: bool = False,

@@ -60,12 +60,39 @@ def __dir__() -> list[str]:
 
 
 def _register_gymnasium() -> None:
+    """Register metarl's ids with gymnasium: now if it is imported already, else right after it is imported
+    (an import hook), so that ``import metarl`` stays light (the scripts' start-up signal guard comes first)."""
+    import importlib.abc
     import importlib.util
 
-    if importlib.util.find_spec("gymnasium") is not None:
-        from .gym import register
+    def register() -> None:
+        from .gym import register as register_ids
 
+        register_ids()
+
+    if "gymnasium" in _sys.modules:
         register()
+        return
+
+    class _AfterGymnasium(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):  # noqa: ANN001, ANN201 - importlib's protocol
+            if fullname != "gymnasium":
+                return None
+            _sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            if spec is None or spec.loader is None:
+                return spec
+            loader, exec_module = spec.loader, spec.loader.exec_module
+
+            def exec_then_register(module):  # noqa: ANN001, ANN202
+                exec_module(module)
+                register()
+
+            loader.exec_module = exec_then_register  # type: ignore[method-assign]
+            return spec
+
+    if not any(type(f).__name__ == "_AfterGymnasium" for f in _sys.meta_path):
+        _sys.meta_path.insert(0, _AfterGymnasium())
 
 
 _register_gymnasium()

@@ -138,8 +138,8 @@ def test_a_failed_check_against_another_device_says_where(monkeypatch) -> None:
     monkeypatch.setattr(step, "reference_rule_step", changed)
     config = small_config()
     with pytest.raises(lifetime.SelfCheckError, match=r"^self-check failed: the compiled backend differs from the "
-                       r"spec by [0-9.e-]+ \(tolerance 0.0001\) after 20 steps of 4 individuals on cpu \(float32\) "
-                       r"and the spec on cpu \(float64\);"):
+                       r"spec by [0-9.e-]+ \(tolerance 0.0001\) after 20 steps of 4 individuals \(the backend on cpu "
+                       r"in float32, the spec on cpu in float64\);"):
         lifetime.self_check("compiled", config, spec_dtype=torch.float64)
 
 

@@ -171,5 +171,5 @@ def test_population_10000_generation_under_1gb(tmp_path):
                           text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert proc.returncode == 0, proc.stderr
     peak_kb = int(proc.stdout.split("PEAK_KB")[1])
-    assert peak_kb < 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MiB"
+    assert peak_kb < 1024 * 1024, f"peak RSS {peak_kb / 1024:.0f} MiB; {proc.stdout[-400:]} {proc.stderr[-400:]}"
     assert len(fitness_columns(tmp_path / "r")) == 1

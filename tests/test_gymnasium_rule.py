@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import run_script
+from conftest import ROOT, run_script
 
 from metarl import gym_rule, rng
 from metarl.cli import run_main
@@ -178,3 +179,27 @@ def test_cli_rejects_a_double_pendulum_model_gymnasium(capsys: pytest.CaptureFix
     assert run_main(main, ["double_pendulum_swingup", "--gymnasium", "Pendulum-v1"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and "DoublePendulum" in captured.err
+
+
+def test_docs_table_gives_the_committed_measurements_gymnasium() -> None:
+    text = (ROOT / "docs/gymnasium.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (env reward|height) \|(.*)$", text, flags=re.M)
+    assert len(rows) == 10
+    for name, sees, rest in rows:
+        data = json.loads((ROOT / f"docs/gymnasium/{name}_{'env' if sees == 'env reward' else 'height'}.json")
+                          .read_text())
+        assert data["settings"] == {"episodes_per_lifetime": 10, "lifetimes": 64, "seed": 0, "reward": data[
+            "settings"]["reward"], "hidden": [8, 8], "overrides": []}
+        per_episode = data["policies"]["learned"]["per_episode"]
+        cells = [c.strip().replace("*", "") for c in rest.split("|")[:3]]
+        for cell, summary in zip(cells[:2], (per_episode[0], per_episode[-1]), strict=True):
+            lo, hi = summary["ci95"]
+            assert cell == f"{summary['mean']:.1f} [{lo:.0f}, {hi:.0f}]", name
+        assert cells[2] == f"{np.mean(data['policies']['learned']['returns']):.1f}", name
+    data = json.loads((ROOT / "docs/gymnasium/pendulum_balance_env.json").read_text())
+    for label, policy in (("no plasticity", "no_plasticity"), ("random policy", "random")):
+        row = next(line for line in text.splitlines() if line.startswith(f"| {label} "))
+        first, last = data["policies"][policy]["per_episode"][0], data["policies"][policy]["per_episode"][-1]
+        assert f"| {first['mean']:.1f} [{first['ci95'][0]:.0f}, {first['ci95'][1]:.0f}] |" in row
+        assert f"| {last['mean']:.1f} [{last['ci95'][0]:.0f}, {last['ci95'][1]:.0f}] |" in row
+        assert row.endswith(f"| {np.mean(data['policies'][policy]['returns']):.1f} |")

@@ -22,7 +22,8 @@ Python API:
 
 Modules: envs (one environment per file), rng, config, genome, actor, rule, reference,
 fused + compiled (torch.compile step), native (C++ kernel), lifetime, ga, training,
-io, logs, render, plots, evaluation, distributed, scripts (the three commands).
+io, logs, render, plots, evaluation, distributed, gym (Gymnasium envs), gym_rule (a rule on
+Gymnasium's Pendulum-v1), scripts (the three commands).
 See README.md and docs/SPEC.md.
 
 ``import metarl`` is light: the modules load on first use (``metarl.envs``, ``metarl.lifetime``, ...).
@@ -42,8 +43,8 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SUBMODULES = ("actor", "backends", "cli", "compiled", "config", "controllers", "distributed", "envs", "errors",
-              "evaluation", "fused", "ga", "genome", "gym", "io", "lifetime", "logs", "native", "plots", "reference",
-              "render", "resources", "rng", "rule", "scripts", "shipped", "step", "training")
+              "evaluation", "fused", "ga", "genome", "gym", "gym_rule", "io", "lifetime", "logs", "native", "plots",
+              "reference", "render", "resources", "rng", "rule", "scripts", "shipped", "step", "training")
 
 
 def __getattr__(name: str):

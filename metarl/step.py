@@ -62,22 +62,41 @@ def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor
 
     ``env`` supplies the physics (its own state is not used), ``params`` the split genome
     (``spec.fused`` only), ``noise_keys (P,)`` the sampling-noise stream; ``seen (P,)``, if
-    given, is the reward the rule sees instead of its own (`Conditions`).
+    given, is the reward the rule sees instead of its own (`Conditions`). The step is `act`
+    on the env's observation, the env's transition, then `learn` from the reward.
     """
     x = env.observation(carry.state)
-    if spec.sigma_limit == 0:
-        noise = x.new_zeros(x.shape[0], spec.neurons)
-    else:
-        noise = rng.normal_at(noise_keys, carry.t * spec.neurons, spec.neurons, dtype=x.dtype)
     if spec.fused:
-        x, noise = x.t(), noise.t()
-        actor = fused.forward(carry.actor, x, noise)
-        action = actor.outputs[-1][0]
-    else:
-        actor = actor_mod.forward(carry.actor, x, noise)
-        action = actor.outputs[-1][:, 0]
+        x = x.t()
+    actor, action = act(carry.actor, x, carry.t, noise_keys, spec)
     (state, height, _), reward = env.transition(EnvState(carry.state, carry.prev_height, carry.t), action)
-    rule = carry.rule
+    rule, actor = learn(params, genomes, layout, carry.rule, actor, x, reward, spec, seen)
+    return Carry(carry.t + 1, state, height, actor, rule), reward
+
+
+def act(actor: ActorState | fused.FusedActor, x: torch.Tensor, t: torch.Tensor, noise_keys: torch.Tensor,
+        spec: StepSpec) -> tuple[ActorState | fused.FusedActor, torch.Tensor]:
+    """The actor's forward pass on observation ``x`` (``(P, obs)``; ``(obs, P)`` if ``spec.fused``) at
+    step number ``t`` of the lifetime (its sampling noise); returns the actor with its activations
+    and the action ``(P,)`` in [-1, 1]. Pure; the first half of `transition`."""
+    pop = x.shape[1] if spec.fused else x.shape[0]
+    if spec.sigma_limit == 0:
+        noise = x.new_zeros(pop, spec.neurons)
+    else:
+        noise = rng.normal_at(noise_keys, t * spec.neurons, spec.neurons, dtype=x.dtype)
+    if spec.fused:
+        actor = fused.forward(actor, x, noise.t())
+        return actor, actor.outputs[-1][0]
+    actor = actor_mod.forward(actor, x, noise)
+    return actor, actor.outputs[-1][:, 0]
+
+
+def learn(params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout, rule: RuleState,
+          actor: ActorState | fused.FusedActor, x: torch.Tensor, reward: torch.Tensor, spec: StepSpec,
+          seen: torch.Tensor | None = None) -> tuple[RuleState, ActorState | fused.FusedActor]:
+    """One application of the rule after `act` on ``x``, given the ``reward (P,)`` that followed (or
+    ``seen``, the reward shown instead; `Conditions` may zero it or skip the rule); returns the rule's
+    state and the actor. Pure; the second half of `transition`."""
     if spec.conditions.plastic:
         if spec.conditions.zero_reward:
             seen = torch.zeros_like(reward)
@@ -93,7 +112,7 @@ def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor
         # Contiguous outputs: the next step's inputs then have the layout the compiled code was made for.
         actor = fused.FusedActor.of(actor, torch.Tensor.contiguous)
         rule = fused.map_rule_state(rule, torch.Tensor.contiguous)
-    return Carry(carry.t + 1, state, height, actor, rule), reward
+    return rule, actor
 
 
 def make_env(config: Config, keys: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> BatchedEnv:

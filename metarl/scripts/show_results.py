@@ -7,6 +7,7 @@
     python3 show_results.py MODEL.yaml --evaluate --hidden 16,16 --set env.params.length=1.5
     python3 show_results.py results/<run> --plot curve.png       # fitness curves (window without --plot)
     python3 show_results.py results/run_a results/run_b --plot runs.png   # several runs or seeds in one figure
+    python3 show_results.py pendulum_balance --gymnasium Pendulum-v1 --episodes-per-lifetime 10 --lifetimes 64
 
 Replays draw a random seed unless --seed is given (it is printed, to reproduce the replay);
 --evaluate uses --seed 0 by default so that its table is reproducible as is. Replay and
@@ -29,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import envs, evaluation, io, plots, resources, training
+from metarl import envs, evaluation, gym_rule, io, plots, resources, training
 from metarl.cli import run_main, use_threads
 from metarl.config import Config
 from metarl.config.schema import MAX_SEED, _show
@@ -48,6 +49,8 @@ GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a
 DEFAULT_EVAL_EPISODES = 256
 DEFAULT_RESCORE_EPISODES = 64
 DEFAULT_PLOT_EPISODES = 64
+DEFAULT_GYM_EPISODES = 10  # --gymnasium: episodes per lifetime
+DEFAULT_GYM_LIFETIMES = 64
 LOG_COLUMNS = ("generation", "best")  # required; the other curves are drawn when present
 
 
@@ -71,24 +74,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--episodes", type=int, metavar="N",
                    help=f"lifetimes for --evaluate (default {DEFAULT_EVAL_EPISODES}) "
                         f"or --plot (default {DEFAULT_PLOT_EPISODES})")
-    p.add_argument("--json", metavar="OUT.json", help="with --evaluate: also write the results as JSON")
+    p.add_argument("--json", metavar="OUT.json", help="with --evaluate or --gymnasium: also write the results as JSON")
     p.add_argument("--rescore", type=int, metavar="K",
                    help="run folder: score the K best of its last generation again on --episodes held-out "
                         f"lifetimes (default {DEFAULT_RESCORE_EPISODES}) and save the best as RUN/rescored_model.yaml")
     p.add_argument("--allow-large", action="store_true",
                    help="run even if the memory or work estimate exceeds what this machine allows (a deliberate "
                         "huge evaluation)")
+    g = p.add_argument_group("on Gymnasium's Pendulum-v1 (metarl.gym_rule; needs gymnasium)")
+    g.add_argument("--gymnasium", metavar="ENV_ID", help="run the rule's actor through gymnasium.make(ENV_ID) "
+                   "(Pendulum-v1, or metarl/Pendulum-v0 with dynamics='gymnasium') over lifetimes of several "
+                   "episodes, beside the same actor without plasticity and a random policy; --seed default 0")
+    g.add_argument("--episodes-per-lifetime", type=int, metavar="N",
+                   help=f"episodes of 200 steps per lifetime (default {DEFAULT_GYM_EPISODES}); the env resets "
+                        f"between them, the actor and the rule keep what they learned")
+    g.add_argument("--lifetimes", type=int, metavar="K", help=f"lifetimes (default {DEFAULT_GYM_LIFETIMES})")
+    g.add_argument("--reward", choices=gym_rule.RULE_REWARDS,
+                   help="what the rule sees: env = the env's reward (Pendulum-v1: -cost; the default), height = "
+                        "metarl's 1 - cos theta of the next observation (what the shipped rules were evolved on)")
     args = p.parse_args(argv)
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise UserError(f"--seed must be an integer in [0, 2^63-1], got {_show(args.seed)}")
     if args.rescore is not None and args.rescore < 1:
         raise UserError(f"--rescore must be >= 1, got {_show(args.rescore)}")
-    for name, low in (("steps", 1), ("episodes", 2)):
+    for name, low in (("steps", 1), ("episodes", 2), ("episodes_per_lifetime", 1), ("lifetimes", 1)):
         value = getattr(args, name)
         if value is not None and value < low:
-            raise UserError(f"--{name} must be >= {low}, got {value}")
-    if args.json and not args.evaluate:
-        raise UserError("--json needs --evaluate")
+            raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if args.gymnasium is not None:
+        check_gymnasium_options(args)
+    else:
+        given = [f for f, v in (("--episodes-per-lifetime", args.episodes_per_lifetime),
+                                ("--lifetimes", args.lifetimes), ("--reward", args.reward)) if v is not None]
+        if given:
+            raise UserError(f"{given[0]} needs --gymnasium ENV_ID")
+    if args.json and not (args.evaluate or args.gymnasium is not None):
+        raise UserError("--json needs --evaluate or --gymnasium")
     if args.evaluate and args.save:
         raise UserError("--evaluate cannot be combined with --save; run them separately")
     # Reject unwritable output names before minutes of work, not after.
@@ -104,9 +125,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def check_gymnasium_options(args: argparse.Namespace) -> None:
+    """Reject what --gymnasium cannot combine with, and a missing gymnasium or an unknown env id."""
+    others = {"--evaluate": args.evaluate, "--save": args.save, "--plot": args.plot, "--rescore": args.rescore,
+              "--steps": args.steps is not None, "--episodes": args.episodes is not None, "RUN_DIR": args.more_runs}
+    given = [flag for flag, value in others.items() if value]
+    if given:
+        hint = " (lifetimes: --lifetimes K)" if given[0] == "--episodes" else ""
+        raise UserError(f"--gymnasium cannot be combined with {given[0]}{hint}")
+    gym_rule.make_env(args.gymnasium).close()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     path = Path(shipped_model(args.path))
+    if args.gymnasium is not None and path.is_dir():
+        raise UserError(f"--gymnasium needs a MODEL.yaml, but {path} is a run folder (its model: "
+                        f"{path / 'best_model.yaml'})")
     if args.more_runs:
         return show_runs([path, *map(Path, args.more_runs)], args)
     if path.is_dir():
@@ -120,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
     sizes = actor_sizes(args.hidden, config)
     steps = args.steps if args.steps is not None else config.ga.lifetime_steps
+    if args.gymnasium is not None:
+        use_threads(1)  # batches of a few dozen actors
+        return on_gymnasium(path, model, config, sizes, args)
     check_size(config, sizes, steps, args)  # before anything is allocated
     if args.evaluate:
         use_threads(config.runtime.threads)
@@ -339,6 +377,44 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
                                         title=f"{path.name}: height over the lifetime, mean of {episodes} episodes")
         plots.save_figure(fig, args.plot)
         print(f"wrote {args.plot}")
+    return 0
+
+
+# ---------------------------------------------------------------------------- Gymnasium
+
+def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int], args: argparse.Namespace) -> int:
+    """The return per episode on ``gymnasium.make(ENV_ID)`` of the rule, the same actors without
+    plasticity and a random policy (`metarl.gym_rule`); ``--json`` writes it too."""
+    import gymnasium
+
+    gym_rule.check_model(config, sizes)
+    episodes = args.episodes_per_lifetime or DEFAULT_GYM_EPISODES
+    lifetimes = args.lifetimes or DEFAULT_GYM_LIFETIMES
+    seed = args.seed if args.seed is not None else 0
+    reward = args.reward or "env"
+    sees = "the env's reward (Pendulum-v1: -cost)" if reward == "env" else "metarl's height reward 1 - cos theta"
+    print(f"{path}: {provenance(model)}; actor {sizes}\non {args.gymnasium} (gymnasium {gymnasium.__version__}): "
+          f"{lifetimes} lifetimes of {episodes} episodes, seed {seed}; the rule sees {sees}")
+    results = {}
+    for policy in gym_rule.POLICIES:
+        results[policy] = gym_rule.run_rule_on_gymnasium(model, args.gymnasium, episodes=episodes,
+                                                         lifetimes=lifetimes, seed=seed, reward=reward,
+                                                         policy=policy, config=config, sizes=sizes)
+    print(f"return per episode (the env's), mean [95% CI] over {lifetimes} lifetimes; the env resets between "
+          f"episodes, the actor and the rule keep what they learned:")
+    print(gym_rule.format_table(results))
+    if args.json:
+        data = {"model": str(path), "env_id": args.gymnasium, "gymnasium": gymnasium.__version__,
+                "settings": {"episodes_per_lifetime": episodes, "lifetimes": lifetimes, "seed": seed,
+                             "reward": reward, "hidden": sizes[1:-1], "overrides": list(args.set)},
+                "policies": {name: {"per_episode": [s.to_dict() for s in gym_rule.summaries(r)],
+                                    "returns": r.tolist()} for name, r in results.items()}}
+        try:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
+        except OSError as e:
+            raise UserError(f"{args.json}: cannot write ({e.strerror})") from None
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -366,18 +366,23 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
         data = {**result.to_dict(), "model": str(path),
                 "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
                              "overrides": list(args.set), "env": config.to_dict()["env"]}}
-        try:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
-        except OSError as e:
-            raise UserError(f"{args.json}: cannot write ({e.strerror})") from None
-        print(f"wrote {args.json}")
+        write_json(args.json, data)
     if args.plot:
         fig = plots.height_curve_figure(result.height_curve, goals=evaluation.goals_of(config),
                                         title=f"{path.name}: height over the lifetime, mean of {episodes} episodes")
         plots.save_figure(fig, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def write_json(path: str, data: dict) -> None:
+    """``--json``: written atomically, one line if it cannot be."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror})") from None
+    print(f"wrote {path}")
 
 
 # ---------------------------------------------------------------------------- Gymnasium
@@ -409,12 +414,7 @@ def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int]
                              "reward": reward, "hidden": sizes[1:-1], "overrides": list(args.set)},
                 "policies": {name: {"per_episode": [s.to_dict() for s in gym_rule.summaries(r)],
                                     "returns": r.tolist()} for name, r in results.items()}}
-        try:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(args.json, json.dumps(data, indent=2) + "\n")
-        except OSError as e:
-            raise UserError(f"{args.json}: cannot write ({e.strerror})") from None
-        print(f"wrote {args.json}")
+        write_json(args.json, data)
     return 0
 
 

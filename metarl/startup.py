@@ -35,3 +35,26 @@ def release() -> None:
     SIGHUP keep the start-up handler until `metarl.cli.stop_signals` replaces it."""
     if signal.getsignal(signal.SIGINT) is _stop:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# The installed commands (pyproject's [project.scripts]): the guard first, then the heavy imports, as the
+# root scripts do. `import metarl` itself imports nothing heavy (its modules load on first use).
+def train() -> None:
+    guard()
+    from metarl.scripts.train import entry
+
+    entry()
+
+
+def show_environment() -> None:
+    guard()
+    from metarl.scripts.show_environment import entry
+
+    entry()
+
+
+def show_results() -> None:
+    guard()
+    from metarl.scripts.show_results import entry
+
+    entry()

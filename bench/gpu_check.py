@@ -83,7 +83,7 @@ class Sizes:
 
 FULL = Sizes(populations=(10_000, 100_000, 1_000_000), steps=100, lifetimes=256, repeats=3,
              native_population=4096, native_steps=100)
-TINY = Sizes(populations=(16, 32), steps=5, lifetimes=16, repeats=1, native_population=32, native_steps=5)
+TINY = Sizes(populations=(16,), steps=5, lifetimes=16, repeats=1, native_population=32, native_steps=5)  # one compiled size
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

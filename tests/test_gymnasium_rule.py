@@ -77,8 +77,9 @@ def test_helper_returns_per_episode_returns_gymnasium(policy: str) -> None:
     returns = gym_rule.run_rule_on_gymnasium(MODEL, "Pendulum-v1", episodes=2, lifetimes=2, seed=1, policy=policy)
     assert returns.shape == (2, 2) and returns.dtype == np.float64
     assert np.all(returns < 0) and np.all(returns > -200 * (math.pi**2 + 0.1 * 64 + 0.001 * 4))
-    again = gym_rule.run_rule_on_gymnasium(MODEL, "Pendulum-v1", episodes=2, lifetimes=2, seed=1, policy=policy)
-    np.testing.assert_array_equal(returns, again)
+    # The same seed, the same returns: the first lifetime again, alone.
+    again = gym_rule.run_rule_on_gymnasium(MODEL, "Pendulum-v1", episodes=1, lifetimes=1, seed=1, policy=policy)
+    np.testing.assert_array_equal(returns[:1, :1], again)
 
 
 @pytest.mark.slow

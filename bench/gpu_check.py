@@ -83,7 +83,8 @@ class Sizes:
 
 FULL = Sizes(populations=(10_000, 100_000, 1_000_000), steps=100, lifetimes=256, repeats=3,
              native_population=4096, native_steps=100)
-TINY = Sizes(populations=(16,), steps=5, lifetimes=16, repeats=1, native_population=32, native_steps=5)  # one compiled size
+# One population size on the CPU: each size compiles the step once (about 20 s).
+TINY = Sizes(populations=(16,), steps=5, lifetimes=16, repeats=1, native_population=32, native_steps=5)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

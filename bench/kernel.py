@@ -60,13 +60,6 @@ def cpu_ghz() -> float | None:
     return max(mhz) / 1000 if mhz else None
 
 
-def lanes() -> int:
-    try:
-        return 16 if "avx512f" in Path("/proc/cpuinfo").read_text() else 8
-    except OSError:
-        return 8
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--population", type=int, default=10_000)
@@ -103,9 +96,9 @@ def main() -> None:
              "native_over_spec": [a / b for a, b in zip(runs["native_1"], runs["spec_1"], strict=True)]}
     ops = operations(config.layer_sizes, config.rule.signal_dim, config.rule.state_dim)
     ghz = cpu_ghz()
-    bound = None if ghz is None else ghz * 1e9 * 2 * lanes() / ops["total"]
+    bound = None if ghz is None else ghz * 1e9 * 2 * native.default_lanes() / ops["total"]
     result = {"population": args.population, "steps": args.steps, "sizes": config.layer_sizes,
-              "march": native.march(), "lanes": lanes(), "cpu_ghz": ghz,
+              "march": native.march(), "lanes": native.default_lanes(), "cpu_ghz": ghz,
               "load_before": load_before, "load_after": load_after,
               "median": {k: statistics.median(v) for k, v in runs.items()},
               "ratio": {k: statistics.median(v) for k, v in ratio.items()},
@@ -118,7 +111,7 @@ def main() -> None:
           f"(native {result['ratio']['native_over_spec']:.1f}x)")
     if bound is not None:
         print(f"{ops['total']} lane instructions per individual-step ({ops['fma']} FMA, {ops['tanh']} tanh); "
-              f"bound at {ghz:.2f} GHz x 2 FMA pipes x {lanes()} lanes: {bound:.3g}/s; "
+              f"bound at {ghz:.2f} GHz x 2 FMA pipes x {native.default_lanes()} lanes: {bound:.3g}/s; "
               f"share {result['share_of_bound']:.0%}")
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

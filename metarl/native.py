@@ -26,6 +26,7 @@ individual's numbers do not depend on which individuals share its block, call or
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -137,14 +138,28 @@ def _cpu_id() -> str:
     return "\n".join(sorted(set(lines)))
 
 
-def cpu_has_fma() -> bool:
-    """Whether this CPU has FMA, which the kernel's arithmetic is written in (x86-64-v3: AVX2 + FMA)."""
+@functools.cache
+def cpu_flags() -> frozenset[str] | None:
+    """This CPU's feature flags (``/proc/cpuinfo``), or None where they cannot be read (not Linux)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return True  # not Linux: the compiler's check (``#error`` without __FMA__) decides
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), None)
+        return None
+    return next((frozenset(ln.split(":", 1)[1].split()) for ln in text.splitlines() if ln.startswith("flags")),
+                None)
+
+
+def cpu_has_fma() -> bool:
+    """Whether this CPU has FMA, which the kernel's arithmetic is written in (x86-64-v3: AVX2 + FMA). Where
+    the flags are unknown, the compiler's check (``#error`` without __FMA__) decides."""
+    flags = cpu_flags()
     return flags is None or "fma" in flags
+
+
+def default_lanes() -> int:
+    """Individuals per vector of a build for this CPU: one register, 16 with AVX-512, else 8 (vecmath.h)."""
+    flags = cpu_flags()
+    return 16 if flags is not None and "avx512f" in flags else 8
 
 
 def _build(signal_dim: int, state_dim: int, target: str, lanes: int | None) -> Path:

@@ -23,13 +23,6 @@ pytestmark = needs_native
 BUILD = native.library
 
 
-def _has_avx512() -> bool:
-    try:
-        return "avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
 def _lifetime(monkeypatch: pytest.MonkeyPatch, target: str | None, lanes: int | None, model: str,
               pop: int, steps: int) -> list[torch.Tensor]:
     """Fitness, rewards, states and every learned actor parameter of ``pop`` lifetimes on the kernel
@@ -51,7 +44,7 @@ def _lifetime(monkeypatch: pytest.MonkeyPatch, target: str | None, lanes: int | 
     return [fitness, rewards, states, *actor.weights, *actor.biases, *actor.sigmas]
 
 
-TARGETS = [("x86-64-v3", 16)] + ([("x86-64-v4", None), ("x86-64-v4", 8)] if _has_avx512() else [])
+TARGETS = [("x86-64-v3", 16)] + ([("x86-64-v4", None), ("x86-64-v4", 8)] if native.default_lanes() == 16 else [])
 
 
 @pytest.mark.slow  # builds the kernel for other targets (about 10 s each)

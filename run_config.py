@@ -6,9 +6,5 @@ The program is `metarl/scripts/train.py`; an installed metarl provides it as `me
 
 from metarl import startup
 
-startup.guard()  # a signal during the imports ends with one line, as it does later
-
-from metarl.scripts.train import entry  # noqa: E402
-
 if __name__ == "__main__":
-    entry()
+    startup.run("train")  # a signal during the imports ends with one line, as it does later

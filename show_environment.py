@@ -6,9 +6,5 @@ The program is `metarl/scripts/show_environment.py`; an installed metarl provide
 
 from metarl import startup
 
-startup.guard()  # a signal during the imports ends with one line, as it does later
-
-from metarl.scripts.show_environment import entry  # noqa: E402
-
 if __name__ == "__main__":
-    entry()
+    startup.run("show_environment")  # a signal during the imports ends with one line, as it does later

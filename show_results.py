@@ -6,9 +6,5 @@ The program is `metarl/scripts/show_results.py`; an installed metarl provides it
 
 from metarl import startup
 
-startup.guard()  # a signal during the imports ends with one line, as it does later
-
-from metarl.scripts.show_results import entry  # noqa: E402
-
 if __name__ == "__main__":
-    entry()
+    startup.run("show_results")  # a signal during the imports ends with one line, as it does later

@@ -37,24 +37,23 @@ def release() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The installed commands (pyproject's [project.scripts]): the guard first, then the heavy imports, as the
-# root scripts do. `import metarl` itself imports nothing heavy (its modules load on first use).
-def train() -> None:
+def run(script: str) -> None:
+    """Run ``metarl.scripts.<script>``'s command with the guard installed before its heavy imports: the
+    root scripts and the installed commands (pyproject's [project.scripts]) both start here. ``import
+    metarl`` itself imports nothing heavy (its modules load on first use)."""
     guard()
-    from metarl.scripts.train import entry
+    import importlib
 
-    entry()
+    importlib.import_module(f"metarl.scripts.{script}").entry()
+
+
+def train() -> None:
+    run("train")
 
 
 def show_environment() -> None:
-    guard()
-    from metarl.scripts.show_environment import entry
-
-    entry()
+    run("show_environment")
 
 
 def show_results() -> None:
-    guard()
-    from metarl.scripts.show_results import entry
-
-    entry()
+    run("show_results")

@@ -18,7 +18,7 @@ import yaml
 
 from . import __version__
 from .config import Config, from_dict
-from .config.files import parse_yaml, read_text_file
+from .config.files import check_regular_file, parse_yaml, read_text_file
 from .errors import ConfigError, ModelFileError, UserError
 from .genome import GenomeLayout
 
@@ -238,16 +238,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     generation; and, from format 2 on, the integrity hash. A checkpoint of format 1 (no hash) is
     accepted: its next save adds the hash."""
     path = Path(path)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: no checkpoint here") from None
-    except OSError as e:
-        raise ModelFileError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ModelFileError(f"{path}: not a regular file")
-    if info.st_size > MAX_CHECKPOINT_BYTES:
-        raise ModelFileError(f"{path}: corrupt checkpoint (size {info.st_size} bytes)")
+    check_regular_file(path, MAX_CHECKPOINT_BYTES, "checkpoint", ModelFileError)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file

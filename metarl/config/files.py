@@ -32,10 +32,11 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
 MAX_YAML_BYTES = 2**20  # a config is kilobytes; more is a wrong file (and slow to parse)
 
 
-def read_text_file(path: str | Path, limit: int, what: str, error: type[Exception] = ConfigError) -> str:
-    """The text of a regular file of at most ``limit`` bytes; anything else (missing, a folder, a FIFO,
-    a device such as /dev/zero, too large, not UTF-8 text, unreadable) raises ``error`` with one line.
-    A special file is never opened: reading a FIFO would wait forever and a device never ends."""
+def check_regular_file(path: str | Path, limit: int, what: str, error: type[Exception] = ConfigError) -> str:
+    """That ``path`` is a regular file of at most ``limit`` bytes, before it is opened; anything else
+    (missing, a folder, a FIFO, a device such as /dev/zero, too large, unreadable) raises ``error`` with
+    one line. A special file is never opened: reading a FIFO would wait forever and a device never
+    ends. Returns the path as shown in messages."""
     path = Path(path)
     shown = _clip(repr(str(path)))[1:-1] if not str(path).isprintable() else str(path)
     try:
@@ -53,6 +54,14 @@ def read_text_file(path: str | Path, limit: int, what: str, error: type[Exceptio
     if info.st_size > limit:
         raise error(f"{shown}: too large for a {what} ({info.st_size / 2**20:.3g} MiB; "
                     f"the limit is {limit / 2**20:g} MiB)")
+    return shown
+
+
+def read_text_file(path: str | Path, limit: int, what: str, error: type[Exception] = ConfigError) -> str:
+    """The text of a regular file of at most ``limit`` bytes (`check_regular_file`); not UTF-8 text or
+    unreadable raises ``error`` with one line too."""
+    shown = check_regular_file(path, limit, what, error)
+    path = Path(path)
     try:
         with path.open("rb") as f:
             data = f.read(limit + 1)

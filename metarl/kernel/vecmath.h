@@ -100,7 +100,7 @@ inline vf vexp(vf x) {
 
 // tanh within a few ulp (Eigen's generic_fast_tanh_float, as metarl/fused.py `tanh`): a ratio of
 // odd and even polynomials on x clamped to +-7.905, exactly +-1 beyond (float32 tanh is there).
-// One division and 11 fused multiply-adds: no exp.
+// One division and 9 fused multiply-adds: no exp.
 constexpr float TANH_CLAMP = 7.90531110763549805f;
 inline vf vtanh(vf x) {
     vf c = x < -TANH_CLAMP ? splat(-TANH_CLAMP) : (x > TANH_CLAMP ? splat(TANH_CLAMP) : x);  // NaN stays NaN

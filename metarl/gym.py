@@ -133,10 +133,10 @@ def _env_base() -> type:
     return gymnasium.Env
 
 
-class MetarlEnv(_env_base()):
+class MetarlEnv(_env_base()):  # type: ignore[misc]  # gymnasium is optional: its base class is found at import
     """One environment (``gymnasium.make``); gymnasium's TimeLimit truncates it after 200 steps."""
 
-    metadata = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}
 
     def __init__(self, env: str = "Pendulum", dynamics: str = "metarl", **options: Any) -> None:
         self._batch = _Batch(1, env, dynamics, options)
@@ -160,7 +160,7 @@ def _vector_base() -> type:
     return VectorEnv
 
 
-class MetarlVectorEnv(_vector_base()):
+class MetarlVectorEnv(_vector_base()):  # type: ignore[misc]
     """``num_envs`` environments in one batch (``gymnasium.make_vec(..., vectorization_mode="vector_entry_point")``)."""
 
     def __init__(self, num_envs: int = 1, env: str = "Pendulum", dynamics: str = "metarl",

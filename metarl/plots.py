@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -157,7 +159,7 @@ class ReplayPanels:
             ax.tick_params(labelsize="x-small")
             ax.grid(alpha=0.3)
         _histograms(self.axes, self._initial, self._initial, self.ranges, current_label="now")
-        self.bars = {name: self.axes[name].containers[0] for name in PARAMS}
+        self.bars = {name: cast(BarContainer, self.axes[name].containers[0]) for name in PARAMS}
         self.initial_peak = {name: max(patch.get_height() for patch in self.bars[name].patches) for name in PARAMS}
         self.fig.suptitle(title, fontsize="medium")
         self.fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.88, hspace=0.55, wspace=0.9)

@@ -129,8 +129,9 @@ class Renderer:
         return surface
 
     def _scale(self) -> float:
-        """Pixels per metre."""
-        return 0.5 * min(self.width, self.height) / self.extent
+        """Pixels per metre (the extent is set by the first `draw`)."""
+        extent = self.extent if self.extent is not None else 1.0
+        return 0.5 * min(self.width, self.height) / extent
 
     def _to_screen(self, point: tuple[float, float]) -> tuple[int, int]:
         # World y points up, screen y points down; the pivot sits at the centre.

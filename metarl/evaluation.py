@@ -219,7 +219,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     genomes = {name: learned for name in CONDITIONS}
     genomes["random_rule"] = random_rule_genomes(layout, episodes, config.rule.init_std, seed).to(
         device=device, dtype=learned.dtype)
-    links = envs.env_class(config.env.name).links
+    state_size = envs.env_class(config.env.name).state_size()
     # Per condition, one (fitness, rewards, heights) per goal.
     runs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
     for name, conditions in CONDITIONS.items():
@@ -231,7 +231,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
             cond = conditions
             if name == "reward_shuffled":
                 cond = replace(conditions, seen_rewards=seen[i * episodes:(i + 1) * episodes])
-            states = torch.zeros(episodes, steps, 2 * links, dtype=learned.dtype, device=device)
+            states = torch.zeros(episodes, steps, state_size, dtype=learned.dtype, device=device)
             total, rewards = run_lifetimes(genomes[name], layout, cfg, keys, steps=steps, conditions=cond,
                                            sizes=sizes, trace=True, progress=progress, states=states)
             runs[name].append((total.cpu(), rewards, heights(states).cpu()))

@@ -132,7 +132,7 @@ class Lifetime:
     def run(self, steps: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None,
             states: torch.Tensor | None = None) -> None:
         """``steps`` steps: ``fitness (P,)`` (float64) += each reward, ``rewards (steps, P)`` receives them
-        and ``states (steps, 2 * links, P)`` the env state after each step, if given."""
+        and ``states (steps, state_size, P)`` the env state after each step, if given."""
         if self._native is not None:
             episode = self.env.options.episode_steps
             done = 0
@@ -314,7 +314,7 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
                   states: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Summed reward ``(P,)`` of one lifetime per individual, and optionally the per-step rewards ``(P, T)``.
 
-    ``states (P, T, 2 * links)``, if given, receives the env state after every step.
+    ``states (P, T, state_size)``, if given, receives the env state after every step.
     ``progress(n)`` is called with individual-steps done, every 100 steps. ``backend``: a backend's
     name (`metarl.backends`; e.g. ``spec`` for the plain reference), default `select_backend`.
     """
@@ -348,7 +348,7 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
             total = torch.zeros(g.shape[0], dtype=torch.float64, device=genomes.device)
             chunk_rewards = torch.zeros(steps, g.shape[0], dtype=genomes.dtype, device=genomes.device) \
                 if trace else None
-            chunk_states = torch.zeros(steps, 2 * life.env.links, g.shape[0], dtype=genomes.dtype,
+            chunk_states = torch.zeros(steps, life.env.state_size(), g.shape[0], dtype=genomes.dtype,
                                        device=genomes.device) if states is not None else None
             for t0 in range(0, steps, PROGRESS_STEPS):
                 count = min(PROGRESS_STEPS, steps - t0)

@@ -49,7 +49,7 @@ class Carry:
     """What changes from step to step."""
 
     t: torch.Tensor  # 0-d int64: the step number (a tensor, so compiled code does not specialise on it)
-    state: torch.Tensor  # (P, 2 * links) env state
+    state: torch.Tensor  # (P, state_size) env state
     prev_height: torch.Tensor  # (P,) height after the last step; NaN before the first
     actor: ActorState | fused.FusedActor
     rule: RuleState  # feature-major when the actor is
@@ -145,7 +145,7 @@ def reset_episode(env: BatchedEnv, keys: torch.Tensor, t: int) -> bool:
         return False
     uniform = None
     if env.options.init in RANDOM_INITS:
-        n = 2 * env.links
+        n = env.state_size()
         uniform = rng.uniform(keys, rng.STREAM_ENV_INIT, n, offset=(t // steps - 1) * n, dtype=env.dtype)
     env.restore(env.initial_state(uniform), None, t)
     return True

@@ -118,19 +118,19 @@ def fitness(config: Config, g: torch.Tensor, keys: torch.Tensor, **kw: object) -
 
 def lifetime_traces(config: Config, g: torch.Tensor, keys: torch.Tensor, backend: str,
                     chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fitness ``(P,)``, rewards ``(P, T)`` and env states ``(P, T, 2 * links)`` of whole lifetimes on
+    """Fitness ``(P,)``, rewards ``(P, T)`` and env states ``(P, T, state_size)`` of whole lifetimes on
     ``backend``: ``spec`` and ``native`` through `run_lifetimes`, ``compiled`` run eagerly (its mathematics)."""
     layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
     steps, pop = config.ga.lifetime_steps, g.shape[0]
-    links = envs.env_class(config.env.name).links
+    state_size = envs.env_class(config.env.name).state_size()
     if backend != "compiled":
-        states = torch.zeros(pop, steps, 2 * links)
+        states = torch.zeros(pop, steps, state_size)
         total, rewards = lifetime.run_lifetimes(g, layout, config, keys, backend=backend, trace=True,
                                                 states=states, chunk_size=chunk_size)
         return total, rewards, states
     life = lifetime.Lifetime(g, layout, config, keys, backend="compiled", eager=True)
     total = torch.zeros(pop, dtype=torch.float64)
-    rewards, states = torch.zeros(steps, pop), torch.zeros(steps, 2 * links, pop)
+    rewards, states = torch.zeros(steps, pop), torch.zeros(steps, state_size, pop)
     with torch.no_grad():
         life.run(steps, total, rewards, states)
     return total, rewards.t(), states.permute(2, 0, 1)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..envs import ENVS, env_class
-from ..envs.base import ACTION_SIGNS, GOALS, INITS, INTEGRATORS, REWARDS, EnvOptions, option_names
+from ..envs.base import ACTION_SIGNS, GOALS, INITS, INTEGRATORS, REWARDS, BatchedEnv, EnvOptions, option_names
 from ..errors import ConfigError
 
 PhysicalValue = float | list[float]
@@ -58,11 +58,12 @@ class EnvConfig(EnvOptions, _EnvName):
         """No check on construction (unlike `EnvOptions`): `validate` checks every key, naming it."""
 
     def validate(self, key: str) -> None:
-        _choice(f"{key}.name", self.name, tuple(ENVS))
+        _choice(f"{key}.name", self.name, tuple(ENVS))  # the registered envs (`metarl.envs.register`)
+        env = env_class(self.name)
         _number(f"{key}.dt", self.dt, MIN_DT, MAX_DT)
         _choice(f"{key}.integrator", self.integrator, INTEGRATORS)
-        _choice(f"{key}.reward", self.reward, REWARDS)
-        _choice(f"{key}.init", self.init, INITS)
+        _env_choice(f"{key}.reward", self.reward, REWARDS, env)
+        _env_choice(f"{key}.init", self.init, INITS, env)
         _number(f"{key}.max_torque", self.max_torque, 0, MAX_VALUE)
         if self.max_speed is not None:
             _number(f"{key}.max_speed", self.max_speed, 0, MAX_VALUE, open_low=True)
@@ -74,7 +75,7 @@ class EnvConfig(EnvOptions, _EnvName):
             _integer(f"{key}.goal_switch", self.goal_switch, 0, MAX_COUNT)
         if self.episode_steps is not None:
             _integer(f"{key}.episode_steps", self.episode_steps, 1, MAX_COUNT)
-        defaults = env_class(self.name).param_defaults
+        defaults = env.param_defaults
         for name, value in self.params.items():
             pkey = f"{key}.params.{_clip(name)}"
             if name not in defaults:
@@ -84,8 +85,8 @@ class EnvConfig(EnvOptions, _EnvName):
             if isinstance(value, list) and len(value) != 2:
                 raise ConfigError(f"{pkey}: a range must be [min, max], got {_show(value)}")
             for v in values:
-                # Damping may be zero (no friction); lengths, masses and gravity may not.
-                _number(pkey, v, 0, MAX_VALUE, open_low=name != "damping", shown=value)
+                # Friction (the pendulums' damping) may be zero; lengths, masses and gravity may not.
+                _number(pkey, v, 0, MAX_VALUE, open_low=name not in env.may_be_zero, shown=value)
             if isinstance(value, list) and value[0] > value[1]:
                 raise ConfigError(f"{pkey}: a range must be [min, max] with min <= max, got {_show(value)}")
 
@@ -315,6 +316,14 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}: unknown value {_show(value)}{_suggest(value, allowed)}; "
                           f"valid: {', '.join(allowed)}")
+
+
+def _env_choice(key: str, value: str, allowed: tuple[str, ...], env: type[BatchedEnv]) -> None:
+    """`_choice` among ``allowed``, then among those ``env`` implements (its ``rewards`` or ``inits``)."""
+    _choice(key, value, allowed)
+    implemented = env.rewards if key.endswith(".reward") else env.inits
+    if value not in implemented:
+        raise ConfigError(f"{key}: {env.name} does not implement {_show(value)}; valid: {', '.join(implemented)}")
 
 
 def _suggest(name: str, candidates: Any) -> str:

@@ -1,4 +1,9 @@
-"""Batched pendulum environments: `make(name, batch_size, ...)` builds one."""
+"""Batched environments: `make(name, batch_size, ...)` builds one; `register(name, cls)` adds one.
+
+The registry `ENVS` maps the config's ``env.name`` to the class (the environment protocol:
+`metarl.envs.base.BatchedEnv`, docs/extending_env.md). The pendulums are registered here; a new
+task registers itself, from any file, before its config is loaded.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,53 @@ from collections.abc import Mapping
 
 import torch
 
-from .base import RANDOM_INITS, BatchedEnv, EnvOptions, ParamValue, Sampler, option_names, resolve_params
+from .base import (
+    INITS,
+    RANDOM_INITS,
+    REWARDS,
+    BatchedEnv,
+    EnvOptions,
+    ParamValue,
+    Sampler,
+    option_names,
+    resolve_params,
+)
 from .double_pendulum import DoublePendulum
 from .pendulum import Pendulum
 
-ENVS: dict[str, type[BatchedEnv]] = {"Pendulum": Pendulum, "DoublePendulum": DoublePendulum}
+ENVS: dict[str, type[BatchedEnv]] = {}
 
-__all__ = ["ENVS", "BatchedEnv", "DoublePendulum", "EnvOptions", "Pendulum", "env_class", "make"]
+__all__ = ["ENVS", "BatchedEnv", "DoublePendulum", "EnvOptions", "Pendulum", "env_class", "make", "register"]
+
+
+def register(name: str, cls: type[BatchedEnv]) -> type[BatchedEnv]:
+    """Make ``cls`` the environment called ``name`` (its ``cls.name``): `make`, the config's ``env.name``
+    and the torch backends then take it. Registering the same class again does nothing; another class
+    under a taken name is refused (the native kernel knows the shipped envs by name). Returns ``cls``."""
+    if not (isinstance(cls, type) and issubclass(cls, BatchedEnv)):
+        raise TypeError(f"register({name!r}, ...): an environment is a subclass of metarl.envs.BatchedEnv, "
+                        f"got {cls!r}")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"an environment's name is an identifier (letters, digits, _), got {name!r}")
+    if cls.name != name:
+        raise ValueError(f"register({name!r}, {cls.__name__}): the class's name attribute is {cls.name!r}")
+    known = ENVS.get(name)
+    if known is not None and known is not cls:
+        raise ValueError(f"an environment {name!r} is registered already ({known.__module__}.{known.__qualname__})")
+    problems = [f"{attr} {bad!r} unknown (known: {', '.join(allowed)})"
+                for attr, allowed in (("rewards", REWARDS), ("inits", INITS))
+                for bad in getattr(cls, attr) if bad not in allowed]
+    problems += [f"may_be_zero names {p!r}, not a parameter" for p in cls.may_be_zero if p not in cls.param_defaults]
+    if cls.state_size() < 1 or cls.observation_size() < 1:
+        problems.append(f"state_size {cls.state_size()} and observation_size {cls.observation_size()} must be >= 1")
+    if problems:
+        raise ValueError(f"register({name!r}, {cls.__name__}): " + "; ".join(problems))
+    ENVS[name] = cls
+    return cls
+
+
+register("Pendulum", Pendulum)
+register("DoublePendulum", DoublePendulum)
 
 
 def env_class(name: str) -> type[BatchedEnv]:
@@ -45,7 +90,7 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
             return torch.rand(batch_size, count, generator=gen, device=gen.device)
 
     values = resolve_params(cls.param_defaults, physical, batch_size, sampler, device=device, dtype=dtype)
-    init_uniform = sampler(2 * cls.links) if sim.get("init") in RANDOM_INITS else None
+    init_uniform = sampler(cls.state_size()) if sim.get("init") in RANDOM_INITS else None
     sign_uniform = sampler(1) if sim.get("action_sign") == "random" else None
     goal_uniform = sampler(1) if sim.get("goal") == "random" else None
     return cls(batch_size, values, EnvOptions(**sim), device=device, dtype=dtype,

@@ -1,9 +1,10 @@
-"""Shared machinery of the batched pendulum environments.
+"""The environment protocol (`BatchedEnv`) and the machinery the pendulums share.
 
-Subclasses define the equations of motion (`derivatives`), link angles and geometry;
-this base class integrates them (RK4 or Euler), wraps angles, clamps speeds and computes
-rewards. Every tensor has a leading batch dimension ``B`` (one environment per
-individual of the population).
+A subclass declares its parameters and the equations of motion (`derivatives`); this base
+class integrates them (RK4 or Euler), wraps angles, clamps speeds and computes rewards. The
+pendulum defaults (angles per link, ``[sin, cos, omega]`` observations, the ``up`` and
+``random`` inits, the height) are methods a new task overrides: docs/extending_env.md. Every
+tensor has a leading batch dimension ``B`` (one environment per individual of the population).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class EnvOptions:
 class EnvState(NamedTuple):
     """What changes from step to step (as gymnax's ``EnvState``); the env object holds the parameters."""
 
-    state: torch.Tensor  # (B, 2 * links) [theta1, omega1, ...]
+    state: torch.Tensor  # (B, state_size) [q1, v1, q2, v2, ...]: coordinate, velocity pairs
     prev_height: torch.Tensor | None  # (B,) height after the last step; None (or NaN) before the first
     t: int | torch.Tensor  # the step number (0-based)
 
@@ -139,14 +140,20 @@ def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
 
 
 class BatchedEnv:
-    """A batch of independent environments integrated together.
+    """A batch of independent environments integrated together (the environment protocol).
 
-    ``state``: ``(B, 2 * links)`` as ``[theta1, omega1, theta2, omega2, ...]``.
+    ``state``: ``(B, state_size())`` as coordinate, velocity pairs ``[q1, v1, q2, v2, ...]``; for the
+    pendulums ``[theta1, omega1, theta2, omega2, ...]``. A subclass sets the class attributes below,
+    `derivatives`, and overrides the pendulum defaults it does not share (docs/extending_env.md);
+    `metarl.envs.register` makes it known by ``name``.
     """
 
-    name: str = ""
-    links: int = 1
-    param_defaults: Mapping[str, float] = {}
+    name: str = ""  # the config's env.name
+    links: int = 1  # pendulum rods (the default state, observation and height are per link)
+    param_defaults: Mapping[str, float] = {}  # physical parameters and their defaults, in kernel order
+    may_be_zero: tuple[str, ...] = ()  # parameters that may be 0 (friction); the others must be > 0
+    rewards: tuple[str, ...] = REWARDS  # the env.reward kinds it computes
+    inits: tuple[str, ...] = INITS  # the env.init kinds it starts from
 
     def __init__(self, batch_size: int, params: Mapping[str, torch.Tensor], options: EnvOptions,
                  *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -154,6 +161,9 @@ class BatchedEnv:
                  goal_uniform: torch.Tensor | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for option, value, allowed in (("reward", options.reward, self.rewards), ("init", options.init, self.inits)):
+            if value not in allowed:
+                raise ValueError(f"{self.name}: {option} must be one of {', '.join(allowed)}, got {value!r}")
         self.batch_size = batch_size
         self.options = options
         self.device = torch.device(device)
@@ -163,6 +173,11 @@ class BatchedEnv:
         self.state = self.initial_state(init_uniform)
         self.action_sign = self._sign("action_sign", sign_uniform)
         self.goal = self._sign("goal", goal_uniform)
+
+    @classmethod
+    def state_size(cls) -> int:
+        """Entries of the physical state: a coordinate and its velocity per link."""
+        return 2 * cls.links
 
     @classmethod
     def observation_size(cls) -> int:
@@ -181,13 +196,13 @@ class BatchedEnv:
 
     @property
     def state(self) -> torch.Tensor:
-        """Physical state ``(B, 2 * links)``."""
+        """Physical state ``(B, state_size())``."""
         return self._state
 
     @state.setter
     def state(self, value: torch.Tensor) -> None:
         value = torch.as_tensor(value, device=self.device, dtype=self.dtype)
-        expected = (self.batch_size, 2 * self.links)
+        expected = (self.batch_size, self.state_size())
         if value.shape != expected:
             raise ValueError(f"state must have shape {expected}, got {tuple(value.shape)}")
         self._state = value.clone()
@@ -205,8 +220,8 @@ class BatchedEnv:
         self._state, self._prev_height, self.t = state, prev_height, t
 
     def initial_state(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
-        """Start state of the configured ``init``; ``uniform (B, 2*links)`` feeds `random` and `near_up`."""
-        state = torch.zeros(self.batch_size, 2 * self.links, device=self.device, dtype=self.dtype)
+        """Start state of the configured ``init``; ``uniform (B, state_size())`` feeds `random` and `near_up`."""
+        state = torch.zeros(self.batch_size, self.state_size(), device=self.device, dtype=self.dtype)
         if self.options.init == "up":
             state[:, 0::2] = math.pi * (1 + UP_OFFSET)
         elif self.options.init in RANDOM_INITS:
@@ -275,7 +290,7 @@ class BatchedEnv:
         step (`metarl.lifetime`) both use it, so they share the physics exactly.
         """
         state = integrate(self.derivatives, state, self.torque(action), self.options.dt, self.options.integrator)
-        state = wrap_state(state)
+        state = self.wrap(state)
         if self.options.max_speed is not None:
             state[:, 1::2] = state[:, 1::2].clamp(-self.options.max_speed, self.options.max_speed)
         return state
@@ -310,6 +325,10 @@ class BatchedEnv:
         if switch is None:
             return self.goal
         return torch.where(torch.as_tensor(t) >= switch, -self.goal, self.goal)
+
+    def wrap(self, state: torch.Tensor) -> torch.Tensor:
+        """A copy of ``state`` with its angle coordinates wrapped to [-pi, pi) (the pendulums: every one)."""
+        return wrap_state(state)
 
     def derivatives(self, state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
         """Time derivative of ``state`` under ``torque (B,)``."""

@@ -28,6 +28,7 @@ class DoublePendulum(BatchedEnv):
     links = 2
     param_defaults = PARAM_DEFAULTS
     link_length_names = ("length1", "length2")
+    may_be_zero = ("damping",)  # no friction
 
     def derivatives(self, state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
         """``[omega1, alpha1, omega2, alpha2]`` of ``state (B, 4)`` under ``torque (B,)``."""

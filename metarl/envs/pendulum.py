@@ -20,6 +20,7 @@ class Pendulum(BatchedEnv):
     links = 1
     param_defaults = PARAM_DEFAULTS
     link_length_names = ("length",)
+    may_be_zero = ("damping",)  # no friction
 
     def derivatives(self, state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
         """``[omega, alpha]`` of ``state (B, 2)`` under ``torque (B,)``."""

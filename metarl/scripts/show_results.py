@@ -175,19 +175,19 @@ def main(argv: list[str] | None = None) -> int:
 def check_size(config: Config, sizes: list[int], steps: int, args: argparse.Namespace) -> None:
     """The memory and work estimate of `metarl.resources` for what this command will run (one line, naming
     the figure and --allow-large, if it is too much)."""
-    links = 2 * envs.env_class(config.env.name).links
+    state_size = envs.env_class(config.env.name).state_size()
     if args.evaluate:
         runs = len(evaluation.CONDITIONS) * len(evaluation.goals_of(config) or (1,))
         episodes = args.episodes or DEFAULT_EVAL_EPISODES
         resources.check_lifetimes(config, sizes, lifetimes=runs * episodes, steps=steps, what="--evaluate",
-                                  traced_floats_per_step=3 + links, allow_large=args.allow_large)
+                                  traced_floats_per_step=3 + state_size, allow_large=args.allow_large)
         return
     if args.plot:
         episodes = args.episodes or DEFAULT_PLOT_EPISODES
         resources.check_lifetimes(config, sizes, lifetimes=2 * episodes, steps=steps, what="--plot",
                                   traced_floats_per_step=1, allow_large=args.allow_large)
     resources.check_lifetimes(config, sizes, lifetimes=1, steps=steps, what="the replay", replay=True,
-                              traced_floats_per_step=1 + links, allow_large=args.allow_large)
+                              traced_floats_per_step=1 + state_size, allow_large=args.allow_large)
 
 
 def replay_config(config: Config, overrides: list[str]) -> Config:

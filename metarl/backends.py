@@ -47,13 +47,8 @@ class Backend:
             return None
         if torch.device(device).type != "cpu" or dtype != torch.float32:
             return "the native kernel runs float32 on CPU only"
-        why = native_mod.supported(sizes, envs.env_class(config.env.name).links)
-        if why is None:
-            try:
-                native_mod.library(config.rule.signal_dim, config.rule.state_dim)
-            except native_mod.NativeUnavailable as e:
-                why = str(e)
-        return why
+        return native_mod.supported(sizes, envs.env_class(config.env.name), config.rule.signal_dim,
+                                    config.rule.state_dim)
 
     def chunk_size(self, config: Config, device: torch.device, population: int) -> int:
         """Individuals per chunk: ``runtime.chunk_size``, else the backend's default (on a GPU: all)."""

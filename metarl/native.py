@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from . import fused
+from . import envs, fused
 from .actor import ActorState
 from .envs.base import OBS_PER_LINK, BatchedEnv, EnvOptions
 from .errors import UserError
@@ -88,15 +88,52 @@ def library(signal_dim: int, state_dim: int, target: str | None = None, lanes: i
     return lib
 
 
-def supported(sizes: list[int], links: int) -> str | None:
-    """Why the kernel cannot run this network and env, or None if it can."""
+def supported(sizes: list[int], env: type[BatchedEnv], signal_dim: int, state_dim: int) -> str | None:
+    """Why the kernel cannot run this network, environment class and rule shape here (one line), or None if
+    it can. Builds or loads the kernel (`library`), which states the environments it implements (`kernel_envs`)."""
     if not 1 <= len(sizes) - 1 <= MAX_LAYERS:
         return f"the native kernel handles 1 to {MAX_LAYERS} layers, got {len(sizes) - 1}"
-    if links not in (1, 2):
-        return f"the native kernel handles 1 or 2 links, got {links}"
     if not cpu_has_fma():
         return "the native kernel needs a CPU with FMA (x86-64-v3: AVX2 and FMA); this one has none"
+    try:
+        lib = library(signal_dim, state_dim)
+    except NativeUnavailable as e:
+        return str(e)
+    return env_unsupported(lib, env)
+
+
+def kernel_envs(lib: ctypes.CDLL) -> dict[str, tuple[str, ...]]:
+    """The environments ``lib`` implements, in the order of their ids (`Options`' ``env``): each name (of a
+    class in `metarl.envs`) with its parameters, in the order the kernel reads them."""
+    found: dict[str, tuple[str, ...]] = {}
+    while (described := lib.metarl_env(len(found))) is not None:
+        name, *params = described.decode().split()
+        found[name] = tuple(params)
+    return found
+
+
+def env_unsupported(lib: ctypes.CDLL, env: type[BatchedEnv]) -> str | None:
+    """Why ``lib`` cannot step ``env`` (an environment class), or None if it implements it: the env's
+    name, its parameters, and that it is the class `metarl.envs` registers under that name."""
+    known = kernel_envs(lib)
+    if env.name not in known:
+        return (f"the native kernel does not implement the environment {env.name or env.__name__} "
+                f"(it implements {', '.join(known)})")
+    if envs.ENVS.get(env.name) is not env:
+        return (f"the native kernel implements the {env.name} that metarl.envs registers, not "
+                f"{env.__module__}.{env.__qualname__}")
+    if tuple(env.param_defaults) != known[env.name]:
+        return (f"the native kernel's {env.name} takes the parameters {', '.join(known[env.name])}, "
+                f"metarl.envs' {', '.join(env.param_defaults)}")
     return None
+
+
+def env_id(lib: ctypes.CDLL, env: type[BatchedEnv]) -> int:
+    """The id ``lib`` knows ``env`` by (`Options`' ``env``); raises `NativeUnavailable` if it does not implement it."""
+    why = env_unsupported(lib, env)
+    if why is not None:
+        raise NativeUnavailable(why)
+    return list(kernel_envs(lib)).index(env.name)
 
 
 def cache_dir() -> Path:
@@ -224,15 +261,16 @@ class Options(ctypes.Structure):
 
     _fields_ = [("dt", _f32), ("max_torque", _f32), ("max_speed", _f32),
                 ("learning_rate", _f32), ("weight_limit", _f32), ("sigma_limit", _f32),
-                ("links", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
+                ("env", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
                 ("noise", _i32), ("spin", _i32), ("gym", _i32), ("goal_switch", _i64)]
 
     @classmethod
-    def of(cls, env: EnvOptions, links: int, *, learning_rate: float, weight_limit: float, sigma_limit: float,
+    def of(cls, env: EnvOptions, env_id: int, *, learning_rate: float, weight_limit: float, sigma_limit: float,
            plastic: bool = True, zero_reward: bool = False) -> Options:
+        """``env_id``: the environment's id in the kernel (`env_id`)."""
         return cls(dt=env.dt, max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
                    learning_rate=learning_rate, weight_limit=weight_limit, sigma_limit=sigma_limit,
-                   links=links, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
+                   env=env_id, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
                    plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
                    gym=env.reward == "gym",
                    goal_switch=-1 if env.goal_switch is None else env.goal_switch)
@@ -307,6 +345,8 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.metarl_rule_steps.argtypes = described + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3
     lib.metarl_elementwise.restype = ctypes.c_int64
     lib.metarl_elementwise.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
+    lib.metarl_env.restype = ctypes.c_char_p
+    lib.metarl_env.argtypes = [ctypes.c_int64]
     lib.metarl_struct_sizes.restype = None
     lib.metarl_struct_sizes.argtypes = [ctypes.c_void_p]
     sizes = (ctypes.c_int64 * 6)()
@@ -346,8 +386,9 @@ class Runner:
         self._buffers = Buffers.of(self._tensors)
         self._network = Network.of(self.sizes)
         self._genome_map = GenomeMap.of(layout)
-        self._options = Options.of(env.options, env.links, learning_rate=learning_rate, weight_limit=weight_limit,
-                                   sigma_limit=sigma_limit, plastic=plastic, zero_reward=zero_reward)
+        self._options = Options.of(env.options, env_id(lib, type(env)), learning_rate=learning_rate,
+                                   weight_limit=weight_limit, sigma_limit=sigma_limit, plastic=plastic,
+                                   zero_reward=zero_reward)
         # (T, P): the rewards the rule sees instead of its own, or None.
         self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()
         # 32-bit keys as int32 bit patterns (the kernel reads uint32).
@@ -356,14 +397,14 @@ class Runner:
     def run(self, steps: int, t0: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None,
             states: torch.Tensor | None = None) -> None:
         """Advance ``steps`` steps from step number ``t0``: ``fitness (P,)`` float64 += each reward;
-        ``rewards (steps, P)`` float32 receives them and ``states (steps, 2 * links, P)`` float32 the
+        ``rewards (steps, P)`` float32 receives them and ``states (steps, state_size, P)`` float32 the
         env state after each step, if given."""
         if fitness.shape != (self.pop,) or fitness.dtype != torch.float64 or not fitness.is_contiguous():
             raise ValueError("fitness must be a contiguous float64 (P,) tensor")
         if rewards is not None and (rewards.shape != (steps, self.pop) or rewards.dtype != torch.float32
                                     or not rewards.is_contiguous()):
             raise ValueError(f"rewards must be a contiguous float32 ({steps}, {self.pop}) tensor")
-        n_state = 2 * self.env.links
+        n_state = self.env.state_size()
         if states is not None and (states.shape != (steps, n_state, self.pop) or states.dtype != torch.float32
                                    or not states.is_contiguous()):
             raise ValueError(f"states must be a contiguous float32 ({steps}, {n_state}, {self.pop}) tensor")
@@ -394,11 +435,11 @@ def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: fused.FusedAc
     lib = library(layout.signal_dim, layout.state_dim)
     pop = genomes.shape[0]
     sizes = actor.view().sizes
-    links = sizes[0] // OBS_PER_LINK
-    tensors = dict(_state_buffers(genomes, actor, rule), env_params=torch.zeros(4 if links == 1 else 6, pop),
-                   sign=torch.ones(1, pop), goal=torch.ones(1, pop), state=torch.zeros(2 * links, pop),
+    env = (envs.Pendulum, envs.DoublePendulum)[sizes[0] // OBS_PER_LINK - 1]
+    tensors = dict(_state_buffers(genomes, actor, rule), env_params=torch.zeros(len(env.param_defaults), pop),
+                   sign=torch.ones(1, pop), goal=torch.ones(1, pop), state=torch.zeros(env.state_size(), pop),
                    prev_height=torch.zeros(1, pop))
-    options = Options.of(EnvOptions(), links, learning_rate=learning_rate, weight_limit=weight_limit,
+    options = Options.of(EnvOptions(), env_id(lib, env), learning_rate=learning_rate, weight_limit=weight_limit,
                          sigma_limit=sigma_limit)
     x, noise, reward = (t.float().contiguous() for t in (x, noise, reward))
     code = lib.metarl_rule_steps(Network.of(sizes), options, GenomeMap.of(layout), Buffers.of(tensors), pop,

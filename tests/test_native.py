@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import assert_close, fitness, genomes, needs_native, small_config
 
-from metarl import backends, lifetime, native, rng
+from metarl import backends, envs, lifetime, native, rng
 from metarl.config import EnvConfig, RuntimeConfig
 from metarl.envs.base import EnvOptions
 from metarl.genome import CELLS, GenomeLayout
@@ -148,8 +148,8 @@ def test_native_is_not_used_where_it_cannot_run() -> None:
         assert backends.select_backend(config, torch.device("cpu"), torch.float64) is backends.SPEC
         assert backends.select_backend(config.replace(runtime=RuntimeConfig(native=False)), torch.device("cpu"),
                                        torch.float32) is backends.SPEC
-    assert native.supported([3, *[8] * 9, 1], 1) is not None  # 10 layers
-    assert native.supported([3, 8, 8, 1], 1) is None
+    assert native.supported([3, *[8] * 9, 1], envs.Pendulum, 1, 8) is not None  # 10 layers
+    assert native.supported([3, 8, 8, 1], envs.Pendulum, 1, 8) is None
 
 
 def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for() -> None:
@@ -159,7 +159,8 @@ def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for
         [layout.slices[name, "w_state"][0].start for name in CELLS]
     assert (genome_map.connection.inputs, genome_map.connection.outputs, genome_map.size) == (13, 2, layout.size)
     lib = native.library(1, 8)
-    options = native.Options.of(EnvOptions(), 1, learning_rate=0.01, weight_limit=4.0, sigma_limit=1.0)
+    options = native.Options.of(EnvOptions(), native.env_id(lib, envs.Pendulum), learning_rate=0.01,
+                                weight_limit=4.0, sigma_limit=1.0)
 
     def call(m: native.GenomeMap) -> int:
         return lib.metarl_rule_steps(native.Network.of([3, 5, 1]), options, m, native.Buffers(), 16, 0, None, None,
@@ -171,3 +172,33 @@ def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for
     beyond = native.GenomeMap.of(layout)
     beyond.connection.b_output = layout.size
     assert call(wrong_shape) == -3 and call(beyond) == -3
+    options.env = len(native.kernel_envs(lib))  # past the kernel's environments
+    assert call(genome_map) == -2
+
+
+@needs_native
+def test_native_kernel_states_its_environments_and_declines_any_other_by_name(monkeypatch) -> None:
+    lib = native.library(1, 8)
+    shipped = {"Pendulum": envs.Pendulum, "DoublePendulum": envs.DoublePendulum}
+    assert native.kernel_envs(lib) == {name: tuple(cls.param_defaults) for name, cls in shipped.items()}
+    assert [native.env_id(lib, cls) for cls in shipped.values()] == [0, 1]
+    assert [native.env_unsupported(lib, cls) for cls in shipped.values()] == [None, None]
+
+    class Swapped(envs.Pendulum):
+        name = "Swapped"
+
+    assert native.env_unsupported(lib, Swapped) == ("the native kernel does not implement the environment Swapped "
+                                                    "(it implements Pendulum, DoublePendulum)")
+    with pytest.raises(native.NativeUnavailable, match="environment Swapped"):
+        native.env_id(lib, Swapped)
+
+    class Impostor(envs.Pendulum):  # called Pendulum, but not the class metarl.envs registers under that name
+        pass
+
+    assert native.env_unsupported(lib, Impostor) == ("the native kernel implements the Pendulum that metarl.envs "
+                                                     f"registers, not {__name__}.{Impostor.__qualname__}")
+    reversed_params = dict(reversed(envs.Pendulum.param_defaults.items()))
+    reordered = type("Reordered", (envs.Pendulum,), {"param_defaults": reversed_params})
+    monkeypatch.setitem(envs.ENVS, "Pendulum", reordered)
+    assert native.env_unsupported(lib, reordered) == ("the native kernel's Pendulum takes the parameters length, mass, "
+                                                      "gravity, damping, metarl.envs' damping, gravity, mass, length")

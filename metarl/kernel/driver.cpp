@@ -47,13 +47,14 @@ struct Driver {
     Options o{};
     GenomeMap genome{};
     std::vector<Entry> order;  // every buffer, in one order for copying in and out
-    int max_n = 0, neurons = 0;
+    int max_n = 0, neurons = 0, links = 0;
 
     int init(const Network& net, const Options& options, const GenomeMap& map, const Buffers& b) {
         if (net.layers < 1 || net.layers > MAX_LAYERS) return -1;
         o = options;
         genome = map;
-        if (o.links != 1 && o.links != 2) return -2;
+        if (o.env < 0 || o.env >= ENV_COUNT) return -2;  // an env this kernel does not implement
+        links = ENVS[o.env].links;
         if (!Kernel(L, o, genome).fits(genome.size)) return -3;
         L.layers = (int)net.layers;
         for (int k = 0; k <= L.layers; ++k) {
@@ -64,10 +65,10 @@ struct Driver {
         }
         const int layers = L.layers;
         order.push_back({&L.genome, genome.size, b.genome, false});
-        order.push_back({&L.env_params, o.links == 1 ? 4 : 6, b.env_params, false});
+        order.push_back({&L.env_params, ENVS[o.env].n_params, b.env_params, false});
         order.push_back({&L.sign, 1, b.sign, false});
         order.push_back({&L.goal, 1, b.goal, false});
-        order.push_back({&L.state, 2 * o.links, b.state, true});
+        order.push_back({&L.state, 2 * links, b.state, true});
         order.push_back({&L.prev_height, 1, b.prev_height, true});
         for (int k = 0; k < layers; ++k) {
             const int n = L.sizes[k + 1];
@@ -108,7 +109,7 @@ struct Driver {
             for (auto* buf : {&sc.signal, &sc.next_signal}) buf->resize(max_n * S);
             sc.post_features.resize(max_n * (NODE_INFO + S));
             sc.noise.resize(neurons);
-            sc.obs.resize(3 * o.links);
+            sc.obs.resize(3 * links);
             vf* v = sc.local.data();
             for (int64_t blk = next.fetch_add(1, std::memory_order_relaxed); blk < blocks;
                  blk = next.fetch_add(1, std::memory_order_relaxed)) {
@@ -160,6 +161,9 @@ void metarl_struct_sizes(int64_t* out) {
     out[5] = H;
 }
 
+// The environment with id `id` (Options::env) as "Name param1 param2 ..." (physics.h ENVS), or null past the last.
+const char* metarl_env(int64_t id) { return id >= 0 && id < ENV_COUNT ? ENVS[id].signature : nullptr; }
+
 // Run `steps` steps from step number t0 for P individuals, in place.
 //   keys: noise stream keys (P,); fitness (P,) float64 += each reward; rewards (steps, P) float32 or null;
 //   states (steps, 2 * links, P) float32 or null receives the env state after each step; seen (steps, P)
@@ -177,7 +181,7 @@ int64_t metarl_run(const Network* net, const Options* options, const GenomeMap* 
             base[l] = keys[p0 + (l < lanes ? l : 0)];
             total[l] = fitness[p0 + (l < lanes ? l : 0)];
         }
-        const int n_state = 2 * d.o.links;
+        const int n_state = 2 * d.links;
         for (int64_t s = 0; s < steps; ++s) {
             vf seen_s;
             if (seen) seen_s = Driver::gather(seen + s * P + p0, lanes);

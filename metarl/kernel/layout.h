@@ -16,7 +16,8 @@ struct Network {
 struct Options {
     float dt, max_torque, max_speed;  // max_speed <= 0: none
     float learning_rate, weight_limit, sigma_limit;
-    int32_t links, rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
+    int32_t env;  // the environment: its id in physics.h ENVS (metarl_env)
+    int32_t rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
     int64_t goal_switch;  // the goal flips from this step number on; -1 = never
 };
 
@@ -33,7 +34,7 @@ struct GenomeMap {
 // The state of a population, each (features, P) float32; the kernel updates all but the first four.
 struct Buffers {
     float* genome;      // (G, P)
-    float* env_params;  // (4 or 6, P): metarl.envs param_defaults order
+    float* env_params;  // (params of the env, P): physics.h ENVS, metarl.envs param_defaults order
     float* sign;        // (1, P) motor direction
     float* goal;        // (1, P) hidden goal
     float* state;       // (2 * links, P)

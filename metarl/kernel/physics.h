@@ -5,6 +5,19 @@
 
 namespace {
 
+// The environments this kernel implements, by id (Options::env, the index in ENVS): the metarl/envs
+// class of that name with these parameters (Buffers::env_params rows, its param_defaults order).
+// metarl/native.py reads the table (metarl_env) and declines any other env by name.
+enum EnvId : int32_t { PENDULUM = 0, DOUBLE_PENDULUM = 1, ENV_COUNT };
+struct EnvInfo {
+    const char* signature;  // "Name param1 param2 ..."
+    int links, n_params;
+};
+constexpr EnvInfo ENVS[ENV_COUNT] = {
+    {"Pendulum length mass gravity damping", 1, 4},
+    {"DoublePendulum length1 length2 mass1 mass2 gravity damping", 2, 6},
+};
+
 constexpr float PI = 3.14159265358979323846f;
 constexpr float DOWN_PENALTY = 1.1f;
 constexpr float GYM_SPEED_COST = 0.1f, GYM_TORQUE_COST = 0.001f;  // metarl/envs/base.py
@@ -15,18 +28,20 @@ inline vf vwrap(vf theta) {
     return a - vfloor(a * (1.0f / (2.0f * PI))) * (2.0f * PI) - PI;
 }
 
-// Physics: derivative of one state under torque; params as in metarl/envs.
+// Physics of env `env` (an EnvId): derivative of one state under torque; params as in ENVS.
 struct Physics {
     const vf* p;  // Pendulum: length, mass, gravity, damping. DoublePendulum: l1, l2, m1, m2, g, damping.
-    int links;
+    int env;
+    int links = ENVS[env].links;
 
     void derivative(const vf* st, vf torque, vf* d) const {
-        if (links == 1) {
+        if (env == PENDULUM) {
             vf l = p[0], m = p[1], g = p[2], b = p[3];
             d[0] = st[1];
             d[1] = -(g / l) * vsin(st[0]) + torque / (m * (l * l)) - b * st[1];
             return;
         }
+        // DOUBLE_PENDULUM
         vf l1 = p[0], l2 = p[1], m1 = p[2], m2 = p[3], g = p[4], b = p[5];
         vf t1 = st[0], w1 = st[1], t2 = st[2], w2 = st[3];
         vf sin_d, cos_d;

@@ -65,9 +65,11 @@ struct Kernel {
     const Options& o;
     Cell reward_cell, node_cell, edge_cell;
 
+    int links;  // of the env (o.env, checked by the driver)
+
     Kernel(const Layout& layout, const Options& options, const GenomeMap& genome)
         : L(layout), o(options), reward_cell(genome.reward), node_cell(genome.node),
-          edge_cell(genome.connection) {}
+          edge_cell(genome.connection), links(ENVS[options.env].links) {}
 
     bool fits(int genes) const {
         return reward_cell.fits(1 + NODE_INFO, S, genes) && node_cell.fits(NODE_INFO + S, S + 2, genes)
@@ -111,7 +113,7 @@ struct Kernel {
         // Observation [sin, cos, omega] per link.
         vf* st = v + L.state;
         vf* x = sc.obs.data();
-        for (int i = 0; i < o.links; ++i) {
+        for (int i = 0; i < links; ++i) {
             vsincos(st[2 * i], &x[3 * i], &x[3 * i + 1]);
             x[3 * i + 2] = st[2 * i + 1];
         }
@@ -127,17 +129,17 @@ struct Kernel {
         // Environment.
         vf action = v[L.outputs[layers - 1]];
         vf torque = clampv(action, -1.0f, 1.0f) * (o.max_torque * v[L.sign]);
-        Physics phys{v + L.env_params, o.links};
+        Physics phys{v + L.env_params, o.env};
         phys.advance(st, torque, o);
         vf height = splat(0.0f);
-        for (int i = 0; i < o.links; ++i) height += 1.0f - vcos(st[2 * i]);
+        for (int i = 0; i < links; ++i) height += 1.0f - vcos(st[2 * i]);
         vf reward = height;
         if (o.spin) {
             reward = st[1];  // angular speed of the first link
         } else if (o.gym) {
             // -(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2 (metarl/envs/base.py `reward`).
             reward = -(GYM_TORQUE_COST * torque * torque);
-            for (int i = 0; i < o.links; ++i) {
+            for (int i = 0; i < links; ++i) {
                 vf up = vwrap(st[2 * i] - PI);  // angle from upright
                 reward -= up * up + GYM_SPEED_COST * st[2 * i + 1] * st[2 * i + 1];
             }

@@ -15,6 +15,7 @@ Python API:
 
     metarl.config.load(path, overrides)        -> Config (typed, validated)
     metarl.envs.make(name, batch, ...)         -> batched environment
+    metarl.envs.register(name, cls)            -> a new task (docs/extending_env.md)
     metarl.lifetime.evaluate(genomes, layout, config, seed=, generation=)  -> fitness (P,)
     metarl.training.new_run(config), Trainer   -> the GA loop with checkpoints
     metarl.io.load_model(path)                 -> SavedModel (genome, layout, config)

@@ -15,7 +15,9 @@ in milliseconds. If no compiler works, `run_lifetimes` warns and uses the torch 
 The call's arguments are described structures (`Network`, `Options`, `GenomeMap`,
 `Buffers`: ctypes mirrors of the structs of kernel/layout.h, field by field, sizes checked at
 load), built from the layer sizes, `metarl.envs.base.EnvOptions`, `metarl.genome.GenomeLayout`
-and the tensors by name: nothing is matched by position.
+and the tensors by name: nothing is matched by position. The kernel states the environments it
+implements (kernel/physics.h ``ENVS``, read by `kernel_envs`) and steps one by its id (``Options.env``);
+`supported` declines any other environment by name, before a run.
 
 Results equal the torch paths up to rounding (tests: within 1e-5 of `metarl.reference`
 over 50 steps), and are bit for bit the same on every x86-64 CPU with FMA, whatever the

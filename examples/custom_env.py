@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -134,7 +135,7 @@ class CartPole(BatchedEnv):
 envs.register("CartPole", CartPole)
 
 # Seconds on one core: 24 rules, 4 generations of 150-step lifetimes (7.5 s of simulated time).
-CONFIG = {
+CONFIG: dict[str, Any] = {
     "seed": 0,
     "device": "cpu",
     "env": {"name": "CartPole", "init": "down", "reward": "height", "max_torque": 10.0},
@@ -147,7 +148,7 @@ CONFIG = {
 def main() -> int:
     config = from_dict(CONFIG)
     device = torch.device("cpu")
-    torch.set_num_threads(config.runtime.threads)
+    torch.set_num_threads(config.runtime.threads or 1)
     # The kernel states the environments it implements; for any other, backend selection says why in one line.
     print(f"native kernel: {backends.NATIVE.why_not(config, device, torch.float32, config.layer_sizes)}")
     config = from_dict({**CONFIG, "runtime": {**CONFIG["runtime"], "native": False}})  # said above: not again

@@ -10,6 +10,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from types import ModuleType
+from typing import Any
 
 import pytest
 import torch
@@ -39,7 +40,7 @@ def example() -> Iterator[ModuleType]:
         sys.modules.pop("custom_env_example", None)
 
 
-def cart_pole(example: ModuleType, batch: int = 1, **options: object) -> envs.BatchedEnv:
+def cart_pole(example: ModuleType, batch: int = 1, **options: Any) -> envs.BatchedEnv:
     options = {"dt": 0.01, "init": "down", "max_speed": None, **options}
     return envs.make("CartPole", batch, dtype=F64, **options)
 
@@ -141,9 +142,7 @@ def test_register_checks_the_class(example: ModuleType) -> None:
     envs.register("CartPole", example.CartPole)  # again: nothing changes
     assert envs.env_class("CartPole") is example.CartPole
 
-    class Other(example.CartPole):
-        pass
-
+    Other = type("Other", (example.CartPole,), {})
     with pytest.raises(ValueError, match="'CartPole' is registered already"):
         envs.register("CartPole", Other)
     with pytest.raises(ValueError, match="the class's name attribute is 'CartPole'"):

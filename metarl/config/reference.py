@@ -41,7 +41,8 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "env.integrator": (_choices(INTEGRATORS), "integration method"),
     "env.reward": (_choices(REWARDS), "height: sum of 1 - cos(theta_i); height_delta: its change, drops x1.1; spin: "
                                       "the first link's angular speed (rad/s); gym: Gymnasium Pendulum-v1's "
-                                      "-(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2"),
+                                      "-(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2, of the "
+                                      "state before the step (as Gymnasium)"),
     "env.init": (_choices(INITS), "start state: up (almost upright, falls), down (hanging at rest), random, "
                                   "near_up (within 0.05 rad and 0.05 rad/s of upright)"),
     "env.max_torque": (_VALUE, "the action in [-1, 1] times this is the motor's torque (N·m)"),

@@ -35,7 +35,8 @@ OBS_PER_LINK = 3
 # `height_delta`: decreases of the height are penalised by this factor.
 DOWN_PENALTY = 1.1
 # `gym`: Gymnasium Pendulum-v1's cost, -(angle from upright^2 + GYM_SPEED_COST omega^2 + GYM_TORQUE_COST torque^2),
-# summed over links (the torque term once): 0 balanced, about -9.9 hanging at rest, worse spinning fast.
+# summed over links (the torque term once), of the state at the start of the step and the step's torque (as
+# Gymnasium scores it): 0 balanced, -pi^2 hanging at rest, worse spinning fast.
 GYM_SPEED_COST = 0.1
 GYM_TORQUE_COST = 0.001
 
@@ -261,7 +262,7 @@ class BatchedEnv:
         `step` and every torch lifetime backend (`metarl.step`) use it."""
         state = self.advance(env_state.state, action)
         height = self.height(state)
-        reward = self.reward(state, height, env_state.prev_height, env_state.t, self.torque(action))
+        reward = self.reward(env_state.state, state, height, env_state.prev_height, env_state.t, self.torque(action))
         return EnvState(state, height, env_state.t + 1), reward
 
     def torque(self, action: torch.Tensor) -> torch.Tensor:
@@ -280,19 +281,21 @@ class BatchedEnv:
             state[:, 1::2] = state[:, 1::2].clamp(-self.options.max_speed, self.options.max_speed)
         return state
 
-    def reward(self, state: torch.Tensor, height: torch.Tensor, prev_height: torch.Tensor | None,
-               t: int | torch.Tensor, torque: torch.Tensor | None = None) -> torch.Tensor:
-        """Reward ``(B,)`` of step number ``t`` (0-based), which reached ``state`` and ``height`` under
-        ``torque`` (`gym` only; None = 0); ``prev_height`` None (or NaN) = first step. Times the goal sign
-        (flipped from ``goal_switch`` on)."""
+    def reward(self, start: torch.Tensor, state: torch.Tensor, height: torch.Tensor,
+               prev_height: torch.Tensor | None, t: int | torch.Tensor, torque: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Reward ``(B,)`` of step number ``t`` (0-based), which went from ``start`` to ``state`` and ``height``
+        under ``torque`` (`gym` only; None = 0); ``prev_height`` None (or NaN) = first step. `gym` scores
+        ``start`` and the torque, as Gymnasium's Pendulum-v1 does (the cost of the state the action was taken
+        in); the others score the state reached. Times the goal sign (flipped from ``goal_switch`` on)."""
         kind = self.options.reward
         if kind == "height":
             reward = height
         elif kind == "spin":
             reward = state[:, 1]  # angular speed of the first link (rad/s)
         elif kind == "gym":
-            from_up = wrap_angle(state[:, 0::2] - math.pi)
-            reward = -(from_up.square() + GYM_SPEED_COST * state[:, 1::2].square()).sum(dim=1)
+            from_up = wrap_angle(start[:, 0::2] - math.pi)
+            reward = -(from_up.square() + GYM_SPEED_COST * start[:, 1::2].square()).sum(dim=1)
             if torque is not None:
                 reward = reward - GYM_TORQUE_COST * torque.square()
         elif prev_height is None:

@@ -127,6 +127,16 @@ struct Kernel {
         // Environment.
         vf action = v[L.outputs[layers - 1]];
         vf torque = clampv(action, -1.0f, 1.0f) * (o.max_torque * v[L.sign]);
+        // `gym`: -(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2 of the state the step starts
+        // from, as Gymnasium's Pendulum-v1 scores it (metarl/envs/base.py `reward`).
+        vf gym_reward = splat(0.0f);
+        if (o.gym) {
+            gym_reward = -(GYM_TORQUE_COST * torque * torque);
+            for (int i = 0; i < o.links; ++i) {
+                vf up = vwrap(st[2 * i] - PI);  // angle from upright
+                gym_reward -= up * up + GYM_SPEED_COST * st[2 * i + 1] * st[2 * i + 1];
+            }
+        }
         Physics phys{v + L.env_params, o.links};
         phys.advance(st, torque, o);
         vf height = splat(0.0f);
@@ -135,12 +145,7 @@ struct Kernel {
         if (o.spin) {
             reward = st[1];  // angular speed of the first link
         } else if (o.gym) {
-            // -(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2 (metarl/envs/base.py `reward`).
-            reward = -(GYM_TORQUE_COST * torque * torque);
-            for (int i = 0; i < o.links; ++i) {
-                vf up = vwrap(st[2 * i] - PI);  // angle from upright
-                reward -= up * up + GYM_SPEED_COST * st[2 * i + 1] * st[2 * i + 1];
-            }
+            reward = gym_reward;
         } else if (o.reward_delta) {
             vf prev = v[L.prev_height];
             vf delta = height - prev;

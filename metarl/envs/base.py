@@ -40,6 +40,9 @@ DOWN_PENALTY = 1.1
 GYM_SPEED_COST = 0.1
 GYM_TORQUE_COST = 0.001
 
+# `learning_rate_dt`: the rule's rate is learning_rate * dt / REFERENCE_DT (a rate per REFERENCE_DT seconds).
+REFERENCE_DT = 0.05
+
 ParamValue = float | int | list | tuple | torch.Tensor
 Sampler = Callable[[int], torch.Tensor]  # count -> uniform numbers (B, count) in [0, 1)
 
@@ -49,7 +52,9 @@ class EnvOptions:
     """Simulation options shared by all environments: the one declaration of these config `env` keys
     and their defaults (`metarl.config.EnvConfig` inherits them and adds ``name`` and ``params``)."""
 
-    dt: float = 0.05
+    # Integration step (s); or [min, max], drawn per individual (after every other env draw, so that the
+    # other draws of a lifetime are those of a scalar dt).
+    dt: float | list[float] = 0.05
     integrator: str = "rk4"
     reward: str = "height"
     init: str = "up"
@@ -68,10 +73,16 @@ class EnvOptions:
     # inits) while the actor and the rule keep what they learned (`metarl.step.reset_episode`).
     # None = the lifetime is one episode.
     episode_steps: int | None = None
+    # Sensor noise: Gaussian noise of this std on what the actor and the rule observe (and the reference
+    # controller, `metarl.step.observe`), from each individual's own stream (`metarl.rng.STREAM_OBS_NOISE`).
+    obs_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.dt > 0:
-            raise ValueError(f"dt must be > 0, got {self.dt}")
+        low, high = self.dt_range
+        if not (low > 0 and high >= low):
+            raise ValueError(f"dt must be > 0 (a range [min, max] with 0 < min <= max), got {self.dt}")
+        if not self.obs_noise >= 0:
+            raise ValueError(f"obs_noise must be >= 0, got {self.obs_noise}")
         for name, value, allowed in (("integrator", self.integrator, INTEGRATORS),
                                      ("reward", self.reward, REWARDS),
                                      ("init", self.init, INITS)):
@@ -87,6 +98,21 @@ class EnvOptions:
             raise ValueError(f"goal_switch must be >= 0 or None, got {self.goal_switch}")
         if self.max_speed is not None and not self.max_speed > 0:
             raise ValueError(f"max_speed must be > 0 or None, got {self.max_speed}")
+
+    @property
+    def dt_range(self) -> tuple[float, float]:
+        """``(min, max)`` of ``dt`` (equal for a scalar)."""
+        if isinstance(self.dt, (list, tuple)):
+            if len(self.dt) != 2:
+                raise ValueError(f"dt: a range must be [min, max], got {list(self.dt)}")
+            return float(self.dt[0]), float(self.dt[1])
+        return float(self.dt), float(self.dt)
+
+    @property
+    def mean_dt(self) -> float:
+        """The middle of ``dt``'s range (``dt`` itself when a scalar): for frame rates and durations."""
+        low, high = self.dt_range
+        return 0.5 * (low + high)
 
 
 class EnvState(NamedTuple):
@@ -152,7 +178,7 @@ class BatchedEnv:
     def __init__(self, batch_size: int, params: Mapping[str, torch.Tensor], options: EnvOptions,
                  *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  init_uniform: torch.Tensor | None = None, sign_uniform: torch.Tensor | None = None,
-                 goal_uniform: torch.Tensor | None = None) -> None:
+                 goal_uniform: torch.Tensor | None = None, dt_uniform: torch.Tensor | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
@@ -164,6 +190,7 @@ class BatchedEnv:
         self.state = self.initial_state(init_uniform)
         self.action_sign = self._sign("action_sign", sign_uniform)
         self.goal = self._sign("goal", goal_uniform)
+        self.dt = self._dt(dt_uniform)
 
     @classmethod
     def observation_size(cls) -> int:
@@ -232,6 +259,15 @@ class BatchedEnv:
         u = uniform.to(device=self.device, dtype=self.dtype)[:, 0]
         return torch.where(u < 0.5, -1.0, 1.0).to(self.dtype)
 
+    def _dt(self, uniform: torch.Tensor | None) -> float | torch.Tensor:
+        """The step: the float ``dt``, or for a range ``(B,)`` drawn from ``uniform (B, 1)``."""
+        if not isinstance(self.options.dt, (list, tuple)):
+            return float(self.options.dt)
+        if uniform is None:
+            raise ValueError("a dt range needs uniform numbers")
+        low, high = self.options.dt_range
+        return low + (high - low) * uniform.to(device=self.device, dtype=self.dtype)[:, 0]
+
     def observe(self) -> torch.Tensor:
         """Observation ``(B, 3 * links)``: ``[sin theta_i, cos theta_i, omega_i]`` per link."""
         return self.observation(self._state)
@@ -275,7 +311,8 @@ class BatchedEnv:
         Integrates, wraps the angles and clamps the speeds. `step` and the fused lifetime
         step (`metarl.lifetime`) both use it, so they share the physics exactly.
         """
-        state = integrate(self.derivatives, state, self.torque(action), self.options.dt, self.options.integrator)
+        dt = self.dt if isinstance(self.dt, float) else self.dt[:, None]
+        state = integrate(self.derivatives, state, self.torque(action), dt, self.options.integrator)
         state = wrap_state(state)
         if self.options.max_speed is not None:
             state[:, 1::2] = state[:, 1::2].clamp(-self.options.max_speed, self.options.max_speed)
@@ -348,9 +385,10 @@ def wrap_state(state: torch.Tensor) -> torch.Tensor:
 Derivative = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def integrate(f: Derivative, state: torch.Tensor, torque: torch.Tensor, dt: float, method: str
+def integrate(f: Derivative, state: torch.Tensor, torque: torch.Tensor, dt: float | torch.Tensor, method: str
               ) -> torch.Tensor:
-    """One step of ``method`` (``rk4`` or ``euler``) of ``state' = f(state, torque)``."""
+    """One step of ``method`` (``rk4`` or ``euler``) of ``state' = f(state, torque)``; ``dt`` a float or
+    ``(B, 1)`` (one step per individual)."""
     if method == "euler":
         return state + dt * f(state, torque)
     k1 = f(state, torque)

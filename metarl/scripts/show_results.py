@@ -474,7 +474,7 @@ def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: 
         pygame.display.set_caption("metarl: show_results (Esc or q to quit)")
         print("replaying one fresh lifetime after another; close the window or press Esc or q to stop", flush=True)
         clock = pygame.time.Clock()
-        fps = 1.0 / config.env.dt
+        fps = 1.0 / config.env.mean_dt
         index = 0
         while True:
             life = new_lifetime(model, config, sizes, seed, index)
@@ -503,9 +503,9 @@ def export(path: Path, model: SavedModel, config: Config, sizes: list[int], step
         panels = _panels(config, steps, GIF_PANEL_WIDTH, GIF_HEIGHT)
         frames = list(replay(life, steps, renderer, panels, every=every, panel_every=every,
                              label=f"lifetime 0 (seed {seed})"))
-        fps = max(GIF_MIN_FPS, 1.0 / (config.env.dt * every))
+        fps = max(GIF_MIN_FPS, 1.0 / (config.env.mean_dt * every))
         save_animation(frames, args.save, fps)
-        speed = fps * every * config.env.dt
+        speed = fps * every * config.env.mean_dt
         print(f"wrote {args.save} ({len(frames)} frames, one every {every} steps, {speed:.3g}x real time)")
     if args.plot:
         episodes = args.episodes or DEFAULT_PLOT_EPISODES

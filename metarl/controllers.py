@@ -138,10 +138,11 @@ def run_reference(env: BatchedEnv, steps: int, keys: torch.Tensor | None = None
     episodes = env.options.episode_steps is not None
     if episodes and keys is None and env.options.init in RANDOM_INITS:
         raise ValueError("run_reference: episodes with a random init need the lifetimes' keys")
-    noisy = env.options.obs_noise > 0
-    if noisy and keys is None:
-        raise ValueError("run_reference: env.obs_noise > 0 needs the lifetimes' keys (their sensor noise)")
-    obs_keys = rng.stream_keys(keys, rng.STREAM_OBS_NOISE) if noisy else None
+    noisy, obs_keys = env.options.obs_noise > 0, None
+    if noisy:
+        if keys is None:
+            raise ValueError("run_reference: env.obs_noise > 0 needs the lifetimes' keys (their sensor noise)")
+        obs_keys = rng.stream_keys(keys, rng.STREAM_OBS_NOISE)
     for t in range(steps):
         if episodes:
             reset_episode(env, keys, t)

@@ -238,6 +238,13 @@ def heights(states: torch.Tensor) -> torch.Tensor:
     return (1 - torch.cos(theta)).mean(dim=-1)
 
 
+def balanced_lifetimes(height: torch.Tensor) -> torch.Tensor:
+    """Whether each lifetime balances, ``height (N, T)`` (mean height per link) -> ``(N,)`` float64 of 0/1: above
+    `BALANCED_HEIGHT` for at least `BALANCED_SHARE` of the last quarter."""
+    quarter = max(1, height.shape[1] // 4)
+    return ((height[:, -quarter:] > BALANCED_HEIGHT).double().mean(dim=1) >= BALANCED_SHARE).double()
+
+
 def derangement(n: int, seed: int) -> torch.Tensor:
     """A seeded permutation of ``range(n)`` without fixed points (for n >= 2)."""
     gen = torch.Generator().manual_seed(rng.hash_ints(seed, EVAL_GENERATION, SHUFFLE_STREAM))
@@ -294,8 +301,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
 
     fitness = {n: mean_over_goals([f for f, _, _ in r]) for n, r in runs.items()}
     last = {n: mean_over_goals([h[:, -quarter:].mean(dim=1) for _, _, h in r]) for n, r in runs.items()}
-    balanced = {n: mean_over_goals([((h[:, -quarter:] > BALANCED_HEIGHT).double().mean(dim=1) >= BALANCED_SHARE)
-                                    .double() for _, _, h in r]) for n, r in runs.items()}
+    balanced = {n: mean_over_goals([balanced_lifetimes(h) for _, _, h in r]) for n, r in runs.items()}
     curve = {n: torch.stack([h.mean(dim=0) for _, _, h in r]) for n, r in runs.items()}
     per_goal = {} if goals is None else {n: {g: f for g, (f, _, _) in zip(goals, r, strict=True)}
                                          for n, r in runs.items()}
@@ -378,17 +384,16 @@ def format_table(evaluation: Evaluation) -> str:
     if evaluation.switch is not None:
         lines.append(f"reversal: the goal flips at step {evaluation.switch}; second-half score (steps "
                      f"{evaluation.switch}-{evaluation.steps - 1}), mean [95% CI]:")
-        shown = ("learned", "reward_zeroed", "reference")
-        lines.append(f"  {'lifetimes':<24}{'n':>5}" + "".join(f"{n:>26}" for n in shown) + f"{'learned/ref':>13}")
-        for group, values in evaluation.reversal().items():
+        columns = ("learned", "reward_zeroed", "reference")
+        lines.append(f"  {'lifetimes':<24}{'n':>5}" + "".join(f"{n:>26}" for n in columns) + f"{'learned/ref':>13}")
+        for group, scores in evaluation.reversal().items():
             cells = ""
-            for n in shown:
-                s = Summary.of(values[n])
-                lo, hi = s.ci95
-                cells += f"{f'{s.mean:.1f} [{lo:.1f}, {hi:.1f}]':>26}"
-            ref = float(values["reference"].mean())
-            ratio = "n/a" if ref == 0 else f"{float(values['learned'].mean()) / ref:.3f}"
-            lines.append(f"  {group:<24}{values['learned'].numel():>5}{cells}{ratio:>13}")
+            for n in columns:
+                lo, hi = Summary.of(scores[n]).ci95
+                cells += f"{f'{float(scores[n].mean()):.1f} [{lo:.1f}, {hi:.1f}]':>26}"
+            ref = float(scores["reference"].mean())
+            share = "n/a" if ref == 0 else f"{float(scores['learned'].mean()) / ref:.3f}"
+            lines.append(f"  {group:<24}{scores['learned'].numel():>5}{cells}{share:>13}")
     lines.append("paired differences (same actors and environments, so luck cancels):")
     for name, s in evaluation.differences.items():
         lo, hi = s.ci95

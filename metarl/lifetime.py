@@ -101,11 +101,12 @@ class Lifetime:
         params = None
         if feature_major:
             params = fused.map_params(rule_params(genomes, layout), fused.feature_major)
-        scalar_rate = isinstance(rate, float)
-        spec = StepSpec(actor_mod.neuron_count(self.sizes), rate if scalar_rate else a.learning_rate,
+        spec = StepSpec(actor_mod.neuron_count(self.sizes), rate if isinstance(rate, float) else a.learning_rate,
                         a.weight_limit, a.sigma_limit, replace(conditions, seen_rewards=None), fused=feature_major)
         self._step_args = (params, genomes, layout, noise_keys)
-        self._step_extra = (obs_keys, None if scalar_rate else rate)  # transition's last two arguments
+        # transition's last two arguments: the sensor-noise keys and the learning rates per individual, if any.
+        self._step_extra: tuple[torch.Tensor | None, torch.Tensor | None] = (
+            obs_keys, None if isinstance(rate, float) else rate)
         self._spec = spec
         compile = self.backend == "compiled" and not eager
         self._transition = compiled.compiled_transition(transition) if compile else transition

@@ -354,9 +354,11 @@ class Runner:
         # (T, P): the rewards the rule sees instead of its own, or None.
         self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()
         self._keys = _key_bits(noise_keys)
-        if env.options.obs_noise > 0 and obs_keys is None:
-            raise ValueError("env.obs_noise > 0 needs the sensor-noise keys")
-        self._obs_keys = None if env.options.obs_noise == 0 else _key_bits(obs_keys)
+        self._obs_keys = None
+        if env.options.obs_noise > 0:
+            if obs_keys is None:
+                raise ValueError("env.obs_noise > 0 needs the sensor-noise keys")
+            self._obs_keys = _key_bits(obs_keys)
 
     def run(self, steps: int, t0: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None,
             states: torch.Tensor | None = None) -> None:

@@ -124,11 +124,12 @@ def learn(params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout
         elif seen is None:
             seen = reward
         rate = spec.learning_rate if learning_rates is None else learning_rates
-        kw = {"learning_rate": rate, "weight_limit": spec.weight_limit, "sigma_limit": spec.sigma_limit}
         if spec.fused:
-            rule, actor = fused.rule_step(params, rule, actor, x, seen, **kw)
+            rule, actor = fused.rule_step(params, rule, actor, x, seen, learning_rate=rate,
+                                          weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit)
         else:
-            rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, **kw)
+            rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, learning_rate=rate,
+                                              weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit)
     if spec.fused:
         # Contiguous outputs: the next step's inputs then have the layout the compiled code was made for.
         actor = fused.FusedActor.of(actor, torch.Tensor.contiguous)

@@ -22,8 +22,8 @@ Python API:
 
 Modules: envs (one environment per file), rng, config, genome, actor, rule, reference,
 fused + compiled (torch.compile step), native (C++ kernel), lifetime, ga, training,
-io, logs, render, plots, evaluation, robustness (off-training conditions), distributed, gym (Gymnasium envs), gym_rule (a rule on
-Gymnasium's Pendulum-v1), scripts (the three commands).
+io, logs, render, plots, evaluation, robustness (off-training conditions), distributed, gym (Gymnasium
+envs), gym_rule (a rule on Gymnasium's Pendulum-v1), scripts (the three commands).
 See README.md and docs/SPEC.md.
 
 ``import metarl`` is light: the modules load on first use (``metarl.envs``, ``metarl.lifetime``, ...).

@@ -394,6 +394,7 @@ def format_table(evaluation: Evaluation) -> str:
             ref = float(scores["reference"].mean())
             share = "n/a" if ref == 0 else f"{float(scores['learned'].mean()) / ref:.3f}"
             lines.append(f"  {group:<24}{scores['learned'].numel():>5}{cells}{share:>13}")
+        lines.append("  (learned/ref reads as a share where the reference scores > 0; below 0, higher is worse)")
     lines.append("paired differences (same actors and environments, so luck cancels):")
     for name, s in evaluation.differences.items():
         lo, hi = s.ci95

@@ -110,10 +110,11 @@ class CartPole(BatchedEnv):
         state = self.state if state is None else state
         return 1 - torch.cos(state[:, 2])
 
-    def reward(self, state: torch.Tensor, height: torch.Tensor, prev_height: torch.Tensor | None,
-               t: int | torch.Tensor, torque: torch.Tensor | None = None) -> torch.Tensor:
+    def reward(self, start: torch.Tensor, state: torch.Tensor, height: torch.Tensor,
+               prev_height: torch.Tensor | None, t: int | torch.Tensor, torque: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """The pendulums' ``height`` or ``height_delta`` (times the goal), minus ``POSITION_COST x^2``."""
-        return super().reward(state, height, prev_height, t, torque) - POSITION_COST * state[:, 0] ** 2
+        return super().reward(start, state, height, prev_height, t, torque) - POSITION_COST * state[:, 0] ** 2
 
     def energy(self, state: torch.Tensor | None = None) -> torch.Tensor:
         """Kinetic plus potential energy ``(B,)`` (zero potential at the joint's height)."""

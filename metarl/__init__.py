@@ -23,8 +23,8 @@ Python API:
 
 Modules: envs (one environment per file), rng, config, genome, actor, rule, reference,
 fused + compiled (torch.compile step), native (C++ kernel), lifetime, ga, training,
-io, logs, render, plots, evaluation, distributed, gym (Gymnasium envs), gym_rule (a rule on
-Gymnasium's Pendulum-v1), scripts (the three commands).
+io, logs, render, plots, evaluation, robustness (off-training conditions), distributed, gym (Gymnasium
+envs), gym_rule (a rule on Gymnasium's Pendulum-v1), scripts (the three commands).
 See README.md and docs/SPEC.md.
 
 ``import metarl`` is light: the modules load on first use (``metarl.envs``, ``metarl.lifetime``, ...).
@@ -45,7 +45,8 @@ if "torch" not in _sys.modules:
 
 SUBMODULES = ("actor", "backends", "cli", "compiled", "config", "controllers", "distributed", "envs", "errors",
               "evaluation", "fused", "ga", "genome", "gym", "gym_rule", "io", "lifetime", "logs", "native", "plots",
-              "reference", "render", "resources", "rng", "rule", "scripts", "shipped", "step", "training")
+              "reference", "render", "resources", "rng", "robustness", "rule", "scripts", "shipped", "step",
+              "training")
 
 
 def __getattr__(name: str):

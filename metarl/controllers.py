@@ -24,8 +24,9 @@ import math
 
 import torch
 
+from . import rng
 from .envs.base import RANDOM_INITS, BatchedEnv, wrap_angle
-from .step import reset_episode
+from .step import observe, reset_episode
 
 # Energy pumping: torque fraction per joule missing (saturates at the torque limit).
 PUMP_GAIN = 5.0
@@ -64,7 +65,7 @@ class ReferenceController:
     def _lqr_gain(self) -> torch.Tensor:
         """Feedback gains ``(B, 2)`` on ``[phi, omega]`` (phi = angle from upright), torque units."""
         env, p = self.env, self.env.params
-        dt = env.options.dt
+        dt = env.dt if isinstance(env.dt, float) else env.dt.double().cpu()  # per individual where drawn
         b = env.batch_size
         a = torch.zeros(b, 2, 2, dtype=torch.float64)
         a[:, 0, 0] = 1.0
@@ -124,7 +125,9 @@ def run_reference(env: BatchedEnv, steps: int, keys: torch.Tensor | None = None
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``steps`` steps of the reference controller on ``env`` (advanced in place); with
     ``env.options.episode_steps`` the env is reset as in a lifetime (`metarl.step.reset_episode`:
-    random inits draw the next episode's start from ``keys (B,)``, the lifetimes' keys).
+    random inits draw the next episode's start from ``keys (B,)``, the lifetimes' keys). With
+    ``env.options.obs_noise`` the controller acts on the state its observation shows, with the sensor
+    noise the lifetimes of ``keys`` see (`metarl.step.observe`), so that it is judged under the same noise.
 
     Returns the summed reward ``(B,)`` float64, the rewards ``(B, T)`` and the states ``(B, T, 2 * links)``.
     """
@@ -135,9 +138,24 @@ def run_reference(env: BatchedEnv, steps: int, keys: torch.Tensor | None = None
     episodes = env.options.episode_steps is not None
     if episodes and keys is None and env.options.init in RANDOM_INITS:
         raise ValueError("run_reference: episodes with a random init need the lifetimes' keys")
+    noisy, obs_keys = env.options.obs_noise > 0, None
+    if noisy:
+        if keys is None:
+            raise ValueError("run_reference: env.obs_noise > 0 needs the lifetimes' keys (their sensor noise)")
+        obs_keys = rng.stream_keys(keys, rng.STREAM_OBS_NOISE)
     for t in range(steps):
         if episodes:
             reset_episode(env, keys, t)
-        _, rewards[:, t] = env.step(controller.action(env.state, t))
+        seen = observed_state(env, observe(env, env.state, t, obs_keys)) if noisy else env.state
+        _, rewards[:, t] = env.step(controller.action(seen, t))
         states[:, t] = env.state
     return rewards.double().sum(dim=1), rewards, states
+
+
+def observed_state(env: BatchedEnv, x: torch.Tensor) -> torch.Tensor:
+    """The state ``(B, 2 * links)`` that an observation ``x (B, 3 * links)`` shows (angles from the noisy sine
+    and cosine, speeds as observed): what the controller acts on under sensor noise, as the actor does."""
+    state = torch.empty(x.shape[0], 2 * env.links, dtype=x.dtype, device=x.device)
+    state[:, 0::2] = torch.atan2(x[:, 0::3], x[:, 1::3])
+    state[:, 1::2] = x[:, 2::3]
+    return state

@@ -17,8 +17,11 @@ actor, environment parameters and sampling noise in all of them (common random n
 The score of an episode is its summed reward (the training fitness). For a task with a hidden
 goal (``ga.antithetic: goal`` or ``env.goal: random``) every episode is run once with each goal
 (+1 and -1) and its score is the mean of the two, as in training; the scores per goal are
-reported too. ``last_quarter_height`` is the mean height per link (0 hanging, 2 upright) over the
-last quarter of the lifetime; an episode is *balanced* when that height stays above
+reported too. With a reversal (``env.goal_switch`` within the lifetime) the reward summed from the switch on
+(the *second half*) is reported per motor direction (``action_sign`` +1 and -1, the episodes drawn with each)
+and, for a hidden goal, per reversal (+1 -> -1, -1 -> +1), for every condition: a rule that follows the reversal
+both ways scores there as the reference controller does. ``last_quarter_height`` is the mean height per link
+(0 hanging, 2 upright) over the last quarter of the lifetime; an episode is *balanced* when that height stays above
 ``BALANCED_HEIGHT`` (0.9 of the maximum) for at least ``BALANCED_SHARE`` of the last quarter. ``lifetime_gain`` of
 an episode is the mean reward per step in the last quarter of the lifetime *minus* the
 mean in the first quarter: positive when the actor got better during its life. It is a
@@ -112,6 +115,11 @@ class Evaluation:
     # Lifetimes of several episodes (env.episode_steps) only: condition -> reward summed over each of the
     # lifetime's episodes (N, E) (mean over goals); a rule that learns across resets does better in later ones.
     per_episode: dict[str, torch.Tensor] = field(default_factory=dict)
+    # Reversal (env.goal_switch within the lifetime) only: the step the goal flips at, condition -> reward summed
+    # from it on per goal (goals, N) (one row without a hidden goal), and each episode's motor direction (N,).
+    switch: int | None = None
+    after_switch: dict[str, torch.Tensor] = field(default_factory=dict)
+    action_sign: torch.Tensor | None = None
 
     @property
     def summaries(self) -> dict[str, Summary]:
@@ -146,13 +154,49 @@ class Evaluation:
             out["per_episode"] = [Summary.of(v).to_dict() for v in self.per_episode[name].unbind(1)]
         return out
 
+    def reversal(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The second-half score per group of lifetimes: ``"motor +1"``, ``"motor -1"`` (mean over the goals)
+        and, for a hidden goal, ``"goal +1->-1"``, ``"goal -1->+1"`` and each motor direction with each;
+        group -> condition -> score per lifetime of the group. Empty without a reversal."""
+        if self.switch is None or self.action_sign is None:
+            return {}
+        goals = tuple(self.per_goal["learned"]) if self.per_goal else None
+        groups: dict[str, dict[str, torch.Tensor]] = {}
+        for sign in (1, -1):
+            mask = self.action_sign == sign
+            if bool(mask.any()):
+                groups[f"motor {sign:+d}"] = {n: v.mean(dim=0)[mask] for n, v in self.after_switch.items()}
+        for i, goal in enumerate(goals or ()):
+            groups[f"goal {goal:+d}->{-goal:+d}"] = {n: v[i] for n, v in self.after_switch.items()}
+            for sign in (1, -1):
+                mask = self.action_sign == sign
+                if bool(mask.any()):
+                    groups[f"motor {sign:+d}, goal {goal:+d}->{-goal:+d}"] = {
+                        n: v[i][mask] for n, v in self.after_switch.items()}
+        return groups
+
+    def reversal_dict(self) -> dict[str, Any]:
+        """JSON form of `reversal`: per group, each condition's summary, the learned / reference ratio of the
+        means and the paired difference learned - reference."""
+        out: dict[str, Any] = {"switch": self.switch, "steps_after": self.steps - (self.switch or 0), "groups": {}}
+        for group, values in self.reversal().items():
+            ref = float(values["reference"].mean())
+            out["groups"][group] = {
+                "conditions": {n: Summary.of(v).to_dict() for n, v in values.items()},
+                "ratio_learned_reference": float(values["learned"].mean()) / ref if ref != 0 else None,
+                "learned - reference": Summary.of(values["learned"] - values["reference"]).to_dict()}
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """JSON form of the results (without the settings, which the caller knows)."""
-        return {"conditions": {k: self.condition_dict(k) for k in self.fitness},
-                "paired_differences": {k: s.to_dict() for k, s in self.differences.items()},
-                "ratio_learned_no_plasticity": self.ratio,
-                "lifetime_gain": {**Summary.of(self.gain).to_dict(), "definition": GAIN_DEFINITION},
-                "lifetime_gain_no_plasticity": Summary.of(self.baseline_gain).to_dict()}
+        out = {"conditions": {k: self.condition_dict(k) for k in self.fitness},
+               "paired_differences": {k: s.to_dict() for k, s in self.differences.items()},
+               "ratio_learned_no_plasticity": self.ratio,
+               "lifetime_gain": {**Summary.of(self.gain).to_dict(), "definition": GAIN_DEFINITION},
+               "lifetime_gain_no_plasticity": Summary.of(self.baseline_gain).to_dict()}
+        if self.switch is not None:
+            out["reversal"] = self.reversal_dict()
+        return out
 
 
 def evaluation_keys(seed: int, episodes: int, *, generation: int = EVAL_GENERATION, lifetime: int = 0
@@ -192,6 +236,13 @@ def heights(states: torch.Tensor) -> torch.Tensor:
     """Mean height per link ``(N, T)`` of states ``(N, T, 2 * links)`` (0 hanging, 2 upright)."""
     theta = states[..., 0::2].double()
     return (1 - torch.cos(theta)).mean(dim=-1)
+
+
+def balanced_lifetimes(height: torch.Tensor) -> torch.Tensor:
+    """Whether each lifetime balances, ``height (N, T)`` (mean height per link) -> ``(N,)`` float64 of 0/1: above
+    `BALANCED_HEIGHT` for at least `BALANCED_SHARE` of the last quarter."""
+    quarter = max(1, height.shape[1] // 4)
+    return ((height[:, -quarter:] > BALANCED_HEIGHT).double().mean(dim=1) >= BALANCED_SHARE).double()
 
 
 def derangement(n: int, seed: int) -> torch.Tensor:
@@ -235,8 +286,10 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
             total, rewards = run_lifetimes(genomes[name], layout, cfg, keys, steps=steps, conditions=cond,
                                            sizes=sizes, trace=True, progress=progress, states=states)
             runs[name].append((total.cpu(), rewards, heights(states).cpu()))
+    signs = None
     for cfg in configs:
         env = make_env(cfg, keys)
+        signs = env.action_sign.cpu()
         total, rewards, states = run_reference(env, steps, keys)
         runs.setdefault("reference", []).append((total.cpu(), rewards, heights(states).cpu()))
         if progress is not None:
@@ -248,8 +301,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
 
     fitness = {n: mean_over_goals([f for f, _, _ in r]) for n, r in runs.items()}
     last = {n: mean_over_goals([h[:, -quarter:].mean(dim=1) for _, _, h in r]) for n, r in runs.items()}
-    balanced = {n: mean_over_goals([((h[:, -quarter:] > BALANCED_HEIGHT).double().mean(dim=1) >= BALANCED_SHARE)
-                                    .double() for _, _, h in r]) for n, r in runs.items()}
+    balanced = {n: mean_over_goals([balanced_lifetimes(h) for _, _, h in r]) for n, r in runs.items()}
     curve = {n: torch.stack([h.mean(dim=0) for _, _, h in r]) for n, r in runs.items()}
     per_goal = {} if goals is None else {n: {g: f for g, (f, _, _) in zip(goals, r, strict=True)}
                                          for n, r in runs.items()}
@@ -259,7 +311,11 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
                        for n, r in runs.items()}
     gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["learned"]])
     base_gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["no_plasticity"]])
-    return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal, per_episode)
+    switch = config.env.goal_switch if config.env.goal_switch is not None and config.env.goal_switch < steps else None
+    after = {} if switch is None else {n: torch.stack([rw[:, switch:].double().sum(dim=1).cpu() for _, rw, _ in r])
+                                       for n, r in runs.items()}
+    return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal, per_episode,
+                      switch, after, signs if switch is not None else None)
 
 
 def rescore(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
@@ -325,6 +381,20 @@ def format_table(evaluation: Evaluation) -> str:
             if len(shown) > 12:
                 shown = shown[:6] + ["..."] + shown[-5:]
             lines.append(f"  {name:<16}" + " ".join(shown))
+    if evaluation.switch is not None:
+        lines.append(f"reversal: the goal flips at step {evaluation.switch}; second-half score (steps "
+                     f"{evaluation.switch}-{evaluation.steps - 1}), mean [95% CI]:")
+        columns = ("learned", "reward_zeroed", "reference")
+        lines.append(f"  {'lifetimes':<24}{'n':>5}" + "".join(f"{n:>26}" for n in columns) + f"{'learned/ref':>13}")
+        for group, scores in evaluation.reversal().items():
+            cells = ""
+            for n in columns:
+                lo, hi = Summary.of(scores[n]).ci95
+                cells += f"{f'{float(scores[n].mean()):.1f} [{lo:.1f}, {hi:.1f}]':>26}"
+            ref = float(scores["reference"].mean())
+            share = "n/a" if ref == 0 else f"{float(scores['learned'].mean()) / ref:.3f}"
+            lines.append(f"  {group:<24}{scores['learned'].numel():>5}{cells}{share:>13}")
+        lines.append("  (learned/ref reads as a share where the reference scores > 0; below 0, higher is worse)")
     lines.append("paired differences (same actors and environments, so luck cancels):")
     for name, s in evaluation.differences.items():
         lo, hi = s.ci95

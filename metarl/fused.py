@@ -139,8 +139,10 @@ def forward(actor: FusedActor, x: torch.Tensor, noise: torch.Tensor) -> FusedAct
 
 
 def rule_step(params: RuleParams, rstate: RuleState, actor: FusedActor, x: torch.Tensor, reward: torch.Tensor, *,
-              learning_rate: float, weight_limit: float, sigma_limit: float) -> tuple[RuleState, FusedActor]:
-    """`metarl.reference.reference_rule_step`: ``x (n_0,)``, ``reward ()`` (both with the trailing P)."""
+              learning_rate: float | torch.Tensor, weight_limit: float, sigma_limit: float
+              ) -> tuple[RuleState, FusedActor]:
+    """`metarl.reference.reference_rule_step`: ``x (n_0,)``, ``reward ()`` (both with the trailing P);
+    ``learning_rate`` a float or ``(P,)``."""
     s_dim = params.signal_dim
     layers = len(actor.weights)
     weights, biases, sigmas = list(actor.weights), list(actor.biases), list(actor.sigmas)
@@ -171,7 +173,7 @@ def rule_step(params: RuleParams, rstate: RuleState, actor: FusedActor, x: torch
 
 
 def _edge_layer(p: EdgeParams, h: torch.Tensor, w: torch.Tensor, post: list[torch.Tensor],
-                pre: list[torch.Tensor] | None, x: torch.Tensor, *, s_dim: int, learning_rate: float,
+                pre: list[torch.Tensor] | None, x: torch.Tensor, *, s_dim: int, learning_rate: float | torch.Tensor,
                 weight_limit: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Edge cell on every connection: ``h (n_in, n_out, H)``, ``w (n_in, n_out)``, ``post`` = 5+S
     features ``(n_out, 1)``, ``pre`` = 5 features ``(n_in, 1)`` or None for the first layer

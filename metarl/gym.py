@@ -65,6 +65,9 @@ class _Batch:
             sim = {k: v for k, v in options.items() if k in option_names()}
             if sim.get("episode_steps") is not None or sim.get("goal_switch") is not None:
                 raise ValueError("episode_steps and goal_switch are lifetime options; the Gymnasium env runs episodes")
+            if sim.get("obs_noise"):
+                raise ValueError("obs_noise is a lifetime option (the actor's sensor noise); wrap the Gymnasium env "
+                                 "for noisy observations")
             self.random_init = sim.get("init", "up") in RANDOM_INITS
             self.cls = envs.env_class(env)
             self.options = options

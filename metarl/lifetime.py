@@ -32,7 +32,7 @@ from .config import Config
 from .errors import UserError
 from .genome import GenomeLayout
 from .rule import initial_rule_state, rule_params
-from .step import Carry, Conditions, StepSpec, make_env, reset_episode, transition
+from .step import Carry, Conditions, StepSpec, learning_rates, make_env, reset_episode, transition
 
 __all__ = ["Conditions", "Lifetime", "make_env", "run_lifetimes", "evaluate", "select_backend", "step_path",
            "self_check", "max_difference", "SelfCheckError"]
@@ -88,20 +88,25 @@ class Lifetime:
                             actor, rule)
         self.t = 0
         noise_keys = rng.stream_keys(keys, rng.STREAM_NOISE)
+        obs_keys = rng.stream_keys(keys, rng.STREAM_OBS_NOISE) if self.env.options.obs_noise > 0 else None
+        rate = learning_rates(config, self.env)  # a float, or (P,) where dt is drawn per individual
         self._native = None
         if self.backend == "native":
             self._native = native_mod.Runner(
                 native_mod.library(layout.signal_dim, layout.state_dim), genomes, layout, self.env, actor, rule,
-                noise_keys, learning_rate=a.learning_rate, weight_limit=a.weight_limit,
+                noise_keys, learning_rate=rate, weight_limit=a.weight_limit,
                 sigma_limit=a.sigma_limit, plastic=conditions.plastic, zero_reward=conditions.zero_reward,
-                seen_rewards=self._seen)
+                seen_rewards=self._seen, obs_keys=obs_keys)
             return
         params = None
         if feature_major:
             params = fused.map_params(rule_params(genomes, layout), fused.feature_major)
-        spec = StepSpec(actor_mod.neuron_count(self.sizes), a.learning_rate, a.weight_limit, a.sigma_limit,
-                        replace(conditions, seen_rewards=None), fused=feature_major)
+        spec = StepSpec(actor_mod.neuron_count(self.sizes), rate if isinstance(rate, float) else a.learning_rate,
+                        a.weight_limit, a.sigma_limit, replace(conditions, seen_rewards=None), fused=feature_major)
         self._step_args = (params, genomes, layout, noise_keys)
+        # transition's last two arguments: the sensor-noise keys and the learning rates per individual, if any.
+        self._step_extra: tuple[torch.Tensor | None, torch.Tensor | None] = (
+            obs_keys, None if isinstance(rate, float) else rate)
         self._spec = spec
         compile = self.backend == "compiled" and not eager
         self._transition = compiled.compiled_transition(transition) if compile else transition
@@ -165,7 +170,7 @@ class Lifetime:
         prev = env.prev_height if env.prev_height is not None else self._no_height
         carry = Carry(self._carry.t, env.state, prev, self._carry.actor, self._carry.rule)
         seen = None if self._seen is None else self._seen[:, self.t]
-        self._carry, reward = self._transition(env, *self._step_args, carry, self._spec, seen)
+        self._carry, reward = self._transition(env, *self._step_args, carry, self._spec, seen, *self._step_extra)
         env.restore(self._carry.state, self._carry.prev_height, self.t + 1)
         self.t += 1
         return reward

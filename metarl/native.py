@@ -261,17 +261,18 @@ class Network(ctypes.Structure):
 class Options(ctypes.Structure):
     """The env's options (`metarl.envs.base.EnvOptions`), the rule's limits and the conditions."""
 
-    _fields_ = [("dt", _f32), ("max_torque", _f32), ("max_speed", _f32),
-                ("learning_rate", _f32), ("weight_limit", _f32), ("sigma_limit", _f32),
+    _fields_ = [("max_torque", _f32), ("max_speed", _f32), ("obs_noise", _f32),
+                ("weight_limit", _f32), ("sigma_limit", _f32),
                 ("env", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
                 ("noise", _i32), ("spin", _i32), ("gym", _i32), ("goal_switch", _i64)]
 
     @classmethod
-    def of(cls, env: EnvOptions, env_id: int, *, learning_rate: float, weight_limit: float, sigma_limit: float,
+    def of(cls, env: EnvOptions, env_id: int, *, weight_limit: float, sigma_limit: float,
            plastic: bool = True, zero_reward: bool = False) -> Options:
-        """``env_id``: the environment's id in the kernel (`env_id`)."""
-        return cls(dt=env.dt, max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
-                   learning_rate=learning_rate, weight_limit=weight_limit, sigma_limit=sigma_limit,
+        """``env_id``: the environment's id in the kernel (`env_id`). The step ``dt`` and the learning rate are
+        per individual: `Buffers` ``dt`` and ``learning_rate``."""
+        return cls(max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
+                   obs_noise=env.obs_noise, weight_limit=weight_limit, sigma_limit=sigma_limit,
                    env=env_id, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
                    plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
                    gym=env.reward == "gym",
@@ -305,10 +306,10 @@ class GenomeMap(ctypes.Structure):
 class Buffers(ctypes.Structure):
     """Pointers to the population's state, each ``(features, P)`` float32 (see kernel/layout.h)."""
 
-    _fields_ = [("genome", _ptr), ("env_params", _ptr), ("sign", _ptr), ("goal", _ptr), ("state", _ptr),
-                ("prev_height", _ptr), ("weights", _LAYER_PTRS), ("biases", _LAYER_PTRS), ("sigmas", _LAYER_PTRS),
-                ("sums", _LAYER_PTRS), ("samples", _LAYER_PTRS), ("outputs", _LAYER_PTRS), ("rule_reward", _ptr),
-                ("nodes", _LAYER_PTRS), ("edges", _LAYER_PTRS)]
+    _fields_ = [("genome", _ptr), ("env_params", _ptr), ("sign", _ptr), ("goal", _ptr), ("dt", _ptr),
+                ("learning_rate", _ptr), ("state", _ptr), ("prev_height", _ptr), ("weights", _LAYER_PTRS),
+                ("biases", _LAYER_PTRS), ("sigmas", _LAYER_PTRS), ("sums", _LAYER_PTRS), ("samples", _LAYER_PTRS),
+                ("outputs", _LAYER_PTRS), ("rule_reward", _ptr), ("nodes", _LAYER_PTRS), ("edges", _LAYER_PTRS)]
 
     @classmethod
     def of(cls, tensors: dict[str, torch.Tensor | list[torch.Tensor]]) -> Buffers:
@@ -342,7 +343,7 @@ def _load(path: Path) -> ctypes.CDLL:
         raise NativeUnavailable(f"cannot load {path}: {e}") from None
     described = [ctypes.POINTER(c) for c in (Network, Options, GenomeMap, Buffers)]
     lib.metarl_run.restype = ctypes.c_int64
-    lib.metarl_run.argtypes = described + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 5
+    lib.metarl_run.argtypes = described + [ctypes.c_int64] * 4 + [ctypes.c_void_p] * 6
     lib.metarl_rule_steps.restype = ctypes.c_int64
     lib.metarl_rule_steps.argtypes = described + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3
     lib.metarl_elementwise.restype = ctypes.c_int64
@@ -369,9 +370,9 @@ class Runner:
 
     def __init__(self, lib: ctypes.CDLL, genomes: torch.Tensor, layout: GenomeLayout, env: BatchedEnv,
                  actor: fused.FusedActor,
-                 rule: RuleState, noise_keys: torch.Tensor, *, learning_rate: float, weight_limit: float,
-                 sigma_limit: float, plastic: bool, zero_reward: bool, seen_rewards: torch.Tensor | None = None
-                 ) -> None:
+                 rule: RuleState, noise_keys: torch.Tensor, *, learning_rate: float | torch.Tensor,
+                 weight_limit: float, sigma_limit: float, plastic: bool, zero_reward: bool,
+                 seen_rewards: torch.Tensor | None = None, obs_keys: torch.Tensor | None = None) -> None:
         if genomes.device.type != "cpu" or genomes.dtype != torch.float32:
             raise ValueError("the native kernel runs float32 on CPU")
         self.lib = lib
@@ -384,17 +385,22 @@ class Runner:
         self._tensors = dict(_state_buffers(genomes, actor, rule),
                              env_params=torch.stack([env.params[name] for name in env.param_defaults]).contiguous(),
                              sign=env.action_sign.reshape(1, -1).contiguous(),
-                             goal=env.goal.reshape(1, -1).contiguous(), state=self.state, prev_height=self.prev_height)
+                             goal=env.goal.reshape(1, -1).contiguous(), dt=_per_individual(env.dt, self.pop),
+                             learning_rate=_per_individual(learning_rate, self.pop), state=self.state,
+                             prev_height=self.prev_height)
         self._buffers = Buffers.of(self._tensors)
         self._network = Network.of(self.sizes)
         self._genome_map = GenomeMap.of(layout)
-        self._options = Options.of(env.options, env_id(lib, type(env)), learning_rate=learning_rate,
-                                   weight_limit=weight_limit, sigma_limit=sigma_limit, plastic=plastic,
-                                   zero_reward=zero_reward)
+        self._options = Options.of(env.options, env_id(lib, type(env)), weight_limit=weight_limit,
+                                   sigma_limit=sigma_limit, plastic=plastic, zero_reward=zero_reward)
         # (T, P): the rewards the rule sees instead of its own, or None.
         self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()
-        # 32-bit keys as int32 bit patterns (the kernel reads uint32).
-        self._keys = torch.where(noise_keys >= 2**31, noise_keys - 2**32, noise_keys).to(torch.int32).contiguous()
+        self._keys = _key_bits(noise_keys)
+        self._obs_keys = None
+        if env.options.obs_noise > 0:
+            if obs_keys is None:
+                raise ValueError("env.obs_noise > 0 needs the sensor-noise keys")
+            self._obs_keys = _key_bits(obs_keys)
 
     def run(self, steps: int, t0: int, fitness: torch.Tensor, rewards: torch.Tensor | None = None,
             states: torch.Tensor | None = None) -> None:
@@ -420,13 +426,24 @@ class Runner:
         prev = env.prev_height
         self.prev_height[0] = float("nan") if prev is None else prev
         code = self.lib.metarl_run(self._network, self._options, self._genome_map, self._buffers, self.pop, steps,
-                                   t0, torch.get_num_threads(), self._keys.data_ptr(), fitness.data_ptr(),
+                                   t0, torch.get_num_threads(), self._keys.data_ptr(),
+                                   None if self._obs_keys is None else self._obs_keys.data_ptr(), fitness.data_ptr(),
                                    None if rewards is None else rewards.data_ptr(),
                                    None if states is None else states.data_ptr(),
                                    None if seen is None else seen.data_ptr())
         if code != 0:
             raise RuntimeError(f"native kernel failed with code {code}")
         env.restore(self.state.t().contiguous(), self.prev_height[0].clone(), t0 + steps)
+
+
+def _per_individual(value: float | torch.Tensor, pop: int) -> torch.Tensor:
+    """A float or ``(P,)`` value as the kernel's contiguous float32 ``(1, P)`` buffer."""
+    return torch.as_tensor(value, dtype=torch.float32).expand(pop).reshape(1, pop).contiguous()
+
+
+def _key_bits(keys: torch.Tensor) -> torch.Tensor:
+    """32-bit keys ``(P,)`` as int32 bit patterns (the kernel reads uint32)."""
+    return torch.where(keys >= 2**31, keys - 2**32, keys).to(torch.int32).contiguous()
 
 
 def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: fused.FusedActor, rule: RuleState,
@@ -439,10 +456,10 @@ def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: fused.FusedAc
     sizes = actor.view().sizes
     env = (envs.Pendulum, envs.DoublePendulum)[sizes[0] // OBS_PER_LINK - 1]
     tensors = dict(_state_buffers(genomes, actor, rule), env_params=torch.zeros(len(env.param_defaults), pop),
-                   sign=torch.ones(1, pop), goal=torch.ones(1, pop), state=torch.zeros(env.state_size(), pop),
+                   sign=torch.ones(1, pop), goal=torch.ones(1, pop), dt=torch.zeros(1, pop),
+                   learning_rate=_per_individual(learning_rate, pop), state=torch.zeros(env.state_size(), pop),
                    prev_height=torch.zeros(1, pop))
-    options = Options.of(EnvOptions(), env_id(lib, env), learning_rate=learning_rate, weight_limit=weight_limit,
-                         sigma_limit=sigma_limit)
+    options = Options.of(EnvOptions(), env_id(lib, env), weight_limit=weight_limit, sigma_limit=sigma_limit)
     x, noise, reward = (t.float().contiguous() for t in (x, noise, reward))
     code = lib.metarl_rule_steps(Network.of(sizes), options, GenomeMap.of(layout), Buffers.of(tensors), pop,
                                  x.shape[0], x.data_ptr(), noise.data_ptr(), reward.data_ptr())

@@ -31,13 +31,17 @@ def _cell(genome: torch.Tensor, layout: GenomeLayout, name: str, h: torch.Tensor
 
 
 def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: RuleState, actor: ActorState,
-                        x: torch.Tensor, reward: torch.Tensor, *, learning_rate: float,
+                        x: torch.Tensor, reward: torch.Tensor, *, learning_rate: float | torch.Tensor,
                         weight_limit: float, sigma_limit: float) -> tuple[RuleState, ActorState]:
-    """One application of the rule, written the straightforward way. Inputs are not modified."""
+    """One application of the rule, written the straightforward way. Inputs are not modified.
+    ``learning_rate``: a float, or ``(P,)`` (one per individual)."""
     s_dim = layout.signal_dim
     rstate, actor = rstate.clone(), actor.clone()
     layers = len(actor.weights)
     pop = x.shape[0]
+    # Per neuron (P, n) and per connection (P, n_in, n_out).
+    node_rate = learning_rate if isinstance(learning_rate, float) else learning_rate[:, None]
+    edge_rate = learning_rate if isinstance(learning_rate, float) else learning_rate[:, None, None]
 
     def info(k: int) -> torch.Tensor:
         i = k - 1
@@ -53,8 +57,8 @@ def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: Rule
         rstate.nodes[i], out = _cell(genome, layout, "node_network", rstate.nodes[i],
                                      torch.cat((info(k), e), dim=2))
         c, db, dsigma = out[:, :, :s_dim], out[:, :, s_dim], out[:, :, s_dim + 1]
-        actor.biases[i] = (actor.biases[i] + learning_rate * db).clamp(-weight_limit, weight_limit)
-        actor.sigmas[i] = (actor.sigmas[i] + learning_rate * dsigma).clamp(0.0, sigma_limit)
+        actor.biases[i] = (actor.biases[i] + node_rate * db).clamp(-weight_limit, weight_limit)
+        actor.sigmas[i] = (actor.sigmas[i] + node_rate * dsigma).clamp(0.0, sigma_limit)
 
         w = actor.weights[i]
         _, n_in, n_post = w.shape
@@ -77,7 +81,7 @@ def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: Rule
         h_new, out = _cell(genome, layout, "connection_network", h, edge_in)
         rstate.edges[i] = h_new.reshape(pop, n_in, n_post, -1)
         out = out.reshape(pop, n_in, n_post, s_dim + 1)
-        actor.weights[i] = (w + learning_rate * out[..., s_dim]).clamp(-weight_limit, weight_limit)
+        actor.weights[i] = (w + edge_rate * out[..., s_dim]).clamp(-weight_limit, weight_limit)
         e = out[..., :s_dim].mean(dim=2)
 
     return rstate, actor

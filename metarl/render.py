@@ -271,7 +271,7 @@ def play(env: BatchedEnv, steps: int, policy: Callable[[int], float], renderer: 
     ``record``, which collects the frames instead. Stops early when the window is closed.
     Returns the recorded frames (empty unless ``record``).
     """
-    dt = env.options.dt
+    dt = env.dt if isinstance(env.dt, float) else float(env.dt[0])  # element 0's step (a dt range: its draw)
     frames: list[np.ndarray] = []
     for step in range(steps):
         if not renderer.poll():

@@ -1,7 +1,7 @@
 """Counter-based random numbers keyed per individual.
 
 Every random draw of a lifetime (actor initialisation, environment parameters, initial
-state, sampling noise) is a pure function of the individual's 32-bit key and a counter.
+state, sampling noise, sensor noise) is a pure function of the individual's 32-bit key and a counter.
 The key hashes every bit of the seed (`hash_ints`; a 64-bit seed is not taken modulo 2^32).
 An individual therefore gets the same numbers whether it is evaluated alone, in a chunk
 or inside a population sharded over processes, on any device. The mixer is Chris
@@ -21,6 +21,7 @@ STREAM_ACTOR_INIT = 1
 STREAM_ENV_PARAMS = 2
 STREAM_ENV_INIT = 3
 STREAM_NOISE = 4
+STREAM_OBS_NOISE = 5  # sensor noise on the observation (env.obs_noise)
 
 
 def hash32(x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from . import actor as actor_mod
 from . import envs, fused, rng
 from .actor import ActorState
 from .config import Config
-from .envs.base import RANDOM_INITS, BatchedEnv, EnvState
+from .envs.base import RANDOM_INITS, REFERENCE_DT, BatchedEnv, EnvState
 from .genome import GenomeLayout
 from .reference import reference_rule_step
 from .rule import RuleParams, RuleState
@@ -56,22 +56,41 @@ class Carry:
 
 
 def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout,
-               noise_keys: torch.Tensor, carry: Carry, spec: StepSpec, seen: torch.Tensor | None = None
+               noise_keys: torch.Tensor, carry: Carry, spec: StepSpec, seen: torch.Tensor | None = None,
+               obs_keys: torch.Tensor | None = None, learning_rates: torch.Tensor | None = None
                ) -> tuple[Carry, torch.Tensor]:
     """One step of a lifetime; returns the next carry and the reward ``(P,)``. Pure.
 
     ``env`` supplies the physics (its own state is not used), ``params`` the split genome
-    (``spec.fused`` only), ``noise_keys (P,)`` the sampling-noise stream; ``seen (P,)``, if
-    given, is the reward the rule sees instead of its own (`Conditions`). The step is `act`
-    on the env's observation, the env's transition, then `learn` from the reward.
+    (``spec.fused`` only), ``noise_keys (P,)`` the sampling-noise stream and ``obs_keys (P,)`` the
+    sensor-noise stream (needed when ``env.options.obs_noise`` > 0); ``seen (P,)``, if given, is the
+    reward the rule sees instead of its own (`Conditions`); ``learning_rates (P,)``, if given, the
+    rule's rate per individual instead of ``spec.learning_rate`` (`learning_rates`). The step is `act`
+    on the (noisy) observation, the env's transition, then `learn` from the reward.
     """
-    x = env.observation(carry.state)
+    x = observe(env, carry.state, carry.t, obs_keys)
     if spec.fused:
         x = x.t()
     actor, action = act(carry.actor, x, carry.t, noise_keys, spec)
     (state, height, _), reward = env.transition(EnvState(carry.state, carry.prev_height, carry.t), action)
-    rule, actor = learn(params, genomes, layout, carry.rule, actor, x, reward, spec, seen)
+    rule, actor = learn(params, genomes, layout, carry.rule, actor, x, reward, spec, seen, learning_rates)
     return Carry(carry.t + 1, state, height, actor, rule), reward
+
+
+def observe(env: BatchedEnv, state: torch.Tensor, t: int | torch.Tensor, obs_keys: torch.Tensor | None
+            ) -> torch.Tensor:
+    """What the actor and the rule observe at step number ``t``: ``env.observation(state)`` ``(P, obs)``
+    plus, with ``env.options.obs_noise`` > 0, Gaussian noise of that std, numbers ``t * obs .. t * obs +
+    obs - 1`` of each individual's sensor-noise stream (``obs_keys (P,)``: `metarl.rng.STREAM_OBS_NOISE`
+    keys). The reference controller sees the same (`metarl.controllers.run_reference`)."""
+    x = env.observation(state)
+    sigma = env.options.obs_noise
+    if sigma > 0:
+        if obs_keys is None:
+            raise ValueError("env.obs_noise > 0 needs the sensor-noise keys")
+        n = x.shape[1]
+        x = x + sigma * rng.normal_at(obs_keys, t * n, n, dtype=x.dtype)
+    return x
 
 
 def act(actor: ActorState | fused.FusedActor, x: torch.Tensor, t: torch.Tensor, noise_keys: torch.Tensor,
@@ -93,26 +112,38 @@ def act(actor: ActorState | fused.FusedActor, x: torch.Tensor, t: torch.Tensor, 
 
 def learn(params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout, rule: RuleState,
           actor: ActorState | fused.FusedActor, x: torch.Tensor, reward: torch.Tensor, spec: StepSpec,
-          seen: torch.Tensor | None = None) -> tuple[RuleState, ActorState | fused.FusedActor]:
+          seen: torch.Tensor | None = None, learning_rates: torch.Tensor | None = None
+          ) -> tuple[RuleState, ActorState | fused.FusedActor]:
     """One application of the rule after `act` on ``x``, given the ``reward (P,)`` that followed (or
-    ``seen``, the reward shown instead; `Conditions` may zero it or skip the rule); returns the rule's
-    state and the actor. Pure; the second half of `transition`."""
+    ``seen``, the reward shown instead; `Conditions` may zero it or skip the rule) at the rate
+    ``spec.learning_rate`` (or ``learning_rates (P,)``); returns the rule's state and the actor. Pure;
+    the second half of `transition`."""
     if spec.conditions.plastic:
         if spec.conditions.zero_reward:
             seen = torch.zeros_like(reward)
         elif seen is None:
             seen = reward
-        kw = {"learning_rate": spec.learning_rate, "weight_limit": spec.weight_limit,
-              "sigma_limit": spec.sigma_limit}
+        rate = spec.learning_rate if learning_rates is None else learning_rates
         if spec.fused:
-            rule, actor = fused.rule_step(params, rule, actor, x, seen, **kw)
+            rule, actor = fused.rule_step(params, rule, actor, x, seen, learning_rate=rate,
+                                          weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit)
         else:
-            rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, **kw)
+            rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, learning_rate=rate,
+                                              weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit)
     if spec.fused:
         # Contiguous outputs: the next step's inputs then have the layout the compiled code was made for.
         actor = fused.FusedActor.of(actor, torch.Tensor.contiguous)
         rule = fused.map_rule_state(rule, torch.Tensor.contiguous)
     return rule, actor
+
+
+def learning_rates(config: Config, env: BatchedEnv) -> float | torch.Tensor:
+    """The rule's learning rate for the lifetimes of ``env``: ``actor.learning_rate``, or with
+    ``actor.learning_rate_dt`` that times ``dt / REFERENCE_DT`` (a rate per 0.05 s of simulated time, so a
+    rule learns as fast per second at any step): a float, or ``(P,)`` where ``env.dt`` is drawn per
+    individual."""
+    rate = config.actor.learning_rate
+    return rate * env.dt / REFERENCE_DT if config.actor.learning_rate_dt else rate
 
 
 def make_env(config: Config, keys: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> BatchedEnv:

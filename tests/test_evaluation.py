@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -9,9 +10,10 @@ import torch
 
 from metarl import evaluation, rng
 from metarl.config import from_dict
+from metarl.controllers import run_reference
 from metarl.evaluation import Summary, evaluate_rule, lifetime_gain, random_rule_genomes, sample_lifetimes
 from metarl.genome import GenomeLayout
-from metarl.lifetime import Conditions, run_lifetimes
+from metarl.lifetime import Conditions, make_env, run_lifetimes
 
 STEPS = 12
 EPISODES = 6
@@ -125,3 +127,31 @@ def test_table_lists_every_condition_and_the_ratio(rule) -> None:
     table = evaluation.format_table(evaluate_rule(genome, layout, tiny_config(), episodes=3, seed=0, steps=4))
     for name in (*evaluation.ALL_CONDITIONS, "learned / no_plasticity", "lifetime_gain", "95% CI", "balanced"):
         assert name in table
+
+
+def test_reversal_is_reported_per_motor_direction_and_goal(rule) -> None:
+    genome, layout = rule
+    config = from_dict({"seed": 0, "device": "cpu", "env": {"init": "down", "action_sign": "random", "goal_switch": 8,
+                                                            "max_torque": 2.0},
+                        "actor": {"hidden": [4], "sigma_init": 0.3},
+                        "ga": {"population_size": 4, "num_survivors": 1, "lifetime_steps": STEPS,
+                               "evals_per_individual": 2, "antithetic": "goal"}, "runtime": {"native": False}})
+    result = evaluate_rule(genome, layout, config, episodes=6, seed=3)
+    groups = result.reversal()
+    signs = result.action_sign
+    assert set(signs.tolist()) == {-1.0, 1.0}
+    assert set(groups) == {"motor +1", "motor -1", "goal +1->-1", "goal -1->+1", "motor +1, goal +1->-1",
+                           "motor +1, goal -1->+1", "motor -1, goal +1->-1", "motor -1, goal -1->+1"}
+    assert groups["motor +1"]["learned"].numel() == int((signs > 0).sum())
+    # The second half of each lifetime: its rewards from the switch on, here of the reference controller.
+    keys = evaluation.evaluation_keys(3, 6)
+    plus = config.replace(env=dataclasses.replace(config.env, goal=1))
+    _, rewards, _ = run_reference(make_env(plus, keys), STEPS, keys)
+    assert torch.equal(groups["goal +1->-1"]["reference"], rewards[:, 8:].double().sum(dim=1))
+    assert torch.equal(groups["motor -1, goal +1->-1"]["reference"], rewards[signs < 0, 8:].double().sum(dim=1))
+    data = result.to_dict()["reversal"]
+    assert data["switch"] == 8 and data["steps_after"] == STEPS - 8
+    assert set(data["groups"]["motor -1"]["conditions"]) == set(evaluation.ALL_CONDITIONS)
+    table = evaluation.format_table(result)
+    assert "reversal: the goal flips at step 8" in table and "motor -1, goal -1->+1" in table
+    assert evaluate_rule(genome, layout, tiny_config(), episodes=3, seed=0).reversal() == {}

@@ -85,10 +85,10 @@ NATIVE = {
         1648.2878142595291
     ],
     "balance_gym": [
-        -7239.121854590252, -1182.2116159583093, -8658.954732894897, -1257.7832351989346, -5544.146002084715,
-        -1248.065804880811, -8640.746639251709, -1191.7124685603194, -1301.9632614393195, -1166.593340620835,
-        -1209.3527009787504, -1286.83954804315, -8662.135890007019, -1279.140790791591, -1492.5143640986644,
-        -1363.8611135325045
+        -6371.4747572159395, -1192.0887726753717, -8660.246784210205, -1265.4095722922357, -6442.929214032483,
+        -1257.9834968048963, -8642.012497901917, -1201.5403186496114, -1311.7791622920777, -1176.4299744055606,
+        -1221.5095696276985, -1299.2846468607895, -8663.362340927124, -1289.023267066892, -1500.526806320413,
+        -1373.6804321188247
     ],
     "near_up_episodes": [
         1586.5104165673256, 1613.9788854122162, 1559.9282371401787, 1603.2353323101997, 1643.876955628395,
@@ -107,7 +107,7 @@ SPEC = {
     "hidden_goal_down": [-0.646331131, -0.749828041, -0.676259935, -0.705268979],
     "balance": [2.55808961, 3.19023722, 2.80724829, 3.08443105],
     "balance_reversed": [0.710709512, 1.04381138, 0.797037661, 1.03877151],
-    "balance_gym": [-432.376944, -412.163715, -460.968913, -426.65269],
+    "balance_gym": [-435.957089, -412.655703, -463.594435, -431.033006],
     "near_up_episodes": [75.0939177, 75.4502609, 71.2887275, 74.7391275],
 }
 SPEC_STEPS = 50
@@ -124,7 +124,9 @@ def model_case(name: str, native: bool) -> tuple[io.SavedModel, object]:
         config = config.replace(env=dataclasses.replace(config.env, goal=-1))
     if name == "balance_reversed":
         config = config.replace(env=dataclasses.replace(config.env, action_sign=-1))
-    if name == "balance_gym":  # pins the `gym` reward's formula (the rule sees it, so the lifetime changes too)
+    # Pins the `gym` reward's formula (the rule sees it, so the lifetime changes too). Re-pinned when the reward
+    # moved to the state before the step, as Gymnasium's Pendulum-v1 scores it.
+    if name == "balance_gym":
         config = config.replace(env=dataclasses.replace(config.env, reward="gym"))
     return model, config
 

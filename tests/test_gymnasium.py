@@ -72,3 +72,23 @@ def test_metarl_dynamics_options_and_seeding_gymnasium() -> None:
     assert obs[2] > 0 and reward > 0 and not terminated and not truncated
     with pytest.raises(ValueError, match="only for metarl/Pendulum-v0"):
         gymnasium.make("metarl/DoublePendulum-v0", dynamics="gymnasium")
+
+
+def test_gym_reward_is_pendulum_v1s_reward_step_for_step_gymnasium() -> None:
+    # metarl's `gym` reward on Gymnasium's states and actions: th from upright there, from hanging here.
+    import torch
+
+    ref = gymnasium.make("Pendulum-v1").unwrapped
+    ref.reset(seed=3)
+    env = metarl.envs.make("Pendulum", 1, reward="gym", max_torque=2.0, dtype=torch.float64)
+    rng, worst = np.random.default_rng(4), 0.0
+    for _ in range(300):
+        th, thdot = (float(v) for v in ref.state)
+        action = rng.uniform(-2.5, 2.5, size=1).astype(np.float32)
+        env.state = torch.tensor([[th + np.pi, thdot]], dtype=torch.float64)
+        _, reward = env.step(torch.from_numpy(action.astype(np.float64) / 2.0))
+        _, want, *_ = ref.step(action)
+        worst = max(worst, abs(float(reward[0]) - float(want)))
+    assert worst <= 1e-5
+    rest = metarl.envs.make("Pendulum", 1, init="down", reward="gym", dtype=torch.float64)
+    assert float(rest.step(torch.zeros(1, dtype=torch.float64))[1]) == -np.pi ** 2  # hanging at rest, as Pendulum-v1

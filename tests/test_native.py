@@ -159,8 +159,7 @@ def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for
         [layout.slices[name, "w_state"][0].start for name in CELLS]
     assert (genome_map.connection.inputs, genome_map.connection.outputs, genome_map.size) == (13, 2, layout.size)
     lib = native.library(1, 8)
-    options = native.Options.of(EnvOptions(), native.env_id(lib, envs.Pendulum), learning_rate=0.01,
-                                weight_limit=4.0, sigma_limit=1.0)
+    options = native.Options.of(EnvOptions(), native.env_id(lib, envs.Pendulum), weight_limit=4.0, sigma_limit=1.0)
 
     def call(m: native.GenomeMap) -> int:
         return lib.metarl_rule_steps(native.Network.of([3, 5, 1]), options, m, native.Buffers(), 16, 0, None, None,

@@ -32,8 +32,8 @@ def test_gym_reward_is_gymnasiums_pendulum_cost() -> None:
     env = envs.make("Pendulum", 3, init="random", reward="gym", max_torque=2.0, dtype=torch.float64,
                     generator=torch.Generator().manual_seed(2))
     action = torch.tensor([0.5, -1.0, 3.0], dtype=torch.float64)
+    theta, omega = env.state[:, 0].clone(), env.state[:, 1].clone()  # Gymnasium scores the state before the step
     _, reward = env.step(action)
-    theta, omega = env.state[:, 0], env.state[:, 1]
     from_up = torch.atan2(torch.sin(theta - math.pi), torch.cos(theta - math.pi))
     torque = action.clamp(-1, 1) * 2.0
     assert torch.allclose(reward, -(from_up ** 2 + 0.1 * omega ** 2 + 0.001 * torque ** 2), atol=1e-12)

@@ -37,11 +37,13 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "device": ("auto \\| cpu \\| cuda \\| cuda:N", "auto = the GPU when there is one (cuda without CUDA warns and "
                                                    "uses the CPU)"),
     "env.name": (_choices(tuple(ENVS)), "the environment"),
-    "env.dt": (f"finite, in [{S._bound(S.MIN_DT)}, {S._bound(S.MAX_DT)}] s", "integration step"),
+    "env.dt": (f"finite, in [{S._bound(S.MIN_DT)}, {S._bound(S.MAX_DT)}] s, or [min, max]",
+               "integration step; a range is drawn per individual (docs/robustness.md)"),
     "env.integrator": (_choices(INTEGRATORS), "integration method"),
     "env.reward": (_choices(REWARDS), "height: sum of 1 - cos(theta_i); height_delta: its change, drops x1.1; spin: "
                                       "the first link's angular speed (rad/s); gym: Gymnasium Pendulum-v1's "
-                                      "-(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2"),
+                                      "-(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2, of the "
+                                      "state before the step (as Gymnasium)"),
     "env.init": (_choices(INITS), "start state: up (almost upright, falls), down (hanging at rest), random, "
                                   "near_up (within 0.05 rad and 0.05 rad/s of upright)"),
     "env.max_torque": (_VALUE, "the action in [-1, 1] times this is the motor's torque (N·m)"),
@@ -53,6 +55,8 @@ MEANINGS: dict[str, tuple[str, str]] = {
                         "reversal: the goal flips from this step number on; null = never"),
     "env.episode_steps": (f"{_COUNT}, or null", "episodes: the env resets every N steps (random inits drawn again), "
                                                 "the actor and rule keep what they learned; null = one episode"),
+    "env.obs_noise": (_VALUE, "sensor noise: std of Gaussian noise on what the actor and the rule observe (and the "
+                              "reference controller in evaluations), per individual; 0 = none (docs/robustness.md)"),
     "env.params": (f"each a number or [min, max], {_VALUE} (lengths, masses, gravity > 0)",
                    "physical parameters, a scalar or a range sampled per individual; defaults below"),
     "actor.hidden": (f"at most {S.MAX_HIDDEN_LAYERS} sizes, each in [1, {S._bound(S.MAX_WIDTH)}]",
@@ -62,6 +66,8 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "actor.sigma_limit": (_VALUE, "noise scales clipped to [0, sigma_limit]"),
     "actor.sigma_init": ("finite, in [0, sigma_limit]", "initial noise scale"),
     "actor.learning_rate": (_VALUE, "scale of the rule's updates"),
+    "actor.learning_rate_dt": ("true \\| false", "true: the rate is learning_rate * env.dt / 0.05, a rate per 0.05 s "
+                                                 "of simulated time rather than per step (docs/robustness.md)"),
     "rule.signal_dim": (f"integer in [1, {S.MAX_RULE_DIM}]", "S, size of the backward signal"),
     "rule.state_dim": (f"integer in [0, {S.MAX_RULE_DIM}]", "H, recurrent state size of every cell; 0 = stateless"),
     "rule.init_std": (_VALUE, "initial population ~ Normal(0, init_std^2)"),

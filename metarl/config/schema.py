@@ -60,7 +60,16 @@ class EnvConfig(EnvOptions, _EnvName):
     def validate(self, key: str) -> None:
         _choice(f"{key}.name", self.name, tuple(ENVS))  # the registered envs (`metarl.envs.register`)
         env = env_class(self.name)
-        _number(f"{key}.dt", self.dt, MIN_DT, MAX_DT)
+        if isinstance(self.dt, list):
+            if len(self.dt) != 2:
+                raise ConfigError(f"{key}.dt: a range must be [min, max], got {_show(self.dt)}")
+            for v in self.dt:
+                _number(f"{key}.dt", v, MIN_DT, MAX_DT, shown=self.dt)
+            if self.dt[0] > self.dt[1]:
+                raise ConfigError(f"{key}.dt: a range must be [min, max] with min <= max, got {_show(self.dt)}")
+        else:
+            _number(f"{key}.dt", self.dt, MIN_DT, MAX_DT)
+        _number(f"{key}.obs_noise", self.obs_noise, 0, MAX_VALUE)
         _choice(f"{key}.integrator", self.integrator, INTEGRATORS)
         _env_choice(f"{key}.reward", self.reward, REWARDS, env)
         _env_choice(f"{key}.init", self.init, INITS, env)
@@ -110,6 +119,9 @@ class ActorConfig:
     sigma_limit: float = 1.0
     sigma_init: float = 0.0
     learning_rate: float = 0.01
+    # true: the rule's rate is learning_rate * env.dt / 0.05 (`metarl.step.learning_rates`): learning_rate is
+    # then the rate per 0.05 s of simulated time, so a rule learns as fast per second at any time step.
+    learning_rate_dt: bool = False
 
     def validate(self, key: str) -> None:
         if len(self.hidden) > MAX_HIDDEN_LAYERS:

@@ -74,7 +74,8 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
          **options: object) -> BatchedEnv:
     """Build ``batch_size`` environments ``name``.
 
-    ``options`` are the fields of `EnvOptions` (the config's ``env`` keys ``dt`` ... ``goal_switch``)
+    ``options`` are the fields of `EnvOptions` (the config's ``env`` keys ``dt`` ... ``obs_noise``; ``dt`` may be
+    a ``[min, max]`` range)
     and physical parameters by name (``length=1.3``, ``damping=[0.0, 0.2]``); ``params`` may
     hold the latter as a mapping too. Ranges and the `random` init draw from ``sampler``
     (``count -> (B, count)`` uniforms) if given, else from ``generator`` (seeded with 0 when omitted).
@@ -93,5 +94,8 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
     init_uniform = sampler(cls.state_size()) if sim.get("init") in RANDOM_INITS else None
     sign_uniform = sampler(1) if sim.get("action_sign") == "random" else None
     goal_uniform = sampler(1) if sim.get("goal") == "random" else None
+    # Drawn last, so that a dt range leaves every other draw of a lifetime as it was.
+    dt_uniform = sampler(1) if isinstance(sim.get("dt"), (list, tuple)) else None
     return cls(batch_size, values, EnvOptions(**sim), device=device, dtype=dtype,
-               init_uniform=init_uniform, sign_uniform=sign_uniform, goal_uniform=goal_uniform)
+               init_uniform=init_uniform, sign_uniform=sign_uniform, goal_uniform=goal_uniform,
+               dt_uniform=dt_uniform)

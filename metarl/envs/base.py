@@ -36,9 +36,13 @@ OBS_PER_LINK = 3
 # `height_delta`: decreases of the height are penalised by this factor.
 DOWN_PENALTY = 1.1
 # `gym`: Gymnasium Pendulum-v1's cost, -(angle from upright^2 + GYM_SPEED_COST omega^2 + GYM_TORQUE_COST torque^2),
-# summed over links (the torque term once): 0 balanced, about -9.9 hanging at rest, worse spinning fast.
+# summed over links (the torque term once), of the state at the start of the step and the step's torque (as
+# Gymnasium scores it): 0 balanced, -pi^2 hanging at rest, worse spinning fast.
 GYM_SPEED_COST = 0.1
 GYM_TORQUE_COST = 0.001
+
+# `learning_rate_dt`: the rule's rate is learning_rate * dt / REFERENCE_DT (a rate per REFERENCE_DT seconds).
+REFERENCE_DT = 0.05
 
 ParamValue = float | int | list | tuple | torch.Tensor
 Sampler = Callable[[int], torch.Tensor]  # count -> uniform numbers (B, count) in [0, 1)
@@ -49,7 +53,9 @@ class EnvOptions:
     """Simulation options shared by all environments: the one declaration of these config `env` keys
     and their defaults (`metarl.config.EnvConfig` inherits them and adds ``name`` and ``params``)."""
 
-    dt: float = 0.05
+    # Integration step (s); or [min, max], drawn per individual (after every other env draw, so that the
+    # other draws of a lifetime are those of a scalar dt).
+    dt: float | list[float] = 0.05
     integrator: str = "rk4"
     reward: str = "height"
     init: str = "up"
@@ -68,10 +74,16 @@ class EnvOptions:
     # inits) while the actor and the rule keep what they learned (`metarl.step.reset_episode`).
     # None = the lifetime is one episode.
     episode_steps: int | None = None
+    # Sensor noise: Gaussian noise of this std on what the actor and the rule observe (and the reference
+    # controller, `metarl.step.observe`), from each individual's own stream (`metarl.rng.STREAM_OBS_NOISE`).
+    obs_noise: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.dt > 0:
-            raise ValueError(f"dt must be > 0, got {self.dt}")
+        low, high = self.dt_range
+        if not (low > 0 and high >= low):
+            raise ValueError(f"dt must be > 0 (a range [min, max] with 0 < min <= max), got {self.dt}")
+        if not self.obs_noise >= 0:
+            raise ValueError(f"obs_noise must be >= 0, got {self.obs_noise}")
         for name, value, allowed in (("integrator", self.integrator, INTEGRATORS),
                                      ("reward", self.reward, REWARDS),
                                      ("init", self.init, INITS)):
@@ -87,6 +99,21 @@ class EnvOptions:
             raise ValueError(f"goal_switch must be >= 0 or None, got {self.goal_switch}")
         if self.max_speed is not None and not self.max_speed > 0:
             raise ValueError(f"max_speed must be > 0 or None, got {self.max_speed}")
+
+    @property
+    def dt_range(self) -> tuple[float, float]:
+        """``(min, max)`` of ``dt`` (equal for a scalar)."""
+        if isinstance(self.dt, (list, tuple)):
+            if len(self.dt) != 2:
+                raise ValueError(f"dt: a range must be [min, max], got {list(self.dt)}")
+            return float(self.dt[0]), float(self.dt[1])
+        return float(self.dt), float(self.dt)
+
+    @property
+    def mean_dt(self) -> float:
+        """The middle of ``dt``'s range (``dt`` itself when a scalar): for frame rates and durations."""
+        low, high = self.dt_range
+        return 0.5 * (low + high)
 
 
 class EnvState(NamedTuple):
@@ -158,7 +185,7 @@ class BatchedEnv:
     def __init__(self, batch_size: int, params: Mapping[str, torch.Tensor], options: EnvOptions,
                  *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  init_uniform: torch.Tensor | None = None, sign_uniform: torch.Tensor | None = None,
-                 goal_uniform: torch.Tensor | None = None) -> None:
+                 goal_uniform: torch.Tensor | None = None, dt_uniform: torch.Tensor | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for option, value, allowed in (("reward", options.reward, self.rewards), ("init", options.init, self.inits)):
@@ -173,6 +200,7 @@ class BatchedEnv:
         self.state = self.initial_state(init_uniform)
         self.action_sign = self._sign("action_sign", sign_uniform)
         self.goal = self._sign("goal", goal_uniform)
+        self.dt = self._dt(dt_uniform)
 
     @classmethod
     def state_size(cls) -> int:
@@ -246,6 +274,15 @@ class BatchedEnv:
         u = uniform.to(device=self.device, dtype=self.dtype)[:, 0]
         return torch.where(u < 0.5, -1.0, 1.0).to(self.dtype)
 
+    def _dt(self, uniform: torch.Tensor | None) -> float | torch.Tensor:
+        """The step: the float ``dt``, or for a range ``(B,)`` drawn from ``uniform (B, 1)``."""
+        if not isinstance(self.options.dt, (list, tuple)):
+            return float(self.options.dt)
+        if uniform is None:
+            raise ValueError("a dt range needs uniform numbers")
+        low, high = self.options.dt_range
+        return low + (high - low) * uniform.to(device=self.device, dtype=self.dtype)[:, 0]
+
     def observe(self) -> torch.Tensor:
         """Observation ``(B, 3 * links)``: ``[sin theta_i, cos theta_i, omega_i]`` per link."""
         return self.observation(self._state)
@@ -276,7 +313,7 @@ class BatchedEnv:
         `step` and every torch lifetime backend (`metarl.step`) use it."""
         state = self.advance(env_state.state, action)
         height = self.height(state)
-        reward = self.reward(state, height, env_state.prev_height, env_state.t, self.torque(action))
+        reward = self.reward(env_state.state, state, height, env_state.prev_height, env_state.t, self.torque(action))
         return EnvState(state, height, env_state.t + 1), reward
 
     def torque(self, action: torch.Tensor) -> torch.Tensor:
@@ -289,25 +326,28 @@ class BatchedEnv:
         Integrates, wraps the angles and clamps the speeds. `step` and the fused lifetime
         step (`metarl.lifetime`) both use it, so they share the physics exactly.
         """
-        state = integrate(self.derivatives, state, self.torque(action), self.options.dt, self.options.integrator)
+        dt = self.dt if isinstance(self.dt, float) else self.dt[:, None]
+        state = integrate(self.derivatives, state, self.torque(action), dt, self.options.integrator)
         state = self.wrap(state)
         if self.options.max_speed is not None:
             state[:, 1::2] = state[:, 1::2].clamp(-self.options.max_speed, self.options.max_speed)
         return state
 
-    def reward(self, state: torch.Tensor, height: torch.Tensor, prev_height: torch.Tensor | None,
-               t: int | torch.Tensor, torque: torch.Tensor | None = None) -> torch.Tensor:
-        """Reward ``(B,)`` of step number ``t`` (0-based), which reached ``state`` and ``height`` under
-        ``torque`` (`gym` only; None = 0); ``prev_height`` None (or NaN) = first step. Times the goal sign
-        (flipped from ``goal_switch`` on)."""
+    def reward(self, start: torch.Tensor, state: torch.Tensor, height: torch.Tensor,
+               prev_height: torch.Tensor | None, t: int | torch.Tensor, torque: torch.Tensor | None = None
+               ) -> torch.Tensor:
+        """Reward ``(B,)`` of step number ``t`` (0-based), which went from ``start`` to ``state`` and ``height``
+        under ``torque`` (`gym` only; None = 0); ``prev_height`` None (or NaN) = first step. `gym` scores
+        ``start`` and the torque, as Gymnasium's Pendulum-v1 does (the cost of the state the action was taken
+        in); the others score the state reached. Times the goal sign (flipped from ``goal_switch`` on)."""
         kind = self.options.reward
         if kind == "height":
             reward = height
         elif kind == "spin":
             reward = state[:, 1]  # angular speed of the first link (rad/s)
         elif kind == "gym":
-            from_up = wrap_angle(state[:, 0::2] - math.pi)
-            reward = -(from_up.square() + GYM_SPEED_COST * state[:, 1::2].square()).sum(dim=1)
+            from_up = wrap_angle(start[:, 0::2] - math.pi)
+            reward = -(from_up.square() + GYM_SPEED_COST * start[:, 1::2].square()).sum(dim=1)
             if torque is not None:
                 reward = reward - GYM_TORQUE_COST * torque.square()
         elif prev_height is None:
@@ -364,9 +404,10 @@ def wrap_state(state: torch.Tensor) -> torch.Tensor:
 Derivative = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def integrate(f: Derivative, state: torch.Tensor, torque: torch.Tensor, dt: float, method: str
+def integrate(f: Derivative, state: torch.Tensor, torque: torch.Tensor, dt: float | torch.Tensor, method: str
               ) -> torch.Tensor:
-    """One step of ``method`` (``rk4`` or ``euler``) of ``state' = f(state, torque)``."""
+    """One step of ``method`` (``rk4`` or ``euler``) of ``state' = f(state, torque)``; ``dt`` a float or
+    ``(B, 1)`` (one step per individual)."""
     if method == "euler":
         return state + dt * f(state, torque)
     k1 = f(state, torque)

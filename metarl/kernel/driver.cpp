@@ -68,6 +68,8 @@ struct Driver {
         order.push_back({&L.env_params, ENVS[o.env].n_params, b.env_params, false});
         order.push_back({&L.sign, 1, b.sign, false});
         order.push_back({&L.goal, 1, b.goal, false});
+        order.push_back({&L.dt, 1, b.dt, false});
+        order.push_back({&L.learning_rate, 1, b.learning_rate, false});
         order.push_back({&L.state, 2 * links, b.state, true});
         order.push_back({&L.prev_height, 1, b.prev_height, true});
         for (int k = 0; k < layers; ++k) {
@@ -165,27 +167,30 @@ void metarl_struct_sizes(int64_t* out) {
 const char* metarl_env(int64_t id) { return id >= 0 && id < ENV_COUNT ? ENVS[id].signature : nullptr; }
 
 // Run `steps` steps from step number t0 for P individuals, in place.
-//   keys: noise stream keys (P,); fitness (P,) float64 += each reward; rewards (steps, P) float32 or null;
+//   keys: noise stream keys (P,); obs_keys: sensor-noise stream keys (P,), or null when options->obs_noise is 0;
+//   fitness (P,) float64 += each reward; rewards (steps, P) float32 or null;
 //   states (steps, 2 * links, P) float32 or null receives the env state after each step; seen (steps, P)
 //   float32 or null: the rewards the rule sees instead of its own.
 // Returns 0, or a negative error code.
 int64_t metarl_run(const Network* net, const Options* options, const GenomeMap* map, const Buffers* bufs,
-                   int64_t P, int64_t steps, int64_t t0, int64_t threads, const uint32_t* keys, double* fitness,
-                   float* rewards, float* states, const float* seen) {
+                   int64_t P, int64_t steps, int64_t t0, int64_t threads, const uint32_t* keys,
+                   const uint32_t* obs_keys, double* fitness, float* rewards, float* states, const float* seen) {
     Driver d;
     if (int code = d.init(*net, *options, *map, *bufs)) return code;
+    if (d.o.obs_noise > 0.0f && !obs_keys) return -6;
     d.run(P, threads, [&](const Kernel& kernel, vf* v, int64_t p0, int lanes, Scratch& sc) {
-        vu base;
+        vu base, obs_base{};
         vd total;  // fitness += reward, step by step in float64 (as metarl/lifetime.py)
         for (int l = 0; l < LANES; ++l) {
             base[l] = keys[p0 + (l < lanes ? l : 0)];
+            if (obs_keys) obs_base[l] = obs_keys[p0 + (l < lanes ? l : 0)];
             total[l] = fitness[p0 + (l < lanes ? l : 0)];
         }
         const int n_state = 2 * d.links;
         for (int64_t s = 0; s < steps; ++s) {
             vf seen_s;
             if (seen) seen_s = Driver::gather(seen + s * P + p0, lanes);
-            vf r = kernel.step(v, base, (uint32_t)(t0 + s), sc, seen ? &seen_s : nullptr);
+            vf r = kernel.step(v, base, obs_base, (uint32_t)(t0 + s), sc, seen ? &seen_s : nullptr);
             total += __builtin_convertvector(r, vd);
             if (rewards) Driver::scatter(rewards + s * P + p0, r, lanes);
             if (states)

@@ -14,8 +14,9 @@ struct Network {
 
 // The env's and the rule's options (metarl.envs.base.EnvOptions, the actor config and the conditions).
 struct Options {
-    float dt, max_torque, max_speed;  // max_speed <= 0: none
-    float learning_rate, weight_limit, sigma_limit;
+    float max_torque, max_speed;  // max_speed <= 0: none
+    float obs_noise;              // std of the sensor noise on the observation; 0: none
+    float weight_limit, sigma_limit;  // (dt and the learning rate are per individual: Buffers)
     int32_t env;  // the environment: its id in physics.h ENVS (metarl_env)
     int32_t rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
     int64_t goal_switch;  // the goal flips from this step number on; -1 = never
@@ -31,12 +32,14 @@ struct GenomeMap {
     int32_t size;  // genes per individual
 };
 
-// The state of a population, each (features, P) float32; the kernel updates all but the first four.
+// The state of a population, each (features, P) float32; the kernel updates all but the first six.
 struct Buffers {
     float* genome;      // (G, P)
     float* env_params;  // (params of the env, P): physics.h ENVS, metarl.envs param_defaults order
     float* sign;        // (1, P) motor direction
     float* goal;        // (1, P) hidden goal
+    float* dt;          // (1, P) integration step
+    float* learning_rate;  // (1, P) the rule's rate
     float* state;       // (2 * links, P)
     float* prev_height; // (1, P)
     float* weights[MAX_LAYERS];  // (n_{k-1} * n_k, P)

@@ -58,22 +58,24 @@ struct Physics {
         d[3] = (m11 * f2 - m12 * f1) / det - b * w2;
     }
 
-    void advance(vf* st, vf torque, const Options& o) const {
+    // One step of dt (per individual: the same float arithmetic as one dt for all).
+    void advance(vf* st, vf torque, vf dt, const Options& o) const {
         const int n = 2 * links;
         if (o.rk4) {
             vf k1[4], k2[4], k3[4], k4[4], tmp[4];
+            const vf half = 0.5f * dt, sixth = dt / 6.0f;
             derivative(st, torque, k1);
-            for (int i = 0; i < n; ++i) tmp[i] = st[i] + (0.5f * o.dt) * k1[i];
+            for (int i = 0; i < n; ++i) tmp[i] = st[i] + half * k1[i];
             derivative(tmp, torque, k2);
-            for (int i = 0; i < n; ++i) tmp[i] = st[i] + (0.5f * o.dt) * k2[i];
+            for (int i = 0; i < n; ++i) tmp[i] = st[i] + half * k2[i];
             derivative(tmp, torque, k3);
-            for (int i = 0; i < n; ++i) tmp[i] = st[i] + o.dt * k3[i];
+            for (int i = 0; i < n; ++i) tmp[i] = st[i] + dt * k3[i];
             derivative(tmp, torque, k4);
-            for (int i = 0; i < n; ++i) st[i] = st[i] + (o.dt / 6.0f) * (k1[i] + 2.0f * k2[i] + 2.0f * k3[i] + k4[i]);
+            for (int i = 0; i < n; ++i) st[i] = st[i] + sixth * (k1[i] + 2.0f * k2[i] + 2.0f * k3[i] + k4[i]);
         } else {
             vf d[4];
             derivative(st, torque, d);
-            for (int i = 0; i < n; ++i) st[i] = st[i] + o.dt * d[i];
+            for (int i = 0; i < n; ++i) st[i] = st[i] + dt * d[i];
         }
         for (int i = 0; i < links; ++i) {
             st[2 * i] = vwrap(st[2 * i]);

@@ -26,7 +26,7 @@ struct Cell {
 struct Layout {
     int layers;
     int sizes[MAX_LAYERS + 1];
-    int genome, env_params, sign, goal, state, prev_height;
+    int genome, env_params, sign, goal, dt, learning_rate, state, prev_height;
     int weights[MAX_LAYERS], biases[MAX_LAYERS], sigmas[MAX_LAYERS];
     int sums[MAX_LAYERS], samples[MAX_LAYERS], outputs[MAX_LAYERS];
     int rule_reward, nodes[MAX_LAYERS], edges[MAX_LAYERS];
@@ -107,7 +107,7 @@ struct Kernel {
 
     // One step of a block: act, step the env, apply the rule. Returns the reward. The rule sees
     // *seen instead of the reward when seen is not null.
-    vf step(vf* v, vu noise_base, uint32_t t, Scratch& sc, const vf* seen) const {
+    vf step(vf* v, vu noise_base, vu obs_base, uint32_t t, Scratch& sc, const vf* seen) const {
         const int layers = L.layers, neurons = (int)sc.noise.size();
 
         // Observation [sin, cos, omega] per link.
@@ -116,6 +116,15 @@ struct Kernel {
         for (int i = 0; i < links; ++i) {
             vsincos(st[2 * i], &x[3 * i], &x[3 * i + 1]);
             x[3 * i + 2] = st[2 * i + 1];
+        }
+        // Sensor noise: obs_noise times normal number t * n_obs + i of the sensor-noise stream (metarl.step.observe).
+        if (o.obs_noise > 0.0f) {
+            const int n_obs = 3 * links;
+            for (int i = 0; i < n_obs; ++i) {
+                uint32_t c = 2u * (t * (uint32_t)n_obs + (uint32_t)i);
+                vf u1 = vuniform(obs_base, c), u2 = vuniform(obs_base, c + 1);
+                x[i] = x[i] + o.obs_noise * (vsqrt(-2.0f * vlog(u1)) * vcos((2.0f * PI) * u2));
+            }
         }
         // Sampling noise: Box-Muller on counters 2c, 2c+1 of c = t * neurons + j (metarl.rng.normal_at).
         vf* noise = sc.noise.data();
@@ -129,20 +138,25 @@ struct Kernel {
         // Environment.
         vf action = v[L.outputs[layers - 1]];
         vf torque = clampv(action, -1.0f, 1.0f) * (o.max_torque * v[L.sign]);
+        // `gym`: -(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2 of the state the step starts
+        // from, as Gymnasium's Pendulum-v1 scores it (metarl/envs/base.py `reward`).
+        vf gym_reward = splat(0.0f);
+        if (o.gym) {
+            gym_reward = -(GYM_TORQUE_COST * torque * torque);
+            for (int i = 0; i < links; ++i) {
+                vf up = vwrap(st[2 * i] - PI);  // angle from upright
+                gym_reward -= up * up + GYM_SPEED_COST * st[2 * i + 1] * st[2 * i + 1];
+            }
+        }
         Physics phys{v + L.env_params, o.env};
-        phys.advance(st, torque, o);
+        phys.advance(st, torque, v[L.dt], o);
         vf height = splat(0.0f);
         for (int i = 0; i < links; ++i) height += 1.0f - vcos(st[2 * i]);
         vf reward = height;
         if (o.spin) {
             reward = st[1];  // angular speed of the first link
         } else if (o.gym) {
-            // -(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2 (metarl/envs/base.py `reward`).
-            reward = -(GYM_TORQUE_COST * torque * torque);
-            for (int i = 0; i < links; ++i) {
-                vf up = vwrap(st[2 * i] - PI);  // angle from upright
-                reward -= up * up + GYM_SPEED_COST * st[2 * i + 1] * st[2 * i + 1];
-            }
+            reward = gym_reward;
         } else if (o.reward_delta) {
             vf prev = v[L.prev_height];
             vf delta = height - prev;
@@ -162,7 +176,8 @@ struct Kernel {
         const int layers = L.layers;
         const int* n = L.sizes;
         const vf* g = v + L.genome;
-        const float lr = o.learning_rate, wl = o.weight_limit, sl = o.sigma_limit;
+        const vf lr = v[L.learning_rate];
+        const float wl = o.weight_limit, sl = o.sigma_limit;
         vf* e = sc.signal.data();  // e_k: (n_k, S)
 
         // Reward cell on each output neuron: [r, s, z, y, b, sigma] -> e_L.
@@ -210,7 +225,8 @@ struct Kernel {
         auto ws_row = [&](int r) { return ws + (H + r) * H; };
         auto wo_row = [&](int r) { return wo + (H + r) * O; };
         const int row_c = 2 * NODE_INFO, row_w = 2 * NODE_INFO + S, row_flag = 2 * NODE_INFO + S + 1;
-        const float lr = o.learning_rate, wl = o.weight_limit;
+        const vf lr = v[L.learning_rate];
+        const float wl = o.weight_limit;
 
         // Per post neuron j: bias (+ flag row in the first layer) + [post info, c] rows.
         vf* post_h = sc.post_h.data();

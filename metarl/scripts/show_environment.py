@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cfg_mod.from_dict(cfg_mod.apply_overrides({"env": {"name": args.name}}, overrides))
     generator = torch.Generator().manual_seed(args.seed)
     env = envs.make(cfg.env.name, 1, dtype=torch.float64, generator=generator, **cfg.env.make_kwargs())
-    steps = max(1, round(args.seconds / cfg.env.dt))
+    steps = max(1, round(args.seconds / cfg.env.mean_dt))
     if steps > MAX_STEPS:
-        raise UserError(f"--seconds {args.seconds:g} at env.dt {cfg.env.dt:g} is {steps} steps, more than "
+        raise UserError(f"--seconds {args.seconds:g} at env.dt {cfg.env.mean_dt:g} is {steps} steps, more than "
                         f"{MAX_STEPS:.0e}; show fewer seconds")
 
     if args.random:
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     record = save is not None and save.suffix.lower() == ".gif"
     renderer = Renderer(headless=save is not None, title=f"metarl: {cfg.env.name}")
     if save is None:
-        print(f"showing {cfg.env.name} for {steps * cfg.env.dt:g} s; close the window or press Esc to stop",
+        print(f"showing {cfg.env.name} for {steps * cfg.env.mean_dt:g} s; close the window or press Esc to stop",
               flush=True)
     try:
         frames = play(env, steps, policy, renderer, record=record, label=cfg.env.name)
@@ -87,9 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         renderer.close()
     if save is not None:
-        save_animation(frames if record else [last], save, fps=1.0 / cfg.env.dt)
-        what = f"{len(frames)} frames at {1 / cfg.env.dt:g} fps" if record else "last frame"
-        print(f"wrote {save} ({what}, {steps * cfg.env.dt:g} s of {cfg.env.name})")
+        save_animation(frames if record else [last], save, fps=1.0 / cfg.env.mean_dt)
+        what = f"{len(frames)} frames at {1 / cfg.env.mean_dt:g} fps" if record else "last frame"
+        print(f"wrote {save} ({what}, {steps * cfg.env.mean_dt:g} s of {cfg.env.name})")
     return 0
 
 

@@ -5,6 +5,7 @@
     python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
     python3 show_results.py RUN_DIR --rescore 20       # pick the best of the last elites on held-out lifetimes
     python3 show_results.py MODEL.yaml --evaluate --hidden 16,16 --set env.params.length=1.5
+    python3 show_results.py MODEL.yaml --robustness --episodes 64 --json rob.json --plot rob.png   # off its training
     python3 show_results.py results/<run> --plot curve.png       # fitness curves (window without --plot)
     python3 show_results.py results/run_a results/run_b --plot runs.png   # several runs or seeds in one figure
     python3 show_results.py pendulum_balance --gymnasium Pendulum-v1 --episodes-per-lifetime 10 --lifetimes 64
@@ -30,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import envs, evaluation, gym_rule, io, plots, resources, training
+from metarl import envs, evaluation, gym_rule, io, plots, resources, robustness, training
 from metarl.cli import run_main, use_threads
 from metarl.config import Config
 from metarl.config.schema import MAX_SEED, _show
@@ -47,6 +48,7 @@ LIVE_PANEL_EVERY = 5  # steps between panel redraws in the window (a redraw cost
 GIF_MAX_FRAMES = 100
 GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a slide show
 DEFAULT_EVAL_EPISODES = 256
+DEFAULT_ROBUSTNESS_EPISODES = 64  # per point of the grid (about 25 points)
 DEFAULT_RESCORE_EPISODES = 64
 DEFAULT_PLOT_EPISODES = 64
 DEFAULT_GYM_EPISODES = 10  # --gymnasium: episodes per lifetime
@@ -71,10 +73,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                      "fitness curves of a run folder, or with --evaluate "
                                                      "the height over the lifetime per condition")
     p.add_argument("--evaluate", action="store_true", help="measure the rule against baselines")
+    p.add_argument("--robustness", action="store_true",
+                   help="the rule against the reference controller with length, mass, damping, sensor noise, time "
+                        "step and torque varied one at a time (metarl.robustness); --plot writes a heat map")
     p.add_argument("--episodes", type=int, metavar="N",
-                   help=f"lifetimes for --evaluate (default {DEFAULT_EVAL_EPISODES}) "
-                        f"or --plot (default {DEFAULT_PLOT_EPISODES})")
-    p.add_argument("--json", metavar="OUT.json", help="with --evaluate or --gymnasium: also write the results as JSON")
+                   help=f"lifetimes for --evaluate (default {DEFAULT_EVAL_EPISODES}), --robustness (per point, "
+                        f"default {DEFAULT_ROBUSTNESS_EPISODES}) or --plot (default {DEFAULT_PLOT_EPISODES})")
+    p.add_argument("--json", metavar="OUT.json",
+                   help="with --evaluate, --robustness or --gymnasium: also write the results as JSON")
     p.add_argument("--rescore", type=int, metavar="K",
                    help="run folder: score the K best of its last generation again on --episodes held-out "
                         f"lifetimes (default {DEFAULT_RESCORE_EPISODES}) and save the best as RUN/rescored_model.yaml")
@@ -108,10 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 ("--lifetimes", args.lifetimes), ("--reward", args.reward)) if v is not None]
         if given:
             raise UserError(f"{given[0]} needs --gymnasium ENV_ID")
-    if args.json and not (args.evaluate or args.gymnasium is not None):
-        raise UserError("--json needs --evaluate or --gymnasium")
+    if args.json and not (args.evaluate or args.robustness or args.gymnasium is not None):
+        raise UserError("--json needs --evaluate, --robustness or --gymnasium")
     if args.evaluate and args.save:
         raise UserError("--evaluate cannot be combined with --save; run them separately")
+    if args.robustness and (args.evaluate or args.save):
+        raise UserError(f"--robustness cannot be combined with {'--evaluate' if args.evaluate else '--save'}; "
+                        f"run them separately")
     # Reject unwritable output names before minutes of work, not after.
     if args.plot:
         plots.figure_format(args.plot)
@@ -127,7 +136,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def check_gymnasium_options(args: argparse.Namespace) -> None:
     """Reject what --gymnasium cannot combine with, and a missing gymnasium or an unknown env id."""
-    others = {"--evaluate": args.evaluate, "--save": args.save, "--plot": args.plot, "--rescore": args.rescore,
+    others = {"--evaluate": args.evaluate, "--robustness": args.robustness, "--save": args.save, "--plot": args.plot,
+              "--rescore": args.rescore,
               "--steps": args.steps is not None, "--episodes": args.episodes is not None, "RUN_DIR": args.more_runs}
     given = [flag for flag, value in others.items() if value]
     if given:
@@ -162,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.evaluate:
         use_threads(config.runtime.threads)
         return evaluate(path, model, config, sizes, steps, args)
+    if args.robustness:
+        use_threads(config.runtime.threads)
+        return robustness_report(path, model, config, sizes, steps, args)
     # A replay steps one actor: its matrices are too small for threads to pay off (whatever the config says).
     use_threads(1)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
@@ -176,6 +189,12 @@ def check_size(config: Config, sizes: list[int], steps: int, args: argparse.Name
     """The memory and work estimate of `metarl.resources` for what this command will run (one line, naming
     the figure and --allow-large, if it is too much)."""
     state_size = envs.env_class(config.env.name).state_size()
+    if args.robustness:
+        per_episode, longest = robustness.work(config, steps)
+        episodes = args.episodes or DEFAULT_ROBUSTNESS_EPISODES
+        resources.check_lifetimes(config, sizes, lifetimes=per_episode * episodes, steps=longest,
+                                  what="--robustness", traced_floats_per_step=state_size, allow_large=args.allow_large)
+        return
     if args.evaluate:
         runs = len(evaluation.CONDITIONS) * len(evaluation.goals_of(config) or (1,))
         episodes = args.episodes or DEFAULT_EVAL_EPISODES
@@ -259,7 +278,8 @@ def show_runs(run_dirs: list[Path], args: argparse.Namespace) -> int:
 
 def check_run_options(run_dir: Path, args: argparse.Namespace) -> None:
     """Reject the options that need a model file."""
-    model_only = {"--evaluate": args.evaluate, "--save": args.save, "--steps": args.steps is not None,
+    model_only = {"--evaluate": args.evaluate, "--robustness": args.robustness, "--save": args.save,
+                  "--steps": args.steps is not None,
                   "--set": args.set, "--hidden": args.hidden,
                   "--episodes": args.episodes is not None and args.rescore is None,
                   "--seed": args.seed is not None and args.rescore is None}
@@ -375,6 +395,32 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
     return 0
 
 
+def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list[int], steps: int,
+                      args: argparse.Namespace) -> int:
+    """Print the robustness table (`metarl.robustness`); ``--json`` and ``--plot`` (a heat map) write it too."""
+    episodes = args.episodes or DEFAULT_ROBUSTNESS_EPISODES
+    seed = args.seed if args.seed is not None else 0
+    device = cfg_mod.resolve_device(config.device)
+    settings = robustness.grid(config, steps)
+    total = sum(2 * len(evaluation.goals_of(cfg) or (1,)) * episodes * n for *_, cfg, n in settings)
+    print(f"{path}: {provenance(model)}\n{episodes} episodes at each of {len(settings)} settings, the rule and the "
+          f"reference controller on the same draws; {steps} steps as configured, actor {sizes}, seed {seed}")
+    with tqdm(total=total, desc="robustness", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
+        points = robustness.run(model.genome, model.layout, config, episodes=episodes, seed=seed, steps=steps,
+                                sizes=sizes, device=device, progress=bar.update)
+    print(robustness.format_table(points, hidden_goal=evaluation.goals_of(config) is not None))
+    if args.json:
+        data = {**robustness.to_dict(points), "model": str(path),
+                "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
+                             "overrides": list(args.set), "env": config.to_dict()["env"]}}
+        write_json(args.json, data)
+    if args.plot:
+        title = f"{path.name}: learned / reference controller, {episodes} episodes per cell"
+        plots.save_figure(robustness.heatmap_figure(points, title=title), args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def write_json(path: str, data: dict) -> None:
     """``--json``: written atomically, one line if it cannot be."""
     try:
@@ -474,7 +520,7 @@ def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: 
         pygame.display.set_caption("metarl: show_results (Esc or q to quit)")
         print("replaying one fresh lifetime after another; close the window or press Esc or q to stop", flush=True)
         clock = pygame.time.Clock()
-        fps = 1.0 / config.env.dt
+        fps = 1.0 / config.env.mean_dt
         index = 0
         while True:
             life = new_lifetime(model, config, sizes, seed, index)
@@ -503,9 +549,9 @@ def export(path: Path, model: SavedModel, config: Config, sizes: list[int], step
         panels = _panels(config, steps, GIF_PANEL_WIDTH, GIF_HEIGHT)
         frames = list(replay(life, steps, renderer, panels, every=every, panel_every=every,
                              label=f"lifetime 0 (seed {seed})"))
-        fps = max(GIF_MIN_FPS, 1.0 / (config.env.dt * every))
+        fps = max(GIF_MIN_FPS, 1.0 / (config.env.mean_dt * every))
         save_animation(frames, args.save, fps)
-        speed = fps * every * config.env.dt
+        speed = fps * every * config.env.mean_dt
         print(f"wrote {args.save} ({len(frames)} frames, one every {every} steps, {speed:.3g}x real time)")
     if args.plot:
         episodes = args.episodes or DEFAULT_PLOT_EPISODES

@@ -375,10 +375,11 @@ def check_structures(lib: ctypes.CDLL, mirrors: dict[str, type[ctypes.Structure]
     names = (ctypes.c_char_p * MAX_FIELDS)()
     offsets, sizes = (ctypes.c_int64 * MAX_FIELDS)(), (ctypes.c_int64 * MAX_FIELDS)()
     count = lib.metarl_struct_fields(names, offsets, sizes, MAX_FIELDS)
-    kernel = {names[i].decode(): (offsets[i], sizes[i]) for i in range(min(count, MAX_FIELDS))}
+    kernel = {(names[i] or b"").decode(): (offsets[i], sizes[i]) for i in range(min(count, MAX_FIELDS))}
     mine = {}
     for struct, cls in mirrors.items():
-        for name, _ in cls._fields_:
+        for entry in cls._fields_:
+            name = entry[0]
             field = getattr(cls, name)
             mine[f"{struct}.{name}"] = (field.offset, field.size)
     for name in sorted(set(kernel) | set(mine)):

@@ -217,8 +217,9 @@ def self_check(backend: str, config: Config, *, device: torch.device | str = "cp
     down (the float32 spec non-finite where float64 is finite) nothing can be compared: it passes.
 
     The spec runs on ``spec_device`` in ``spec_dtype`` (default: the backend's); ``bench/gpu_check.py``
-    checks a GPU against the spec on the CPU in float64. The compiled backend is checked eagerly (its
-    mathematics) unless ``eager`` is false: compiling for the check would cost a compilation. Costs
+    checks a GPU against the spec on the CPU in float64. The compiled backend is the spec's own step compiled:
+    checked eagerly (the default: compiling for the check would cost a compilation) it is the spec itself,
+    so only ``eager=False`` checks what the compiler made of it (``bench/gpu_check.py``). Costs
     ~0.1 s (mostly the spec's small products); the float64 run only when needed.
     """
     sizes = config.layer_sizes if sizes is None else list(sizes)

@@ -21,8 +21,8 @@ Python API:
     metarl.io.load_model(path)                 -> SavedModel (genome, layout, config)
     metarl.evaluation.evaluate_rule(...)       -> the rule against its baselines
 
-Modules: envs (one environment per file), rng, config, genome, actor, rule, reference,
-fused + compiled (torch.compile step), native (C++ kernel), lifetime, ga, training,
+Modules: envs (one environment per file), rng, config, rule (the rule's declaration), genome, actor,
+reference (the spec) + compiled (torch.compile of it), native (C++ kernel), lifetime, ga, training,
 io, logs, render, plots, evaluation, robustness (off-training conditions), distributed, gym (Gymnasium
 envs), gym_rule (a rule on Gymnasium's Pendulum-v1), scripts (the three commands).
 See README.md and docs/SPEC.md.
@@ -44,7 +44,7 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SUBMODULES = ("actor", "backends", "cli", "compiled", "config", "controllers", "distributed", "envs", "errors",
-              "evaluation", "fused", "ga", "genome", "gym", "gym_rule", "io", "lifetime", "logs", "native", "plots",
+              "evaluation", "ga", "genome", "gym", "gym_rule", "io", "lifetime", "logs", "native", "plots",
               "reference", "render", "resources", "rng", "robustness", "rule", "scripts", "shipped", "step",
               "training")
 

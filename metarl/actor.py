@@ -30,12 +30,6 @@ class ActorState:
         """Layer sizes ``[n_0, ..., n_L]``."""
         return [self.weights[0].shape[1]] + [w.shape[2] for w in self.weights]
 
-    def node_info(self, k: int) -> torch.Tensor:
-        """Node info ``(P, n_k, 5)`` = ``[s, z, y, b, sigma]`` of layer ``k`` (1-based)."""
-        i = k - 1
-        return torch.stack((self.sums[i], self.samples[i], self.outputs[i], self.biases[i],
-                            self.sigmas[i]), dim=2)
-
     def clone(self) -> ActorState:
         """Deep copy."""
         return ActorState(*([t.clone() for t in ts] for ts in (

@@ -5,14 +5,16 @@ numbers of the spec up to float rounding:
 
 - ``spec``: the plain rule of `metarl.reference` with `metarl.actor`, eagerly in torch. The
   single Python definition of the step and the oracle of the others; any device and dtype.
-- ``compiled``: the feature-major twin `metarl.fused` under `torch.compile`. The torch path for
-  CUDA (large populations). On CPU the native kernel beats it 2.4x; NOT YET MEASURED ON A GPU.
-- ``native``: the C++ kernel `metarl.native`, float32 on CPU. The default on CPU.
+- ``compiled``: the spec's own step (`metarl.step.transition`) under `torch.compile`. The torch
+  path for CUDA (large populations); any rule declaration. NOT YET MEASURED ON A GPU.
+- ``native``: the C++ kernel `metarl.native`, float32 on CPU. The default on CPU, for the rule
+  declaration and the environments it states it implements (`metarl.native.implements`).
 
-`select_backend` decides from the config alone (``runtime.native``, ``runtime.compile``), so
-every chunk, shard and lone re-evaluation under one config runs the same code. Before a
-backend other than the spec first runs for a config, `metarl.lifetime` checks it against
-the spec (`metarl.lifetime.self_check`).
+`select_backend` decides from the config and the rule alone (``runtime.native``,
+``runtime.compile``, ``rule.declaration``), so every chunk, shard and lone re-evaluation under
+one config runs the same code. A rule or environment the kernel does not implement runs on the
+torch step, with one warning line saying why. Before a backend other than the spec first runs
+for a config, `metarl.lifetime` checks it against the spec (`metarl.lifetime.self_check`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from . import envs
 from . import native as native_mod
 from .config import Config
+from .rule import RuleDeclaration, rule_named
 
 # ``runtime.compile: null`` compiles only when a generation has at least this many individual-steps: compilation
 # takes ~30 s once per process, which eager steps of tiny configs never repay.
@@ -41,14 +44,25 @@ class Backend:
     cpu_chunk: int  # individuals per chunk on CPU (bounds memory; larger chunks are not faster)
     padded: bool  # every chunk has one size (the last padded with copies), so that one compilation serves all
 
-    def why_not(self, config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int]) -> str | None:
-        """Why this backend cannot run ``config`` here, or None if it can."""
+    def why_not(self, config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int],
+                rule: RuleDeclaration | None = None) -> str | None:
+        """Why this backend cannot run ``config`` (with ``rule``, default the config's) here, or None if it can."""
         if self.name != "native":
             return None
+        why = self.declines(config, rule)
+        if why is not None:
+            return why
         if torch.device(device).type != "cpu" or dtype != torch.float32:
             return "the native kernel runs float32 on CPU only"
         return native_mod.supported(sizes, envs.env_class(config.env.name), config.rule.signal_dim,
                                     config.rule.state_dim)
+
+    def declines(self, config: Config, rule: RuleDeclaration | None = None) -> str | None:
+        """Why this backend does not implement the rule or the environment of ``config`` (one line), or None.
+        Only the native kernel declines: it states what it implements (`metarl.native.implements`)."""
+        if self.name != "native":
+            return None
+        return native_mod.declines(config_rule(config) if rule is None else rule, config.env.name)
 
     def chunk_size(self, config: Config, device: torch.device, population: int) -> int:
         """Individuals per chunk: ``runtime.chunk_size``, else the backend's default (on a GPU: all)."""
@@ -78,19 +92,27 @@ def get(name: str) -> Backend:
     return BACKENDS[name]
 
 
+def config_rule(config: Config) -> RuleDeclaration:
+    """The rule declaration ``config`` names (``rule.declaration``, registered: `metarl.rule.register_rule`)."""
+    return rule_named(config.rule.declaration)
+
+
 def select_backend(config: Config, device: torch.device, dtype: torch.dtype = torch.float32,
-                   sizes: list[int] | None = None) -> Backend:
-    """The backend `metarl.lifetime.run_lifetimes` uses for ``config``: native where it can run
-    (``runtime.native``: true makes failure an error, null warns once and falls back, false
-    never), else compiled when ``runtime.compile`` is true or (null) the generation is large
-    enough to repay compiling, else the spec."""
+                   sizes: list[int] | None = None, rule: RuleDeclaration | None = None) -> Backend:
+    """The backend `metarl.lifetime.run_lifetimes` uses for ``config`` and ``rule`` (default: the config's
+    declaration): native where it can run (``runtime.native``: true makes failure an error, null warns
+    once and falls back, false never), else compiled when ``runtime.compile`` is true or (null) the
+    generation is large enough to repay compiling, else the spec. A rule or environment the native
+    kernel does not implement is not a failure: it warns once (the reason, in one line) and falls back,
+    whatever ``runtime.native`` says."""
     sizes = config.layer_sizes if sizes is None else sizes
     setting = config.runtime.native
     if setting is not False:
-        why = NATIVE.why_not(config, device, dtype, sizes)
+        declined = NATIVE.declines(config, rule)
+        why = declined or NATIVE.why_not(config, device, dtype, sizes, rule)
         if why is None:
             return NATIVE
-        if setting:
+        if setting and declined is None:
             raise native_mod.NativeUnavailable(f"runtime.native is true but the native kernel cannot run: {why}")
         if torch.device(device).type == "cpu" and dtype == torch.float32 and why not in _warned:
             _warned.add(why)

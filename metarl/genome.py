@@ -1,20 +1,21 @@
 """The genome: one flat ``(P, G)`` tensor with a named layout of the three rule cells.
 
-Cells, in genome order: ``reward_network`` (input 6, output S), ``node_network``
-(input 5+S, output S+2) and ``connection_network`` (input 12+S, output S+1). Each holds
-``w_state (I+H, H)``, ``b_state (H)``, ``w_output (I+H, O)``, ``b_output (O)``, each
-flattened row-major. With S=1, H=8 the genome has 520 numbers (135 + 165 + 220).
+Cells, in genome order: ``reward_network``, ``node_network``, ``connection_network``, each
+of the sizes its declaration gives (`metarl.rule.RuleDeclaration`: input ``I`` = the sum of
+its inputs' widths, output ``O`` the sum of its outputs'). Each holds ``w_state (I+H, H)``,
+``b_state (H)``, ``w_output (I+H, O)``, ``b_output (O)``, each flattened row-major; the input
+rows in the declaration's order. The standard rule has inputs 6, 5+S and 12+S and outputs S,
+S+2 and S+1: with S=1, H=8 the genome has 520 numbers (135 + 165 + 220).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 import torch
 
-NODE_INFO = 5  # [s, z, y, b, sigma] of a neuron
-CELLS = ("reward_network", "node_network", "connection_network")
+from .rule import CELLS, STANDARD, RuleDeclaration
+
 PARTS = ("w_state", "b_state", "w_output", "b_output")
 
 
@@ -46,29 +47,36 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 @dataclass(frozen=True)
 class GenomeLayout:
-    """Where each cell parameter lives in the flat genome, for signal size S and state size H."""
+    """Where each cell parameter lives in the flat genome, for the rule's declaration, signal size S and state
+    size H."""
 
     signal_dim: int = 1
     state_dim: int = 8
+    rule: RuleDeclaration = field(default=STANDARD)
 
-    @cached_property
-    def cells(self) -> dict[str, CellShape]:
-        """Shapes of the three cells by name."""
+    def __post_init__(self) -> None:
+        # Computed once here rather than as cached properties: `functools.cached_property` takes a lock, which
+        # torch.compile cannot trace (the compiled backend runs `metarl.reference`, which calls `view`).
         s, h = self.signal_dim, self.state_dim
-        return {"reward_network": CellShape(1 + NODE_INFO, h, s),
-                "node_network": CellShape(NODE_INFO + s, h, s + 2),
-                "connection_network": CellShape(2 * NODE_INFO + s + 2, h, s + 1)}
+        cells = {c.name: CellShape(c.input_size(s), h, c.output_size(s)) for c in self.rule.cells}
+        slices, start = {}, 0
+        for cell in CELLS:
+            for part, shape in cells[cell].part_shapes().items():
+                n = _numel(shape)
+                slices[cell, part] = (slice(start, start + n), shape)
+                start += n
+        object.__setattr__(self, "_cells", cells)
+        object.__setattr__(self, "_slices", slices)
 
-    @cached_property
+    @property
+    def cells(self) -> dict[str, CellShape]:
+        """Shapes of the three cells by name, from the declaration."""
+        return self._cells  # type: ignore[attr-defined, no-any-return]
+
+    @property
     def slices(self) -> dict[tuple[str, str], tuple[slice, tuple[int, ...]]]:
         """``(cell, part) -> (slice of the genome, shape)``."""
-        out, start = {}, 0
-        for cell in CELLS:
-            for part, shape in self.cells[cell].part_shapes().items():
-                n = _numel(shape)
-                out[cell, part] = (slice(start, start + n), shape)
-                start += n
-        return out
+        return self._slices  # type: ignore[attr-defined, no-any-return]
 
     @property
     def size(self) -> int:
@@ -102,8 +110,9 @@ class GenomeLayout:
         return out
 
     @classmethod
-    def from_cells(cls, cells: dict) -> tuple[GenomeLayout, torch.Tensor]:
-        """Layout and genome ``(G,)`` (float32) of the saved-model form; ValueError if inconsistent.
+    def from_cells(cls, cells: dict, rule: RuleDeclaration = STANDARD) -> tuple[GenomeLayout, torch.Tensor]:
+        """Layout and genome ``(G,)`` (float32) of the saved-model form of a genome of ``rule`` (a model
+        without a rule record has the standard rule); ValueError if inconsistent.
 
         The sizes are checked against the config's ranges and every part's nesting and shape against the
         layout before a tensor is made, so a hostile file can neither recurse deeply nor allocate much."""
@@ -117,7 +126,7 @@ class GenomeLayout:
         signal_dim = _last_dim(cells["reward_network"].get("w_output"))
         if signal_dim is None or not 1 <= signal_dim <= MAX_SIGNAL_DIM:
             raise ValueError(f"reward_network.w_output: not a matrix of 1 to {MAX_SIGNAL_DIM} columns")
-        layout = cls(signal_dim=signal_dim, state_dim=state_dim)
+        layout = cls(signal_dim=signal_dim, state_dim=state_dim, rule=rule)
         pieces = []
         for cell in CELLS:
             other = cells[cell].get("state_dim", state_dim)
@@ -130,8 +139,9 @@ class GenomeLayout:
                 if found not in (shape, (1, *shape)):
                     got = "missing" if value is None else f"shape {found}" if found is not None else \
                         "not a nested list of numbers of that shape"
+                    of = "" if rule == STANDARD else f" of the rule {rule.name}"
                     raise ValueError(f"{cell}.{part}: expected shape {shape} for signal_dim {signal_dim}, "
-                                     f"state_dim {state_dim}, got {got}")
+                                     f"state_dim {state_dim}{of}, got {got}")
                 try:
                     pieces.append(torch.as_tensor(value, dtype=torch.float64).reshape(-1))
                 except (TypeError, ValueError, RuntimeError, OverflowError):

@@ -102,7 +102,7 @@ class RuleActor:
                                              sigma_init=a.sigma_init, dtype=dtype)
         self.rule = initial_rule_state(self.sizes, keys.shape[0], model.layout.state_dim, dtype=dtype)
         self.spec = StepSpec(actor_mod.neuron_count(self.sizes), a.learning_rate, a.weight_limit, a.sigma_limit,
-                             Conditions(plastic=plastic), fused=False)
+                             Conditions(plastic=plastic), config.ga.lifetime_steps)
         self.noise_keys = rng.stream_keys(keys, rng.STREAM_NOISE)
         self.t = torch.zeros((), dtype=torch.int64)
         self._x: torch.Tensor | None = None
@@ -117,8 +117,8 @@ class RuleActor:
         """The rule, once, after `act`: ``reward (K,)`` is what followed the actions."""
         if self._x is None:
             raise RuntimeError("learn() needs an act() first")
-        self.rule, self.actor = learn(None, self.genomes, self.layout, self.rule, self.actor, self._x,
-                                      reward.to(self.genomes.dtype), self.spec)
+        self.rule, self.actor = learn(self.genomes, self.layout, self.rule, self.actor, self._x,
+                                      reward.to(self.genomes.dtype), self.t, self.spec)
         self._x = None
         self.t = self.t + 1
 

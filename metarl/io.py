@@ -21,6 +21,7 @@ from .config import Config, from_dict
 from .config.files import check_regular_file, parse_yaml, read_text_file
 from .errors import ConfigError, ModelFileError, UserError
 from .genome import GenomeLayout
+from .rule import RULES, STANDARD, RuleDeclaration, register_rule
 
 # best, mean, median, worst and best_ever are over the finite fitness values only; nonfinite
 # counts the individuals whose fitness was NaN or infinite (empty in rows of older runs).
@@ -122,15 +123,23 @@ class SavedModel:
     version: str | None
 
 
+MODEL_FORMAT = 2  # 2: with the rule's declaration ("rule"); 1 (no "format"): the standard rule, as the seed's files
+
+
 def model_dict(genome: torch.Tensor, layout: GenomeLayout, config: Config, *, fitness: float,
                generation: int, seed: int) -> dict[str, Any]:
-    """The saved-model form (SPEC, "Saved model format"); a non-finite genome or fitness is never saved."""
+    """The saved-model form (SPEC, "Saved model format", plus the format version and the rule's declaration,
+    `metarl.rule.RuleDeclaration.to_dict`); a non-finite genome or fitness is never saved."""
     if not bool(torch.isfinite(genome).all()):
         raise ModelFileError("refusing to save a model whose genome holds NaN or infinite genes")
     if not math.isfinite(float(fitness)):
         raise ModelFileError(f"refusing to save a model with the non-finite fitness {float(fitness)}")
-    return {"actor": layout.to_cells(genome), "fitness": float(fitness), "generation": int(generation),
-            "seed": int(seed), "version": __version__, "config": config.to_dict()}
+    if config.rule.declaration != layout.rule.name:
+        raise ModelFileError(f"the genome's rule is {layout.rule.name!r} but the config's rule.declaration is "
+                             f"{config.rule.declaration!r}")
+    return {"format": MODEL_FORMAT, "rule": layout.rule.to_dict(), "actor": layout.to_cells(genome),
+            "fitness": float(fitness), "generation": int(generation), "seed": int(seed), "version": __version__,
+            "config": config.to_dict()}
 
 
 def save_model(path: str | Path, genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
@@ -159,8 +168,9 @@ def load_model(path: str | Path) -> SavedModel:
         raise ModelFileError(f"{path}: not a readable YAML model{e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("actor"), dict):
         raise ModelFileError(f"{path}: not a saved model (no 'actor' section with the rule cells)")
+    rule = model_rule(path, data)
     try:
-        layout, genome = GenomeLayout.from_cells(data["actor"])
+        layout, genome = GenomeLayout.from_cells(data["actor"], rule)
     except (ValueError, TypeError, KeyError, OverflowError) as e:
         raise ModelFileError(f"{path}: corrupt rule cells: {e}") from None
     if data.get("config") is not None and not isinstance(data["config"], dict):
@@ -169,6 +179,9 @@ def load_model(path: str | Path) -> SavedModel:
         config = from_dict(data.get("config") or {})
     except ConfigError as e:
         raise ModelFileError(f"{path}: invalid config inside the model: {e}") from None
+    if config.rule.declaration != rule.name:
+        raise ModelFileError(f"{path}: the rule is declared as {rule.name!r} but the config says "
+                             f"rule.declaration: {config.rule.declaration}")
     if (config.rule.signal_dim, config.rule.state_dim) != (layout.signal_dim, layout.state_dim):
         raise ModelFileError(f"{path}: cells have signal_dim {layout.signal_dim}, state_dim {layout.state_dim} "
                              f"but the config says {config.rule.signal_dim}, {config.rule.state_dim}")
@@ -185,6 +198,25 @@ def load_model(path: str | Path) -> SavedModel:
     version = data.get("version")
     return SavedModel(genome, layout, config, None if fitness is None else float(fitness), generation, seed,
                       None if version is None else _short(version))
+
+
+def model_rule(path: Path, data: dict[str, Any]) -> RuleDeclaration:
+    """The rule declaration a saved model records (validated: an untrusted record), registered under its name so
+    that the model's config can name it; the standard rule for a model without a record (format 1)."""
+    form = data.get("format", 1)
+    if form not in (1, MODEL_FORMAT) or isinstance(form, bool):
+        raise ModelFileError(f"{path}: model format {_short(form)}: this version reads formats 1 and {MODEL_FORMAT}")
+    if "rule" not in data:
+        return STANDARD
+    try:
+        rule = RuleDeclaration.from_dict(data["rule"])
+    except (ValueError, TypeError) as e:
+        raise ModelFileError(f"{path}: invalid rule declaration: {e}") from None
+    known = RULES.get(rule.name)
+    if known is not None and known != rule:
+        raise ModelFileError(f"{path}: the model's rule {rule.name!r} is not the rule registered under that name "
+                             f"({known.difference(rule) or 'other names'})")
+    return register_rule(rule)
 
 
 # ---------------------------------------------------------------------------- checkpoints

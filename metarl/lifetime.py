@@ -19,19 +19,19 @@ import gc
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import torch
 
 from . import actor as actor_mod
-from . import backends, compiled, fused, rng
+from . import backends, compiled, rng
 from . import native as native_mod
 from .actor import ActorState
 from .backends import Backend
 from .config import Config
 from .errors import UserError
 from .genome import GenomeLayout
-from .rule import initial_rule_state, rule_params
+from .rule import STANDARD, RuleDeclaration, initial_rule_state
 from .step import Carry, Conditions, StepSpec, learning_rates, make_env, reset_episode, transition
 
 __all__ = ["Conditions", "Lifetime", "make_env", "run_lifetimes", "evaluate", "select_backend", "step_path",
@@ -79,10 +79,6 @@ class Lifetime:
         self._seen = conditions.seen_rewards
         if self._seen is not None and (self._seen.dim() != 2 or self._seen.shape[0] != pop):
             raise ValueError(f"seen_rewards must have shape ({pop}, T), got {tuple(self._seen.shape)}")
-        feature_major = self.backend != "spec"
-        if feature_major:
-            actor = fused.FusedActor.of(actor)
-            rule = fused.map_rule_state(rule, fused.feature_major)
         self._no_height = torch.full((pop,), float("nan"), dtype=dtype, device=device)
         self._carry = Carry(torch.zeros((), dtype=torch.int64, device=device), self.env.state, self._no_height,
                             actor, rule)
@@ -93,17 +89,15 @@ class Lifetime:
         self._native = None
         if self.backend == "native":
             self._native = native_mod.Runner(
-                native_mod.library(layout.signal_dim, layout.state_dim), genomes, layout, self.env, actor, rule,
-                noise_keys, learning_rate=rate, weight_limit=a.weight_limit,
+                native_mod.library(layout.signal_dim, layout.state_dim), genomes, layout, self.env,
+                native_mod.FeatureMajor.of(actor, rule), noise_keys, learning_rate=rate,
+                weight_limit=a.weight_limit,
                 sigma_limit=a.sigma_limit, plastic=conditions.plastic, zero_reward=conditions.zero_reward,
                 seen_rewards=self._seen, obs_keys=obs_keys)
             return
-        params = None
-        if feature_major:
-            params = fused.map_params(rule_params(genomes, layout), fused.feature_major)
         spec = StepSpec(actor_mod.neuron_count(self.sizes), rate if isinstance(rate, float) else a.learning_rate,
-                        a.weight_limit, a.sigma_limit, replace(conditions, seen_rewards=None), fused=feature_major)
-        self._step_args = (params, genomes, layout, noise_keys)
+                        a.weight_limit, a.sigma_limit, replace(conditions, seen_rewards=None), config.ga.lifetime_steps)
+        self._step_args = (genomes, layout, noise_keys)
         # transition's last two arguments: the sensor-noise keys and the learning rates per individual, if any.
         self._step_extra: tuple[torch.Tensor | None, torch.Tensor | None] = (
             obs_keys, None if isinstance(rate, float) else rate)
@@ -114,10 +108,9 @@ class Lifetime:
     @property
     def actor(self) -> ActorState:
         """The actors' plastic parameters and last activations (population-first; copies with ``native``)."""
-        actor = self._carry.actor
         if self._native is not None:
-            return native_mod.copy_actor(actor)
-        return actor.view() if isinstance(actor, fused.FusedActor) else actor
+            return self._native.state.actor_copy()
+        return self._carry.actor
 
     @property
     def carry(self) -> Carry:
@@ -171,42 +164,50 @@ class Lifetime:
         carry = Carry(self._carry.t, env.state, prev, self._carry.actor, self._carry.rule)
         seen = None if self._seen is None else self._seen[:, self.t]
         self._carry, reward = self._transition(env, *self._step_args, carry, self._spec, seen, *self._step_extra)
+        if self.backend == "compiled":
+            # Compiled code may return views into a larger buffer: contiguous copies give the next step the
+            # strides it was compiled for (else it compiles a second time).
+            c = self._carry
+            self._carry = Carry(c.t, c.state, c.prev_height, ActorState(*([t.contiguous() for t in getattr(
+                c.actor, name)] for name in _ACTOR_FIELDS)), c.rule.map(torch.Tensor.contiguous))
         env.restore(self._carry.state, self._carry.prev_height, self.t + 1)
         self.t += 1
         return reward
 
 
 ProgressFn = Callable[[int], None]
+_ACTOR_FIELDS = tuple(f.name for f in fields(ActorState))
 
 _checked: set[tuple] = set()
 
 
 def select_backend(config: Config, device: torch.device, dtype: torch.dtype = torch.float32,
-                   sizes: list[int] | None = None) -> Backend:
+                   sizes: list[int] | None = None, rule: RuleDeclaration | None = None) -> Backend:
     """`metarl.backends.select_backend`, self-checked against the spec the first time it is chosen for
-    this config, device, dtype and network in this process (`self_check`)."""
+    this config, device, dtype, network and rule in this process (`self_check`)."""
     sizes = config.layer_sizes if sizes is None else list(sizes)
-    backend = backends.select_backend(config, device, dtype, sizes)
+    rule = backends.config_rule(config) if rule is None else rule
+    backend = backends.select_backend(config, device, dtype, sizes, rule)
     if backend is not backends.SPEC:
         key = (backend.name, repr(config.env), repr(config.actor), repr(config.rule), tuple(sizes),
-               str(torch.device(device)), dtype)
+               str(torch.device(device)), dtype, rule.signature())
         if key not in _checked:
-            self_check(backend.name, config, device=device, dtype=dtype, sizes=sizes)
+            self_check(backend.name, config, device=device, dtype=dtype, sizes=sizes, rule=rule)
             _checked.add(key)
     return backend
 
 
 def step_path(config: Config, device: torch.device, dtype: torch.dtype = torch.float32,
-              sizes: list[int] | None = None) -> str:
+              sizes: list[int] | None = None, rule: RuleDeclaration | None = None) -> str:
     """The name of the backend `run_lifetimes` runs for ``config`` (``native``, ``compiled`` or ``spec``);
     raises `SelfCheckError` if it disagrees with the spec."""
-    return select_backend(config, device, dtype, sizes).name
+    return select_backend(config, device, dtype, sizes, rule).name
 
 
 def self_check(backend: str, config: Config, *, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32, sizes: list[int] | None = None,
                spec_device: torch.device | str | None = None, spec_dtype: torch.dtype | None = None,
-               eager: bool = True, individuals: int = CHECK_INDIVIDUALS) -> float:
+               eager: bool = True, individuals: int = CHECK_INDIVIDUALS, rule: RuleDeclaration = STANDARD) -> float:
     """Run a few individuals (random genomes far from linear) for a few steps on ``backend`` and on the
     spec; returns the largest difference in rewards and learned actor parameters, relative to
     ``1 + |spec value|``. Raises `SelfCheckError` if the backend computes something else.
@@ -221,14 +222,15 @@ def self_check(backend: str, config: Config, *, device: torch.device | str = "cp
     down (the float32 spec non-finite where float64 is finite) nothing can be compared: it passes.
 
     The spec runs on ``spec_device`` in ``spec_dtype`` (default: the backend's); ``bench/gpu_check.py``
-    checks a GPU against the spec on the CPU in float64. The compiled backend is checked eagerly (its
-    mathematics) unless ``eager`` is false: compiling for the check would cost a compilation. Costs
+    checks a GPU against the spec on the CPU in float64. The compiled backend is the spec's own step compiled:
+    checked eagerly (the default: compiling for the check would cost a compilation) it is the spec itself,
+    so only ``eager=False`` checks what the compiler made of it (``bench/gpu_check.py``). Costs
     ~0.1 s (mostly the spec's small products); the float64 run only when needed.
     """
     sizes = config.layer_sizes if sizes is None else list(sizes)
     spec_device = device if spec_device is None else spec_device
     spec_dtype = dtype if spec_dtype is None else spec_dtype
-    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim, rule)
     genomes = layout.random(individuals, 0.5, torch.Generator().manual_seed(0))
     keys = rng.individual_keys(0, 0, 0, torch.arange(individuals))
 
@@ -330,7 +332,8 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
     broken = ~torch.isfinite(genomes).all(dim=1) if genomes.numel() else torch.zeros(pop, dtype=torch.bool)
     if bool(broken.any()):
         genomes = genomes.masked_fill(broken[:, None], 0.0)
-    chosen = select_backend(config, genomes.device, genomes.dtype, sizes) if backend is None else backends.get(backend)
+    chosen = select_backend(config, genomes.device, genomes.dtype, sizes, layout.rule) if backend is None \
+        else backends.get(backend)
     if chunk_size is None:
         chunk_size = chosen.chunk_size(config, genomes.device, pop)
     # A padded backend runs every chunk at one size (the last padded with copies of its last

@@ -13,11 +13,14 @@ sizes and this CPU (``-march=native``, or ``$METARL_MARCH``), and cached in
 in milliseconds. If no compiler works, `run_lifetimes` warns and uses the torch paths instead.
 
 The call's arguments are described structures (`Network`, `Options`, `GenomeMap`,
-`Buffers`: ctypes mirrors of the structs of kernel/layout.h, field by field, sizes checked at
-load), built from the layer sizes, `metarl.envs.base.EnvOptions`, `metarl.genome.GenomeLayout`
-and the tensors by name: nothing is matched by position. The kernel states the environments it
-implements (kernel/physics.h ``ENVS``, read by `kernel_envs`) and steps one by its id (``Options.env``);
-`supported` declines any other environment by name, before a run.
+`Buffers`: ctypes mirrors of the structs of kernel/layout.h, checked at load field by field,
+every offset and size by name, against the kernel's own table), built from the layer sizes,
+`metarl.envs.base.EnvOptions`, `metarl.genome.GenomeLayout` and the tensors by name: nothing is
+matched by position. The buffers are feature-major (`FeatureMajor`: the population last).
+
+The kernel is hand-written for one rule declaration and a set of environments, which it states
+(kernel/layout.h ``METARL_RULE``; kernel/physics.h ``ENVS``, by id: ``Options.env``; `implements`):
+`declines` names what it does not implement, and `metarl.backends` then runs the spec's step instead.
 
 Results equal the torch paths up to rounding (tests: within 1e-5 of `metarl.reference`
 over 50 steps), and are bit for bit the same on every x86-64 CPU with FMA, whatever the
@@ -31,20 +34,22 @@ import ctypes
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 import threading
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
-from . import envs, fused
+from . import envs
 from .actor import ActorState
 from .envs.base import OBS_PER_LINK, BatchedEnv, EnvOptions
 from .errors import UserError
-from .genome import CELLS, GenomeLayout
-from .rule import RuleState
+from .genome import GenomeLayout
+from .rule import CELLS, RuleDeclaration, RuleState
 
 SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, layout.h, physics.h, rule.h, driver.cpp
 SOURCE = SOURCE_DIR / "driver.cpp"
@@ -88,6 +93,38 @@ def library(signal_dim: int, state_dim: int, target: str | None = None, lanes: i
     if isinstance(lib, str):
         raise NativeUnavailable(lib)
     return lib
+
+
+@functools.cache
+def implements() -> tuple[str, tuple[str, ...]]:
+    """What the kernel's source states it implements: the signature of its rule declaration
+    (`metarl.rule.RuleDeclaration.signature`, kernel/layout.h) and its environments' names (kernel/physics.h
+    ``ENVS``, in the order of their ids)."""
+    text = (SOURCE_DIR / "layout.h").read_text()
+    table = re.search(r"ENVS\[ENV_COUNT\] = \{(.*?)\};", (SOURCE_DIR / "physics.h").read_text(), re.DOTALL)
+    if table is None:
+        raise NativeUnavailable("kernel/physics.h has no ENVS table")
+
+    def define(name: str) -> str:
+        found = re.search(rf"^#define {name}((?:[^\n]*\\\n)*[^\n]*)$", text, re.MULTILINE)
+        if found is None:
+            raise NativeUnavailable(f"kernel/layout.h defines no {name}")
+        return "".join(re.findall(r'"([^"]*)"', found.group(1)))
+
+    return define("METARL_RULE"), tuple(re.findall(r'\{"(\w+)', table.group(1)))
+
+
+def declines(rule: RuleDeclaration, env: str) -> str | None:
+    """Why the kernel does not implement ``rule`` or the environment ``env`` (one line), or None if it does."""
+    signature, env_names = implements()
+    if rule.signature() != signature:
+        from .rule import STANDARD  # the declaration the kernel was written for, to say how ``rule`` differs
+        how = rule.difference(STANDARD) if STANDARD.signature() == signature else None
+        return (f"the native kernel implements the standard rule declaration, not the rule {rule.name!r} "
+                f"(fingerprint {rule.fingerprint}{': ' + how if how else ''})")
+    if env not in env_names:
+        return f"the native kernel does not implement the environment {env} (it implements {', '.join(env_names)})"
+    return None
 
 
 def supported(sizes: list[int], env: type[BatchedEnv], signal_dim: int, state_dim: int) -> str | None:
@@ -328,12 +365,79 @@ class Buffers(ctypes.Structure):
         return cls(**values)
 
 
-def _state_buffers(genomes: torch.Tensor, actor: fused.FusedActor, rule: RuleState) -> dict[str, object]:
-    """The genome (transposed copy) and the actor's and rule's feature-major state, by `Buffers` field."""
-    return {"genome": genomes.t().contiguous(), "weights": list(actor.weights), "biases": list(actor.biases),
-            "sigmas": list(actor.sigmas), "sums": list(actor.sums), "samples": list(actor.samples),
-            "outputs": list(actor.outputs), "rule_reward": rule.reward, "nodes": list(rule.nodes),
-            "edges": list(rule.edges)}
+def feature_major(t: torch.Tensor) -> torch.Tensor:
+    """``(P, ...)`` -> a contiguous copy ``(..., P)``."""
+    return t.movedim(0, -1).clone(memory_format=torch.contiguous_format)
+
+
+def population_major(t: torch.Tensor) -> torch.Tensor:
+    """``(..., P)`` -> a ``(P, ...)`` view."""
+    return t.movedim(-1, 0)
+
+
+_ACTOR_FIELDS = tuple(f.name for f in fields(ActorState))
+
+
+@dataclass
+class FeatureMajor:
+    """The actor's and the rule's state with the population last, as the kernel reads and updates it:
+    per `ActorState` field the per-layer tensors (weights ``(n_in, n_out, P)``, the rest ``(n, P)``), and the
+    `RuleState` with its tensors ``(..., H, P)``."""
+
+    actor: dict[str, list[torch.Tensor]]
+    rule: RuleState
+
+    @classmethod
+    def of(cls, actor: ActorState, rule: RuleState) -> FeatureMajor:
+        """Feature-major copies of ``actor`` and ``rule`` (population first)."""
+        return cls({name: [feature_major(t) for t in getattr(actor, name)] for name in _ACTOR_FIELDS},
+                   rule.map(feature_major))
+
+    def actor_copy(self) -> ActorState:
+        """Population-first copies of the actor."""
+        return ActorState(*([population_major(t).clone() for t in self.actor[name]] for name in _ACTOR_FIELDS))
+
+    def rule_copy(self) -> RuleState:
+        """Population-first copies of the rule's state."""
+        return self.rule.map(lambda t: population_major(t).clone())
+
+    def buffers(self, genomes: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """The genome (transposed copy) and this state's tensors, by `Buffers` field."""
+        return {"genome": genomes.t().contiguous(), **{name: list(ts) for name, ts in self.actor.items()},
+                "rule_reward": self.rule.reward, "nodes": list(self.rule.nodes), "edges": list(self.rule.edges)}
+
+
+MIRRORS: dict[str, type[ctypes.Structure]] = {"Network": Network, "Options": Options, "CellMap": CellMap,
+                                              "GenomeMap": GenomeMap, "Buffers": Buffers}
+MAX_FIELDS = 256
+
+
+def check_structures(lib: ctypes.CDLL, mirrors: dict[str, type[ctypes.Structure]] | None = None) -> None:
+    """Raise `NativeUnavailable` unless every structure of kernel/layout.h has its mirror here (``mirrors``,
+    default `MIRRORS`) with the same size, the same fields, and each field at the same offset with the same size."""
+    mirrors = MIRRORS if mirrors is None else mirrors
+    names = (ctypes.c_char_p * MAX_FIELDS)()
+    offsets, sizes = (ctypes.c_int64 * MAX_FIELDS)(), (ctypes.c_int64 * MAX_FIELDS)()
+    count = lib.metarl_struct_fields(names, offsets, sizes, MAX_FIELDS)
+    kernel = {(names[i] or b"").decode(): (offsets[i], sizes[i]) for i in range(min(count, MAX_FIELDS))}
+    mine = {}
+    for struct, cls in mirrors.items():
+        for entry in cls._fields_:
+            name = entry[0]
+            field = getattr(cls, name)
+            mine[f"{struct}.{name}"] = (field.offset, field.size)
+    for name in sorted(set(kernel) | set(mine)):
+        if kernel.get(name) != mine.get(name):
+            def say(v: tuple[int, int] | None) -> str:
+                return "no such field" if v is None else f"offset {v[0]}, size {v[1]}"
+            raise NativeUnavailable(f"the native kernel's structure field {name} ({say(kernel.get(name))}) does not "
+                                    f"match metarl/native.py's mirror ({say(mine.get(name))})")
+    table = (ctypes.c_int64 * 6)()
+    lib.metarl_struct_sizes(table)
+    want = [ctypes.sizeof(mirrors[n]) for n in ("Network", "Options", "GenomeMap", "Buffers")]
+    if list(table[:4]) != want:
+        raise NativeUnavailable(f"the kernel's structures (sizes {list(table[:4])}) do not match "
+                                f"metarl/native.py's mirrors ({want})")
 
 
 def _load(path: Path) -> ctypes.CDLL:
@@ -352,41 +456,50 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.metarl_env.argtypes = [ctypes.c_int64]
     lib.metarl_struct_sizes.restype = None
     lib.metarl_struct_sizes.argtypes = [ctypes.c_void_p]
-    sizes = (ctypes.c_int64 * 6)()
-    lib.metarl_struct_sizes(sizes)
-    mirrors = [ctypes.sizeof(c) for c in (Network, Options, GenomeMap, Buffers)]
-    if list(sizes[:4]) != mirrors:
-        raise NativeUnavailable(f"{path}: the kernel's structures (sizes {list(sizes[:4])}) do not match "
-                                f"metarl/native.py's mirrors ({mirrors})")
+    lib.metarl_struct_fields.restype = ctypes.c_int64
+    lib.metarl_struct_fields.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64]
+    for fn in (lib.metarl_rule,):
+        fn.restype, fn.argtypes = ctypes.c_char_p, []
+    try:
+        check_structures(lib)
+    except NativeUnavailable as e:
+        raise NativeUnavailable(f"{path}: {e}") from None
+    stated = (lib.metarl_rule().decode(), tuple(kernel_envs(lib)))
+    if stated != implements():
+        raise NativeUnavailable(f"{path}: the library states another rule or environments than kernel/layout.h "
+                                "and kernel/physics.h")
     return lib
 
 
 class Runner:
-    """Runs the kernel on the state of one `metarl.lifetime.Lifetime`, updating it in place.
+    """Runs the kernel on the state of one `metarl.lifetime.Lifetime`, updating ``state`` in place.
 
-    ``actor`` and ``rule`` are feature-major (`metarl.fused`); the env's state and last
-    height are copied in and out on every call, so assigning ``env.state`` takes effect.
+    The env's state and last height are copied in and out on every call, so assigning
+    ``env.state`` takes effect.
     """
 
     def __init__(self, lib: ctypes.CDLL, genomes: torch.Tensor, layout: GenomeLayout, env: BatchedEnv,
-                 actor: fused.FusedActor,
-                 rule: RuleState, noise_keys: torch.Tensor, *, learning_rate: float | torch.Tensor,
+                 state: FeatureMajor, noise_keys: torch.Tensor, *, learning_rate: float | torch.Tensor,
                  weight_limit: float, sigma_limit: float, plastic: bool, zero_reward: bool,
                  seen_rewards: torch.Tensor | None = None, obs_keys: torch.Tensor | None = None) -> None:
         if genomes.device.type != "cpu" or genomes.dtype != torch.float32:
             raise ValueError("the native kernel runs float32 on CPU")
+        why = declines(layout.rule, env.name)
+        if why is not None:
+            raise ValueError(why)
         self.lib = lib
         self.env = env
         self.pop = genomes.shape[0]
-        self.sizes = actor.view().sizes
-        self.state = env.state.t().contiguous()
+        self.sizes = [state.actor["weights"][0].shape[0]] + [w.shape[1] for w in state.actor["weights"]]
+        self.state = state
+        self.env_state = env.state.t().contiguous()
         self.prev_height = torch.full((1, self.pop), float("nan"))
         # The tensors the kernel reads and updates, kept alive here while it holds their pointers.
-        self._tensors = dict(_state_buffers(genomes, actor, rule),
+        self._tensors = dict(state.buffers(genomes),
                              env_params=torch.stack([env.params[name] for name in env.param_defaults]).contiguous(),
                              sign=env.action_sign.reshape(1, -1).contiguous(),
                              goal=env.goal.reshape(1, -1).contiguous(), dt=_per_individual(env.dt, self.pop),
-                             learning_rate=_per_individual(learning_rate, self.pop), state=self.state,
+                             learning_rate=_per_individual(learning_rate, self.pop), state=self.env_state,
                              prev_height=self.prev_height)
         self._buffers = Buffers.of(self._tensors)
         self._network = Network.of(self.sizes)
@@ -422,7 +535,7 @@ class Runner:
                 raise ValueError(f"seen_rewards cover {self._seen.shape[0]} steps, need {t0 + steps}")
             seen = self._seen[t0:]
         env = self.env
-        self.state.copy_(env.state.t())
+        self.env_state.copy_(env.state.t())
         prev = env.prev_height
         self.prev_height[0] = float("nan") if prev is None else prev
         code = self.lib.metarl_run(self._network, self._options, self._genome_map, self._buffers, self.pop, steps,
@@ -433,7 +546,7 @@ class Runner:
                                    None if seen is None else seen.data_ptr())
         if code != 0:
             raise RuntimeError(f"native kernel failed with code {code}")
-        env.restore(self.state.t().contiguous(), self.prev_height[0].clone(), t0 + steps)
+        env.restore(self.env_state.t().contiguous(), self.prev_height[0].clone(), t0 + steps)
 
 
 def _per_individual(value: float | torch.Tensor, pop: int) -> torch.Tensor:
@@ -446,16 +559,18 @@ def _key_bits(keys: torch.Tensor) -> torch.Tensor:
     return torch.where(keys >= 2**31, keys - 2**32, keys).to(torch.int32).contiguous()
 
 
-def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: fused.FusedActor, rule: RuleState,
+def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: ActorState, rule: RuleState,
                x: torch.Tensor, noise: torch.Tensor, reward: torch.Tensor, *, learning_rate: float,
-               weight_limit: float, sigma_limit: float) -> None:
-    """For tests: ``T`` actor passes and rule applications with given inputs, updating ``actor``
-    and ``rule`` (feature-major) in place. ``x (T, n_0, P)``, ``noise (T, neurons, P)``, ``reward (T, P)``."""
+               weight_limit: float, sigma_limit: float) -> tuple[ActorState, RuleState]:
+    """For tests: ``T`` actor passes and rule applications with given inputs from ``actor`` and ``rule``;
+    returns the actor and rule state after them. ``x (T, P, n_0)``, ``noise (T, P, neurons)``, ``reward (T, P)``."""
     lib = library(layout.signal_dim, layout.state_dim)
     pop = genomes.shape[0]
-    sizes = actor.view().sizes
+    sizes = actor.sizes
     env = (envs.Pendulum, envs.DoublePendulum)[sizes[0] // OBS_PER_LINK - 1]
-    tensors = dict(_state_buffers(genomes, actor, rule), env_params=torch.zeros(len(env.param_defaults), pop),
+    state = FeatureMajor.of(actor, rule)
+    x, noise = x.transpose(1, 2), noise.transpose(1, 2)
+    tensors = dict(state.buffers(genomes), env_params=torch.zeros(len(env.param_defaults), pop),
                    sign=torch.ones(1, pop), goal=torch.ones(1, pop), dt=torch.zeros(1, pop),
                    learning_rate=_per_individual(learning_rate, pop), state=torch.zeros(env.state_size(), pop),
                    prev_height=torch.zeros(1, pop))
@@ -465,6 +580,7 @@ def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: fused.FusedAc
                                  x.shape[0], x.data_ptr(), noise.data_ptr(), reward.data_ptr())
     if code != 0:
         raise RuntimeError(f"native kernel failed with code {code}")
+    return state.actor_copy(), state.rule_copy()
 
 
 def elementwise(name: str, x: torch.Tensor) -> torch.Tensor:
@@ -477,8 +593,3 @@ def elementwise(name: str, x: torch.Tensor) -> torch.Tensor:
     if code != 0:
         raise RuntimeError(f"native kernel failed with code {code}")
     return y
-
-
-def copy_actor(actor: fused.FusedActor) -> ActorState:
-    """Population-first copies of a feature-major actor the kernel keeps updating."""
-    return fused.FusedActor.of(actor, torch.Tensor.clone).view()

@@ -18,8 +18,9 @@ import torch
 
 from .config import Config
 from .errors import UserError
-from .genome import NODE_INFO, GenomeLayout
+from .genome import GenomeLayout
 from .native import MAX_LAYERS as MAX_NATIVE_LAYERS
+from .rule import rule_named
 
 FLOAT = 4  # bytes; the population and lifetimes are float32
 # Copies of the population alive at the peak of a generation: the population, the parents,
@@ -58,15 +59,17 @@ def lifetime_floats(config: Config) -> tuple[int, int]:
     edge and node cells' inputs, new states and outputs while a layer is updated.
     """
     sizes = config.layer_sizes
-    s, h = config.rule.signal_dim, config.rule.state_dim
+    h = config.rule.state_dim
     edges = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     neurons = sum(sizes[1:])
-    genome = GenomeLayout(s, h).size
+    layout = _layout(config)
+    genome = layout.size
     actor = edges + 6 * neurons
     states = h * (edges + neurons + sizes[-1])
     draws = INIT_DRAW_FLOATS * (edges + neurons)
     kept = 2 * (actor + states) + draws + 3 * genome + 64
-    work = edges * (2 * NODE_INFO + s + 2 + 2 * h + s + 1) + neurons * (NODE_INFO + s + 2 * h + s + 2)
+    edge, node = layout.cells["connection_network"], layout.cells["node_network"]
+    work = edges * (edge.inputs + 2 * h + edge.outputs) + neurons * (node.inputs + 2 * h + node.outputs)
     return kept, work
 
 
@@ -76,7 +79,7 @@ def estimate(config: Config, device: torch.device) -> Estimate:
     On CPU the native kernel, when the config allows it, needs no per-individual temporaries.
     """
     pop = config.ga.population_size
-    genes = GenomeLayout(config.rule.signal_dim, config.rule.state_dim).size
+    genes = _layout(config).size
     population = POPULATION_COPIES * pop * genes * FLOAT + 64 * pop  # + fitness, keys, ranks
     kept, work = lifetime_floats(config)
     if device.type == "cuda":
@@ -171,7 +174,7 @@ def check(config: Config, device: torch.device, *, allow_large: bool = False) ->
     if allow_large:
         return est
     limit, source = available_memory()
-    genes = GenomeLayout(config.rule.signal_dim, config.rule.state_dim).size
+    genes = _layout(config).size
     parts = (f"population {config.ga.population_size} x {genes} genes: {_size(est.population)}; "
              f"lifetimes of {est.alive} individuals at a time: {_size(est.lifetimes)}")
     if est.host > limit:
@@ -210,7 +213,7 @@ MAX_REPLAY_STEPS = 10**6
 def step_cost(config: Config, sizes: list[int]) -> int:
     """Multiply-adds of one individual's step on an actor of ``sizes``: the forward pass, the connection cell
     on every edge, the node cell on every neuron and the reward cell."""
-    cells = GenomeLayout(config.rule.signal_dim, config.rule.state_dim).cells
+    cells = _layout(config).cells
     edges = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     neurons = sum(sizes[1:])
 
@@ -241,7 +244,7 @@ def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: 
                             ga=replace(config.ga, population_size=max(1, lifetimes)))
     est = estimate(shaped, device_of(config))
     traced = lifetimes * steps * traced_floats_per_step * 8
-    genes = GenomeLayout(config.rule.signal_dim, config.rule.state_dim).size
+    genes = _layout(config).size
     # The lifetimes that run at once, the genomes (a copy per lifetime, twice) and what is kept per step;
     # not the population copies of a GA step.
     need = PROCESS + est.lifetimes + est.device + traced + 2 * lifetimes * genes * FLOAT
@@ -253,3 +256,8 @@ def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: 
                                 f"{_size(traced)}) but {_size(limit)} is available ({source}); reduce --episodes, "
                                 f"--steps or --hidden, or pass --allow-large to try anyway")
     return need
+
+
+def _layout(config: Config) -> GenomeLayout:
+    """The genome layout of ``config``'s rule (`metarl.training.layout_of`, without importing the trainer)."""
+    return GenomeLayout(config.rule.signal_dim, config.rule.state_dim, rule_named(config.rule.declaration))

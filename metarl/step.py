@@ -1,9 +1,9 @@
 """One step of a lifetime (observe, act, env step, learning rule) as the pure function `transition`.
 
-The spec runs it population-major with `metarl.actor` and the plain rule of
-`metarl.reference`; the compiled backend runs it feature-major with `metarl.fused` (the
-same mathematics, laid out for `torch.compile`). The native kernel (`metarl.native`) is the
-same step in C++. Every random draw comes from the individual's key (`metarl.rng`).
+The spec runs it with `metarl.actor` and the plain rule of `metarl.reference`; the compiled
+backend runs these same functions under `torch.compile` (`metarl.compiled`). The native kernel
+(`metarl.native`) is the same step in C++. Every random draw comes from the individual's key
+(`metarl.rng`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import torch
 
 from . import actor as actor_mod
-from . import envs, fused, rng
+from . import envs, rng
 from .actor import ActorState
 from .config import Config
 from .envs.base import RANDOM_INITS, REFERENCE_DT, BatchedEnv, EnvState
 from .genome import GenomeLayout
 from .reference import reference_rule_step
-from .rule import RuleParams, RuleState
+from .rule import RuleState
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class StepSpec:
     weight_limit: float
     sigma_limit: float
     conditions: Conditions  # without seen_rewards (the spec holds no tensors: compiled code guards on it)
-    fused: bool  # feature-major tensors and `metarl.fused` (the compiled backend); else the spec
+    lifetime_steps: int  # ga.lifetime_steps (what the rule's ``lifetime_fraction`` source divides by)
 
 
 @dataclass
@@ -51,29 +51,26 @@ class Carry:
     t: torch.Tensor  # 0-d int64: the step number (a tensor, so compiled code does not specialise on it)
     state: torch.Tensor  # (P, state_size) env state
     prev_height: torch.Tensor  # (P,) height after the last step; NaN before the first
-    actor: ActorState | fused.FusedActor
-    rule: RuleState  # feature-major when the actor is
+    actor: ActorState
+    rule: RuleState
 
 
-def transition(env: BatchedEnv, params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout,
-               noise_keys: torch.Tensor, carry: Carry, spec: StepSpec, seen: torch.Tensor | None = None,
-               obs_keys: torch.Tensor | None = None, learning_rates: torch.Tensor | None = None
-               ) -> tuple[Carry, torch.Tensor]:
+def transition(env: BatchedEnv, genomes: torch.Tensor, layout: GenomeLayout, noise_keys: torch.Tensor,
+               carry: Carry, spec: StepSpec, seen: torch.Tensor | None = None, obs_keys: torch.Tensor | None = None,
+               learning_rates: torch.Tensor | None = None) -> tuple[Carry, torch.Tensor]:
     """One step of a lifetime; returns the next carry and the reward ``(P,)``. Pure.
 
-    ``env`` supplies the physics (its own state is not used), ``params`` the split genome
-    (``spec.fused`` only), ``noise_keys (P,)`` the sampling-noise stream and ``obs_keys (P,)`` the
-    sensor-noise stream (needed when ``env.options.obs_noise`` > 0); ``seen (P,)``, if given, is the
-    reward the rule sees instead of its own (`Conditions`); ``learning_rates (P,)``, if given, the
-    rule's rate per individual instead of ``spec.learning_rate`` (`learning_rates`). The step is `act`
-    on the (noisy) observation, the env's transition, then `learn` from the reward.
+    ``env`` supplies the physics (its own state is not used), ``noise_keys (P,)`` the
+    sampling-noise stream and ``obs_keys (P,)`` the sensor-noise stream (needed when
+    ``env.options.obs_noise`` > 0); ``seen (P,)``, if given, is the reward the rule sees instead of
+    its own (`Conditions`); ``learning_rates (P,)``, if given, the rule's rate per individual instead
+    of ``spec.learning_rate`` (`learning_rates`). The step is `act` on the (noisy) observation, the
+    env's transition, then `learn` from the reward.
     """
     x = observe(env, carry.state, carry.t, obs_keys)
-    if spec.fused:
-        x = x.t()
     actor, action = act(carry.actor, x, carry.t, noise_keys, spec)
     (state, height, _), reward = env.transition(EnvState(carry.state, carry.prev_height, carry.t), action)
-    rule, actor = learn(params, genomes, layout, carry.rule, actor, x, reward, spec, seen, learning_rates)
+    rule, actor = learn(genomes, layout, carry.rule, actor, x, reward, carry.t, spec, seen, learning_rates)
     return Carry(carry.t + 1, state, height, actor, rule), reward
 
 
@@ -93,47 +90,36 @@ def observe(env: BatchedEnv, state: torch.Tensor, t: int | torch.Tensor, obs_key
     return x
 
 
-def act(actor: ActorState | fused.FusedActor, x: torch.Tensor, t: torch.Tensor, noise_keys: torch.Tensor,
-        spec: StepSpec) -> tuple[ActorState | fused.FusedActor, torch.Tensor]:
-    """The actor's forward pass on observation ``x`` (``(P, obs)``; ``(obs, P)`` if ``spec.fused``) at
-    step number ``t`` of the lifetime (its sampling noise); returns the actor with its activations
-    and the action ``(P,)`` in [-1, 1]. Pure; the first half of `transition`."""
-    pop = x.shape[1] if spec.fused else x.shape[0]
+def act(actor: ActorState, x: torch.Tensor, t: torch.Tensor, noise_keys: torch.Tensor,
+        spec: StepSpec) -> tuple[ActorState, torch.Tensor]:
+    """The actor's forward pass on observation ``x (P, obs)`` at step number ``t`` of the lifetime
+    (its sampling noise); returns the actor with its activations and the action ``(P,)`` in
+    [-1, 1]. Pure; the first half of `transition`."""
+    pop = x.shape[0]
     if spec.sigma_limit == 0:
         noise = x.new_zeros(pop, spec.neurons)
     else:
         noise = rng.normal_at(noise_keys, t * spec.neurons, spec.neurons, dtype=x.dtype)
-    if spec.fused:
-        actor = fused.forward(actor, x, noise.t())
-        return actor, actor.outputs[-1][0]
     actor = actor_mod.forward(actor, x, noise)
     return actor, actor.outputs[-1][:, 0]
 
 
-def learn(params: RuleParams | None, genomes: torch.Tensor, layout: GenomeLayout, rule: RuleState,
-          actor: ActorState | fused.FusedActor, x: torch.Tensor, reward: torch.Tensor, spec: StepSpec,
-          seen: torch.Tensor | None = None, learning_rates: torch.Tensor | None = None
-          ) -> tuple[RuleState, ActorState | fused.FusedActor]:
-    """One application of the rule after `act` on ``x``, given the ``reward (P,)`` that followed (or
-    ``seen``, the reward shown instead; `Conditions` may zero it or skip the rule) at the rate
-    ``spec.learning_rate`` (or ``learning_rates (P,)``); returns the rule's state and the actor. Pure;
-    the second half of `transition`."""
+def learn(genomes: torch.Tensor, layout: GenomeLayout, rule: RuleState, actor: ActorState, x: torch.Tensor,
+          reward: torch.Tensor, t: torch.Tensor, spec: StepSpec, seen: torch.Tensor | None = None,
+          learning_rates: torch.Tensor | None = None) -> tuple[RuleState, ActorState]:
+    """One application of the rule after `act` on ``x`` at step number ``t``, given the ``reward (P,)``
+    that followed (or ``seen``, the reward shown instead; `Conditions` may zero it or skip the rule) at
+    the rate ``spec.learning_rate`` (or ``learning_rates (P,)``); returns the rule's state and the actor.
+    Pure; the second half of `transition`."""
     if spec.conditions.plastic:
         if spec.conditions.zero_reward:
             seen = torch.zeros_like(reward)
         elif seen is None:
             seen = reward
         rate = spec.learning_rate if learning_rates is None else learning_rates
-        if spec.fused:
-            rule, actor = fused.rule_step(params, rule, actor, x, seen, learning_rate=rate,
-                                          weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit)
-        else:
-            rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, learning_rate=rate,
-                                              weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit)
-    if spec.fused:
-        # Contiguous outputs: the next step's inputs then have the layout the compiled code was made for.
-        actor = fused.FusedActor.of(actor, torch.Tensor.contiguous)
-        rule = fused.map_rule_state(rule, torch.Tensor.contiguous)
+        rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, learning_rate=rate,
+                                          weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit, t=t,
+                                          lifetime_steps=spec.lifetime_steps)
     return rule, actor
 
 

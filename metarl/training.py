@@ -32,6 +32,7 @@ from .config import Config, from_dict, read_yaml, resolve_device, to_yaml
 from .errors import ConfigError, ModelFileError, NonFiniteError
 from .genome import GenomeLayout
 from .lifetime import ProgressFn, evaluate
+from .rule import rule_named
 from .runlock import LOCK_FILE, RunLock
 
 CHECKPOINT = "checkpoint.pt"
@@ -109,6 +110,9 @@ def warm_start(config: Config, layout: GenomeLayout, generator: torch.Generator)
         model = io.load_model(path)
     except ModelFileError as e:
         raise ConfigError(f"ga.init_model: {e}") from None
+    if model.layout.rule.signature() != layout.rule.signature():
+        raise ConfigError(f"ga.init_model: {path}: its rule is {model.layout.rule.name!r}; this config's is "
+                          f"{layout.rule.name!r} ({model.layout.rule.difference(layout.rule)})")
     if (model.layout.signal_dim, model.layout.state_dim) != (layout.signal_dim, layout.state_dim):
         raise ConfigError(f"ga.init_model: {path}: its rule has signal_dim {model.layout.signal_dim}, state_dim "
                           f"{model.layout.state_dim}; this config's has {layout.signal_dim}, {layout.state_dim}")
@@ -121,7 +125,7 @@ def warm_start(config: Config, layout: GenomeLayout, generator: torch.Generator)
 
 def layout_of(config: Config) -> GenomeLayout:
     """Genome layout of a config."""
-    return GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    return GenomeLayout(config.rule.signal_dim, config.rule.state_dim, rule_named(config.rule.declaration))
 
 
 def load_run(run_dir: str | Path, *, generations: int | None = None, device: str | None = None) -> RunState:

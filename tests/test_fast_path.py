@@ -1,7 +1,6 @@
 """The backends (`metarl.backends`) against the spec (`metarl.reference`).
 
-Compiled backend: `metarl.fused` (feature-major, unrolled products) under `torch.compile`;
-its mathematics is checked eagerly here in every shape, and compiled once in a small case.
+Compiled backend: the spec's step under `torch.compile`, compiled once in a small case.
 Native kernel (`metarl.native`): its rule steps are checked here on the same inputs, the
 rest in `test_native.py`. Every network here has at least two hidden layers of different
 widths, so that the rule's aggregation over connections shows.
@@ -17,11 +16,11 @@ import torch
 from conftest import assert_close, fitness, genomes, needs_compiler, needs_native, small_config
 
 from metarl import actor as actor_mod
-from metarl import backends, fused, lifetime, native, rng
+from metarl import backends, lifetime, native, rng
 from metarl.config import Config, RuntimeConfig
 from metarl.genome import GenomeLayout
 from metarl.reference import reference_rule_step
-from metarl.rule import initial_rule_state, rule_params
+from metarl.rule import initial_rule_state
 
 KW = {"learning_rate": 0.01, "weight_limit": 4.0, "sigma_limit": 1.0}
 # (S, H, layer sizes)
@@ -36,11 +35,7 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
     g = genomes(layout, pop)
     actor = actor_mod.initial_actor(sizes, torch.arange(pop), weight_init=0.1, weight_limit=4.0, sigma_init=0.3)
     rstate = initial_rule_state(sizes, pop, h_dim)
-    params = rule_params(g, layout)
-    params_fm = fused.map_params(params, fused.feature_major)
     ref = (rstate, actor)
-    fm = (fused.map_rule_state(rstate, fused.feature_major), fused.FusedActor.of(actor))
-    nat = (fused.map_rule_state(rstate, fused.feature_major), fused.FusedActor.of(actor))  # updated in place
     gen = torch.Generator().manual_seed(1)
     inputs: list[list[torch.Tensor]] = [[], [], []]
     for _ in range(50):
@@ -48,17 +43,13 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
         noise = torch.randn(pop, sum(sizes[1:]), generator=gen)
         reward = torch.rand(pop, generator=gen) * 2
         ref = reference_rule_step(g, layout, ref[0], actor_mod.forward(ref[1], x, noise), x, reward, **KW)
-        fm = fused.rule_step(params_fm, fm[0], fused.forward(fm[1], x.t(), noise.t()), x.t(), reward, **KW)
-        for kept, t in zip(inputs, (x.t(), noise.t(), reward), strict=True):
+        for kept, t in zip(inputs, (x, noise, reward), strict=True):
             kept.append(t)
     # The native kernel (12 individuals: a partial block of its 16 lanes) on the same inputs.
-    native.rule_steps(g, layout, nat[1], nat[0], *(torch.stack(t) for t in inputs), **KW)
-    fm_rule = fused.map_rule_state(fm[0], fused.population_major)
-    nat_rule = fused.map_rule_state(nat[0], fused.population_major)
-    # The fused path's and the native kernel's tanh are the same rational approximation within ~5 ulp
-    # (`metarl.fused.tanh`, kernel/vecmath.h), not torch's, so after 50 chaotic steps both are held
-    # to 3e-5 rather than 1e-5.
-    for (rule, act), tol in (((nat_rule, nat[1].view()), 3e-5), ((fm_rule, fm[1].view()), 3e-5)):
+    nat_actor, nat_rule = native.rule_steps(g, layout, actor, rstate, *(torch.stack(t) for t in inputs), **KW)
+    # The native kernel's tanh is a rational approximation within ~5 ulp (kernel/vecmath.h), not torch's,
+    # so after 50 chaotic steps it is held to 3e-5 rather than 1e-5.
+    for (rule, act), tol in (((nat_rule, nat_actor), 3e-5),):
         for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
             for got, want in zip(getattr(act, field), getattr(ref[1], field), strict=True):
                 assert_close(got, want, tol)
@@ -67,14 +58,6 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
             assert_close(got, want, tol)
     # The rule did change the actor: the comparison is not between two untouched states.
     assert not torch.equal(ref[1].weights[0], actor.weights[0])
-
-
-def fused_eager_fitness(config: Config, g: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """A lifetime through `metarl.fused`, run eagerly (the compiled path's mathematics)."""
-    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
-    life = lifetime.Lifetime(g, layout, config, keys, backend="compiled", eager=True)
-    with torch.no_grad():
-        return sum(life.step().double() for _ in range(config.ga.lifetime_steps))
 
 
 @pytest.mark.parametrize("env,hidden,s_dim,h_dim", [("Pendulum", [12, 6], 1, 8), ("DoublePendulum", [12, 6], 1, 8),
@@ -87,7 +70,6 @@ def test_lifetime_backends_match_the_spec(env: str, hidden: list[int], s_dim: in
     g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
     want = fitness(config, g, keys, backend="spec")
     assert_close(fitness(config, g, keys, backend="native"), want, 1e-4)
-    assert_close(fused_eager_fitness(config, g, keys), want, 1e-4)
 
 
 @pytest.mark.parametrize("native", [False, pytest.param(True, marks=needs_native)])
@@ -127,14 +109,6 @@ def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:
     for i in (0, 9):
         assert torch.equal(fitness(config, g[i:i + 1], keys[i:i + 1]), whole[i:i + 1])
     assert torch.equal(fitness(config, g[:11], keys[:11]), whole[:11])
-
-
-def test_fused_tanh_is_within_a_few_ulp() -> None:
-    x = torch.cat((torch.linspace(-12, 12, 100_001), torch.linspace(-1e-3, 1e-3, 10_001)))
-    want = torch.tanh(x.double())
-    err = (fused.tanh(x).double() - want).abs()
-    assert (err <= 7 * 2.0**-24 * want.abs() + 1e-45).all()
-    assert torch.equal(fused.tanh(torch.tensor([-20.0, 0.0, 20.0])), torch.tensor([-1.0, 0.0, 1.0]))
 
 
 def test_compile_is_decided_by_the_config_alone() -> None:

@@ -142,8 +142,15 @@ class RuleConfig:
     signal_dim: int = 1
     state_dim: int = 8
     init_std: float = 0.1
+    declaration: str = "standard"  # a registered rule declaration (metarl.rule.register_rule)
 
     def validate(self, key: str) -> None:
+        from ..rule import RULES  # the registry of rule declarations (the example registers one)
+
+        if not isinstance(self.declaration, str) or self.declaration not in RULES:
+            raise ConfigError(f"{key}.declaration: unknown rule declaration {_show(self.declaration)}"
+                              f"{_suggest(self.declaration, RULES)}; registered: {', '.join(RULES)} (a rule declared "
+                              f"in Python is registered by importing the module that declares it; docs/extending.md)")
         _integer(f"{key}.signal_dim", self.signal_dim, 1, MAX_RULE_DIM)
         _integer(f"{key}.state_dim", self.state_dim, 0, MAX_RULE_DIM)  # 0: SPEC's stateless cells (H = 0)
         _number(f"{key}.init_std", self.init_std, 0, MAX_VALUE)

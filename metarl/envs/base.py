@@ -323,8 +323,8 @@ class BatchedEnv:
     def advance(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """The state ``(B, 2 * links)`` one step after ``state`` under ``action (B,)``; pure.
 
-        Integrates, wraps the angles and clamps the speeds. `step` and the fused lifetime
-        step (`metarl.lifetime`) both use it, so they share the physics exactly.
+        Integrates, wraps the angles and clamps the speeds. `step` and the lifetime
+        step (`metarl.step`) both use it, so they share the physics exactly.
         """
         dt = self.dt if isinstance(self.dt, float) else self.dt[:, None]
         state = integrate(self.derivatives, state, self.torque(action), dt, self.options.integrator)

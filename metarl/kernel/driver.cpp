@@ -4,7 +4,7 @@
 // structures of a call), physics.h (environments), rule.h (the step and the learning rule),
 // driver.cpp (this: blocks, threads and the exported functions).
 //
-// The same mathematics as metarl/fused.py (the learning rule split by input block) plus
+// The same mathematics as metarl/reference.py (the learning rule split by input block) plus
 // the environment step and the sampling noise of metarl/lifetime.py, written with GCC
 // vector extensions: every value is a vector of LANES individuals (one register: 16 with
 // AVX-512, else 8), so each instruction advances LANES individuals and an individual's
@@ -18,8 +18,10 @@
 // Compiled by metarl/native.py with -DMETARL_S=<signal size> -DMETARL_H=<state size>;
 // everything else is a runtime argument, passed as the described structures of layout.h
 // (Network, Options, GenomeMap, Buffers), which metarl/native.py mirrors field by field as
-// ctypes.Structure classes of the same names; metarl_struct_sizes lets it check that
-// they agree. Nothing is passed by position in an array.
+// ctypes.Structure classes of the same names; metarl_struct_sizes and metarl_struct_fields
+// (every field's offset and size, by name) let it check that they agree. Nothing is passed
+// by position in an array. It implements one rule declaration and the environments it names
+// (layout.h METARL_RULE, physics.h ENVS); metarl/native.py declines any other.
 //
 // Buffers are float32, feature-major: feature f of individual p at [f * P + p].
 
@@ -165,6 +167,21 @@ void metarl_struct_sizes(int64_t* out) {
 
 // The environment with id `id` (Options::env) as "Name param1 param2 ..." (physics.h ENVS), or null past the last.
 const char* metarl_env(int64_t id) { return id >= 0 && id < ENV_COUNT ? ENVS[id].signature : nullptr; }
+
+// The fields of the described structures (layout.h METARL_FIELDS): up to `capacity` names, offsets and sizes.
+// Returns the number of fields.
+int64_t metarl_struct_fields(const char** names, int64_t* offsets, int64_t* sizes, int64_t capacity) {
+    const int64_t n = (int64_t)(sizeof(METARL_FIELDS) / sizeof(METARL_FIELDS[0]));
+    for (int64_t i = 0; i < n && i < capacity; ++i) {
+        names[i] = METARL_FIELDS[i].name;
+        offsets[i] = METARL_FIELDS[i].offset;
+        sizes[i] = METARL_FIELDS[i].size;
+    }
+    return n;
+}
+
+// What this build implements: the signature of its rule declaration (layout.h); its environments: metarl_env.
+const char* metarl_rule() { return METARL_RULE; }
 
 // Run `steps` steps from step number t0 for P individuals, in place.
 //   keys: noise stream keys (P,); obs_keys: sensor-noise stream keys (P,), or null when options->obs_noise is 0;

@@ -1,6 +1,7 @@
 #pragma once
 // One step of a block of LANES individuals: observation, noise, actor, env step, reward and the
-// learning rule (the mathematics of metarl/fused.py, checked against metarl/reference.py).
+// learning rule (the mathematics of metarl/reference.py, the standard declaration of metarl/rule.py, with
+// the cells' input blocks that belong to a neuron multiplied once per neuron).
 
 #include "physics.h"
 
@@ -34,7 +35,7 @@ struct Layout {
 };
 
 // A recurrent cell on one instance: h (H) updated in place, x (I) inputs, out (O) outputs.
-// Sums start from the bias and add the inputs, then the state, in index order (metarl/fused.py).
+// Sums start from the bias and add the inputs, then the state, in index order.
 inline void cell(const vf* g, const Cell& c, vf* h, const vf* x, vf* out) {
     const vf* ws = g + c.w_state;
     const vf* bs = g + c.b_state;

@@ -98,7 +98,7 @@ inline vf vexp(vf x) {
     return p * (vf)e;
 }
 
-// tanh within a few ulp (Eigen's generic_fast_tanh_float, as metarl/fused.py `tanh`): a ratio of
+// tanh within a few ulp (Eigen's generic_fast_tanh_float): a ratio of
 // odd and even polynomials on x clamped to +-7.905, exactly +-1 beyond (float32 tanh is there).
 // One division and 9 fused multiply-adds: no exp.
 constexpr float TANH_CLAMP = 7.90531110763549805f;

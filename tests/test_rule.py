@@ -1,0 +1,163 @@
+"""The rule's declaration (`metarl.rule`): the genome layout, the saved-model record, and the native
+kernel's interface (which rule it implements; its structures checked field by field)."""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import SEED_MODEL, genomes, needs_native, run_script, small_config
+
+from metarl import backends, io, lifetime, native, rng
+from metarl.errors import ModelFileError
+from metarl.genome import GenomeLayout
+from metarl.rule import CELLS, RULES, STANDARD, Input, RuleDeclaration, register_rule, with_input
+
+# One input more in the node cell: the fraction of the lifetime elapsed (as examples/custom_rule.py).
+CLOCKED = register_rule(with_input(STANDARD, "node_network", Input("elapsed", 1, "lifetime_fraction"),
+                                   name="test_clocked"))
+
+
+def test_the_genome_layout_follows_from_the_declaration() -> None:
+    assert GenomeLayout(1, 8).size == 520
+    layout = GenomeLayout(1, 8, CLOCKED)
+    assert [layout.cells[c].inputs for c in CELLS] == [6, 7, 13]
+    assert layout.size == 520 + 8 + 3  # the new input's rows of w_state and w_output
+    two = with_input(STANDARD, "connection_network", Input("c2", "S", "post.signal"), name="wide")
+    assert GenomeLayout(3, 2, two).cells["connection_network"].inputs == 12 + 3 + 3
+
+
+def test_the_record_round_trips_and_an_old_model_is_the_standard_rule() -> None:
+    assert RuleDeclaration.from_dict(CLOCKED.to_dict()) == CLOCKED
+    assert io.load_model(SEED_MODEL).layout.rule is STANDARD  # the original project's file: no record
+
+
+def learned(g: torch.Tensor, layout: GenomeLayout, config, keys: torch.Tensor) -> torch.Tensor:
+    """The actor's weights and biases after a lifetime on the spec."""
+    life = lifetime.Lifetime(g, layout, config, keys, backend="spec")
+    life.run(config.ga.lifetime_steps, torch.zeros(g.shape[0], dtype=torch.float64))
+    return torch.cat([t.reshape(g.shape[0], -1) for t in (*life.actor.weights, *life.actor.biases)], dim=1)
+
+
+def test_a_custom_rule_runs_on_the_spec_and_reads_its_input() -> None:
+    config = small_config(steps=12).replace(rule=dataclasses.replace(small_config().rule, declaration=CLOCKED.name))
+    layout = GenomeLayout(1, 8, CLOCKED)
+    g, keys = genomes(layout, 3), rng.individual_keys(0, 0, 0, torch.arange(3))
+    # Without the new input's rows (the last of the node cell's w_state and w_output) it is the standard rule.
+    rows = layout.cells["node_network"].inputs + 8  # H state rows, then the inputs
+    keep = torch.ones(layout.size, dtype=torch.bool)
+    for part, width in (("w_state", 8), ("w_output", 3)):
+        start = layout.slices["node_network", part][0].start
+        keep[start + (rows - 1) * width:start + rows * width] = False
+    standard = learned(g[:, keep], GenomeLayout(1, 8), small_config(steps=12), keys)
+    assert torch.allclose(learned(g.masked_fill(~keep, 0.0), layout, config, keys), standard, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(learned(g, layout, config, keys), standard, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("native_setting", [None, True])
+def test_the_native_kernel_declines_another_rule_by_name(native_setting: bool | None) -> None:
+    config = small_config(native=native_setting)
+    config = config.replace(rule=dataclasses.replace(config.rule, declaration=CLOCKED.name))
+    why = backends.NATIVE.declines(config)
+    assert why is not None and "not the rule 'test_clocked'" in why and "node_network adds the inputs " \
+        "lifetime_fraction (1)" in why and CLOCKED.fingerprint in why
+    backends._warned.discard(why)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chosen = lifetime.select_backend(config, torch.device("cpu"))  # no self-check failure, no error
+    assert chosen is backends.SPEC
+    lines = [str(w.message) for w in caught]
+    assert lines == [f"native lifetime kernel not used ({why}); using the torch step"]
+    assert backends.NATIVE.declines(small_config()) is None
+
+
+def test_the_kernel_states_the_standard_rule_and_its_environments() -> None:
+    signature, envs = native.implements()
+    assert signature == STANDARD.signature()
+    assert envs == ("Pendulum", "DoublePendulum")
+    config = small_config()
+    assert "does not implement the environment Other (it implements Pendulum, DoublePendulum)" in native.declines(STANDARD, "Other")
+    assert backends.NATIVE.declines(config) is None
+
+
+@needs_native
+def test_the_structure_check_catches_two_swapped_fields_of_one_type() -> None:
+    lib = native.library(1, 8)
+    native.check_structures(lib)  # the shipped mirrors agree
+    fields = list(native.Options._fields_)
+    fields[0], fields[1] = fields[1], fields[0]  # max_torque and max_speed: both float, so sizeof is the same
+    swapped = type("Options", (ctypes.Structure,), {"_fields_": fields})
+    assert ctypes.sizeof(swapped) == ctypes.sizeof(native.Options)
+    with pytest.raises(native.NativeUnavailable, match=r"field Options\.max_speed \(offset 4, size 4\) does not match "
+                                                       r"metarl/native.py's mirror \(offset 0, size 4\)"):
+        native.check_structures(lib, {**native.MIRRORS, "Options": swapped})
+    missing = type("CellMap", (ctypes.Structure,), {"_fields_": native.CellMap._fields_[:-1]})
+    with pytest.raises(native.NativeUnavailable, match=r"CellMap\.b_output .* \(no such field\)"):
+        native.check_structures(lib, {**native.MIRRORS, "CellMap": missing})
+
+
+def save(path: Path, rule: RuleDeclaration = CLOCKED) -> Path:
+    config = small_config()
+    config = config.replace(rule=dataclasses.replace(config.rule, declaration=rule.name))
+    layout = GenomeLayout(1, 8, rule)
+    io.save_model(path, genomes(layout, 1)[0], layout, config, fitness=1.0, generation=0, seed=0)
+    return path
+
+
+def test_a_saved_model_carries_its_rule_into_a_fresh_process(tmp_path: Path) -> None:
+    path = save(tmp_path / "model.yaml")
+    data = yaml.safe_load(path.read_text())
+    assert data["format"] == io.MODEL_FORMAT and data["rule"]["name"] == "test_clocked"
+    code = ("import torch; from metarl import io, lifetime, rng; m = io.load_model(" + repr(str(path)) + "); "
+            "k = rng.individual_keys(0, 0, 0, torch.arange(2)); "
+            "f = lifetime.run_lifetimes(m.genome[None].expand(2, -1), m.layout, m.config, k, steps=5, "
+            "backend='spec')[0]; print(m.layout.rule.name, m.layout.size, f.tolist())")
+    done = run_script("-c", code)
+    assert done.returncode == 0, done.stderr
+    model = io.load_model(path)
+    keys = rng.individual_keys(0, 0, 0, torch.arange(2))
+    want = lifetime.run_lifetimes(model.genome[None].expand(2, -1), model.layout, model.config, keys, steps=5,
+                                  backend="spec")[0]
+    assert done.stdout.split(" ", 2) == ["test_clocked", "531", f"{want.tolist()}\n"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r["cells"]["node_network"]["inputs"][-1].update(source="os.system"),
+     "unknown source 'os.system'; known: "),
+    (lambda r: r["cells"]["node_network"]["inputs"][-1].update(source="weight"),
+     "the source weight feeds only connection_network"),
+    (lambda r: r["cells"]["node_network"]["inputs"][-1].update(width=10**9), "width must be"),
+    (lambda r: r["cells"]["node_network"]["inputs"][-1].update(width=2), "rule.fingerprint: "),
+    (lambda r: r["cells"]["node_network"]["outputs"].pop(), "rule.fingerprint: "),
+    (lambda r: r["cells"]["node_network"].update(inputs=[r["cells"]["node_network"]["inputs"][0]] * 100),
+     "at most 64 entries"),
+    (lambda r: r["cells"].pop("reward_network"), "rule.cells.reward_network: expected a mapping"),
+    (lambda r: r.update(format=7), "rule.format: this version reads format 1"),
+    (lambda r: r.update(name="standard", fingerprint=None), "is not the rule registered under that name"),
+    (lambda r: r.update(extra=1), "rule: unknown keys ['extra']"),
+])
+def test_a_hostile_rule_record_is_refused_in_one_line(tmp_path: Path, edit, message: str) -> None:
+    path = save(tmp_path / "model.yaml")
+    data = yaml.safe_load(path.read_text())
+    edit(data["rule"])
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ModelFileError, match="invalid rule declaration|not the rule registered") as err:
+        io.load_model(path)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert RULES["standard"] is STANDARD
+
+
+def test_a_record_whose_cells_do_not_fit_the_genome_is_refused(tmp_path: Path) -> None:
+    path = save(tmp_path / "model.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["rule"] = STANDARD.to_dict()  # the genome has the new input's rows
+    data["config"]["rule"]["declaration"] = "standard"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ModelFileError, match=r"corrupt rule cells: node_network.w_state: expected shape \(14, 8\) "
+                                             r".*got shape \(1, 15, 8\)"):
+        io.load_model(path)

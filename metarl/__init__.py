@@ -16,12 +16,13 @@ Python API:
     metarl.config.load(path, overrides)        -> Config (typed, validated)
     metarl.envs.make(name, batch, ...)         -> batched environment
     metarl.lifetime.evaluate(genomes, layout, config, seed=, generation=)  -> fitness (P,)
-    metarl.training.new_run(config), Trainer   -> the GA loop with checkpoints
+    metarl.training.new_run(config), Trainer   -> the search loop (ask, evaluate, tell, hooks), checkpointed
     metarl.io.load_model(path)                 -> SavedModel (genome, layout, config)
     metarl.evaluation.evaluate_rule(...)       -> the rule against its baselines
 
 Modules: envs (one environment per file), rng, config, genome, actor, rule, reference,
-fused + compiled (torch.compile step), native (C++ kernel), lifetime, ga, training,
+fused + compiled (torch.compile step), native (C++ kernel), lifetime, problem (what is optimised),
+ga + searchers (what proposes genomes: the GA, CMA-ES via pycma), training,
 io, logs, render, plots, evaluation, distributed, gym (Gymnasium envs), gym_rule (a rule on
 Gymnasium's Pendulum-v1), scripts (the three commands).
 See README.md and docs/SPEC.md.
@@ -44,7 +45,8 @@ if "torch" not in _sys.modules:
 
 SUBMODULES = ("actor", "backends", "cli", "compiled", "config", "controllers", "distributed", "envs", "errors",
               "evaluation", "fused", "ga", "genome", "gym", "gym_rule", "io", "lifetime", "logs", "native", "plots",
-              "reference", "render", "resources", "rng", "rule", "scripts", "shipped", "step", "training")
+              "problem", "reference", "render", "resources", "rng", "rule", "scripts", "searchers", "shipped", "step",
+              "training")
 
 
 def __getattr__(name: str):

@@ -204,7 +204,6 @@ class CMASearcher:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint written by `state_dict`."""
-        _cma_modules()
         blob = state.get("cma")
         if not isinstance(blob, torch.Tensor) or blob.dtype != torch.uint8 or blob.dim() != 1:
             raise ModelFileError("corrupt checkpoint (a search.name: cma run's checkpoint needs its 'cma' "
@@ -213,6 +212,10 @@ class CMASearcher:
             es, pending = _AllowedUnpickler(io.BytesIO(blob.numpy().tobytes())).load()
         except Exception as e:  # noqa: BLE001 - any failure to unpickle means a damaged state
             raise ModelFileError(f"corrupt checkpoint (its cma state does not load: {e.__class__.__name__})") from None
+        cma, _ = _cma_modules()
+        if not isinstance(es, cma.CMAEvolutionStrategy) or not isinstance(es.opts.get("randn"), TorchNormal):
+            raise ModelFileError("corrupt checkpoint (its cma state is not a CMAEvolutionStrategy drawing from "
+                                 "the run's generator)")
         if not isinstance(pending, np.ndarray) or pending.shape != (es.popsize, self.size):
             raise ModelFileError("corrupt checkpoint (its cma state does not match the config's population and "
                                  "genome size)")

@@ -235,3 +235,14 @@ def test_run_config_with_cma_resumes_to_the_uninterrupted_log(tmp_path, capsys):
     assert fitness_columns(tmp_path / "b") == fitness_columns(tmp_path / "a")
     assert io.load_model(tmp_path / "b" / "best_model.yaml").fitness == \
         io.load_model(tmp_path / "a" / "best_model.yaml").fitness
+
+
+def test_rescore_refuses_a_cma_run(tmp_path, capsys):
+    from metarl.cli import run_main
+    from metarl.scripts import show_results
+
+    config = cma_config()
+    training.Trainer(training.new_run(config), tmp_path, evaluator=toy).run(1)
+    code = run_main(show_results.main, [str(tmp_path), "--rescore", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --rescore rescores the GA's elites")

@@ -116,8 +116,8 @@ def _cma_modules() -> tuple[Any, Any]:
     """pycma and a threadpoolctl ``ThreadpoolController``, or a one-line `ConfigError` saying what to install."""
     global _controller
     try:
-        import cma
-        from threadpoolctl import ThreadpoolController
+        import cma  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as e:
         package = "pycma package: pip install cma" if e.name == "cma" else \
             "threadpoolctl package: pip install threadpoolctl"

@@ -17,14 +17,15 @@ Python API:
     metarl.envs.make(name, batch, ...)         -> batched environment
     metarl.envs.register(name, cls)            -> a new task (docs/extending_env.md)
     metarl.lifetime.evaluate(genomes, layout, config, seed=, generation=)  -> fitness (P,)
-    metarl.training.new_run(config), Trainer   -> the GA loop with checkpoints
+    metarl.training.new_run(config), Trainer   -> the search loop (ask, evaluate, tell, hooks), checkpointed
     metarl.io.load_model(path)                 -> SavedModel (genome, layout, config)
     metarl.evaluation.evaluate_rule(...)       -> the rule against its baselines
 
 Modules: envs (one environment per file), rng, config, rule (the rule's declaration), genome, actor,
-reference (the spec) + compiled (torch.compile of it), native (C++ kernel), lifetime, ga, training,
-io, logs, render, plots, evaluation, robustness (off-training conditions), distributed, gym (Gymnasium
-envs), gym_rule (a rule on Gymnasium's Pendulum-v1), scripts (the three commands).
+reference (the spec) + compiled (torch.compile of it), native (C++ kernel), lifetime, problem (what is
+optimised), ga + searchers (what proposes genomes: the GA, CMA-ES via pycma), training, io, logs, render,
+plots, evaluation, robustness (off-training conditions), distributed, gym (Gymnasium envs), gym_rule (a
+rule on Gymnasium's Pendulum-v1), scripts (the three commands).
 See README.md and docs/SPEC.md.
 
 ``import metarl`` is light: the modules load on first use (``metarl.envs``, ``metarl.lifetime``, ...).
@@ -45,7 +46,8 @@ if "torch" not in _sys.modules:
 
 SUBMODULES = ("actor", "backends", "cli", "compiled", "config", "controllers", "distributed", "envs", "errors",
               "evaluation", "ga", "genome", "gym", "gym_rule", "io", "lifetime", "logs", "native", "plots",
-              "reference", "render", "resources", "rng", "robustness", "rule", "scripts", "shipped", "step",
+              "problem", "reference", "render", "resources", "rng", "robustness", "rule", "scripts", "searchers",
+              "shipped", "step",
               "training")
 
 

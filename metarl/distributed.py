@@ -37,7 +37,8 @@ from .cli import Stopped, use_threads
 from .config import Config, resolve_device, to_yaml
 from .errors import UserError
 from .lifetime import ProgressFn, evaluate
-from .training import Evaluator, layout_of, local_evaluator
+from .problem import LifetimeProblem, Problem
+from .training import layout_of
 
 TIMEOUT_ENV = "METARL_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
@@ -104,30 +105,12 @@ class Context:
         """Where tensors must live for collectives (NCCL: this GPU, gloo: CPU)."""
         return self.device if self.backend == "nccl" else torch.device("cpu")
 
-    def evaluator(self, config: Config) -> Evaluator:
-        """Fitness of the whole population: this process's shard, gathered from all processes."""
+    def evaluator(self, config: Config) -> Problem:
+        """This process's `Problem`: the whole population here, or under a process group this process's
+        shard, gathered from all processes (`ShardedProblem`)."""
         if self.backend is None:
-            return local_evaluator(config, self.device)
-        layout = layout_of(config)
-
-        def run(population: torch.Tensor, generation: int, progress: ProgressFn | None) -> torch.Tensor:
-            pop = population.shape[0]
-            start, stop = shard_range(pop, self.rank, self.world_size)
-            width = -(-pop // self.world_size)  # every rank sends the largest shard's length
-            mine = torch.full((width + 2,), float("nan"), dtype=torch.float64)
-            if stop > start:
-                mine[: stop - start] = evaluate(population[start:stop].to(self.device), layout, config,
-                                                seed=config.seed, generation=generation,
-                                                indices=torch.arange(start, stop), progress=progress).cpu()
-            mine[width] = population_checksum(population)
-            mine[width + 1] = generation
-            parts = self._all_gather(mine, f"generation {generation}")
-            self._check_same(parts, width, generation)
-            return torch.cat([p[: b - a] for p, (a, b) in
-                              zip(parts, (shard_range(pop, r, self.world_size) for r in range(self.world_size)),
-                                  strict=True)])
-
-        return run
+            return LifetimeProblem(config, self.device)
+        return ShardedProblem(self, config)
 
     def _all_gather(self, tensor: torch.Tensor, what: str) -> list[torch.Tensor]:
         """All-gather a float64 CPU vector of equal length on every rank; returns CPU tensors."""
@@ -182,6 +165,36 @@ class Context:
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
         self.backend = None
+
+
+class ShardedProblem:
+    """The population's fitness under a process group: each process evaluates its contiguous shard
+    (`shard_range`) and all-gathers, with a checksum of the population and the generation number."""
+
+    def __init__(self, ctx: Context, config: Config) -> None:
+        self.ctx = ctx
+        self.config = config
+        self.layout = layout_of(config)
+
+    def evaluate(self, genomes: torch.Tensor, *, seed: int, generation: int,
+                 progress: ProgressFn | None = None) -> torch.Tensor:
+        """Fitness ``(P,)`` of the whole population, the same on every process."""
+        ctx = self.ctx
+        pop = genomes.shape[0]
+        start, stop = shard_range(pop, ctx.rank, ctx.world_size)
+        width = -(-pop // ctx.world_size)  # every rank sends the largest shard's length
+        mine = torch.full((width + 2,), float("nan"), dtype=torch.float64)
+        if stop > start:
+            mine[: stop - start] = evaluate(genomes[start:stop].to(ctx.device), self.layout, self.config,
+                                            seed=seed, generation=generation, indices=torch.arange(start, stop),
+                                            progress=progress).cpu()
+        mine[width] = population_checksum(genomes)
+        mine[width + 1] = generation
+        parts = ctx._all_gather(mine, f"generation {generation}")
+        ctx._check_same(parts, width, generation)
+        return torch.cat([p[: b - a] for p, (a, b) in
+                          zip(parts, (shard_range(pop, r, ctx.world_size) for r in range(ctx.world_size)),
+                              strict=True)])
 
 
 def setup(config: Config) -> Context:

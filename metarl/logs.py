@@ -12,14 +12,17 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import torch
 from tqdm import tqdm
 
 from .errors import UserError
 from .lifetime import ProgressFn
-from .training import INNER_PROGRESS_MIN
+from .training import INNER_PROGRESS_MIN, Hook
+
+if TYPE_CHECKING:
+    from .training import GenerationResult, Trainer
 
 
 def format_row(row: dict[str, float]) -> str:
@@ -43,8 +46,8 @@ def bars_wanted() -> bool:
     return all(s is not None and hasattr(s, "isatty") and s.isatty() for s in (sys.stdout, sys.stderr))
 
 
-class Progress:
-    """Per-generation output of a run: bars and lines on a terminal, plain lines otherwise.
+class Progress(Hook):
+    """Per-generation output of a run: bars and lines on a terminal, plain lines otherwise (a `Hook`).
 
     ``steps_per_generation``: individual-steps this process runs per generation (inner bar).
     """
@@ -59,6 +62,14 @@ class Progress:
         self._bar = tqdm(total=total, initial=initial, desc="generations", unit="gen",
                          dynamic_ncols=True) if self.bars else None
         self._inner: tqdm | None = None
+
+    def generation_begins(self, trainer: Trainer, generation: int) -> ProgressFn | None:
+        """Hook: the inner bar's callback."""
+        return self.generation_started(generation)
+
+    def generation_ends(self, trainer: Trainer, result: GenerationResult) -> None:
+        """Hook: the generation's line."""
+        self.generation_done(result.row)
 
     def generation_started(self, generation: int) -> ProgressFn | None:
         """Called before a generation; returns the inner progress callback (individual-steps), if any."""
@@ -100,13 +111,23 @@ class Progress:
             self._bar = None
 
 
-class TensorBoardLog:
-    """Scalars per generation and histograms of the population's genes, via `torch.utils.tensorboard`."""
+class TensorBoardLog(Hook):
+    """Scalars per generation and histograms of the population's genes, via `torch.utils.tensorboard`
+    (a `Hook`)."""
 
     def __init__(self, log_dir: str | os.PathLike[str], *, histogram_every: int) -> None:
         writer_class = tensorboard_writer()
         self.writer = writer_class(log_dir=str(log_dir))
         self.histogram_every = histogram_every
+
+    def generation_begins(self, trainer: Trainer, generation: int) -> ProgressFn | None:
+        """Hook: the histogram of the genomes about to be evaluated."""
+        self.population(trainer.state.population, generation)
+        return None
+
+    def generation_ends(self, trainer: Trainer, result: GenerationResult) -> None:
+        """Hook: the scalars."""
+        self.generation(result.row)
 
     def population(self, population: torch.Tensor, generation: int) -> None:
         """Histogram of every gene value of the population ``(P, G)`` about to be evaluated."""

@@ -1,10 +1,16 @@
-"""The GA run: evaluate, log, save, select, checkpoint; resumable at generation granularity.
+"""The run: a `Searcher` asks, a `Problem` scores, hooks record; resumable at generation granularity.
 
 A run folder holds ``config.yaml`` (resolved, seed recorded), ``log.csv``,
 ``best_model.yaml`` (best individual of the latest generation), ``best_ever.yaml``
 (when different) and ``checkpoint.pt``. The checkpoint, written atomically after every
-generation, is the source of truth: it holds the next population, the GA generator
-state and the log rows, so a resumed run continues exactly where it stopped.
+generation, is the source of truth: it holds the searcher's state (the next population and
+its generator state), the log rows and the best individual so far, so a resumed run continues
+exactly where it stopped.
+
+Each generation the `Trainer` asks the searcher (`metarl.searchers`) for genomes, has the
+problem (`metarl.problem`) score them, tells the searcher the fitness and calls its hooks
+(`Hook`): the run folder's checkpoint and models, the CSV log, and, from the script, the
+progress lines (`metarl.logs.Progress`) and TensorBoard (`metarl.logs.TensorBoardLog`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,23 +32,22 @@ from typing import Any
 
 import torch
 
-from . import ga, io
+from . import ga, io, searchers
 from .cli import deferred_signals
 from .config import Config, from_dict, read_yaml, resolve_device, to_yaml
 from .errors import ConfigError, ModelFileError, NonFiniteError
 from .genome import GenomeLayout
-from .lifetime import ProgressFn, evaluate
+from .lifetime import ProgressFn
+from .problem import FitnessFn, LifetimeProblem, Problem, as_problem
 from .rule import rule_named
 from .runlock import LOCK_FILE, RunLock
+from .searchers import Searcher
 
 CHECKPOINT = "checkpoint.pt"
 # The files a run writes; a folder holding one of them (or a folder where one belongs) is a run folder.
 RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT)
 # Show a progress bar inside a generation when it has at least this many individual-steps.
 INNER_PROGRESS_MIN = 2_000_000
-
-# (population (P, G), generation, progress) -> fitness (P,) float64 on the CPU
-Evaluator = Callable[[torch.Tensor, int, ProgressFn | None], torch.Tensor]
 
 
 @dataclass
@@ -51,10 +56,14 @@ class RunState:
 
     config: Config
     generation: int  # the next generation to evaluate
-    population: torch.Tensor  # (P, G), float32, CPU
-    ga_generator: torch.Generator
+    searcher: Searcher  # holds the population of that generation
     rows: list[dict[str, float]] = field(default_factory=list)
     best_ever: dict[str, Any] | None = None  # {"genome", "fitness", "generation"}
+
+    @property
+    def population(self) -> torch.Tensor:
+        """The genomes ``(P, G)`` (float32, CPU) of the next generation to evaluate."""
+        return self.searcher.ask()
 
     @property
     def seed(self) -> int:
@@ -64,8 +73,7 @@ class RunState:
 
     def checkpoint(self) -> dict[str, Any]:
         """Serialisable form."""
-        return {"generation": self.generation, "population": self.population,
-                "ga_generator": self.ga_generator.get_state(), "rows": self.rows,
+        return {"generation": self.generation, **self.searcher.state_dict(), "rows": self.rows,
                 "best_ever": self.best_ever, "seed": self.seed, "config": self.config.to_dict()}
 
 
@@ -85,26 +93,23 @@ def with_seed(config: Config) -> Config:
 
 
 def new_run(config: Config) -> RunState:
-    """Generation 0 of a new run: population drawn from ``Normal(0, init_std^2)`` with the seed, or
-    with ``ga.init_model`` that model's rule and mutated copies of it (`warm_start`)."""
+    """Generation 0 of a new run: the searcher of ``config.search`` seeded with the run's seed, starting
+    from ``Normal(0, init_std^2)`` or from the rule of ``ga.init_model`` (`warm_start`)."""
     config = with_seed(config)
     layout = layout_of(config)
-    gen = torch.Generator().manual_seed(config.seed)
-    if config.ga.init_model is not None:
-        population = warm_start(config, layout, gen)
-    else:
-        population = layout.random(config.ga.population_size, config.rule.init_std, gen)
-    return RunState(config, 0, population, gen)
+    init = warm_start(config, layout) if config.ga.init_model is not None else None
+    return RunState(config, 0, searchers.create(config, layout, init))
 
 
-def warm_start(config: Config, layout: GenomeLayout, generator: torch.Generator) -> torch.Tensor:
-    """Generation 0 ``(P, G)`` from the saved model ``ga.init_model``: its rule unchanged first, then
-    ``P - 1`` copies mutated as children are (``ga.mutation_probability``, ``ga.mutation_strength``).
+def warm_start(config: Config, layout: GenomeLayout) -> torch.Tensor:
+    """The genome ``(G,)`` of the saved model ``ga.init_model`` a run starts from: the GA's generation 0 is
+    it followed by ``P - 1`` mutated copies, CMA-ES's first mean is it.
     A missing or unreadable model, or one with another rule size, is a `ConfigError` naming the key.
     A relative path that is not there is looked up among the shipped files, and a name names a shipped model
     (`metarl.shipped.model`), so the shipped curricula run from any folder."""
     from .shipped import model as shipped_model
 
+    assert config.ga.init_model is not None
     path = shipped_model(config.ga.init_model)
     try:
         model = io.load_model(path)
@@ -116,11 +121,7 @@ def warm_start(config: Config, layout: GenomeLayout, generator: torch.Generator)
     if (model.layout.signal_dim, model.layout.state_dim) != (layout.signal_dim, layout.state_dim):
         raise ConfigError(f"ga.init_model: {path}: its rule has signal_dim {model.layout.signal_dim}, state_dim "
                           f"{model.layout.state_dim}; this config's has {layout.signal_dim}, {layout.state_dim}")
-    genome = model.genome.to(torch.float32).reshape(1, -1)
-    copies = genome.expand(config.ga.population_size - 1, -1)
-    children = ga.mutate(copies, probability=config.ga.mutation_probability, strength=config.ga.mutation_strength,
-                         generator=generator)
-    return torch.cat((genome, children))
+    return model.genome.to(torch.float32).reshape(-1)
 
 
 def layout_of(config: Config) -> GenomeLayout:
@@ -166,9 +167,12 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
     if best_ever is not None and tuple(best_ever["genome"].shape) != (layout.size,):
         raise ModelFileError(f"{run_dir / CHECKPOINT}: corrupt checkpoint (best_ever genome has shape "
                              f"{tuple(best_ever['genome'].shape)}, config needs ({layout.size},))")
-    gen = torch.Generator()
-    gen.set_state(state["ga_generator"])
-    return RunState(config, int(state["generation"]), population, gen, list(state["rows"]), best_ever)
+    searcher = searchers.create(config, layout)
+    try:
+        searcher.load_state_dict(state)
+    except ModelFileError as e:
+        raise ModelFileError(f"{run_dir / CHECKPOINT}: {e}; restore it, or start a new run") from None
+    return RunState(config, int(state["generation"]), searcher, list(state["rows"]), best_ever)
 
 
 # Keys of config.yaml that a resumed run may change: they do not change any number of the log
@@ -320,62 +324,138 @@ def write_error(path: Path, e: OSError, run_dir: Path, saved: int) -> RunFolderE
                           f"{run_dir}")
 
 
-def local_evaluator(config: Config, device: torch.device) -> Evaluator:
-    """Evaluate the whole population in this process on ``device``."""
-    layout = layout_of(config)
+@dataclass
+class GenerationResult:
+    """One evaluated generation, as the hooks see it."""
 
-    def run(population: torch.Tensor, generation: int, progress: ProgressFn | None) -> torch.Tensor:
-        fitness = evaluate(population.to(device), layout, config, seed=config.seed, generation=generation,
-                           progress=progress)
-        return fitness.cpu()
+    generation: int
+    genomes: torch.Tensor  # (P, G): what the searcher asked, as evaluated
+    fitness: torch.Tensor  # (P,) float64
+    best_index: int  # the best finite individual
+    row: dict[str, float]  # the log row (`metarl.io.LOG_FIELDS`)
 
-    return run
+    @property
+    def best_genome(self) -> torch.Tensor:
+        """The generation's best genome ``(G,)``."""
+        return self.genomes[self.best_index]
+
+    @property
+    def best(self) -> float:
+        """Its fitness."""
+        return float(self.fitness[self.best_index])
 
 
-GenerationCallback = Callable[[dict[str, float]], None]
+class Hook:
+    """Something the `Trainer` calls around each generation; override what you need."""
+
+    def generation_begins(self, trainer: Trainer, generation: int) -> ProgressFn | None:
+        """Before ``generation`` is evaluated; may return the function that reports progress inside it
+        (the first hook that does is used)."""
+        return None
+
+    def generation_ends(self, trainer: Trainer, result: GenerationResult) -> None:
+        """After ``result.generation`` is evaluated and the searcher told (``trainer.state`` is at the next)."""
+
+    def close(self) -> None:
+        """At the end of `Trainer.run`, however it ends."""
+
+
+class CheckpointHook(Hook):
+    """``best_model.yaml``, ``best_ever.yaml`` and, last, ``checkpoint.pt``: a crash in between only repeats
+    the generation."""
+
+    def generation_ends(self, trainer: Trainer, result: GenerationResult) -> None:
+        st, run_dir, g = trainer.state, trainer.run_dir, result.generation
+        with trainer.writing(run_dir / "best_model.yaml"):
+            io.save_model(run_dir / "best_model.yaml", result.best_genome, trainer.layout, st.config,
+                          fitness=result.best, generation=g, seed=st.seed)
+        be = st.best_ever
+        assert be is not None
+        ever_path = run_dir / "best_ever.yaml"
+        with trainer.writing(ever_path):
+            if be["generation"] != g:
+                io.save_model(ever_path, be["genome"], trainer.layout, st.config, fitness=be["fitness"],
+                              generation=be["generation"], seed=st.seed)
+            else:
+                ever_path.unlink(missing_ok=True)
+        with trainer.writing(run_dir / CHECKPOINT):
+            io.save_checkpoint(run_dir / CHECKPOINT, st.checkpoint())
+        trainer.saved = st.generation
+
+
+class CSVLogHook(Hook):
+    """``log.csv``, one row per generation (written after the checkpoint: a process stopped in between left
+    the log a generation behind, which the next `Trainer` repairs)."""
+
+    def generation_ends(self, trainer: Trainer, result: GenerationResult) -> None:
+        with trainer.writing(trainer.run_dir / "log.csv"):
+            io.atomic_write_text(trainer.run_dir / "log.csv", io.log_text(trainer.state.rows))
 
 
 class Trainer:
-    """Runs generations of a `RunState`, writing the run folder when ``writer`` is true."""
+    """Runs generations of a `RunState`: the state's searcher asks, ``problem`` scores, the hooks record.
 
-    def __init__(self, state: RunState, run_dir: str | Path, *, evaluator: Evaluator | None = None,
-                 writer: bool = True, device: torch.device | None = None) -> None:
+    ``problem`` defaults to `LifetimeProblem` on ``device``; ``evaluator``, a plain fitness function
+    ``(genomes, generation, progress) -> fitness``, may stand in for it. With ``writer`` (the default)
+    the run folder is written: `CheckpointHook` and `CSVLogHook` come first, then ``hooks``.
+    """
+
+    def __init__(self, state: RunState, run_dir: str | Path, *, problem: Problem | None = None,
+                 evaluator: FitnessFn | None = None, hooks: Sequence[Hook] = (), writer: bool = True,
+                 device: torch.device | None = None) -> None:
         self.state = state
         self.run_dir = Path(run_dir)
         self.layout = layout_of(state.config)
         self.device = device if device is not None else resolve_device(state.config.device)
-        self.evaluator = evaluator if evaluator is not None else local_evaluator(state.config, self.device)
+        if problem is None:
+            problem = as_problem(evaluator) if evaluator is not None else LifetimeProblem(state.config, self.device)
+        self.problem = problem
         self.writer = writer
+        self.hooks: list[Hook] = [*((CheckpointHook(), CSVLogHook()) if writer else ()), *hooks]
         self.saved = state.generation  # complete generations in the checkpoint on disk
         if writer:
-            with self._writing(self.run_dir):
+            with self.writing(self.run_dir):
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 io.remove_temporary_files(self.run_dir)  # left by a process killed while writing
-            with self._writing(self.run_dir / "config.yaml"):
+            with self.writing(self.run_dir / "config.yaml"):
                 io.atomic_write_text(self.run_dir / "config.yaml", to_yaml(state.config))
             if state.generation == 0 and not (self.run_dir / CHECKPOINT).exists():
-                with self._writing(self.run_dir / CHECKPOINT):
+                with self.writing(self.run_dir / CHECKPOINT):
                     io.save_checkpoint(self.run_dir / CHECKPOINT, state.checkpoint())
             if state.rows:
                 # The checkpoint is written before the log: a process stopped in between left the log a
                 # generation behind.
-                with self._writing(self.run_dir / "log.csv"):
+                with self.writing(self.run_dir / "log.csv"):
                     io.atomic_write_text(self.run_dir / "log.csv", io.log_text(state.rows))
 
     @contextmanager
-    def _writing(self, path: Path) -> Iterator[None]:
+    def writing(self, path: Path) -> Iterator[None]:
         """An OSError while writing ``path`` (disk full, folder removed or in the way) -> one line (`write_error`)."""
         try:
             yield
         except OSError as e:
             raise write_error(path, e, self.run_dir, self.saved) from None
 
+    def run(self, generations: int) -> None:
+        """Run generations until the state reaches ``generations``; the hooks are closed however it ends."""
+        try:
+            while self.state.generation < generations:
+                self.run_generation()
+        finally:
+            for hook in self.hooks:
+                hook.close()
+
     def run_generation(self, progress: ProgressFn | None = None) -> dict[str, float]:
-        """Evaluate, record and select one generation; returns its log row."""
+        """Ask, evaluate, record and tell one generation, then call the hooks; returns its log row.
+        ``progress`` (default: the first a hook offers) is called inside the evaluation."""
         st, cfg = self.state, self.state.config
         g = st.generation
+        for hook in self.hooks:
+            offered = hook.generation_begins(self, g)
+            progress = progress if progress is not None else offered
+        genomes = st.searcher.ask()
         t0 = time.perf_counter()
-        fitness = self.evaluator(st.population, g, progress).to(torch.float64)
+        fitness = self.problem.evaluate(genomes, seed=st.seed, generation=g, progress=progress).to(torch.float64)
         seconds = time.perf_counter() - t0
         finite = fitness[torch.isfinite(fitness)]
         nonfinite = fitness.numel() - finite.numel()
@@ -383,43 +463,25 @@ class Trainer:
             raise NonFiniteError(f"generation {g}: the fitness of all {nonfinite} individuals is NaN or infinite, "
                                  f"so nothing can be ranked; the run stops (check the env, actor and rule values "
                                  f"of {self.run_dir / 'config.yaml'})")
-        order = ga.rank(fitness)  # non-finite last, so the best is finite
-        best_i = int(order[0])
+        best_i = int(ga.rank(fitness)[0])  # non-finite last, so the best is finite
         best = float(fitness[best_i])
         if st.best_ever is None or not math.isfinite(st.best_ever["fitness"]) or best > st.best_ever["fitness"]:
-            st.best_ever = {"genome": st.population[best_i].clone(), "fitness": best, "generation": g}
+            st.best_ever = {"genome": genomes[best_i].clone(), "fitness": best, "generation": g}
         steps = cfg.ga.population_size * cfg.ga.lifetime_steps * cfg.ga.evals_per_individual
         row = {"generation": g, "best": best, "mean": float(finite.mean()), "median": float(finite.median()),
                "worst": float(finite.min()), "best_ever": float(st.best_ever["fitness"]), "seconds": seconds,
                "individual_steps_per_s": steps / max(seconds, 1e-9), "nonfinite": nonfinite}
-        best_genome = st.population[best_i].clone()
-        st.population = ga.next_generation(st.population, fitness, num_survivors=cfg.ga.num_survivors,
-                                           mutation_probability=cfg.ga.mutation_probability,
-                                           mutation_strength=cfg.ga.mutation_strength,
-                                           generator=st.ga_generator)
+        st.searcher.tell(fitness)  # the GA replaces its population tensor; ``genomes`` stays as evaluated
         st.rows.append(row)
         st.generation = g + 1
+        result = GenerationResult(g, genomes, fitness, best_i, row)
         if self.writer:
             with deferred_signals():  # a stop now would leave the log behind the checkpoint
-                self._write(best_genome, best, g)
+                self._call_hooks(result)
+        else:
+            self._call_hooks(result)
         return row
 
-    def _write(self, best_genome: torch.Tensor, best: float, g: int) -> None:
-        st = self.state
-        # Models first, checkpoint last: a crash in between only repeats this generation.
-        with self._writing(self.run_dir / "best_model.yaml"):
-            io.save_model(self.run_dir / "best_model.yaml", best_genome, self.layout, st.config,
-                          fitness=best, generation=g, seed=st.seed)
-        be = st.best_ever
-        ever_path = self.run_dir / "best_ever.yaml"
-        with self._writing(ever_path):
-            if be["generation"] != g:
-                io.save_model(ever_path, be["genome"], self.layout, st.config, fitness=be["fitness"],
-                              generation=be["generation"], seed=st.seed)
-            else:
-                ever_path.unlink(missing_ok=True)
-        with self._writing(self.run_dir / CHECKPOINT):
-            io.save_checkpoint(self.run_dir / CHECKPOINT, st.checkpoint())
-        self.saved = st.generation
-        with self._writing(self.run_dir / "log.csv"):
-            io.atomic_write_text(self.run_dir / "log.csv", io.log_text(st.rows))
+    def _call_hooks(self, result: GenerationResult) -> None:
+        for hook in self.hooks:
+            hook.generation_ends(self, result)

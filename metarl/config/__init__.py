@@ -29,10 +29,11 @@ from .schema import (
     PhysicalValue,
     RuleConfig,
     RuntimeConfig,
+    SearchConfig,
 )
 
 __all__ = ["ANTITHETIC", "LEGACY_KEYS", "MAX_COUNT", "MAX_DT", "MAX_HIDDEN_LAYERS", "MAX_RULE_DIM", "MAX_SEED",
            "MAX_THREADS", "MAX_VALUE", "MAX_WIDTH", "MAX_YAML_BYTES", "MIN_DT", "SECTIONS", "ActorConfig", "Config",
            "EnvConfig", "GAConfig", "LoggingConfig", "PhysicalValue", "RuleConfig", "RuntimeConfig",
-           "apply_overrides", "from_dict", "from_legacy", "is_legacy", "load", "parse_yaml", "read_yaml",
-           "resolve_device", "to_yaml"]
+           "SearchConfig", "apply_overrides", "from_dict", "from_legacy", "is_legacy", "load", "parse_yaml",
+           "read_yaml", "resolve_device", "to_yaml"]

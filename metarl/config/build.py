@@ -22,12 +22,13 @@ from .schema import (
     LoggingConfig,
     RuleConfig,
     RuntimeConfig,
+    SearchConfig,
     _clip,
     _show,
     _suggest,
 )
 
-SECTIONS = {"env": EnvConfig, "actor": ActorConfig, "rule": RuleConfig, "ga": GAConfig,
+SECTIONS = {"env": EnvConfig, "actor": ActorConfig, "rule": RuleConfig, "ga": GAConfig, "search": SearchConfig,
             "runtime": RuntimeConfig, "logging": LoggingConfig}
 
 

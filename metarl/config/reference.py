@@ -85,6 +85,12 @@ MEANINGS: dict[str, tuple[str, str]] = {
                                               "goal: pairs with opposite hidden goals"),
     "ga.init_model": (f"a path (at most {S.MAX_PATH} characters), a shipped model's name, or null",
                       "warm start: generation 0 = this model's rule and mutated copies; null = Normal(0, init_std^2)"),
+    "search.name": (_choices(S.SEARCHERS), "what proposes the genomes: ga = the GA above; cma = CMA-ES from pycma "
+                                           "(pip install cma threadpoolctl), ga.population_size samples per generation "
+                                           "([searchers](searchers.md))"),
+    "search.sigma0": (f"finite, in (0, {S._bound(S.MAX_VALUE)}], or null",
+                      "cma: initial step size (mean 0, or ga.init_model's genome); null = rule.init_std"),
+    "search.diagonal": ("true \\| false", "cma: adapt only the covariance's diagonal (separable CMA-ES)"),
     "runtime.chunk_size": (f"{_COUNT}, or null", "individuals per CPU chunk (null = automatic; CUDA: the whole "
                                                  "population); never changes results"),
     "runtime.compile": ("true \\| false \\| null", "torch.compile the torch step; null = auto (>= 2e6 "

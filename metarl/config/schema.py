@@ -204,6 +204,28 @@ class GAConfig:
             raise ConfigError(f"{key}.antithetic: needs an even evals_per_individual, got {self.evals_per_individual}")
 
 
+SEARCHERS = ("ga", "cma")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Which searcher proposes the genomes (`metarl.searchers`): ``ga``, the genetic algorithm of the
+    ``ga`` section, or ``cma``, CMA-ES from pycma (``pip install cma threadpoolctl``). Both score
+    ``ga.population_size`` genomes per generation for ``ga.generations`` generations, each by
+    ``ga.evals_per_individual`` lifetimes; ``cma`` ignores ``ga.num_survivors`` and ``ga.mutation_*``."""
+
+    name: str = "ga"
+    sigma0: float | None = None  # cma: initial step size; null = rule.init_std (generation 0 as the GA's)
+    diagonal: bool = False  # cma: adapt only the covariance's diagonal (separable CMA-ES; faster in many genes)
+
+    def validate(self, key: str) -> None:
+        _choice(f"{key}.name", self.name, SEARCHERS)
+        if self.sigma0 is not None:
+            _number(f"{key}.sigma0", self.sigma0, 0, MAX_VALUE, open_low=True)
+        if self.name == "ga" and (self.sigma0 is not None or self.diagonal):
+            raise ConfigError(f"{key}: sigma0 and diagonal are options of name: cma, not of name: ga")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
     """Performance switches. ``chunk_size`` and ``threads`` never change a result; ``native`` and
@@ -248,6 +270,7 @@ class Config:
     actor: ActorConfig = field(default_factory=ActorConfig)
     rule: RuleConfig = field(default_factory=RuleConfig)
     ga: GAConfig = field(default_factory=GAConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -261,6 +284,7 @@ class Config:
         self.actor.validate("actor")
         self.rule.validate("rule")
         self.ga.validate("ga")
+        self.search.validate("search")
         self.runtime.validate("runtime")
         flipped = self.ga.flipped
         if flipped and getattr(self.env, flipped) == "random":

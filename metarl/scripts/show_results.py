@@ -337,6 +337,9 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     state = training.load_run(run_dir)
     cfg = state.config
     k = args.rescore
+    if cfg.search.name != "ga":
+        raise UserError(f"--rescore rescores the GA's elites; {run_dir} is a search.name: {cfg.search.name} run, "
+                        f"which keeps none: score {run_dir / 'best_model.yaml'} or best_ever.yaml with --evaluate")
     if not 1 <= k <= cfg.ga.num_survivors:
         raise UserError(f"--rescore must be in [1, ga.num_survivors={cfg.ga.num_survivors}], got {k}")
     if state.generation == 0:

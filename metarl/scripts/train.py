@@ -17,6 +17,7 @@ from metarl import config as cfg_mod
 from metarl import distributed, lifetime, logs, resources, training
 from metarl.cli import ERROR, Stopped, exit_code, run_main, use_threads
 from metarl.errors import NonFiniteError, UserError
+from metarl.problem import as_problem
 from metarl.scripts import ArgumentParser, described
 from metarl.shipped import command
 from metarl.shipped import config as shipped_config
@@ -164,49 +165,34 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, 
     say = print if ctx.is_writer else (lambda *a, **k: None)
     # The Trainer repairs what a kill left behind (a log one generation behind the checkpoint) even when
     # there is nothing left to run.
-    trainer = training.Trainer(state, run_dir, evaluator=ctx.evaluator(cfg), writer=ctx.is_writer,
+    trainer = training.Trainer(state, run_dir, problem=as_problem(ctx.evaluator(cfg)), writer=ctx.is_writer,
                                device=ctx.device)
     if state.generation >= total:
         say(f"{run_dir}: already at generation {state.generation} of {total}; nothing to do "
             f"(raise it with --generations N)")
         return 0
-    tensorboard = None
-    if cfg.logging.tensorboard and ctx.is_writer:
-        tensorboard = logs.TensorBoardLog(run_dir / "tensorboard", histogram_every=cfg.logging.histogram_every)
     if note is not None and ctx.is_writer:
         print(note, file=sys.stderr, flush=True)
     say(f"run folder: {run_dir}  seed: {state.seed}  device: {ctx.device}  "
-        f"population: {cfg.ga.population_size}  processes: {ctx.world_size}  step: {step}", flush=True)
+        f"population: {cfg.ga.population_size}  search: {cfg.search.name}  processes: {ctx.world_size}  "
+        f"step: {step}", flush=True)
     steps_per_gen = cfg.ga.population_size * cfg.ga.lifetime_steps * cfg.ga.evals_per_individual
-    progress = logs.Progress(total=total, initial=state.generation, every=cfg.logging.every, quiet=quiet,
-                             steps_per_generation=steps_per_gen // ctx.world_size, enabled=ctx.is_writer)
+    trainer.hooks.append(logs.Progress(total=total, initial=state.generation, every=cfg.logging.every, quiet=quiet,
+                                       steps_per_generation=steps_per_gen // ctx.world_size, enabled=ctx.is_writer))
+    if cfg.logging.tensorboard and ctx.is_writer:
+        trainer.hooks.append(logs.TensorBoardLog(run_dir / "tensorboard", histogram_every=cfg.logging.histogram_every))
     try:
-        while state.generation < total:
-            if tensorboard is not None:
-                tensorboard.population(state.population, state.generation)
-            row = trainer.run_generation(progress=progress.generation_started(state.generation))
-            progress.generation_done(row)
-            if tensorboard is not None:
-                tensorboard.generation(row)
+        trainer.run(total)  # closes the hooks (the bars first) however it ends
     except KeyboardInterrupt as e:
-        progress.close()
         if ctx.is_writer:
             how = f"stopped by {e}" if isinstance(e, Stopped) else "interrupted"
             print(f"\n{how}; the run folder holds {state.generation} complete generations. Resume with:\n"
                   f"  {command('python3 run_config.py')} --resume {run_dir}", file=sys.stderr)
         return exit_code(e)
     except NonFiniteError:
-        progress.close()
         if not ctx.is_writer:
             return ERROR  # every process sees the same fitness; rank 0 reports it
         raise
-    except BaseException:
-        progress.close()  # the error message must start on its own line, not after the bar
-        raise
-    finally:
-        if tensorboard is not None:
-            tensorboard.close()
-    progress.close()
     say(f"done: {total} generations in {run_dir} (best model: {run_dir / 'best_model.yaml'})")
     return 0
 

@@ -1,0 +1,248 @@
+"""The ask/tell seam: Problem, Searcher (the GA, CMA-ES via pycma), the Trainer's hooks, exact resume."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY, fitness_columns, run_in_process
+
+from metarl import config as C
+from metarl import ga, io, searchers, training
+from metarl.errors import ConfigError
+from metarl.problem import FunctionProblem, LifetimeProblem, as_problem
+
+SMALL = [f"ga.population_size={8}", "ga.num_survivors=2", "ga.lifetime_steps=10"]
+TARGET = 0.25  # the toy problem's optimum: every gene 0.25
+
+
+def toy(genomes: torch.Tensor, generation: int, progress) -> torch.Tensor:
+    """Maximised at every gene = TARGET; NaN for a genome with a NaN gene."""
+    return -((genomes.double() - TARGET) ** 2).sum(dim=1)
+
+
+def tiny(extra: list[str] = ()) -> C.Config:
+    return C.load(ROOT / TINY, [*SMALL, *extra])
+
+
+def logged(rows: list[dict[str, float]]) -> list[tuple[float, ...]]:
+    """The rows without the timings."""
+    return [tuple(r[k] for k in ("generation", "best", "mean", "median", "worst", "best_ever")) for r in rows]
+
+
+# ---------------------------------------------------------------------------- Problem
+
+
+def test_lifetime_problem_is_the_lifetime_evaluation():
+    config = tiny()
+    state = training.new_run(config)
+    problem = LifetimeProblem(config, torch.device("cpu"))
+    from metarl.lifetime import evaluate
+
+    want = evaluate(state.population, training.layout_of(config), config, seed=config.seed, generation=2)
+    got = problem.evaluate(state.population, seed=config.seed, generation=2)
+    assert got.dtype == torch.float64 and torch.equal(got, want)
+    assert not torch.equal(problem.evaluate(state.population, seed=config.seed + 1, generation=2), want)
+
+
+def test_a_plain_function_is_a_problem():
+    problem = as_problem(toy)
+    assert isinstance(problem, FunctionProblem)
+    assert as_problem(problem) is problem
+    assert float(problem.evaluate(torch.full((1, 3), TARGET), seed=0, generation=0)[0]) == 0.0
+
+
+# ---------------------------------------------------------------------------- the GA as a searcher
+
+
+def test_the_ga_searcher_takes_the_ga_step():
+    config = tiny()
+    searcher = searchers.create(config, training.layout_of(config))
+    assert isinstance(searcher, searchers.GASearcher)
+    pop = searcher.ask()
+    assert searcher.ask() is pop  # the same until tell
+    fitness = toy(pop, 0, None)
+    gen = torch.Generator().manual_seed(config.seed)
+    training.layout_of(config).random(8, config.rule.init_std, gen)  # generation 0's draws
+    want = ga.next_generation(pop, fitness, num_survivors=2, mutation_probability=config.ga.mutation_probability,
+                              mutation_strength=config.ga.mutation_strength, generator=gen)
+    searcher.tell(fitness)
+    assert torch.equal(searcher.ask(), want)
+    assert torch.equal(searcher.ask()[0], pop[int(fitness.argmax())])  # the best survives unchanged
+
+
+def test_a_searcher_state_continues_exactly():
+    config = tiny()
+    layout = training.layout_of(config)
+    a = searchers.create(config, layout)
+    for g in range(2):
+        a.tell(toy(a.ask(), g, None))
+    b = searchers.create(config.replace(seed=99), layout)  # another start, then a's state
+    b.load_state_dict(a.state_dict())
+    for g in range(2, 4):
+        a.tell(toy(a.ask(), g, None))
+        b.tell(toy(b.ask(), g, None))
+    assert torch.equal(a.ask(), b.ask())
+
+
+# ---------------------------------------------------------------------------- the Trainer's hooks
+
+
+class Recorder(training.Hook):
+    def __init__(self, events: list, offer=None):
+        self.events, self.offer = events, offer
+
+    def generation_begins(self, trainer, generation):
+        self.events.append(("begins", generation))
+        return self.offer
+
+    def generation_ends(self, trainer, result):
+        assert trainer.state.generation == result.generation + 1
+        assert result.best == float(result.fitness.max()) == result.row["best"]
+        assert torch.equal(result.best_genome, result.genomes[int(result.fitness.argmax())])
+        self.events.append(("ends", result.generation))
+
+    def close(self):
+        self.events.append(("close",))
+
+
+def test_the_trainer_calls_its_hooks_around_each_generation(tmp_path):
+    events: list = []
+    calls: list = []
+
+    def evaluate(genomes, generation, progress):
+        calls.append(progress)
+        return toy(genomes, generation, progress)
+
+    offered = lambda n: None  # noqa: E731
+    trainer = training.Trainer(training.new_run(tiny()), tmp_path, evaluator=evaluate,
+                               hooks=[Recorder(events), Recorder(events, offered)])
+    assert [type(h) for h in trainer.hooks[:2]] == [training.CheckpointHook, training.CSVLogHook]
+    trainer.run(2)
+    assert events == [("begins", 0), ("begins", 0), ("ends", 0), ("ends", 0), ("begins", 1), ("begins", 1),
+                      ("ends", 1), ("ends", 1), ("close",), ("close",)]
+    assert calls == [offered, offered]  # the first progress function a hook offers
+    assert len(io.read_log(tmp_path / "log.csv")) == 2 and (tmp_path / "best_model.yaml").is_file()
+
+
+def test_without_writer_the_trainer_writes_nothing(tmp_path):
+    trainer = training.Trainer(training.new_run(tiny()), tmp_path / "r", evaluator=toy, writer=False)
+    trainer.run(2)
+    assert trainer.state.generation == 2 and not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("search.name=evo", "search.name: unknown value 'evo'"),
+    ("search.sigma0=0", r"search.sigma0: must be finite and in \(0, "),
+    ("search.sigma0=0.5", "search: sigma0 and diagonal are options of name: cma"),
+    ("search.popsize=5", "search.popsize: unknown key"),
+])
+def test_bad_search_sections_are_one_line(override, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny([override])
+
+
+def test_without_pycma_cma_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cma", None)  # import cma raises ImportError
+    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", "search.name=cma"], capsys)
+    assert code == 2 and err.strip().splitlines() == [
+        "error: search.name: cma needs the pycma package: pip install cma (or pip install 'metarl[cma]')"]
+    assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------------- CMA-ES (pycma)
+
+
+def cma_config(extra: list[str] = ()) -> C.Config:
+    """Full covariance on 56 genes (rule.state_dim 0): pycma's ask and tell in milliseconds."""
+    pytest.importorskip("cma")
+    return tiny(["search.name=cma", "search.sigma0=0.5", "rule.state_dim=0", *extra])
+
+
+def test_cma_es_climbs_the_toy_problem(tmp_path):
+    config = cma_config(["ga.population_size=12"])
+    trainer = training.Trainer(training.new_run(config), tmp_path, evaluator=toy, writer=False)
+    assert isinstance(trainer.state.searcher, searchers.CMASearcher)
+    trainer.run(40)
+    rows = trainer.state.rows
+    assert rows[-1]["mean"] > 0.3 * rows[0]["mean"]  # the whole population moved towards the optimum
+    assert rows[-1]["best_ever"] > rows[0]["best"]
+
+
+def test_cma_es_draws_from_the_run_seed_only():
+    config = cma_config(["rule.state_dim=8", "search.diagonal=true"])  # 520 genes
+    layout = training.layout_of(config)
+    np.random.seed(1)
+    a = searchers.create(config, layout)
+    np.random.seed(2)  # numpy's global generator plays no part
+    b = searchers.create(config, layout)
+    assert torch.equal(a.ask(), b.ask())
+    assert not torch.equal(searchers.create(config.replace(seed=5), layout).ask(), a.ask())
+
+
+def test_cma_es_nonfinite_fitness_counts_as_the_worst():
+    config = cma_config()
+    s = searchers.create(config, training.layout_of(config))
+    fitness = toy(s.ask(), 0, None)
+    fitness[0] = math.nan
+    fitness[1] = math.inf
+    s.tell(fitness)
+    assert bool(torch.isfinite(s.ask()).all())
+
+
+def test_a_cma_run_resumes_exactly(tmp_path):
+    config = cma_config()
+    straight = training.Trainer(training.new_run(config), tmp_path / "a", evaluator=toy)
+    straight.run(6)
+    first = training.Trainer(training.new_run(config), tmp_path / "b", evaluator=toy)
+    first.run(3)
+    resumed = training.Trainer(training.load_run(tmp_path / "b"), tmp_path / "b", evaluator=toy)
+    assert isinstance(resumed.state.searcher, searchers.CMASearcher) and resumed.state.generation == 3
+    resumed.run(6)
+    assert logged(resumed.state.rows) == logged(straight.state.rows)
+    assert torch.equal(resumed.state.population, straight.state.population)
+
+
+def test_a_damaged_cma_state_is_one_line(tmp_path):
+    config = cma_config()
+    training.Trainer(training.new_run(config), tmp_path, evaluator=toy).run(1)
+    state = torch.load(tmp_path / training.CHECKPOINT, weights_only=True)
+    state["cma"] = state["cma"][:100]
+    io.save_checkpoint(tmp_path / training.CHECKPOINT, {k: v for k, v in state.items()
+                                                        if k not in ("format", "sha256")})
+    with pytest.raises(io.ModelFileError, match=r"checkpoint.pt: corrupt checkpoint \(its cma state does not load"):
+        training.load_run(tmp_path)
+    state.pop("cma")
+    io.save_checkpoint(tmp_path / training.CHECKPOINT, {k: v for k, v in state.items()
+                                                        if k not in ("format", "sha256")})
+    with pytest.raises(io.ModelFileError, match="needs its 'cma' state"):
+        training.load_run(tmp_path)
+
+
+@pytest.mark.slow
+def test_run_config_with_cma_resumes_to_the_uninterrupted_log(tmp_path, capsys):
+    pytest.importorskip("cma")
+    args = [str(ROOT / TINY), "--set", "search.name=cma", "--set", "search.diagonal=true", "--quiet"]
+    assert run_in_process([*args, "--out", str(tmp_path / "a"), "--generations", "4"], capsys)[0] == 0
+    assert run_in_process([*args, "--out", str(tmp_path / "b"), "--generations", "2"], capsys)[0] == 0
+    assert run_in_process(["--resume", str(tmp_path / "b"), "--generations", "4", "--quiet"], capsys)[0] == 0
+    assert fitness_columns(tmp_path / "b") == fitness_columns(tmp_path / "a")
+    assert io.load_model(tmp_path / "b" / "best_model.yaml").fitness == \
+        io.load_model(tmp_path / "a" / "best_model.yaml").fitness
+
+
+def test_rescore_refuses_a_cma_run(tmp_path, capsys):
+    from metarl.cli import run_main
+    from metarl.scripts import show_results
+
+    config = cma_config()
+    training.Trainer(training.new_run(config), tmp_path, evaluator=toy).run(1)
+    code = run_main(show_results.main, [str(tmp_path), "--rescore", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: --rescore rescores the GA's elites")

@@ -11,10 +11,11 @@ S+2 and S+1: with S=1, H=8 the genome has 520 numbers (135 + 165 + 220).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from .rule import CELLS, STANDARD, RuleDeclaration
+from .rule import CELLS, STANDARD, RuleDeclaration, rule_named
 
 PARTS = ("w_state", "b_state", "w_output", "b_output")
 
@@ -150,6 +151,12 @@ class GenomeLayout:
         if not torch.isfinite(genome).all():
             raise ValueError("genome contains non-finite numbers")
         return layout, genome.float()
+
+
+def layout_of(config: Any) -> GenomeLayout:
+    """The genome layout of a config (`metarl.config.Config`): its rule's sizes and declaration
+    (``rule.declaration``, `metarl.rule.rule_named`)."""
+    return GenomeLayout(config.rule.signal_dim, config.rule.state_dim, rule_named(config.rule.declaration))
 
 
 MAX_SIGNAL_DIM = 1024  # the config's ranges of rule.signal_dim and rule.state_dim

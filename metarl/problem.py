@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 
 from .config import Config
-from .genome import GenomeLayout
+from .genome import layout_of
 from .lifetime import ProgressFn, evaluate
 
 # (genomes (P, G), generation, progress) -> fitness (P,): a plain fitness function, e.g. for tests
@@ -39,7 +39,7 @@ class LifetimeProblem:
     def __init__(self, config: Config, device: torch.device) -> None:
         self.config = config
         self.device = device
-        self.layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+        self.layout = layout_of(config)
 
     def evaluate(self, genomes: torch.Tensor, *, seed: int, generation: int,
                  progress: ProgressFn | None = None) -> torch.Tensor:

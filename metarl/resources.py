@@ -18,9 +18,8 @@ import torch
 
 from .config import Config
 from .errors import UserError
-from .genome import GenomeLayout
+from .genome import layout_of
 from .native import MAX_LAYERS as MAX_NATIVE_LAYERS
-from .rule import rule_named
 
 FLOAT = 4  # bytes; the population and lifetimes are float32
 # Copies of the population alive at the peak of a generation: the population, the parents,
@@ -62,7 +61,7 @@ def lifetime_floats(config: Config) -> tuple[int, int]:
     h = config.rule.state_dim
     edges = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     neurons = sum(sizes[1:])
-    layout = _layout(config)
+    layout = layout_of(config)
     genome = layout.size
     actor = edges + 6 * neurons
     states = h * (edges + neurons + sizes[-1])
@@ -79,7 +78,7 @@ def estimate(config: Config, device: torch.device) -> Estimate:
     On CPU the native kernel, when the config allows it, needs no per-individual temporaries.
     """
     pop = config.ga.population_size
-    genes = _layout(config).size
+    genes = layout_of(config).size
     population = POPULATION_COPIES * pop * genes * FLOAT + 64 * pop  # + fitness, keys, ranks
     kept, work = lifetime_floats(config)
     if device.type == "cuda":
@@ -174,7 +173,7 @@ def check(config: Config, device: torch.device, *, allow_large: bool = False) ->
     if allow_large:
         return est
     limit, source = available_memory()
-    genes = _layout(config).size
+    genes = layout_of(config).size
     parts = (f"population {config.ga.population_size} x {genes} genes: {_size(est.population)}; "
              f"lifetimes of {est.alive} individuals at a time: {_size(est.lifetimes)}")
     if est.host > limit:
@@ -213,7 +212,7 @@ MAX_REPLAY_STEPS = 10**6
 def step_cost(config: Config, sizes: list[int]) -> int:
     """Multiply-adds of one individual's step on an actor of ``sizes``: the forward pass, the connection cell
     on every edge, the node cell on every neuron and the reward cell."""
-    cells = _layout(config).cells
+    cells = layout_of(config).cells
     edges = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
     neurons = sum(sizes[1:])
 
@@ -244,7 +243,7 @@ def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: 
                             ga=replace(config.ga, population_size=max(1, lifetimes)))
     est = estimate(shaped, device_of(config))
     traced = lifetimes * steps * traced_floats_per_step * 8
-    genes = _layout(config).size
+    genes = layout_of(config).size
     # The lifetimes that run at once, the genomes (a copy per lifetime, twice) and what is kept per step;
     # not the population copies of a GA step.
     need = PROCESS + est.lifetimes + est.device + traced + 2 * lifetimes * genes * FLOAT
@@ -258,6 +257,3 @@ def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: 
     return need
 
 
-def _layout(config: Config) -> GenomeLayout:
-    """The genome layout of ``config``'s rule (`metarl.training.layout_of`, without importing the trainer)."""
-    return GenomeLayout(config.rule.signal_dim, config.rule.state_dim, rule_named(config.rule.declaration))

@@ -36,10 +36,9 @@ from . import ga, io, searchers
 from .cli import deferred_signals
 from .config import Config, from_dict, read_yaml, resolve_device, to_yaml
 from .errors import ConfigError, ModelFileError, NonFiniteError
-from .genome import GenomeLayout
+from .genome import GenomeLayout, layout_of
 from .lifetime import ProgressFn
 from .problem import FitnessFn, LifetimeProblem, Problem, as_problem
-from .rule import rule_named
 from .runlock import LOCK_FILE, RunLock
 from .searchers import Searcher
 
@@ -124,9 +123,6 @@ def warm_start(config: Config, layout: GenomeLayout) -> torch.Tensor:
     return model.genome.to(torch.float32).reshape(-1)
 
 
-def layout_of(config: Config) -> GenomeLayout:
-    """Genome layout of a config."""
-    return GenomeLayout(config.rule.signal_dim, config.rule.state_dim, rule_named(config.rule.declaration))
 
 
 def load_run(run_dir: str | Path, *, generations: int | None = None, device: str | None = None) -> RunState:

@@ -47,7 +47,7 @@ LIVE_PANEL_EVERY = 5  # steps between panel redraws in the window (a redraw cost
 GIF_MAX_FRAMES = 100
 GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a slide show
 DEFAULT_EVAL_EPISODES = 256
-DEFAULT_RESCORE_EPISODES = 64
+DEFAULT_RESCORE_EPISODES = evaluation.RESCORE_EPISODES
 DEFAULT_PLOT_EPISODES = 64
 DEFAULT_GYM_EPISODES = 10  # --gymnasium: episodes per lifetime
 DEFAULT_GYM_LIFETIMES = 64
@@ -328,10 +328,10 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     use_threads(cfg.runtime.threads)
     seed = args.seed if args.seed is not None else 0
     layout = training.layout_of(cfg)
-    candidates = state.population[:k]  # the elites of the last generation, best first (`metarl.ga`)
     with tqdm(total=k * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
               unit_scale=True, leave=False, disable=None) as bar:
-        scores = evaluation.rescore(candidates, layout, cfg, episodes=episodes, seed=seed, progress=bar.update)
+        candidates, scores, best = evaluation.rescore_elites(state.population, k, layout, cfg, episodes=episodes,
+                                                             seed=seed, progress=bar.update)
     order = torch.argsort(scores, descending=True, stable=True)
     generation = state.generation - 1
     print(f"{run_dir}: the {k} elites of generation {generation}, scored on {episodes} held-out lifetimes "
@@ -339,7 +339,6 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     print(f"{'training rank':>14}{'held-out score':>16}")
     for i in order[:min(k, 10)].tolist():
         print(f"{i + 1:>14}{float(scores[i]):>16.3f}")
-    best = int(order[0])
     out = run_dir / "rescored_model.yaml"
     io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generation,
                   seed=state.seed)

@@ -244,6 +244,17 @@ def test_resume_refuses_a_stage_folder_that_is_not_the_recorded_stage(tmp_path, 
     assert code == 2 and "stages[1] (two): seed is 6 there but 5 in" in err
 
 
+def test_show_results_names_the_stages_of_a_multi_stage_folder(tmp_path, capsys):
+    config = write_config(tmp_path)
+    out = tmp_path / "run"
+    assert run([config, "--out", out, "--quiet"], capsys)[0] == 0
+    for args in ([out, "--plot", tmp_path / "c.png"], [out, "--rescore", "1"]):
+        assert run_main(show_results.main, [str(a) for a in args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"is a multi-stage run: name its stages' run folders ({out / 'one'} " in err
+    assert run_main(show_results.main, [str(out / "one"), str(out / "two"), "--plot", str(tmp_path / "c.png")]) == 0
+
+
 def test_a_new_run_into_a_multi_stage_folder_is_refused(tmp_path, capsys):
     config = write_config(tmp_path)
     out = tmp_path / "run"

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import envs, evaluation, gym_rule, io, plots, resources, training
+from metarl import envs, evaluation, gym_rule, io, plots, resources, stages, training
 from metarl.cli import run_main, use_threads
 from metarl.config import Config
 from metarl.config.schema import MAX_SEED, _show
@@ -142,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.gymnasium is not None and path.is_dir():
         raise UserError(f"--gymnasium needs a MODEL.yaml, but {path} is a run folder (its model: "
                         f"{path / 'best_model.yaml'})")
+    for folder in (path, *map(Path, args.more_runs or [])):
+        if folder.is_dir() and stages.is_stage_run(folder) and not (folder / "log.csv").exists():
+            names = " ".join(str(s.folder(folder)) for s in stages.load_run(folder))
+            raise UserError(f"{folder} is a multi-stage run: name its stages' run folders ({names}) or its model "
+                            f"({folder / stages.MODEL_FILE})")
     if args.more_runs:
         return show_runs([path, *map(Path, args.more_runs)], args)
     if path.is_dir():

@@ -37,13 +37,14 @@ from .config.schema import _clip, _show, _suggest
 from .errors import ConfigError, ModelFileError
 from .evaluation import RESCORE_EPISODES, rescore_elites
 from .lifetime import ProgressFn
+from .training import RunState, layout_of, with_seed
 
 STAGES_FILE = "stages.yaml"
 MODEL_FILE = "model.yaml"
 MAX_STAGES = 100
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dot: never a run file's name (stages.yaml, ...)
 # The keys of a stage besides the config's own; `device` is the run's (one device for all stages).
-STAGE_KEYS = {"name": "the stage's name: its run folder RUN/<name>/ (letters, digits, _ . -; unique)",
+STAGE_KEYS = {"name": "the stage's name: its run folder RUN/<name>/ (1-64 letters, digits, _ and -; unique)",
               "rescore": f"K: ship the best of the last generation's K elites rescored on {RESCORE_EPISODES} held-out "
                          f"lifetimes (seed 0, as show_results.py RUN --rescore K) instead of best_model.yaml"}
 CONFIG_KEYS = ("seed", *SECTIONS)
@@ -113,8 +114,8 @@ def build(data: Any, run_dir: str | Path, overrides: list[str] | tuple[str, ...]
                               f"{_show(item)}")
         name = item.get("name")
         if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
-            raise ConfigError(f"{where}.name: expected a folder name (1-64 letters, digits, _ . -, starting with a "
-                              f"letter or digit; not {', '.join(RESERVED_NAMES)}), got {_show(name)}")
+            raise ConfigError(f"{where}.name: expected a folder name (1-64 letters, digits, _ and -, starting with "
+                              f"a letter or digit; not {', '.join(RESERVED_NAMES)}), got {_show(name)}")
         where = f"{where} ({name})"
         if any(s.name == name for s in stages):
             raise ConfigError(f"{where}.name: {name!r} names two stages; each stage needs its own name (its folder)")
@@ -138,8 +139,6 @@ def build(data: Any, run_dir: str | Path, overrides: list[str] | tuple[str, ...]
             config = from_dict(merged)
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
-        from .training import with_seed
-
         config = with_seed(config)
         rescore = item.get("rescore")
         if rescore is not None:
@@ -218,14 +217,12 @@ def load_run(run_dir: str | Path) -> list[Stage]:
         raise ModelFileError(f"{path}: {e}") from None
 
 
-def ship(stage: Stage, run_dir: Path, state: Any, progress: ProgressFn | None = None) -> Path:
+def ship(stage: Stage, run_dir: Path, state: RunState, progress: ProgressFn | None = None) -> Path:
     """Write the model ``stage`` ships, given its completed run state: ``best_model.yaml`` is the Trainer's;
     with ``rescore: K`` the best of the last generation's K elites on held-out lifetimes, as
     ``rescored_model.yaml`` (computed again if a stop left it unwritten: the same numbers)."""
     out = stage.shipped(run_dir)
     if stage.rescore and not out.exists():
-        from .training import layout_of
-
         layout = layout_of(state.config)
         candidates, scores, best = rescore_elites(state.population, stage.rescore, layout, state.config,
                                                   episodes=RESCORE_EPISODES, seed=0, progress=progress)

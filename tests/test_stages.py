@@ -181,6 +181,7 @@ HOSTILE = [
     ([{"ga": {"generations": 2}}], "stages[0].name: expected a folder name"),
     ([{"name": "../up"}], "stages[0].name: expected a folder name"),
     ([{"name": "tensorboard"}], "stages[0].name"),
+    ([{"name": "stages.yaml"}], "stages[0].name: expected a folder name"),
     ([{"name": "a"}, {"name": "a"}], "stages[1] (a).name: 'a' names two stages"),
     ([{"name": "a", "gaa": {"generations": 2}}], "stages[0] (a): gaa: not a stage key (did you mean 'ga'?)"),
     ([{"name": "a", "device": "cpu"}], "stages[0] (a): device: not a stage key (the device is the run's"),

@@ -262,3 +262,20 @@ def test_a_new_run_into_a_multi_stage_folder_is_refused(tmp_path, capsys):
     assert run([config, "--out", out, "--quiet"], capsys)[0] == 0
     code, err = run([config, "--out", out], capsys)
     assert code == 2 and "already holds a run" in err
+
+
+def test_the_balance_recipe_keeps_the_three_stage_numbers(tmp_path):
+    """experiments/pendulum_balance/pendulum_balance.yaml: the three configs it replaced, as stages."""
+    plan = stages.load(ROOT / "experiments/pendulum_balance/pendulum_balance.yaml", tmp_path)
+    got = [(s.name, s.config.seed, s.config.env.init, s.config.ga.generations, s.config.ga.lifetime_steps,
+            s.config.ga.evals_per_individual, s.config.ga.antithetic, s.rescore) for s in plan]
+    assert got == [("stage1", 1, "near_up", 300, 300, 4, False, None),
+                   ("stage2", 5, "down", 29, 1000, 2, False, None),
+                   ("stage3", 6, "down", 1000, 1000, 4, True, 20)]
+    for s in plan:
+        c = s.config
+        assert (c.env.max_torque, c.env.reward, c.actor.learning_rate, c.ga.population_size, c.ga.num_survivors,
+                c.ga.mutation_probability, c.ga.mutation_strength, c.ga.common_random_numbers,
+                c.runtime.threads, c.runtime.native) == (2.0, "height", 0.03, 500, 25, 0.05, 0.1, True, 1, True)
+    assert [s.config.ga.init_model for s in plan] == [None, str(tmp_path / "stage1" / "best_model.yaml"),
+                                                      str(tmp_path / "stage2" / "best_model.yaml")]

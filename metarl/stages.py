@@ -128,6 +128,9 @@ def build(data: Any, run_dir: str | Path, overrides: list[str] | tuple[str, ...]
                     _suggest(head, [*STAGE_KEYS, *CONFIG_KEYS])
                 raise ConfigError(f"{where}: {shown}: not a stage key{hint}; valid: "
                                   f"{', '.join([*STAGE_KEYS, *CONFIG_KEYS])}")
+            if head in SECTIONS and key == head and not isinstance(own[key], dict):
+                raise ConfigError(f"{where}: {head}: expected a mapping of the stage's overrides, got "
+                                  f"{_show(own[key])}")
         own = _nested(own, where)
         if i > 0 and "init_model" in (own.get("ga") or {}):
             raise ConfigError(f"{where}: ga.init_model: a later stage starts from the model the stage before it "

@@ -44,7 +44,8 @@ from .searchers import Searcher
 
 CHECKPOINT = "checkpoint.pt"
 # The files a run writes; a folder holding one of them (or a folder where one belongs) is a run folder.
-RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT)
+# stages.yaml: a multi-stage run's (metarl.stages).
+RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT, "stages.yaml")
 # Show a progress bar inside a generation when it has at least this many individual-steps.
 INNER_PROGRESS_MIN = 2_000_000
 

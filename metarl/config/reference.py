@@ -169,6 +169,15 @@ def render() -> str:
     lines += ["", "Physical parameters (`env.params`) and their defaults:", ""]
     for name, cls in ENVS.items():
         lines.append(f"- {name}: " + ", ".join(f"`{k}` {v}" for k, v in cls.param_defaults.items()))
+    from ..stages import CONFIG_KEYS, STAGE_KEYS
+
+    lines += ["", "## Multi-stage configs", "",
+              "A config with `stages:` runs a curriculum as one command and one run folder (docs/running.md, "
+              "\"Multi-stage configs\"): the file's other keys are the base config, and each stage is a mapping of "
+              "these keys and its own overrides of the base (" + ", ".join(f"`{k}`" for k in CONFIG_KEYS) +
+              "; nested or dotted), each stage after the first warm-started from the model the stage before it "
+              "shipped:", "", "| key | meaning |", "| --- | --- |"]
+    lines += [f"| `{key}` | {meaning} |" for key, meaning in STAGE_KEYS.items()]
     lines += ["", "## The original project's flat configs", "",
               "Configs of the original project (flat keys, as `configs/original_flat.yaml`) run unchanged; "
               "`--set` takes flat keys for them. Each flat key and the key it becomes:", ""]

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import envs, evaluation, gym_rule, io, plots, resources, robustness, training
+from metarl import envs, evaluation, gym_rule, io, plots, resources, robustness, stages, training
 from metarl.cli import run_main, use_threads
 from metarl.config import Config
 from metarl.config.schema import MAX_SEED, _show
@@ -49,7 +49,7 @@ GIF_MAX_FRAMES = 100
 GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a slide show
 DEFAULT_EVAL_EPISODES = 256
 DEFAULT_ROBUSTNESS_EPISODES = 64  # per point of the grid (about 25 points)
-DEFAULT_RESCORE_EPISODES = 64
+DEFAULT_RESCORE_EPISODES = evaluation.RESCORE_EPISODES
 DEFAULT_PLOT_EPISODES = 64
 DEFAULT_GYM_EPISODES = 10  # --gymnasium: episodes per lifetime
 DEFAULT_GYM_LIFETIMES = 64
@@ -152,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.gymnasium is not None and path.is_dir():
         raise UserError(f"--gymnasium needs a MODEL.yaml, but {path} is a run folder (its model: "
                         f"{path / 'best_model.yaml'})")
+    for folder in (path, *map(Path, args.more_runs or [])):
+        if folder.is_dir() and stages.is_stage_run(folder) and not (folder / "log.csv").exists():
+            names = " ".join(str(s.folder(folder)) for s in stages.load_run(folder))
+            raise UserError(f"{folder} is a multi-stage run: name its stages' run folders ({names}) or its model "
+                            f"({folder / stages.MODEL_FILE})")
     if args.more_runs:
         return show_runs([path, *map(Path, args.more_runs)], args)
     if path.is_dir():
@@ -351,10 +356,10 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     use_threads(cfg.runtime.threads)
     seed = args.seed if args.seed is not None else 0
     layout = training.layout_of(cfg)
-    candidates = state.population[:k]  # the elites of the last generation, best first (`metarl.ga`)
     with tqdm(total=k * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
               unit_scale=True, leave=False, disable=None) as bar:
-        scores = evaluation.rescore(candidates, layout, cfg, episodes=episodes, seed=seed, progress=bar.update)
+        candidates, scores, best = evaluation.rescore_elites(state.population, k, layout, cfg, episodes=episodes,
+                                                             seed=seed, progress=bar.update)
     order = torch.argsort(scores, descending=True, stable=True)
     generation = state.generation - 1
     print(f"{run_dir}: the {k} elites of generation {generation}, scored on {episodes} held-out lifetimes "
@@ -362,7 +367,6 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     print(f"{'training rank':>14}{'held-out score':>16}")
     for i in order[:min(k, 10)].tolist():
         print(f"{i + 1:>14}{float(scores[i]):>16.3f}")
-    best = int(order[0])
     out = run_dir / "rescored_model.yaml"
     io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generation,
                   seed=state.seed)

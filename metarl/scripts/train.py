@@ -3,6 +3,7 @@
     python3 run_config.py base                           # a shipped config by name (configs/base.yaml)
     python3 run_config.py configs/base.yaml --quiet --log-every 10 --tensorboard
     python3 run_config.py --resume results/<run>         # continue a stopped run
+    python3 run_config.py pendulum_balance --out results/balance   # a multi-stage config (stages:): one run folder
     torchrun --nproc_per_node=2 run_config.py CONFIG     # shard the population over processes
 """
 
@@ -14,9 +15,9 @@ import sys
 from pathlib import Path
 
 from metarl import config as cfg_mod
-from metarl import distributed, lifetime, logs, resources, training
+from metarl import distributed, evaluation, io, lifetime, logs, resources, stages, training
 from metarl.cli import ERROR, Stopped, exit_code, run_main, use_threads
-from metarl.errors import NonFiniteError, UserError
+from metarl.errors import ConfigError, ModelFileError, NonFiniteError, UserError
 from metarl.problem import as_problem
 from metarl.scripts import ArgumentParser, described
 from metarl.shipped import command
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     lock = None
     try:
         config_file = None
+        if args.resume and stages.is_stage_run(args.resume):
+            return resume_stages(Path(args.resume), args)
         if args.resume:
             run_dir = Path(args.resume)
             if writes_files():
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                          logging_overrides(args)))
         else:
             config_file = config_path(args.config)
+            if stages.is_multi_stage(cfg_mod.read_yaml(config_file)):
+                return new_stages(config_file, args, overrides + logging_overrides(args))
             config = cfg_mod.load(config_file, overrides + logging_overrides(args))
             # Before the population is drawn: a run that cannot fit stops here, with nothing written.
             resources.check(config, resources.device_of(config), allow_large=args.allow_large)
@@ -157,7 +162,9 @@ def writes_files() -> bool:
 
 
 def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, quiet: bool = False,
-          note: str | None = None) -> int:
+          note: str | None = None, resume_dir: Path | None = None) -> int:
+    """Run ``state`` to its configured generations in ``run_dir``; the exit code. A stop prints the command
+    that resumes ``resume_dir`` (the run folder; for a stage of a multi-stage run, the whole run's)."""
     cfg = state.config
     use_threads(cfg.runtime.threads)  # under torchrun, distributed.setup chose a default per process already
     step = lifetime.step_path(cfg, ctx.device)  # fails here, before writing, if runtime.native: true cannot run
@@ -187,7 +194,7 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, 
         if ctx.is_writer:
             how = f"stopped by {e}" if isinstance(e, Stopped) else "interrupted"
             print(f"\n{how}; the run folder holds {state.generation} complete generations. Resume with:\n"
-                  f"  {command('python3 run_config.py')} --resume {run_dir}", file=sys.stderr)
+                  f"  {command('python3 run_config.py')} --resume {resume_dir or run_dir}", file=sys.stderr)
         return exit_code(e)
     except NonFiniteError:
         if not ctx.is_writer:
@@ -195,6 +202,100 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, 
         raise
     say(f"done: {total} generations in {run_dir} (best model: {run_dir / 'best_model.yaml'})")
     return 0
+
+
+# ---------------------------------------------------------------------------- multi-stage configs
+
+def new_stages(config_file: str, args: argparse.Namespace, overrides: list[str]) -> int:
+    """A new run of a multi-stage config (`metarl.stages`): checked whole (every stage's config and memory)
+    before ``RUN/stages.yaml`` is written."""
+    run_dir = Path(args.out) if args.out else training.default_run_dir(args.config)
+    plan = stages.load(config_file, run_dir, overrides)
+    for stage in plan:
+        try:
+            resources.check(stage.config, resources.device_of(stage.config), allow_large=args.allow_large)
+        except UserError as e:
+            raise type(e)(f"{stage.where}: {e}") from None
+    if plan[0].config.ga.init_model is not None:
+        try:
+            training.new_run(plan[0].config)  # a missing or mismatched warm start is reported before any write
+        except ConfigError as e:
+            raise ConfigError(f"{plan[0].where}: {e}") from None
+    training.check_new_run_dir(run_dir)
+    with training.claim_run_dir(run_dir, new=True):
+        io.atomic_write_text(run_dir / stages.STAGES_FILE, stages.recorded(plan))
+        return run_stages(plan, run_dir, args)
+
+
+def resume_stages(run_dir: Path, args: argparse.Namespace) -> int:
+    """``--resume RUN`` of a multi-stage run: the stages recorded in ``RUN/stages.yaml``, each resumed
+    where it stopped (complete stages are only checked)."""
+    if args.generations is not None:
+        raise UserError(f"--generations: {run_dir} is a multi-stage run, whose stages' lengths are part of its "
+                        f"config ({run_dir / stages.STAGES_FILE}); it cannot be changed on resume")
+    with training.claim_run_dir(run_dir, new=False):
+        plan = stages.load_run(run_dir)
+        return run_stages(plan, run_dir, args, resumed=True)
+
+
+def run_stages(plan: list[stages.Stage], run_dir: Path, args: argparse.Namespace, *, resumed: bool = False) -> int:
+    """Run (or resume) every stage in turn into ``RUN/<name>/``, each warm-started from the model the stage
+    before it shipped; then ``RUN/model.yaml``."""
+    if distributed.launched():
+        raise UserError("a multi-stage config runs in one process (torchrun is not supported for it yet); run "
+                        "each stage's config under torchrun instead")
+    ctx = distributed.setup(plan[0].config)
+    try:
+        for i, stage in enumerate(plan):
+            stage_dir = stage.folder(run_dir)
+            with training.claim_run_dir(stage_dir, new=False):
+                if (stage_dir / training.CHECKPOINT).exists():
+                    state = training.load_run(stage_dir, device=args.device)
+                    check_stage_config(stage, state.config, run_dir)
+                    if logging_overrides(args):
+                        state.config = cfg_mod.from_dict(cfg_mod.apply_overrides(state.config.to_dict(),
+                                                                                 logging_overrides(args)))
+                else:  # not started, or stopped before its first checkpoint: generation 0 from the plan
+                    config = stage.config if args.device is None else stage.config.replace(device=args.device)
+                    if resumed and logging_overrides(args):
+                        config = cfg_mod.from_dict(cfg_mod.apply_overrides(config.to_dict(), logging_overrides(args)))
+                    try:
+                        state = training.new_run(config)  # reads ga.init_model
+                    except ConfigError as e:
+                        raise ConfigError(f"{stage.where}: {e}") from None
+                total = state.config.ga.generations
+                print(f"stage {i + 1} of {len(plan)}: {stage.name} ({stage_dir}), generation {state.generation} "
+                      f"of {total}", flush=True)
+                if state.generation >= total:
+                    use_threads(state.config.runtime.threads)
+                    training.Trainer(state, stage_dir, evaluator=ctx.evaluator(state.config), device=ctx.device)
+                else:
+                    code = train(state, stage_dir, ctx, quiet=args.quiet, resume_dir=run_dir)
+                    if code:
+                        return code
+                shipped = stages.ship(stage, run_dir, state)  # written atomically; a stop before: done on resume
+                if stage.rescore:
+                    print(f"stage {stage.name}: shipped {shipped} (the best of generation {state.generation - 1}'s "
+                          f"{stage.rescore} elites on {evaluation.RESCORE_EPISODES} held-out lifetimes: "
+                          f"{io.load_model(shipped).fitness:.3f})", flush=True)
+        final = stages.write_final(plan, run_dir)
+    finally:
+        ctx.close()
+    print(f"done: {len(plan)} stages in {run_dir} (model: {final})")
+    return 0
+
+
+def check_stage_config(stage: stages.Stage, recorded: cfg_mod.Config, run_dir: Path) -> None:
+    """A started stage's ``config.yaml`` must be the stage of ``RUN/stages.yaml`` (up to the keys a resume may
+    change, and the warm start's path, which depends on where the run folder is)."""
+    plan, have = stage.config.to_dict(), recorded.to_dict()
+    plan["ga"]["init_model"] = have["ga"]["init_model"] = None
+    diffs = training.config_differences(plan, have)
+    if diffs:
+        key, a, b = diffs[0]
+        raise ModelFileError(f"{run_dir / stages.STAGES_FILE}: {stage.where}: {key} is {a!r} there but {b!r} in "
+                             f"{stage.folder(run_dir) / 'config.yaml'}; a resumed run keeps the config it was started "
+                             f"with")
 
 
 def entry() -> None:

@@ -82,7 +82,8 @@ def test_the_kernel_states_the_standard_rule_and_its_environments() -> None:
     assert envs == ("Pendulum", "DoublePendulum")
     config = small_config()
     why = native.declines(STANDARD, "Other")
-    assert why is not None and "does not implement the environment Other (it implements Pendulum, DoublePendulum)" in why
+    assert why is not None and "does not implement the environment Other (it implements Pendulum, DoublePendulum)" \
+        in why
     assert backends.NATIVE.declines(config) is None
 
 

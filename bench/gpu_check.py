@@ -8,13 +8,13 @@
 On ``--device`` (default ``cuda``) it runs, in this order:
 
 1. Self-check: the spec and the compiled backend (its mathematics eagerly, then the compiled code)
-   against the spec on the CPU in float64 (`metarl.lifetime.self_check`): ``--lifetimes`` random
+   against the spec on the CPU in float64 (`metarl.backends.lifetime.self_check`): ``--lifetimes`` random
    genomes, 20 steps, tolerance 1e-4.
 2. Score: the shipped swing-up model (``--model``) on ``--lifetimes`` held-out lifetimes (the keys
    and the ``learned`` condition of ``show_results.py --evaluate``) on each backend, against the same
    lifetimes on the CPU (native kernel, else the spec): the mean must lie in the CPU mean's 95% CI.
 3. Throughput: individual-steps/s and peak GPU memory (``torch.cuda.max_memory_allocated``) of
-   ``metarl.lifetime.run_lifetimes`` at each of ``--populations`` for ``--steps`` steps, spec and
+   ``metarl.backends.lifetime.run_lifetimes`` at each of ``--populations`` for ``--steps`` steps, spec and
    compiled (compilation is a warm-up, not timed). Then each again with CUDA graphs: 10 steps recorded
    once and replayed (`StepGraph`); its fitness must match the plain run's. An out-of-memory is
    recorded as ``oom``, any other failure as ``error`` (with its traceback), and what does not fit in
@@ -50,16 +50,23 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl import backends, compiled, evaluation, lifetime, resources, rng  # noqa: E402
-from metarl import native as native_mod  # noqa: E402
-from metarl.cli import run_main, use_threads  # noqa: E402
+from metarl import backends, resources  # noqa: E402
+from metarl.analysis import evaluation  # noqa: E402
+from metarl.backends import (  # noqa: E402
+    compiled,
+    lifetime,
+    use_threads,  # noqa: E402
+)
+from metarl.backends import native as native_mod  # noqa: E402
+from metarl.backends.lifetime import Lifetime  # noqa: E402
+from metarl.cli.args import ArgumentParser  # noqa: E402
+from metarl.cli.main import run_main  # noqa: E402
 from metarl.config import Config, RuntimeConfig  # noqa: E402
+from metarl.core import rng  # noqa: E402
+from metarl.core.genome import GenomeLayout  # noqa: E402
+from metarl.core.step import transition  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
-from metarl.genome import GenomeLayout  # noqa: E402
-from metarl.io import atomic_write_text, load_model  # noqa: E402
-from metarl.lifetime import Lifetime  # noqa: E402
-from metarl.scripts import ArgumentParser  # noqa: E402
-from metarl.step import transition  # noqa: E402
+from metarl.runs.io import atomic_write_text, load_model  # noqa: E402
 
 DEFAULT_MODEL = "experiments/pendulum_swingup/model.yaml"
 DEFAULT_OUT = "results/gpu_check.json"
@@ -291,7 +298,7 @@ def check_compiled(entry: dict[str, Any]) -> None:
 
 def self_checks(config: Config, device: torch.device, names: tuple[str, ...], individuals: int
                 ) -> list[dict[str, Any]]:
-    """`metarl.lifetime.self_check` of each backend on ``device`` against the spec on the CPU in float64."""
+    """`metarl.backends.lifetime.self_check` of each backend on ``device`` against the spec on the CPU in float64."""
     out = []
     runs = [(name, True) for name in names] + ([("compiled", False)] if "compiled" in names else [])
     for name, eager in runs:

@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from metarl import lifetime, native, rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
+from metarl.backends import lifetime, native  # noqa: E402  (before torch: sets its OpenMP wait policy)
 from metarl.config import Config, GAConfig, RuntimeConfig  # noqa: E402
-from metarl.genome import GenomeLayout  # noqa: E402
+from metarl.core import rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
+from metarl.core.genome import GenomeLayout  # noqa: E402
 
 TANH_OPS = 14  # vecmath.h vtanh: 9 FMA + 2 multiplies + 1 division + 2 compare/select (clamp, saturation)
 

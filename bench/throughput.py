@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Time the lifetime loop of run_config.py (`metarl.lifetime.evaluate`) in individual-steps/s.
+"""Time the lifetime loop of run_config.py (`metarl.backends.lifetime.evaluate`) in individual-steps/s.
 
     python3 bench/throughput.py --population 10000 --steps 100
     python3 bench/throughput.py --population 10000 --steps 100 --reference   # the plain rule
@@ -28,10 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from metarl import backends, lifetime, rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
-from metarl.cli import use_threads  # noqa: E402
+from metarl import backends  # noqa: E402  (before torch: sets its OpenMP wait policy)
+from metarl.backends import (
+    lifetime,  # noqa: E402  (before torch: sets its OpenMP wait policy)
+    use_threads,  # noqa: E402
+)
 from metarl.config import Config, EnvConfig, GAConfig, RuntimeConfig  # noqa: E402
-from metarl.genome import GenomeLayout  # noqa: E402
+from metarl.core import rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
+from metarl.core.genome import GenomeLayout  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

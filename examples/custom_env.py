@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from metarl import backends, envs  # noqa: E402
 from metarl.config import from_dict  # noqa: E402
 from metarl.envs.base import RANDOM_SPEED, UP_OFFSET, BatchedEnv, wrap_angle  # noqa: E402
-from metarl.training import Trainer, new_run  # noqa: E402
+from metarl.evolve.trainer import Trainer, new_run  # noqa: E402
 
 # The track's end stops (m from the centre): the cart stops dead there.
 TRACK = 2.4

@@ -4,12 +4,12 @@
     python3 examples/custom_rule.py                      # a few generations of configs/tiny.yaml (seconds)
     python3 examples/custom_rule.py --out DIR --generations 8
 
-The whole change is the declaration below: the standard rule (`metarl.rule.STANDARD`) with one input
+The whole change is the declaration below: the standard rule (`metarl.core.rule.STANDARD`) with one input
 more in ``node_network``, read from the source ``lifetime_fraction`` (``t / lifetime_steps``, one of
-the built-in sources of `metarl.rule.SOURCES`; a new one is a function registered with
-``@metarl.rule.register_source("name")``). The genome grows by the new input's rows (8 + 3 genes for
+the built-in sources of `metarl.core.rule.SOURCES`; a new one is a function registered with
+``@metarl.core.rule.register_source("name")``). The genome grows by the new input's rows (8 + 3 genes for
 S=1, H=8), the spec assembles the new input, and a saved model records the declaration, so
-`metarl.io.load_model` reloads it with no code at all. The native kernel implements the standard
+`metarl.runs.io.load_model` reloads it with no code at all. The native kernel implements the standard
 rule only: it declines this one by name, and the run uses the torch step (docs/extending.md).
 """
 
@@ -24,10 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from metarl import backends, io, lifetime  # noqa: E402
+from metarl import backends  # noqa: E402
+from metarl.backends import lifetime  # noqa: E402
 from metarl.config import load  # noqa: E402
-from metarl.rule import STANDARD, Input, register_rule, with_input  # noqa: E402
-from metarl.training import Trainer, new_run  # noqa: E402
+from metarl.core.rule import STANDARD, Input, register_rule, with_input  # noqa: E402
+from metarl.evolve.trainer import Trainer, new_run  # noqa: E402
+from metarl.runs import io  # noqa: E402
 
 # The new rule: the standard one, its node cell reading one more input.
 CLOCKED = register_rule(with_input(STANDARD, "node_network", Input("elapsed", 1, "lifetime_fraction"),

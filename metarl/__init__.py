@@ -13,22 +13,30 @@ Commands (installed with the package, or the scripts at the repository's root):
 
 Python API:
 
-    metarl.config.load(path, overrides)        -> Config (typed, validated)
-    metarl.envs.make(name, batch, ...)         -> batched environment
-    metarl.envs.register(name, cls)            -> a new task (docs/extending_env.md)
-    metarl.lifetime.evaluate(genomes, layout, config, seed=, generation=)  -> fitness (P,)
-    metarl.training.new_run(config), Trainer   -> the search loop (ask, evaluate, tell, hooks), checkpointed
-    metarl.io.load_model(path)                 -> SavedModel (genome, layout, config)
-    metarl.evaluation.evaluate_rule(...)       -> the rule against its baselines
+    metarl.config.load(path, overrides)               -> Config (typed, validated)
+    metarl.core.rule.STANDARD, register_rule(...)     -> the learning rule's declaration (docs/extending.md)
+    metarl.envs.make(name, batch, ...)                -> batched environment; envs.register(name, cls): a new task
+    metarl.backends.lifetime.evaluate(genomes, layout, config, seed=, generation=)  -> fitness (P,)
+    metarl.evolve.problem / searchers                 -> the ask/tell seam (docs/searchers.md)
+    metarl.evolve.trainer.new_run(config), Trainer    -> the search loop (ask, evaluate, tell, hooks), checkpointed
+    metarl.runs.io.load_model(path)                   -> SavedModel (genome, layout, config)
+    metarl.analysis.evaluation.evaluate_rule(...)     -> the rule against its baselines
 
-Modules: envs (one environment per file), rng, config, rule (the rule's declaration), genome, actor,
-reference (the spec) + compiled (torch.compile of it), native (C++ kernel), lifetime, problem (what is
-optimised), ga + searchers (what proposes genomes: the GA, CMA-ES via pycma), training, io, logs, render,
-plots, evaluation, robustness (off-training conditions), distributed, gym (Gymnasium envs), gym_rule (a
-rule on Gymnasium's Pendulum-v1), scripts (the three commands).
-See README.md and docs/SPEC.md.
+Packages, by concern (docs/architecture.md):
 
-``import metarl`` is light: the modules load on first use (``metarl.envs``, ``metarl.lifetime``, ...).
+    core/      the rule's declaration (rule), genome, actor, the spec step (spec, step), random streams (rng)
+    envs/      one environment per file, and the registry
+    backends/  which code runs a lifetime (the choice: backends/__init__), compiled (torch.compile of the
+               spec), native (the C++ kernel, kernel/), lifetime (chunks, self-check, fitness)
+    evolve/    problem, searchers (the GA, CMA-ES), ga, trainer, stages (curricula), distributed (torchrun)
+    analysis/  evaluation, controllers (the reference controller), robustness, plots, render, gym_rule
+    runs/      model and checkpoint files (io), the CSV log and progress (logs), the run folder's lock
+    cli/       the three commands (train, show_results, show_environment) and their plumbing
+    config/    the schema, loading, the reference page (docs/config.md)
+    and resources (memory, checked before a run), shipped (configs and models by name), gym (Gymnasium
+    ids), errors (the one-line errors).
+
+``import metarl`` is light: the packages load on first use (``metarl.envs``, ``metarl.backends``, ...).
 Where gymnasium is installed it also registers ``metarl/Pendulum-v0`` and ``metarl/DoublePendulum-v0``
 (`metarl.gym`).
 """
@@ -44,11 +52,8 @@ __version__ = "0.1.0"
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-SUBMODULES = ("actor", "backends", "cli", "compiled", "config", "controllers", "distributed", "envs", "errors",
-              "evaluation", "ga", "genome", "gym", "gym_rule", "io", "lifetime", "logs", "native", "plots",
-              "problem", "reference", "render", "resources", "rng", "robustness", "rule", "scripts", "searchers",
-              "shipped", "step",
-              "training")
+SUBMODULES = ("analysis", "backends", "cli", "config", "core", "envs", "errors", "evolve", "gym", "resources",
+              "runs", "shipped")
 
 
 def __getattr__(name: str):

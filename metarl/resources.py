@@ -16,20 +16,20 @@ from pathlib import Path
 
 import torch
 
+from .backends.native import MAX_LAYERS as MAX_NATIVE_LAYERS
 from .config import Config
+from .core.genome import layout_of
 from .errors import UserError
-from .genome import layout_of
-from .native import MAX_LAYERS as MAX_NATIVE_LAYERS
 
 FLOAT = 4  # bytes; the population and lifetimes are float32
 # Copies of the population alive at the peak of a generation: the population, the parents,
 # the mutation's uniform draws, mask, noise and masked noise, the sum and the concatenated
 # next population, and the checkpoint's serialised bytes (twice).
 POPULATION_COPIES = 10
-NATIVE_CPU_CHUNK = 2048  # `metarl.lifetime.DEFAULT_NATIVE_CHUNK`
+NATIVE_CPU_CHUNK = 2048  # `metarl.backends.lifetime.DEFAULT_NATIVE_CHUNK`
 TORCH_CPU_CHUNK = 1024  # the largest automatic chunk of the torch steps on CPU
 PROCESS = 300 * 2**20  # the interpreter with torch and metarl loaded (measured: 221 MiB)
-# Drawing a weight takes int64 hashes (`metarl.rng`): about 10 floats' worth at the peak, for a moment.
+# Drawing a weight takes int64 hashes (`metarl.core.rng`): about 10 floats' worth at the peak, for a moment.
 INIT_DRAW_FLOATS = 10
 
 

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl import envs, lifetime
+from metarl import envs
+from metarl.backends import lifetime
 from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig
-from metarl.genome import GenomeLayout
+from metarl.core.genome import GenomeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ SEED_CONFIG = DATA / "seed_base.yaml"
 
 def _native_missing() -> str | None:
     """Why the native kernel cannot run on this machine (no compiler, read-only cache), or None."""
-    from metarl import native
+    from metarl.backends import native
 
     try:
         native.library(1, 8)
@@ -148,8 +149,8 @@ def assert_backends_agree(config: Config, g: torch.Tensor, keys: torch.Tensor, *
 
 def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """run_config.py's main in this process (no start-up cost): exit code and standard error."""
-    from metarl.cli import run_main
-    from metarl.scripts import train
+    from metarl.cli import train
+    from metarl.cli.main import run_main
 
     code = run_main(train.main, args)
     return code, capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Backend selection and the start-up self-check (`metarl.backends`, `metarl.lifetime.self_check`)."""
+"""Backend selection and the start-up self-check (`metarl.backends`, `metarl.backends.lifetime.self_check`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import pytest
 import torch
 from conftest import genomes, small_config
 
-from metarl import backends, lifetime, rng, step
-from metarl.genome import GenomeLayout
-from metarl.reference import reference_rule_step
+from metarl import backends
+from metarl.backends import lifetime
+from metarl.core import rng, step
+from metarl.core.genome import GenomeLayout
+from metarl.core.spec import reference_rule_step
 
 
 @pytest.mark.parametrize("backend", ["native", "compiled"])
@@ -21,7 +23,7 @@ def test_self_check_passes_on_every_backend(backend: str) -> None:
 
 
 def test_a_rule_changed_in_the_spec_only_is_caught_before_a_run(monkeypatch) -> None:
-    # As if metarl/reference.py were edited and the native kernel not: the kernel is now stale.
+    # As if metarl/core/spec.py were edited and the native kernel not: the kernel is now stale.
     def changed(*args: object, learning_rate: float, **kw: object) -> object:
         return reference_rule_step(*args, learning_rate=2 * learning_rate, **kw)
 

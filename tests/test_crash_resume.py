@@ -18,12 +18,15 @@ import torch
 import yaml
 from conftest import ROOT, TINY, run_script, wait_for_file
 
-from metarl import distributed, io, training
-from metarl.cli import Stopped, deferred_signals, exit_code, run_main, stop_signals
+from metarl.cli import show_results
+from metarl.cli import train as run_config
+from metarl.cli.main import exit_code, run_main
 from metarl.config import load
 from metarl.errors import NonFiniteError
-from metarl.scripts import show_results
-from metarl.scripts import train as run_config
+from metarl.evolve import distributed
+from metarl.evolve import trainer as training
+from metarl.runs import io
+from metarl.runs.signals import Stopped, deferred_signals, stop_signals
 
 # Short generations, so that a kill lands in any phase: start-up, a lifetime, the writes.
 SMALL = [TINY, "--set", "ga.population_size=8", "--set", "ga.num_survivors=2", "--set", "ga.lifetime_steps=10"]
@@ -35,8 +38,9 @@ COLUMNS = ("generation", "best", "mean", "median", "worst", "best_ever", "nonfin
 # sent SIGKILL after ``delay`` seconds unless it ended; answer: {"killed": bool, "code": exit code}.
 FORK_SERVER = """
 import json, os, signal, sys, time
-from metarl.scripts import train as run_config
-from metarl.cli import Stopped, deferred_signals, exit_code, run_main, stop_signals
+from metarl.cli import train as run_config
+from metarl.cli.main import exit_code, run_main
+from metarl.runs.signals import Stopped, deferred_signals, stop_signals
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()

@@ -16,10 +16,11 @@ import pytest
 import torch
 from conftest import NATIVE_MISSING, ROOT, assert_close, lifetime_traces, needs_native, run_script
 
-from metarl import backends, envs, rng
+from metarl import backends, envs
 from metarl.config import from_dict
+from metarl.core import rng
+from metarl.core.genome import GenomeLayout
 from metarl.errors import ConfigError
-from metarl.genome import GenomeLayout
 
 F64 = torch.float64
 EXAMPLE = ROOT / "examples" / "custom_env.py"

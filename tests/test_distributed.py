@@ -7,8 +7,8 @@ import torch
 import yaml
 from conftest import TINY, fitness_columns, run_script
 
-from metarl import distributed
-from metarl.distributed import Context, DistributedError, shard_range
+from metarl.evolve import distributed
+from metarl.evolve.distributed import Context, DistributedError, shard_range
 
 
 def single(out, *args):

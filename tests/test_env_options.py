@@ -38,9 +38,9 @@ def test_bad_action_sign_is_rejected():
 def test_antithetic_pairs_average_both_motor_directions():
     import torch
 
-    from metarl.genome import GenomeLayout
-    from metarl.lifetime import antithetic_config, evaluate, run_lifetimes
-    from metarl.rng import individual_keys
+    from metarl.backends.lifetime import antithetic_config, evaluate, run_lifetimes
+    from metarl.core.genome import GenomeLayout
+    from metarl.core.rng import individual_keys
 
     cfg = from_dict({"env": {"init": "down"}, "ga": {"population_size": 6, "num_survivors": 2, "lifetime_steps": 40,
                                                      "evals_per_individual": 2, "antithetic": True}})

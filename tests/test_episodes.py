@@ -10,13 +10,16 @@ import pytest
 import torch
 from conftest import assert_backends_agree, assert_close, genomes, small_config
 
-from metarl import envs, evaluation, lifetime, rng
+from metarl import envs
+from metarl.analysis import evaluation
+from metarl.analysis.controllers import run_reference
+from metarl.backends import lifetime
 from metarl.config import EnvConfig, from_dict
-from metarl.controllers import run_reference
+from metarl.core import rng
+from metarl.core.genome import GenomeLayout
+from metarl.core.step import reset_episode
 from metarl.envs.base import NEAR_UP_ANGLE, NEAR_UP_SPEED, wrap_angle
 from metarl.errors import ConfigError
-from metarl.genome import GenomeLayout
-from metarl.step import reset_episode
 
 
 def _config(env: str = "Pendulum", steps: int = 45, **options):

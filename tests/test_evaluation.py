@@ -1,4 +1,4 @@
-"""metarl.evaluation: baselines share their draws, ablations do what they say, results are reproducible."""
+"""metarl.analysis.evaluation: baselines share their draws, ablations do what they say, results are reproducible."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import math
 import pytest
 import torch
 
-from metarl import evaluation, rng
+from metarl.analysis import evaluation
+from metarl.analysis.controllers import run_reference
+from metarl.analysis.evaluation import Summary, evaluate_rule, lifetime_gain, random_rule_genomes, sample_lifetimes
+from metarl.backends.lifetime import Conditions, make_env, run_lifetimes
 from metarl.config import from_dict
-from metarl.controllers import run_reference
-from metarl.evaluation import Summary, evaluate_rule, lifetime_gain, random_rule_genomes, sample_lifetimes
-from metarl.genome import GenomeLayout
-from metarl.lifetime import Conditions, make_env, run_lifetimes
+from metarl.core import rng
+from metarl.core.genome import GenomeLayout
 
 STEPS = 12
 EPISODES = 6

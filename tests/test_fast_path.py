@@ -1,7 +1,7 @@
-"""The backends (`metarl.backends`) against the spec (`metarl.reference`).
+"""The backends (`metarl.backends`) against the spec (`metarl.core.spec`).
 
 Compiled backend: the spec's step under `torch.compile`, compiled once in a small case.
-Native kernel (`metarl.native`): its rule steps are checked here on the same inputs, the
+Native kernel (`metarl.backends.native`): its rule steps are checked here on the same inputs, the
 rest in `test_native.py`. Every network here has at least two hidden layers of different
 widths, so that the rule's aggregation over connections shows.
 """
@@ -15,12 +15,14 @@ import pytest
 import torch
 from conftest import assert_close, fitness, genomes, needs_compiler, needs_native, small_config
 
-from metarl import actor as actor_mod
-from metarl import backends, lifetime, native, rng
+from metarl import backends
+from metarl.backends import lifetime, native
 from metarl.config import Config, RuntimeConfig
-from metarl.genome import GenomeLayout
-from metarl.reference import reference_rule_step
-from metarl.rule import initial_rule_state
+from metarl.core import actor as actor_mod
+from metarl.core import rng
+from metarl.core.genome import GenomeLayout
+from metarl.core.rule import initial_rule_state
+from metarl.core.spec import reference_rule_step
 
 KW = {"learning_rate": 0.01, "weight_limit": 4.0, "sigma_limit": 1.0}
 # (S, H, layer sizes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from metarl import ga
+from metarl.evolve import ga
 
 
 def _step(pop, fit, seed=0, **kw):

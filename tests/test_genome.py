@@ -7,11 +7,11 @@ import torch
 import yaml
 
 from metarl import config as C
-from metarl import io
+from metarl.backends.lifetime import run_lifetimes
+from metarl.core.genome import GenomeLayout
+from metarl.core.rng import individual_keys
 from metarl.errors import ModelFileError
-from metarl.genome import GenomeLayout
-from metarl.lifetime import run_lifetimes
-from metarl.rng import individual_keys
+from metarl.runs import io
 
 
 def test_layout_sizes_match_spec():

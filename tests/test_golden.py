@@ -4,7 +4,7 @@ way in every backend (spec and native kernel alike) is still caught.
 The native kernel's numbers are the same bits on every x86-64 CPU with FMA, whatever -march it
 is built for (tests/test_portable.py), so its pins are exact: whole lifetimes, no tolerance.
 Pinned with the portable kernel (-ffp-contract=off, explicit FMA, rational tanh). The spec
-(`metarl.reference`) runs torch's CPU kernels, which may round differently from one machine to
+(`metarl.core.spec`) runs torch's CPU kernels, which may round differently from one machine to
 the next: it runs only 50 steps, where rounding has not grown, with a tolerance. If you change
 the rule on purpose, these values change: re-pin them with the commands in docs/architecture.md
 ("How to change the rule").
@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarl import io, lifetime, rng
+from metarl.backends import lifetime
 from metarl.config import RuntimeConfig, load
-from metarl.training import Trainer, new_run
+from metarl.core import rng
+from metarl.evolve.trainer import Trainer, new_run
+from metarl.runs import io
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"seed": ROOT / "tests/data/seed_best_model.yaml", "seed_12_6": ROOT / "tests/data/seed_best_model.yaml",
@@ -97,7 +99,7 @@ NATIVE = {
         1641.4327634572983
     ],
 }
-# The spec (`metarl.reference`): the first 4 of those individuals, 50 steps.
+# The spec (`metarl.core.spec`): the first 4 of those individuals, 50 steps.
 SPEC = {
     "seed": [52.7368509, 58.022435, 93.8324311, 57.5251873],
     "seed_12_6": [58.0003937, 59.3665439, 43.8681871, 73.5192842],

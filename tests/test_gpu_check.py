@@ -13,9 +13,10 @@ import torch
 from conftest import NATIVE_MISSING, ROOT, run_script
 from test_fast_path import genomes, small_config
 
-from metarl import compiled, lifetime, rng, step
-from metarl.genome import GenomeLayout
-from metarl.reference import reference_rule_step
+from metarl.backends import compiled, lifetime
+from metarl.core import rng, step
+from metarl.core.genome import GenomeLayout
+from metarl.core.spec import reference_rule_step
 
 _spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
 gpu_check = sys.modules.setdefault("gpu_check", importlib.util.module_from_spec(_spec))

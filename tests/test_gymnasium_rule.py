@@ -1,4 +1,4 @@
-"""A rule's actor on Gymnasium's Pendulum-v1 (metarl.gym_rule) and show_results.py --gymnasium."""
+"""A rule's actor on Gymnasium's Pendulum-v1 (metarl.analysis.gym_rule) and show_results.py --gymnasium."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import pytest
 import torch
 from conftest import ROOT, run_script
 
-from metarl import gym_rule, rng
-from metarl.cli import run_main
+from metarl.analysis import gym_rule
+from metarl.backends.lifetime import Lifetime
+from metarl.cli.main import run_main
+from metarl.core import rng
+from metarl.core.step import make_env as lifetime_env
 from metarl.envs import make as make_env
-from metarl.io import load_model
-from metarl.lifetime import Lifetime
+from metarl.runs.io import load_model
 from metarl.shipped import model as shipped_model
-from metarl.step import make_env as lifetime_env
 
 gymnasium = pytest.importorskip("gymnasium")
 
@@ -54,7 +55,7 @@ def test_metarls_pendulum_v0_with_gymnasium_dynamics_gives_the_same_mapped_obser
 
 
 def test_rule_actor_is_the_spec_lifetime_gymnasium() -> None:
-    # Driven from outside by metarl's own env, RuleActor (metarl.step's act and learn) is a spec Lifetime.
+    # Driven from outside by metarl's own env, RuleActor (metarl.core.step's act and learn) is a spec Lifetime.
     model = load_model(shipped_model("pendulum_swingup"))
     config = model.config
     keys = rng.individual_keys(0, 1, 2, torch.arange(3))
@@ -126,7 +127,7 @@ def test_helper_rejects_bad_arguments_gymnasium(kwargs: dict, message: str) -> N
 
 
 def test_without_gymnasium_one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
-    from metarl.scripts.show_results import main
+    from metarl.cli.show_results import main
 
     monkeypatch.setitem(sys.modules, "gymnasium", None)  # import gymnasium now raises ImportError
     assert run_main(main, [MODEL, "--gymnasium", "Pendulum-v1"]) == 2
@@ -166,7 +167,7 @@ def test_cli_prints_the_table_and_writes_json_gymnasium(tmp_path: Path) -> None:
 ])
 def test_cli_bad_arguments_exit_2_with_one_line_gymnasium(args: list[str], message: str,
                                                          capsys: pytest.CaptureFixture) -> None:
-    from metarl.scripts.show_results import main
+    from metarl.cli.show_results import main
 
     assert run_main(main, [MODEL, *args]) == 2
     captured = capsys.readouterr()
@@ -175,7 +176,7 @@ def test_cli_bad_arguments_exit_2_with_one_line_gymnasium(args: list[str], messa
 
 
 def test_cli_rejects_a_double_pendulum_model_gymnasium(capsys: pytest.CaptureFixture) -> None:
-    from metarl.scripts.show_results import main
+    from metarl.cli.show_results import main
 
     assert run_main(main, ["double_pendulum_swingup", "--gymnasium", "Pendulum-v1"]) == 2
     captured = capsys.readouterr()

@@ -15,8 +15,8 @@ from conftest import ROOT, TINY, run_in_process, run_script
 
 from metarl import config as C
 from metarl import resources
+from metarl.cli import train as run_config
 from metarl.envs import ENVS, env_class
-from metarl.scripts import train as run_config
 
 
 def config_keys(cls: type = C.Config, prefix: str = "") -> list[str]:

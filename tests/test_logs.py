@@ -7,8 +7,8 @@ import sys
 import pytest
 from conftest import TINY, run_script
 
-from metarl import logs
 from metarl.errors import UserError
+from metarl.runs import logs
 
 
 def gen_lines(stdout: str) -> list[str]:

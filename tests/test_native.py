@@ -1,4 +1,4 @@
-"""The native lifetime kernel (`metarl.native`) against the plain reference and itself.
+"""The native lifetime kernel (`metarl.backends.native`) against the plain reference and itself.
 
 Its rule steps on given inputs are checked with the other paths in `test_fast_path.py`.
 """
@@ -12,10 +12,12 @@ import pytest
 import torch
 from conftest import assert_close, fitness, genomes, needs_native, small_config
 
-from metarl import backends, envs, lifetime, native, rng
+from metarl import backends, envs
+from metarl.backends import lifetime, native
 from metarl.config import EnvConfig, RuntimeConfig
+from metarl.core import rng
+from metarl.core.genome import CELLS, GenomeLayout
 from metarl.envs.base import EnvOptions
-from metarl.genome import CELLS, GenomeLayout
 
 
 @pytest.mark.parametrize("name,low,high", [("tanh", -12.0, 12.0), ("tanh", -1e-3, 1e-3), ("sin", -10.0, 10.0),

@@ -57,8 +57,8 @@ def test_wheel_has_the_version_the_kernel_source_and_entry_points(installed):
         names = set(z.namelist())
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         scripts = z.read(entry).decode()
-    assert "metarl/kernel/driver.cpp" in names and "metarl/kernel/rule.h" in names
-    assert "metarl/scripts/train.py" in names
+    assert "metarl/backends/kernel/driver.cpp" in names and "metarl/backends/kernel/rule.h" in names
+    assert "metarl/cli/train.py" in names
     assert all(f"{name} = " in scripts for name in ENTRY_POINTS)
 
 

@@ -15,8 +15,10 @@ import pytest
 import torch
 from conftest import needs_native
 
-from metarl import io, lifetime, native, rng
+from metarl.backends import lifetime, native
 from metarl.config import RuntimeConfig
+from metarl.core import rng
+from metarl.runs import io
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = needs_native

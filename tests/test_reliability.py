@@ -23,11 +23,13 @@ import yaml
 from conftest import ROOT, TINY, fitness_columns, needs_native, run_script
 
 from metarl import config as C
-from metarl import io, lifetime, training
-from metarl.cli import run_main
-from metarl.runlock import LOCK_FILE, RunFolderBusy, RunLock
-from metarl.scripts import show_results
-from metarl.scripts import train as run_config
+from metarl.backends import lifetime
+from metarl.cli import show_results
+from metarl.cli import train as run_config
+from metarl.cli.main import run_main
+from metarl.evolve import trainer as training
+from metarl.runs import io
+from metarl.runs.lock import LOCK_FILE, RunFolderBusy, RunLock
 
 TINY_ARGS = [str(ROOT / TINY), "--set", "ga.lifetime_steps=5", "--set", "ga.population_size=8",
              "--set", "ga.num_survivors=2"]
@@ -74,7 +76,7 @@ def tiny_run(tmp_path, template_run) -> Path:
 
 HOLD = """
 import sys, time
-from metarl.runlock import RunLock
+from metarl.runs.lock import RunLock
 lock = RunLock(sys.argv[1]).acquire()
 print("locked", flush=True)
 time.sleep(60)
@@ -585,7 +587,7 @@ def test_rescore_of_a_model_file_is_refused_at_once(tiny_run, capsys):
 
 @pytest.mark.parametrize("seed", [str(2**63), str(2**64), "-1"])
 def test_seeds_out_of_range_are_refused_by_every_script(tiny_run, capsys, seed):
-    from metarl.scripts import show_environment
+    from metarl.cli import show_environment
 
     for main, args in ((show_results.main, [tiny_run / "best_model.yaml", "--evaluate", "--seed", seed]),
                        (show_results.main, [tiny_run, "--rescore", "1", "--seed", seed]),
@@ -597,7 +599,8 @@ def test_seeds_out_of_range_are_refused_by_every_script(tiny_run, capsys, seed):
 
 
 def test_seeds_count_with_all_their_bits():
-    from metarl import evaluation, rng
+    from metarl.analysis import evaluation
+    from metarl.core import rng
 
     assert rng.hash_ints(7, 1, 2) != rng.hash_ints(7 + 2**32, 1, 2) != rng.hash_ints(7 + 2**40, 1, 2)
     assert not torch.equal(evaluation.evaluation_keys(7, 8), evaluation.evaluation_keys(7 + 2**32, 8))
@@ -608,7 +611,7 @@ def test_seeds_count_with_all_their_bits():
 
 
 def _old_hash_ints(*values):
-    from metarl import rng
+    from metarl.core import rng
 
     h = 0x2545F491
     for v in values:
@@ -618,7 +621,7 @@ def _old_hash_ints(*values):
 
 
 def test_show_environment_refuses_endless_seconds(capsys):
-    from metarl.scripts import show_environment
+    from metarl.cli import show_environment
 
     for seconds in ("inf", "nan", str(10**9)):
         code, _, err = run(show_environment.main, ["Pendulum", "--seconds", seconds, "--save", "x.gif"], capsys)
@@ -719,8 +722,8 @@ def test_the_largest_valid_rules_run_natively(overrides):
 @pytest.mark.parametrize("overrides", [("rule.signal_dim=64", "rule.state_dim=64"), ("env.max_torque=1000000",)],
                          ids=["S=H=64", "torque 1e6"])
 def test_a_stale_kernel_is_still_caught_where_float32_drifts(monkeypatch, overrides):
-    from metarl import step
-    from metarl.reference import reference_rule_step
+    from metarl.core import step
+    from metarl.core.spec import reference_rule_step
 
     def changed(*args, learning_rate, **kw):  # the spec changed, the kernel not: the kernel is stale
         return reference_rule_step(*args, learning_rate=1.5 * learning_rate, **kw)

@@ -1,4 +1,4 @@
-"""metarl.robustness and show_results.py --robustness: the grid, its settings, agreement with --evaluate, the
+"""metarl.analysis.robustness and show_results.py --robustness: the grid, its settings, agreement with --evaluate, the
 table, JSON and heat map end to end."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import torch
 from conftest import ROOT
 from PIL import Image
 
-from metarl import evaluation, robustness
-from metarl.cli import run_main
+from metarl.analysis import evaluation, robustness
+from metarl.cli import show_results
+from metarl.cli.main import run_main
 from metarl.config import from_dict
-from metarl.genome import GenomeLayout
-from metarl.scripts import show_results
+from metarl.core.genome import GenomeLayout
 
 MODEL = ROOT / "tests/data/seed_best_model.yaml"
 
@@ -94,7 +94,7 @@ def test_table_and_heat_map_show_every_point(tmp_path: Path) -> None:
     table = robustness.format_table(points, hidden_goal=True)
     assert table.count("\n") == len(points) + 1 and "n/a" in table and "goal +1 lifetimes" in table
     assert robustness.to_dict(points)["points"][2]["share"] == pytest.approx(0.4)
-    from metarl import plots
+    from metarl.analysis import plots
 
     plots.save_figure(robustness.heatmap_figure(points), tmp_path / "h.png")
     with Image.open(tmp_path / "h.png") as png:

@@ -10,11 +10,13 @@ import pytest
 import torch
 from conftest import assert_backends_agree, genomes, small_config
 
-from metarl import envs, lifetime, rng, step
+from metarl import envs
+from metarl.analysis.controllers import ReferenceController, observed_state, run_reference
+from metarl.backends import lifetime
 from metarl.config import from_dict
-from metarl.controllers import ReferenceController, observed_state, run_reference
+from metarl.core import rng, step
+from metarl.core.genome import GenomeLayout
 from metarl.errors import ConfigError
-from metarl.genome import GenomeLayout
 
 
 def configured(env: str = "Pendulum", *, learning_rate_dt: bool = False, pop: int = 19, steps: int = 40,

@@ -1,4 +1,4 @@
-"""The rule's declaration (`metarl.rule`): the genome layout, the saved-model record, and the native
+"""The rule's declaration (`metarl.core.rule`): the genome layout, the saved-model record, and the native
 kernel's interface (which rule it implements; its structures checked field by field)."""
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import torch
 import yaml
 from conftest import SEED_MODEL, genomes, needs_native, run_script, small_config
 
-from metarl import backends, io, lifetime, native, rng
+from metarl import backends
+from metarl.backends import lifetime, native
+from metarl.core import rng
+from metarl.core.genome import GenomeLayout
+from metarl.core.rule import CELLS, RULES, STANDARD, Input, RuleDeclaration, register_rule, with_input
 from metarl.errors import ModelFileError
-from metarl.genome import GenomeLayout
-from metarl.rule import CELLS, RULES, STANDARD, Input, RuleDeclaration, register_rule, with_input
+from metarl.runs import io
 
 # One input more in the node cell: the fraction of the lifetime elapsed (as examples/custom_rule.py).
 CLOCKED = register_rule(with_input(STANDARD, "node_network", Input("elapsed", 1, "lifetime_fraction"),
@@ -96,7 +99,7 @@ def test_the_structure_check_catches_two_swapped_fields_of_one_type() -> None:
     swapped = type("Options", (ctypes.Structure,), {"_fields_": fields})
     assert ctypes.sizeof(swapped) == ctypes.sizeof(native.Options)
     with pytest.raises(native.NativeUnavailable, match=r"field Options\.max_speed \(offset 4, size 4\) does not match "
-                                                       r"metarl/native.py's mirror \(offset 0, size 4\)"):
+                                                       r"metarl/backends/native.py's mirror \(offset 0, size 4\)"):
         native.check_structures(lib, {**native.MIRRORS, "Options": swapped})
     missing = type("CellMap", (ctypes.Structure,), {"_fields_": native.CellMap._fields_[:-1]})
     with pytest.raises(native.NativeUnavailable, match=r"CellMap\.b_output .* \(no such field\)"):
@@ -115,7 +118,8 @@ def test_a_saved_model_carries_its_rule_into_a_fresh_process(tmp_path: Path) -> 
     path = save(tmp_path / "model.yaml")
     data = yaml.safe_load(path.read_text())
     assert data["format"] == io.MODEL_FORMAT and data["rule"]["name"] == "test_clocked"
-    code = ("import torch; from metarl import io, lifetime, rng; m = io.load_model(" + repr(str(path)) + "); "
+    code = ("import torch; from metarl.backends import lifetime; from metarl.core import rng; "
+            "from metarl.runs import io; m = io.load_model(" + repr(str(path)) + "); "
             "k = rng.individual_keys(0, 0, 0, torch.arange(2)); "
             "f = lifetime.run_lifetimes(m.genome[None].expand(2, -1), m.layout, m.config, k, steps=5, "
             "backend='spec')[0]; print(m.layout.rule.name, m.layout.size, f.tolist())")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import ROOT, TINY, fitness_columns, run_script, wait_for_file
 
-from metarl import io
+from metarl.runs import io
 
 
 def run_ok(*args, **kw):

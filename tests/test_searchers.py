@@ -11,9 +11,11 @@ import torch
 from conftest import ROOT, TINY, fitness_columns, run_in_process
 
 from metarl import config as C
-from metarl import ga, io, searchers, training
 from metarl.errors import ConfigError
-from metarl.problem import FunctionProblem, LifetimeProblem, as_problem
+from metarl.evolve import ga, searchers
+from metarl.evolve import trainer as training
+from metarl.evolve.problem import FunctionProblem, LifetimeProblem, as_problem
+from metarl.runs import io
 
 SMALL = [f"ga.population_size={8}", "ga.num_survivors=2", "ga.lifetime_steps=10"]
 TARGET = 0.25  # the toy problem's optimum: every gene 0.25
@@ -40,7 +42,7 @@ def test_lifetime_problem_is_the_lifetime_evaluation():
     config = tiny()
     state = training.new_run(config)
     problem = LifetimeProblem(config, torch.device("cpu"))
-    from metarl.lifetime import evaluate
+    from metarl.backends.lifetime import evaluate
 
     want = evaluate(state.population, training.layout_of(config), config, seed=config.seed, generation=2)
     got = problem.evaluate(state.population, seed=config.seed, generation=2)
@@ -238,8 +240,8 @@ def test_run_config_with_cma_resumes_to_the_uninterrupted_log(tmp_path, capsys):
 
 
 def test_rescore_refuses_a_cma_run(tmp_path, capsys):
-    from metarl.cli import run_main
-    from metarl.scripts import show_results
+    from metarl.cli import show_results
+    from metarl.cli.main import run_main
 
     config = cma_config()
     training.Trainer(training.new_run(config), tmp_path, evaluator=toy).run(1)

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from metarl import envs
+from metarl.analysis.render import MASSES, TORQUE, VIEW_MARGIN, Renderer, play, save_animation
 from metarl.errors import UserError
-from metarl.render import MASSES, TORQUE, VIEW_MARGIN, Renderer, play, save_animation
 
 SCRIPT = Path(__file__).resolve().parents[1] / "show_environment.py"
 SIZE = 480  # the renderer's default width and height

@@ -1,4 +1,4 @@
-"""show_results.py end to end (subprocesses on tiny lifetimes), its error messages and metarl.plots."""
+"""show_results.py end to end (subprocesses on tiny lifetimes), its error messages and metarl.analysis.plots."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import torch
 from conftest import ROOT, run_script
 from PIL import Image
 
-from metarl import plots
-from metarl.cli import run_main
-from metarl.io import load_model
+from metarl.analysis import plots
+from metarl.cli.main import run_main
+from metarl.runs.io import load_model
 
 SCRIPT = "show_results.py"
 
 
 def load_script():
-    """The program behind show_results.py (`metarl.scripts.show_results`)."""
-    return importlib.import_module("metarl.scripts.show_results")
+    """The program behind show_results.py (`metarl.cli.show_results`)."""
+    return importlib.import_module("metarl.cli.show_results")
 
 
 @pytest.fixture(autouse=True)
@@ -107,8 +107,9 @@ def test_evaluate_plots_height_per_condition_and_reports_each_goal(tmp_path: Pat
 def test_rescore_picks_the_best_elite_on_held_out_lifetimes(tmp_path: Path, run_dir: Path) -> None:
     import shutil
 
-    from metarl import evaluation, training
-    from metarl.io import load_model
+    from metarl.analysis import evaluation
+    from metarl.evolve import trainer as training
+    from metarl.runs.io import load_model
 
     run = tmp_path / "run"
     shutil.copytree(run_dir, run)

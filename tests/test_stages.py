@@ -1,4 +1,4 @@
-"""Multi-stage configs (``stages:``, `metarl.stages`): one command and one run folder for a curriculum, each
+"""Multi-stage configs (``stages:``, `metarl.evolve.stages`): one command and one run folder for a curriculum, each
 stage warm-started from the model the stage before it shipped, resumable across stages; hostile stage lists."""
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import torch
 import yaml
 from conftest import ROOT, fitness_columns, run_in_process, run_script, wait_for_file
 
-from metarl import io, stages, training
-from metarl.cli import run_main
-from metarl.scripts import show_results
+from metarl.cli import show_results
+from metarl.cli.main import run_main
+from metarl.evolve import stages
+from metarl.evolve import trainer as training
+from metarl.runs import io
 
 # Two stages x 2 generations, population 12, 20-step lifetimes; the second stage antithetic and rescored.
 BASE = {"seed": 3, "device": "cpu", "env": {"name": "Pendulum", "max_torque": 2.0},

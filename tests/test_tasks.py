@@ -10,11 +10,14 @@ import pytest
 import torch
 from conftest import assert_backends_agree, assert_close, genomes, small_config
 
-from metarl import envs, evaluation, lifetime, rng
+from metarl import envs
+from metarl.analysis import evaluation
+from metarl.analysis.controllers import run_reference
+from metarl.backends import lifetime
 from metarl.config import EnvConfig, from_dict
-from metarl.controllers import run_reference
+from metarl.core import rng
+from metarl.core.genome import GenomeLayout
 from metarl.errors import ConfigError
-from metarl.genome import GenomeLayout
 
 
 def test_goal_sign_multiplies_the_reward_and_is_hidden_from_the_observation() -> None:

@@ -6,8 +6,9 @@ import torch
 from conftest import ROOT, TINY, run_in_process
 
 from metarl import config as C
-from metarl import io, training
-from metarl.genome import GenomeLayout
+from metarl.core.genome import GenomeLayout
+from metarl.evolve import trainer as training
+from metarl.runs import io
 
 MODEL = str(ROOT / "experiments" / "pendulum_swingup" / "model.yaml")
 

@@ -169,7 +169,7 @@ def render() -> str:
     lines += ["", "Physical parameters (`env.params`) and their defaults:", ""]
     for name, cls in ENVS.items():
         lines.append(f"- {name}: " + ", ".join(f"`{k}` {v}" for k, v in cls.param_defaults.items()))
-    from ..stages import CONFIG_KEYS, STAGE_KEYS
+    from ..evolve.stages import CONFIG_KEYS, STAGE_KEYS
 
     lines += ["", "## Multi-stage configs", "",
               "A config with `stages:` runs a curriculum as one command and one run folder (docs/running.md, "

@@ -119,7 +119,7 @@ class ActorConfig:
     sigma_limit: float = 1.0
     sigma_init: float = 0.0
     learning_rate: float = 0.01
-    # true: the rule's rate is learning_rate * env.dt / 0.05 (`metarl.step.learning_rates`): learning_rate is
+    # true: the rule's rate is learning_rate * env.dt / 0.05 (`metarl.core.step.learning_rates`): learning_rate is
     # then the rate per 0.05 s of simulated time, so a rule learns as fast per second at any time step.
     learning_rate_dt: bool = False
 
@@ -142,10 +142,10 @@ class RuleConfig:
     signal_dim: int = 1
     state_dim: int = 8
     init_std: float = 0.1
-    declaration: str = "standard"  # a registered rule declaration (metarl.rule.register_rule)
+    declaration: str = "standard"  # a registered rule declaration (metarl.core.rule.register_rule)
 
     def validate(self, key: str) -> None:
-        from ..rule import RULES  # the registry of rule declarations (the example registers one)
+        from ..core.rule import RULES  # the registry of rule declarations (the example registers one)
 
         if not isinstance(self.declaration, str) or self.declaration not in RULES:
             raise ConfigError(f"{key}.declaration: unknown rule declaration {_show(self.declaration)}"
@@ -209,7 +209,7 @@ SEARCHERS = ("ga", "cma")
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Which searcher proposes the genomes (`metarl.searchers`): ``ga``, the genetic algorithm of the
+    """Which searcher proposes the genomes (`metarl.evolve.searchers`): ``ga``, the genetic algorithm of the
     ``ga`` section, or ``cma``, CMA-ES from pycma (``pip install cma threadpoolctl``). Both score
     ``ga.population_size`` genomes per generation for ``ga.generations`` generations, each by
     ``ga.evals_per_individual`` lifetimes; ``cma`` ignores ``ga.num_survivors`` and ``ga.mutation_*``."""
@@ -236,7 +236,7 @@ class RuntimeConfig:
     # at least 2e6 individual-steps (population_size * lifetime_steps), which repays compiling.
     compile: bool | None = None
     threads: int | None = None  # torch CPU threads (and native kernel threads); null = torch's default
-    # The native C++ lifetime kernel on CPU (metarl/native.py); null = auto: used when it builds, else
+    # The native C++ lifetime kernel on CPU (metarl/backends/native.py); null = auto: used when it builds, else
     # the torch step with a warning; true: an error if it cannot run; false: never.
     native: bool | None = None
 

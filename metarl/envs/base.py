@@ -71,11 +71,11 @@ class EnvOptions:
     # Reversal: the goal's sign flips from this step number on (0-based; None = never).
     goal_switch: int | None = None
     # Episodes: every this many steps the env goes back to a start state (drawn again for random
-    # inits) while the actor and the rule keep what they learned (`metarl.step.reset_episode`).
+    # inits) while the actor and the rule keep what they learned (`metarl.core.step.reset_episode`).
     # None = the lifetime is one episode.
     episode_steps: int | None = None
     # Sensor noise: Gaussian noise of this std on what the actor and the rule observe (and the reference
-    # controller, `metarl.step.observe`), from each individual's own stream (`metarl.rng.STREAM_OBS_NOISE`).
+    # controller, `metarl.core.step.observe`), from each individual's own stream (`metarl.core.rng.STREAM_OBS_NOISE`).
     obs_noise: float = 0.0
 
     def __post_init__(self) -> None:
@@ -244,7 +244,7 @@ class BatchedEnv:
 
     def restore(self, state: torch.Tensor, prev_height: torch.Tensor | None, t: int) -> None:
         """Take ``state``, ``prev_height`` and the step count ``t`` as computed outside `step`
-        (`metarl.lifetime` steps the physics itself); no copy and no checks."""
+        (`metarl.backends.lifetime` steps the physics itself); no copy and no checks."""
         self._state, self._prev_height, self.t = state, prev_height, t
 
     def initial_state(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
@@ -310,7 +310,7 @@ class BatchedEnv:
 
     def transition(self, env_state: EnvState, action: torch.Tensor) -> tuple[EnvState, torch.Tensor]:
         """The pure step (as gymnax's ``step_env``): the state after ``action (B,)`` and the reward ``(B,)``.
-        `step` and every torch lifetime backend (`metarl.step`) use it."""
+        `step` and every torch lifetime backend (`metarl.core.step`) use it."""
         state = self.advance(env_state.state, action)
         height = self.height(state)
         reward = self.reward(env_state.state, state, height, env_state.prev_height, env_state.t, self.torque(action))
@@ -324,7 +324,7 @@ class BatchedEnv:
         """The state ``(B, 2 * links)`` one step after ``state`` under ``action (B,)``; pure.
 
         Integrates, wraps the angles and clamps the speeds. `step` and the lifetime
-        step (`metarl.step`) both use it, so they share the physics exactly.
+        step (`metarl.core.step`) both use it, so they share the physics exactly.
         """
         dt = self.dt if isinstance(self.dt, float) else self.dt[:, None]
         state = integrate(self.derivatives, state, self.torque(action), dt, self.options.integrator)

@@ -1,0 +1,1 @@
+"""Analysis: evaluation against baselines, the reference controller, plots, rendering, robustness."""

@@ -1,0 +1,1 @@
+"""The three command-line programs and their shared plumbing."""

@@ -1,0 +1,592 @@
+"""Replay, plot and evaluate a learned rule; plot the fitness curves of a run.
+
+    python3 show_results.py pendulum_swingup            # a shipped model by name: a fresh actor learns live (window)
+    python3 show_results.py MODEL.yaml --save replay.gif --plot summary.png    # headless export
+    python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
+    python3 show_results.py RUN_DIR --rescore 20       # pick the best of the last elites on held-out lifetimes
+    python3 show_results.py MODEL.yaml --evaluate --hidden 16,16 --set env.params.length=1.5
+    python3 show_results.py MODEL.yaml --robustness --episodes 64 --json rob.json --plot rob.png   # off its training
+    python3 show_results.py results/<run> --plot curve.png       # fitness curves (window without --plot)
+    python3 show_results.py results/run_a results/run_b --plot runs.png   # several runs or seeds in one figure
+    python3 show_results.py pendulum_balance --gymnasium Pendulum-v1 --episodes-per-lifetime 10 --lifetimes 64
+
+Replays draw a random seed unless --seed is given (it is printed, to reproduce the replay);
+--evaluate uses --seed 0 by default so that its table is reproducible as is. Replay and
+evaluation episodes come from key namespaces that training never uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from metarl import config as cfg_mod
+from metarl import envs, resources
+from metarl.analysis import evaluation, gym_rule, plots, robustness
+from metarl.analysis.render import ANIMATION_SUFFIXES, VIEW_MARGIN, Renderer, open_window, save_animation, window_open
+from metarl.backends import use_threads
+from metarl.backends.lifetime import Conditions, Lifetime, step_path
+from metarl.cli.args import ArgumentParser, described
+from metarl.cli.main import run_main
+from metarl.config import Config
+from metarl.config.schema import MAX_SEED, _show
+from metarl.errors import ModelFileError, UserError
+from metarl.evolve import stages
+from metarl.evolve import trainer as training
+from metarl.runs import io
+from metarl.runs.io import SavedModel, atomic_write_text, load_model, read_log
+from metarl.shipped import model as shipped_model
+
+WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH = 480, 480, 640
+GIF_HEIGHT, GIF_ENV_WIDTH, GIF_PANEL_WIDTH = 400, 400, 560
+LIVE_PANEL_EVERY = 5  # steps between panel redraws in the window (a redraw costs ~50 ms)
+GIF_MAX_FRAMES = 100
+GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a slide show
+DEFAULT_EVAL_EPISODES = 256
+DEFAULT_ROBUSTNESS_EPISODES = 64  # per point of the grid (about 25 points)
+DEFAULT_RESCORE_EPISODES = evaluation.RESCORE_EPISODES
+DEFAULT_PLOT_EPISODES = 64
+DEFAULT_GYM_EPISODES = 10  # --gymnasium: episodes per lifetime
+DEFAULT_GYM_LIFETIMES = 64
+LOG_COLUMNS = ("generation", "best")  # required; the other curves are drawn when present
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = ArgumentParser(description=described(__doc__, "show_results.py"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="a saved model (MODEL.yaml, ours or the original project's; or a shipped model's name, "
+                                "e.g. pendulum_balance) or a run folder")
+    p.add_argument("more_runs", nargs="*", metavar="RUN_DIR",
+                   help="more run folders: their curves in one figure (runs that differ only in seed: mean and range)")
+    p.add_argument("--steps", type=int, metavar="N", help="lifetime length (default: the model's ga.lifetime_steps)")
+    p.add_argument("--seed", type=int, metavar="S", help="seed of the actors and environments drawn")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a value of the model's config (parsed as YAML); repeatable")
+    p.add_argument("--hidden", metavar="N,N", help="run the rule on an actor with these hidden layer sizes")
+    p.add_argument("--save", metavar="OUT.gif", help="write the replay as an animated GIF (or .png: last frame)")
+    p.add_argument("--plot", metavar="OUT.png", help="write a figure: lifetime summary of a model, "
+                                                     "fitness curves of a run folder, or with --evaluate "
+                                                     "the height over the lifetime per condition")
+    p.add_argument("--evaluate", action="store_true", help="measure the rule against baselines")
+    p.add_argument("--robustness", action="store_true",
+                   help="the rule against the reference controller with length, mass, damping, sensor noise, time "
+                        "step and torque varied one at a time (metarl.analysis.robustness); --plot writes a heat map")
+    p.add_argument("--episodes", type=int, metavar="N",
+                   help=f"lifetimes for --evaluate (default {DEFAULT_EVAL_EPISODES}), --robustness (per point, "
+                        f"default {DEFAULT_ROBUSTNESS_EPISODES}) or --plot (default {DEFAULT_PLOT_EPISODES})")
+    p.add_argument("--json", metavar="OUT.json",
+                   help="with --evaluate, --robustness or --gymnasium: also write the results as JSON")
+    p.add_argument("--rescore", type=int, metavar="K",
+                   help="run folder: score the K best of its last generation again on --episodes held-out "
+                        f"lifetimes (default {DEFAULT_RESCORE_EPISODES}) and save the best as RUN/rescored_model.yaml")
+    p.add_argument("--allow-large", action="store_true",
+                   help="run even if the memory or work estimate exceeds what this machine allows (a deliberate "
+                        "huge evaluation)")
+    g = p.add_argument_group("on Gymnasium's Pendulum-v1 (metarl.analysis.gym_rule; needs gymnasium)")
+    g.add_argument("--gymnasium", metavar="ENV_ID", help="run the rule's actor through gymnasium.make(ENV_ID) "
+                   "(Pendulum-v1, or metarl/Pendulum-v0 with dynamics='gymnasium') over lifetimes of several "
+                   "episodes, beside the same actor without plasticity and a random policy; --seed default 0")
+    g.add_argument("--episodes-per-lifetime", type=int, metavar="N",
+                   help=f"episodes of 200 steps per lifetime (default {DEFAULT_GYM_EPISODES}); the env resets "
+                        f"between them, the actor and the rule keep what they learned")
+    g.add_argument("--lifetimes", type=int, metavar="K", help=f"lifetimes (default {DEFAULT_GYM_LIFETIMES})")
+    g.add_argument("--reward", choices=gym_rule.RULE_REWARDS,
+                   help="what the rule sees: env = the env's reward (Pendulum-v1: -cost; the default), height = "
+                        "metarl's 1 - cos theta of the next observation (what the shipped rules were evolved on)")
+    args = p.parse_args(argv)
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise UserError(f"--seed must be an integer in [0, 2^63-1], got {_show(args.seed)}")
+    if args.rescore is not None and args.rescore < 1:
+        raise UserError(f"--rescore must be >= 1, got {_show(args.rescore)}")
+    for name, low in (("steps", 1), ("episodes", 2), ("episodes_per_lifetime", 1), ("lifetimes", 1)):
+        value = getattr(args, name)
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be >= {low}, got {value}")
+    if args.gymnasium is not None:
+        check_gymnasium_options(args)
+    else:
+        given = [f for f, v in (("--episodes-per-lifetime", args.episodes_per_lifetime),
+                                ("--lifetimes", args.lifetimes), ("--reward", args.reward)) if v is not None]
+        if given:
+            raise UserError(f"{given[0]} needs --gymnasium ENV_ID")
+    if args.json and not (args.evaluate or args.robustness or args.gymnasium is not None):
+        raise UserError("--json needs --evaluate, --robustness or --gymnasium")
+    if args.evaluate and args.save:
+        raise UserError("--evaluate cannot be combined with --save; run them separately")
+    if args.robustness and (args.evaluate or args.save):
+        raise UserError(f"--robustness cannot be combined with {'--evaluate' if args.evaluate else '--save'}; "
+                        f"run them separately")
+    # Reject unwritable output names before minutes of work, not after.
+    if args.plot:
+        plots.figure_format(args.plot)
+        io.check_output_file(args.plot, "--plot")
+    if args.save and Path(args.save).suffix.lower() not in ANIMATION_SUFFIXES:
+        raise UserError(f"--save {args.save}: use a .gif (animation) or .png (last frame) file name")
+    if args.save:
+        io.check_output_file(args.save, "--save")
+    if args.json:
+        io.check_output_file(args.json, "--json")
+    return args
+
+
+def check_gymnasium_options(args: argparse.Namespace) -> None:
+    """Reject what --gymnasium cannot combine with, and a missing gymnasium or an unknown env id."""
+    others = {"--evaluate": args.evaluate, "--robustness": args.robustness, "--save": args.save, "--plot": args.plot,
+              "--rescore": args.rescore,
+              "--steps": args.steps is not None, "--episodes": args.episodes is not None, "RUN_DIR": args.more_runs}
+    given = [flag for flag, value in others.items() if value]
+    if given:
+        hint = " (lifetimes: --lifetimes K)" if given[0] == "--episodes" else ""
+        raise UserError(f"--gymnasium cannot be combined with {given[0]}{hint}")
+    gym_rule.make_env(args.gymnasium).close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    path = Path(shipped_model(args.path))
+    if args.gymnasium is not None and path.is_dir():
+        raise UserError(f"--gymnasium needs a MODEL.yaml, but {path} is a run folder (its model: "
+                        f"{path / 'best_model.yaml'})")
+    for folder in (path, *map(Path, args.more_runs or [])):
+        if folder.is_dir() and stages.is_stage_run(folder) and not (folder / "log.csv").exists():
+            names = " ".join(str(s.folder(folder)) for s in stages.load_run(folder))
+            raise UserError(f"{folder} is a multi-stage run: name its stages' run folders ({names}) or its model "
+                            f"({folder / stages.MODEL_FILE})")
+    if args.more_runs:
+        return show_runs([path, *map(Path, args.more_runs)], args)
+    if path.is_dir():
+        return show_run(path, args)
+    if not path.exists():
+        raise ModelFileError(f"{path}: no such model file or run folder")
+    if args.rescore is not None:
+        raise UserError(f"--rescore needs a run folder (it scores the elites of the last generation), but {path} "
+                        f"is a file; to score one model use --evaluate")
+    model = load_model(path)
+    config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
+    sizes = actor_sizes(args.hidden, config)
+    steps = args.steps if args.steps is not None else config.ga.lifetime_steps
+    if args.gymnasium is not None:
+        use_threads(1)  # batches of a few dozen actors
+        return on_gymnasium(path, model, config, sizes, args)
+    check_size(config, sizes, steps, args)  # before anything is allocated
+    if args.evaluate:
+        use_threads(config.runtime.threads)
+        return evaluate(path, model, config, sizes, steps, args)
+    if args.robustness:
+        use_threads(config.runtime.threads)
+        return robustness_report(path, model, config, sizes, steps, args)
+    # A replay steps one actor: its matrices are too small for threads to pay off (whatever the config says).
+    use_threads(1)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    print(f"{path}: {provenance(model)}; actor {sizes}, {steps} steps per lifetime, seed {seed}"
+          + ("" if args.seed is not None else " (--seed to repeat)"))
+    if args.save or args.plot:
+        return export(path, model, config, sizes, steps, seed, args)
+    return live(model, config, sizes, steps, seed)
+
+
+def check_size(config: Config, sizes: list[int], steps: int, args: argparse.Namespace) -> None:
+    """The memory and work estimate of `metarl.resources` for what this command will run (one line, naming
+    the figure and --allow-large, if it is too much)."""
+    state_size = envs.env_class(config.env.name).state_size()
+    if args.robustness:
+        per_episode, longest = robustness.work(config, steps)
+        episodes = args.episodes or DEFAULT_ROBUSTNESS_EPISODES
+        resources.check_lifetimes(config, sizes, lifetimes=per_episode * episodes, steps=longest,
+                                  what="--robustness", traced_floats_per_step=state_size, allow_large=args.allow_large)
+        return
+    if args.evaluate:
+        runs = len(evaluation.CONDITIONS) * len(evaluation.goals_of(config) or (1,))
+        episodes = args.episodes or DEFAULT_EVAL_EPISODES
+        resources.check_lifetimes(config, sizes, lifetimes=runs * episodes, steps=steps, what="--evaluate",
+                                  traced_floats_per_step=3 + state_size, allow_large=args.allow_large)
+        return
+    if args.plot:
+        episodes = args.episodes or DEFAULT_PLOT_EPISODES
+        resources.check_lifetimes(config, sizes, lifetimes=2 * episodes, steps=steps, what="--plot",
+                                  traced_floats_per_step=1, allow_large=args.allow_large)
+    resources.check_lifetimes(config, sizes, lifetimes=1, steps=steps, what="the replay", replay=True,
+                              traced_floats_per_step=1 + state_size, allow_large=args.allow_large)
+
+
+def replay_config(config: Config, overrides: list[str]) -> Config:
+    """The model's config with ``runtime.native: true`` read as auto: that was a training choice, and
+    replay and evaluation run on whatever step this machine has (unless ``--set runtime.native=...``)."""
+    if config.runtime.native and not any(item.strip().startswith("runtime.native") for item in overrides):
+        return config.replace(runtime=dataclasses.replace(config.runtime, native=None))
+    return config
+
+
+def provenance(model: SavedModel) -> str:
+    """``fitness F at generation G`` with whatever the file records."""
+    fitness = "fitness ?" if model.fitness is None else f"fitness {model.fitness:.3f}"
+    return fitness if model.generation is None else f"{fitness} at generation {model.generation}"
+
+
+def actor_sizes(hidden: str | None, config: Config) -> list[int]:
+    """``[obs_dim, *hidden, 1]`` from ``--hidden 16,16`` (empty text: no hidden layer)."""
+    if hidden is None:
+        return config.layer_sizes
+    parts = [p.strip() for p in hidden.split(",")] if hidden.strip() else []
+    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise UserError(f"--hidden {hidden!r}: expected comma-separated layer sizes >= 1, like 16,16")
+    return [config.env.obs_dim, *(int(p) for p in parts), 1]
+
+
+# ---------------------------------------------------------------------------- run folders
+
+def show_run(run_dir: Path, args: argparse.Namespace) -> int:
+    """Fitness curves of a run folder: to ``--plot`` or in a matplotlib window."""
+    check_run_options(run_dir, args)
+    if args.rescore is not None:
+        return rescore_run(run_dir, args)
+    rows = run_log(run_dir)
+    title = f"{run_dir.resolve().name}: fitness per generation"
+    if args.plot:
+        plots.save_figure(plots.fitness_curve_figure(rows, title=title), args.plot)
+        print(f"wrote {args.plot} ({len(rows)} generations)")
+        return 0
+    plt = window_pyplot()
+    plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)))
+    print(f"{run_dir}: {len(rows)} generations; close the window to quit")
+    plt.show()
+    return 0
+
+
+def show_runs(run_dirs: list[Path], args: argparse.Namespace) -> int:
+    """Several run folders in one figure; runs whose configs differ only in seed form one curve."""
+    for run_dir in run_dirs:
+        if not run_dir.is_dir():
+            raise UserError(f"{run_dir}: not a run folder; several paths must all be run folders")
+        check_run_options(run_dir, args)
+    groups: dict[str, tuple[str, list[list[dict[str, float]]]]] = {}
+    for run_dir in run_dirs:
+        key = run_config_key(run_dir)
+        label = groups[key][0] if key in groups else run_dir.resolve().name
+        groups.setdefault(key, (label, []))[1].append(run_log(run_dir))
+    summary = ", ".join(f"{label} ({len(runs)} run{'s' if len(runs) > 1 else ''})" for label, runs in groups.values())
+    if args.plot:
+        plots.save_figure(plots.runs_figure(list(groups.values())), args.plot)
+        print(f"wrote {args.plot} ({summary})")
+        return 0
+    plt = window_pyplot()
+    plots.runs_figure(list(groups.values()), fig=plt.figure(figsize=(9, 5.5)))
+    print(f"{summary}; close the window to quit")
+    plt.show()
+    return 0
+
+
+def check_run_options(run_dir: Path, args: argparse.Namespace) -> None:
+    """Reject the options that need a model file."""
+    model_only = {"--evaluate": args.evaluate, "--robustness": args.robustness, "--save": args.save,
+                  "--steps": args.steps is not None,
+                  "--set": args.set, "--hidden": args.hidden,
+                  "--episodes": args.episodes is not None and args.rescore is None,
+                  "--seed": args.seed is not None and args.rescore is None}
+    given = [flag for flag, value in model_only.items() if value]
+    if given:
+        raise UserError(f"{given[0]} needs a MODEL.yaml, but {run_dir} is a run folder "
+                        f"(its model: {run_dir / 'best_model.yaml'})")
+
+
+def run_log(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of a run folder's ``log.csv``; one-line errors for anything else."""
+    log = run_dir / "log.csv"
+    if not log.is_file():
+        raise ModelFileError(f"{run_dir}: not a run folder (no log.csv)")
+    rows = read_log(log)
+    if not rows:
+        raise ModelFileError(f"{log}: no generation logged yet")
+    missing = [c for c in LOG_COLUMNS if c not in rows[0]]
+    if missing:
+        raise ModelFileError(f"{log}: not a generation log (no {missing[0]!r} column)")
+    return rows
+
+
+def run_config_key(run_dir: Path) -> str:
+    """What runs of one experiment share: the run's config without its seed, generations and logging."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return str(run_dir.resolve())  # a log without a config is its own group
+    data = cfg_mod.from_dict(cfg_mod.read_yaml(path)).to_dict()
+    for key in ("seed", "logging"):
+        data.pop(key, None)
+    data["ga"].pop("generations", None)
+    data.pop("runtime", None)  # chunks and threads never change results; the step path only by rounding
+    return json.dumps(data, sort_keys=True)
+
+
+def window_pyplot():  # noqa: ANN201 - matplotlib.pyplot
+    """pyplot for a window; a one-line error where none can open (no display, MPLBACKEND=Agg)."""
+    import matplotlib.pyplot as plt
+
+    backend = plt.get_backend().lower()
+    if backend in ("agg", "pdf", "ps", "svg", "pgf", "cairo", "template"):
+        raise UserError(f"no window can open here (matplotlib backend {backend}); write the figure with "
+                        f"--plot curve.png")
+    return plt
+
+
+def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
+    """Score the elites of a run's last generation on held-out lifetimes; save the best."""
+    with training.claim_run_dir(run_dir, new=False):  # it writes RUN/rescored_model.yaml: one writer at a time
+        return _rescore_run(run_dir, args)
+
+
+def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
+    state = training.load_run(run_dir)
+    cfg = state.config
+    k = args.rescore
+    if cfg.search.name != "ga":
+        raise UserError(f"--rescore rescores the GA's elites; {run_dir} is a search.name: {cfg.search.name} run, "
+                        f"which keeps none: score {run_dir / 'best_model.yaml'} or best_ever.yaml with --evaluate")
+    if not 1 <= k <= cfg.ga.num_survivors:
+        raise UserError(f"--rescore must be in [1, ga.num_survivors={cfg.ga.num_survivors}], got {k}")
+    if state.generation == 0:
+        raise ModelFileError(f"{run_dir}: no generation completed yet")
+    episodes = args.episodes or DEFAULT_RESCORE_EPISODES
+    pairs = 2 if cfg.ga.antithetic else 1
+    resources.check_lifetimes(cfg, cfg.layer_sizes, lifetimes=k * episodes * pairs, steps=cfg.ga.lifetime_steps,
+                              what="--rescore", allow_large=args.allow_large)
+    use_threads(cfg.runtime.threads)
+    seed = args.seed if args.seed is not None else 0
+    layout = training.layout_of(cfg)
+    with tqdm(total=k * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
+              unit_scale=True, leave=False, disable=None) as bar:
+        candidates, scores, best = evaluation.rescore_elites(state.population, k, layout, cfg, episodes=episodes,
+                                                             seed=seed, progress=bar.update)
+    order = torch.argsort(scores, descending=True, stable=True)
+    generation = state.generation - 1
+    print(f"{run_dir}: the {k} elites of generation {generation}, scored on {episodes} held-out lifetimes "
+          f"(seed {seed}; training rank 1 = that generation's best)")
+    print(f"{'training rank':>14}{'held-out score':>16}")
+    for i in order[:min(k, 10)].tolist():
+        print(f"{i + 1:>14}{float(scores[i]):>16.3f}")
+    out = run_dir / "rescored_model.yaml"
+    io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generation,
+                  seed=state.seed)
+    print(f"wrote {out} (training rank {best + 1}; its fitness field is the held-out score)")
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], steps: int,
+             args: argparse.Namespace) -> int:
+    """Print the baseline comparison table; ``--json`` writes it too."""
+    episodes = args.episodes or DEFAULT_EVAL_EPISODES
+    seed = args.seed if args.seed is not None else 0
+    device = cfg_mod.resolve_device(config.device)
+    print(f"{path}: {provenance(model)}\n{episodes} episodes x {steps} steps per condition, actor {sizes}, "
+          f"seed {seed}, env {config.env.name} {config.env.params or ''}".rstrip())
+    total = len(evaluation.ALL_CONDITIONS) * len(evaluation.goals_of(config) or (1,)) * episodes * steps
+    with tqdm(total=total, desc="evaluate", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
+        result = evaluation.evaluate_rule(model.genome, model.layout, config, episodes=episodes, seed=seed,
+                                          steps=steps, sizes=sizes, device=device, progress=bar.update)
+    print(evaluation.format_table(result))
+    if args.json:
+        data = {**result.to_dict(), "model": str(path),
+                "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
+                             "overrides": list(args.set), "env": config.to_dict()["env"]}}
+        write_json(args.json, data)
+    if args.plot:
+        fig = plots.height_curve_figure(result.height_curve, goals=evaluation.goals_of(config),
+                                        title=f"{path.name}: height over the lifetime, mean of {episodes} episodes")
+        plots.save_figure(fig, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list[int], steps: int,
+                      args: argparse.Namespace) -> int:
+    """Print the robustness table (`metarl.analysis.robustness`); ``--json`` and ``--plot`` (a heat map) write
+    it too."""
+    episodes = args.episodes or DEFAULT_ROBUSTNESS_EPISODES
+    seed = args.seed if args.seed is not None else 0
+    device = cfg_mod.resolve_device(config.device)
+    settings = robustness.grid(config, steps)
+    total = sum(2 * len(evaluation.goals_of(cfg) or (1,)) * episodes * n for *_, cfg, n in settings)
+    print(f"{path}: {provenance(model)}\n{episodes} episodes at each of {len(settings)} settings, the rule and the "
+          f"reference controller on the same draws; {steps} steps as configured, actor {sizes}, seed {seed}")
+    with tqdm(total=total, desc="robustness", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
+        points = robustness.run(model.genome, model.layout, config, episodes=episodes, seed=seed, steps=steps,
+                                sizes=sizes, device=device, progress=bar.update)
+    print(robustness.format_table(points, hidden_goal=evaluation.goals_of(config) is not None))
+    if args.json:
+        data = {**robustness.to_dict(points), "model": str(path),
+                "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
+                             "overrides": list(args.set), "env": config.to_dict()["env"]}}
+        write_json(args.json, data)
+    if args.plot:
+        title = f"{path.name}: learned / reference controller, {episodes} episodes per cell"
+        plots.save_figure(robustness.heatmap_figure(points, title=title), args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def write_json(path: str, data: dict) -> None:
+    """``--json``: written atomically, one line if it cannot be."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        raise UserError(f"{path}: cannot write ({e.strerror})") from None
+    print(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------- Gymnasium
+
+def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int], args: argparse.Namespace) -> int:
+    """The return per episode on ``gymnasium.make(ENV_ID)`` of the rule, the same actors without
+    plasticity and a random policy (`metarl.analysis.gym_rule`); ``--json`` writes it too."""
+    import gymnasium
+
+    gym_rule.check_model(config, sizes)
+    episodes = args.episodes_per_lifetime or DEFAULT_GYM_EPISODES
+    lifetimes = args.lifetimes or DEFAULT_GYM_LIFETIMES
+    seed = args.seed if args.seed is not None else 0
+    reward = args.reward or "env"
+    sees = "the env's reward (Pendulum-v1: -cost)" if reward == "env" else "metarl's height reward 1 - cos theta"
+    print(f"{path}: {provenance(model)}; actor {sizes}\non {args.gymnasium} (gymnasium {gymnasium.__version__}): "
+          f"{lifetimes} lifetimes of {episodes} episodes, seed {seed}; the rule sees {sees}")
+    results = {}
+    for policy in gym_rule.POLICIES:
+        results[policy] = gym_rule.run_rule_on_gymnasium(model, args.gymnasium, episodes=episodes,
+                                                         lifetimes=lifetimes, seed=seed, reward=reward,
+                                                         policy=policy, config=config, sizes=sizes)
+    print(f"return per episode (the env's), mean [95% CI] over {lifetimes} lifetimes; the env resets between "
+          f"episodes, the actor and the rule keep what they learned:")
+    print(gym_rule.format_table(results))
+    if args.json:
+        data = {"model": str(path), "env_id": args.gymnasium, "gymnasium": gymnasium.__version__,
+                "settings": {"episodes_per_lifetime": episodes, "lifetimes": lifetimes, "seed": seed,
+                             "reward": reward, "hidden": sizes[1:-1], "overrides": list(args.set)},
+                "policies": {name: {"per_episode": [s.to_dict() for s in gym_rule.summaries(r)],
+                                    "returns": r.tolist()} for name, r in results.items()}}
+        write_json(args.json, data)
+    return 0
+
+
+# ---------------------------------------------------------------------------- replay
+
+def new_lifetime(model: SavedModel, config: Config, sizes: list[int], seed: int, index: int) -> Lifetime:
+    """Lifetime ``index`` of the replay: a fresh random actor and environment from the seed."""
+    keys = evaluation.evaluation_keys(seed, 1, generation=evaluation.REPLAY_GENERATION, lifetime=index)
+    genomes = model.genome[None]
+    return Lifetime(genomes, model.layout, config, keys, sizes=sizes,
+                    backend=step_path(config, genomes.device, genomes.dtype, sizes))
+
+
+def view_extent(config: Config, life: Lifetime) -> float:
+    """Metres from the pivot to show: the longest chain the config can draw, plus a margin."""
+    defaults = life.env.param_defaults
+    reach = 0.0
+    for name in life.env.link_length_names:
+        value = config.env.params.get(name, defaults[name])
+        reach += max(value) if isinstance(value, list) else float(value)
+    return VIEW_MARGIN * reach
+
+
+def replay(life: Lifetime, steps: int, renderer: Renderer, panels: plots.ReplayPanels, *, every: int,
+           panel_every: int, label: str) -> Iterator[np.ndarray]:
+    """Step ``life`` and yield env + panels side by side ``(H, W, 3)`` every ``every`` steps."""
+    panels.reset(life.actor, label)
+    rewards: list[float] = []
+    panel = panels.update(rewards, life.actor)
+    with torch.no_grad():
+        for t in range(1, steps + 1):
+            rewards.append(float(life.step()[0]))
+            if t % every and t != steps:
+                continue
+            if t % panel_every == 0 or t == steps:
+                panel = panels.update(rewards, life.actor)
+            action = float(life.actor.outputs[-1][0, 0])
+            text = f"step {t}/{steps}   reward {rewards[-1]:.2f}\ntotal {sum(rewards):.1f}"
+            renderer.draw(life.env, 0, text, action=action)
+            yield np.concatenate((renderer.frame(), panel), axis=1)
+
+
+def _panels(config: Config, steps: int, width: int, height: int) -> plots.ReplayPanels:
+    return plots.ReplayPanels(width, height, steps=steps, weight_limit=config.actor.weight_limit,
+                              sigma_limit=config.actor.sigma_limit)
+
+
+def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: int) -> int:
+    """Replay lifetime after lifetime in one window (env left, panels right) until it is closed."""
+    import pygame  # after metarl.analysis.render, which silences pygame's import banner
+
+    h, env_w, panel_w = WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH
+    panels = _panels(config, steps, panel_w, h)
+    # The Renderer draws off screen; this window shows its frame and the panels together.
+    screen = open_window(env_w + panel_w, h, "--save replay.gif, or --plot summary.png")
+    try:
+        pygame.display.set_caption("metarl: show_results (Esc or q to quit)")
+        print("replaying one fresh lifetime after another; close the window or press Esc or q to stop", flush=True)
+        clock = pygame.time.Clock()
+        fps = 1.0 / config.env.mean_dt
+        index = 0
+        while True:
+            life = new_lifetime(model, config, sizes, seed, index)
+            renderer = Renderer(env_w, h, headless=True, extent=view_extent(config, life))
+            label = f"lifetime {index} (seed {seed})"
+            for frame in replay(life, steps, renderer, panels, every=1, panel_every=LIVE_PANEL_EVERY,
+                                label=label):
+                if not window_open():
+                    return 0
+                screen.blit(pygame.image.frombuffer(frame.tobytes(), (frame.shape[1], frame.shape[0]), "RGB"),
+                            (0, 0))
+                pygame.display.flip()
+                clock.tick(fps)
+            index += 1
+    finally:
+        pygame.display.quit()
+
+
+def export(path: Path, model: SavedModel, config: Config, sizes: list[int], steps: int, seed: int,
+           args: argparse.Namespace) -> int:
+    """Headless: ``--save`` one lifetime as an animation, ``--plot`` a summary of many lifetimes."""
+    if args.save:
+        every = max(1, math.ceil(steps / GIF_MAX_FRAMES))
+        life = new_lifetime(model, config, sizes, seed, 0)
+        renderer = Renderer(GIF_ENV_WIDTH, GIF_HEIGHT, headless=True, extent=view_extent(config, life))
+        panels = _panels(config, steps, GIF_PANEL_WIDTH, GIF_HEIGHT)
+        frames = list(replay(life, steps, renderer, panels, every=every, panel_every=every,
+                             label=f"lifetime 0 (seed {seed})"))
+        fps = max(GIF_MIN_FPS, 1.0 / (config.env.mean_dt * every))
+        save_animation(frames, args.save, fps)
+        speed = fps * every * config.env.mean_dt
+        print(f"wrote {args.save} ({len(frames)} frames, one every {every} steps, {speed:.3g}x real time)")
+    if args.plot:
+        episodes = args.episodes or DEFAULT_PLOT_EPISODES
+        # Lifetime 0 of the replay is episode 0 here: the GIF shows one of the summarised lifetimes.
+        keys = evaluation.evaluation_keys(seed, episodes, generation=evaluation.REPLAY_GENERATION)
+        learned = evaluation.sample_lifetimes(model.genome, model.layout, config, keys, steps=steps, sizes=sizes)
+        frozen = evaluation.sample_lifetimes(model.genome, model.layout, config, keys, steps=steps, sizes=sizes,
+                                             conditions=Conditions(plastic=False))
+        title = (f"{path.name}: {episodes} lifetimes of {steps} steps, {config.env.name}, actor {sizes}, "
+                 f"seed {seed}")
+        fig = plots.summary_figure(learned, frozen, weight_limit=config.actor.weight_limit,
+                                   sigma_limit=config.actor.sigma_limit, title=title)
+        plots.save_figure(fig, args.plot)
+        print(f"wrote {args.plot} (mean lifetime reward {float(learned.rewards.sum(1).mean()):.2f}, "
+              f"without plasticity {float(frozen.rewards.sum(1).mean()):.2f})")
+    return 0
+
+
+def entry() -> None:
+    """Console entry point."""
+    sys.exit(run_main(main))
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,59 @@
+"""Signals while a script starts (imports torch: about a second), before `metarl.cli.main.run_main` handles them.
+
+Standard library only, so that the root scripts install it before any heavy import. Ctrl-C, SIGTERM or
+SIGHUP then end the process with the line and exit status they give later (``interrupted``; 130, 143,
+129): nothing has been written yet, so there is nothing to keep.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+def _stop(signum: int, frame: Any) -> None:
+    try:
+        sys.stderr.write("interrupted\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(128 + signum)
+
+
+def guard() -> None:
+    """Install the start-up handlers (main thread only); `release` hands Ctrl-C back to Python."""
+    for s in SIGNALS:
+        if signal.getsignal(s) is not signal.SIG_IGN:  # an ignored signal (nohup) stays ignored
+            signal.signal(s, _stop)
+
+
+def release() -> None:
+    """Ctrl-C raises KeyboardInterrupt again (`metarl.cli.main.run_main` turns it into its line); SIGTERM and
+    SIGHUP keep the start-up handler until `metarl.runs.signals.stop_signals` replaces it."""
+    if signal.getsignal(signal.SIGINT) is _stop:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run(script: str) -> None:
+    """Run ``metarl.cli.<script>``'s command with the guard installed before its heavy imports: the
+    root scripts and the installed commands (pyproject's [project.scripts]) both start here. ``import
+    metarl`` itself imports nothing heavy (its modules load on first use)."""
+    guard()
+    import importlib
+
+    importlib.import_module(f"metarl.cli.{script}").entry()
+
+
+def train() -> None:
+    run("train")
+
+
+def show_environment() -> None:
+    run("show_environment")
+
+
+def show_results() -> None:
+    run("show_results")

@@ -1,0 +1,1 @@
+"""Evolution: the problem (lifetime fitness), searchers (the GA, adapters), the trainer, stages, torchrun."""

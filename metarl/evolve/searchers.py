@@ -1,0 +1,242 @@
+"""Searchers: what proposes the genomes a `metarl.evolve.problem.Problem` scores, behind an ask/tell seam.
+
+A `Searcher` holds one generation at a time: ``ask()`` returns its genomes ``(P, G)``
+(float32, CPU; the same tensor until ``tell``), ``tell(fitness)`` takes their fitness ``(P,)``
+(higher is better; NaN and ±inf are the worst) and moves on to the next generation. Its
+``state_dict()`` is what a checkpoint holds of it (tensors and plain values, read back with
+``torch.load(weights_only=True)``), always with ``population`` (the pending ``ask()``) and
+``ga_generator`` (the state of the searcher's `torch.Generator`); ``load_state_dict`` restores it
+so that a resumed run continues with the same numbers.
+
+Two searchers, chosen by the config's ``search.name``:
+
+- ``ga``: metarl's truncation-selection GA (`metarl.evolve.ga`, the ``ga`` section).
+- ``cma``: CMA-ES from pycma (``pip install cma threadpoolctl``, the ``cma`` extra; Hansen's
+  reference implementation), mean and step size ``search.sigma0`` starting at the origin (or at
+  ``ga.init_model``'s genome), ``ga.population_size`` samples per generation, optionally
+  the diagonal (separable) variant. Its normal draws come from the run's seeded generator.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..core.genome import GenomeLayout
+from ..errors import ConfigError, ModelFileError
+from . import ga
+
+
+class Searcher(Protocol):
+    """Proposes genomes, learns from their fitness; checkpoints."""
+
+    def ask(self) -> torch.Tensor:
+        """The current generation's genomes ``(P, G)`` float32 on the CPU (the same until `tell`)."""
+        ...
+
+    def tell(self, fitness: torch.Tensor) -> None:
+        """The fitness ``(P,)`` of `ask`'s genomes; moves on to the next generation."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint holds: at least ``population`` and ``ga_generator``."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a `state_dict` (a `ModelFileError` if it is not one of this searcher)."""
+        ...
+
+
+def create(config: Config, layout: GenomeLayout, init: torch.Tensor | None = None) -> Searcher:
+    """The searcher of ``config.search`` at generation 0, seeded with ``config.seed``; ``init (G,)`` is the
+    genome to start from (``ga.init_model``), if any."""
+    assert config.seed is not None
+    generator = torch.Generator().manual_seed(config.seed)
+    if config.search.name == "cma":
+        return CMASearcher(config, layout, generator, init)
+    return GASearcher.initial(config, layout, generator, init)
+
+
+class GASearcher:
+    """The GA (`metarl.evolve.ga`): the elites survive unchanged, mutated copies of them fill the population."""
+
+    def __init__(self, population: torch.Tensor, generator: torch.Generator, *, num_survivors: int,
+                 mutation_probability: float, mutation_strength: float) -> None:
+        self.population = population
+        self.generator = generator
+        self.num_survivors = num_survivors
+        self.mutation_probability = mutation_probability
+        self.mutation_strength = mutation_strength
+
+    @classmethod
+    def initial(cls, config: Config, layout: GenomeLayout, generator: torch.Generator,
+                init: torch.Tensor | None = None) -> GASearcher:
+        """Generation 0: ``Normal(0, rule.init_std^2)``, or ``init`` followed by ``P - 1`` copies of it mutated
+        as children are (a warm start)."""
+        g = config.ga
+        if init is None:
+            population = layout.random(g.population_size, config.rule.init_std, generator)
+        else:
+            genome = init.to(torch.float32).reshape(1, -1)
+            children = ga.mutate(genome.expand(g.population_size - 1, -1), probability=g.mutation_probability,
+                                 strength=g.mutation_strength, generator=generator)
+            population = torch.cat((genome, children))
+        return cls(population, generator, num_survivors=g.num_survivors,
+                   mutation_probability=g.mutation_probability, mutation_strength=g.mutation_strength)
+
+    def ask(self) -> torch.Tensor:
+        """The population ``(P, G)``; after a `tell`, the elites first, best first."""
+        return self.population
+
+    def tell(self, fitness: torch.Tensor) -> None:
+        """Select and mutate (`metarl.evolve.ga.next_generation`)."""
+        self.population = ga.next_generation(self.population, fitness, num_survivors=self.num_survivors,
+                                             mutation_probability=self.mutation_probability,
+                                             mutation_strength=self.mutation_strength, generator=self.generator)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The population and the generator's state."""
+        return {"population": self.population, "ga_generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's population and generator state."""
+        self.population = state["population"]
+        self.generator.set_state(state["ga_generator"])
+
+
+def _cma_modules() -> tuple[Any, Any]:
+    """pycma and a threadpoolctl ``ThreadpoolController``, or a one-line `ConfigError` saying what to install."""
+    global _controller
+    try:
+        import cma  # type: ignore[import-untyped,import-not-found,unused-ignore]
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError as e:
+        package = "pycma package: pip install cma" if e.name == "cma" else \
+            "threadpoolctl package: pip install threadpoolctl"
+        raise ConfigError(f"search.name: cma needs the {package} (or pip install 'metarl[cma]')") from None
+    if _controller is None:
+        _controller = ThreadpoolController()  # finds the loaded BLAS libraries once (0.01 s each time)
+    return cma, _controller
+
+
+_controller: Any = None
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """numpy's BLAS on one thread while pycma works: its eigendecompositions are small (a 56 x 56 one took
+    0.1 s with two BLAS threads on a busy 2-core machine, 1 ms with one), and one thread gives the same bits
+    whatever the machine's core count."""
+    _, controller = _cma_modules()
+    with controller.limit(limits=1, user_api="blas"):
+        yield
+
+
+class TorchNormal:
+    """pycma's ``randn`` option: ``randn(*shape)`` standard normal float64 draws from a `torch.Generator`, so
+    that the run's seed and its checkpointed generator state decide every sample (pycma would otherwise
+    draw from numpy's global generator). Pickled without the generator; `CMASearcher` reattaches it."""
+
+    def __init__(self, generator: torch.Generator | None) -> None:
+        self.generator = generator
+
+    def __call__(self, *shape: int) -> np.ndarray:
+        assert self.generator is not None
+        return torch.randn(shape, generator=self.generator, dtype=torch.float64).numpy()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.generator = None
+
+
+class CMASearcher:
+    """CMA-ES (pycma's ``CMAEvolutionStrategy``) on metarl's fitness, maximised."""
+
+    def __init__(self, config: Config, layout: GenomeLayout, generator: torch.Generator,
+                 init: torch.Tensor | None = None) -> None:
+        cma, _ = _cma_modules()
+        self.generator = generator
+        self.size = layout.size
+        x0 = np.zeros(layout.size) if init is None else init.double().numpy().copy()
+        sigma0 = config.search.sigma0 if config.search.sigma0 is not None else config.rule.init_std
+        options = {"popsize": config.ga.population_size, "randn": TorchNormal(generator), "seed": math.nan,
+                   "CMA_diagonal": config.search.diagonal, "verbose": -9, "verb_log": 0, "verb_disp": 0,
+                   # A run stops after ga.generations, not when pycma would (its termination criteria).
+                   "maxiter": math.inf, "maxfevals": math.inf, "tolfun": 0, "tolfunhist": 0, "tolx": 0,
+                   "tolstagnation": math.inf, "tolflatfitness": math.inf}
+        with _one_blas_thread():
+            self.es = cma.CMAEvolutionStrategy(x0, sigma0, options)
+            self._ask()
+
+    def _ask(self) -> None:
+        self.pending = np.asarray(self.es.ask(), dtype=np.float64)  # (P, G): what pycma's tell wants back
+        self.population = torch.from_numpy(self.pending).to(torch.float32)
+
+    def ask(self) -> torch.Tensor:
+        """The current samples ``(P, G)`` of ``Normal(mean, sigma^2 C)`` (rounded to float32)."""
+        return self.population
+
+    def tell(self, fitness: torch.Tensor) -> None:
+        """Update the mean, step size and covariance from the ranking; draw the next samples. pycma
+        minimises, so it is told ``-fitness``; a non-finite fitness counts as the worst finite one."""
+        loss = -fitness.to(torch.float64).cpu().numpy()
+        finite = np.isfinite(loss)
+        loss = np.where(finite, loss, loss[finite].max() if finite.any() else 0.0)
+        with _one_blas_thread():
+            self.es.tell(list(self.pending), loss.tolist())
+            self._ask()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The samples, the generator's state and pycma's object (pickled, as uint8)."""
+        data = pickle.dumps((self.es, self.pending), protocol=4)
+        return {"population": self.population, "ga_generator": self.generator.get_state(),
+                "cma": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint written by `state_dict`."""
+        blob = state.get("cma")
+        if not isinstance(blob, torch.Tensor) or blob.dtype != torch.uint8 or blob.dim() != 1:
+            raise ModelFileError("corrupt checkpoint (a search.name: cma run's checkpoint needs its 'cma' "
+                                 "state, a uint8 tensor)")
+        try:
+            es, pending = _AllowedUnpickler(io.BytesIO(blob.numpy().tobytes())).load()
+        except Exception as e:  # noqa: BLE001 - any failure to unpickle means a damaged state
+            raise ModelFileError(f"corrupt checkpoint (its cma state does not load: {e.__class__.__name__})") from None
+        cma, _ = _cma_modules()
+        if not isinstance(es, cma.CMAEvolutionStrategy) or not isinstance(es.opts.get("randn"), TorchNormal):
+            raise ModelFileError("corrupt checkpoint (its cma state is not a CMAEvolutionStrategy drawing from "
+                                 "the run's generator)")
+        if not isinstance(pending, np.ndarray) or pending.shape != (es.popsize, self.size):
+            raise ModelFileError("corrupt checkpoint (its cma state does not match the config's population and "
+                                 "genome size)")
+        es.opts["randn"].generator = self.generator
+        self.es, self.pending = es, pending
+        self.population = torch.from_numpy(pending).to(torch.float32)
+        self.generator.set_state(state["ga_generator"])
+
+
+# What a cma state may name: pycma's and numpy's own classes and functions, a few builtins, TorchNormal.
+# A pickle is still code, in the end: resume only run folders you trust (docs/searchers.md).
+_ALLOWED_MODULES = ("cma", "numpy")
+_ALLOWED_NAMES = {("builtins", n) for n in ("set", "frozenset", "slice", "complex", "object", "dict", "list",
+                                            "tuple", "float", "int", "bool", "str", "bytes", "range")} | {
+    ("collections", "OrderedDict"), ("collections", "defaultdict"), ("copyreg", "_reconstructor"),
+    (__name__, "TorchNormal")}
+
+
+class _AllowedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        top = module.split(".")[0]
+        if (module, name) in _ALLOWED_NAMES or top in _ALLOWED_MODULES:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not allowed")

@@ -1,0 +1,243 @@
+"""Multi-stage configs: a curriculum as one config, one command and one run folder.
+
+A config with a ``stages:`` list runs its stages one after the other. Each stage is a mapping
+with a ``name``, an optional ``rescore: K`` and its own overrides of the base config (the rest
+of the file), nested as in the schema (``ga: {generations: 29}``) or dotted
+(``ga.generations: 29``). Stage 1 starts as a plain run would; every later stage is warm-started
+(``ga.init_model``) from the model the stage before it shipped: its ``best_model.yaml`` (the best
+of its last generation), or, when that stage says ``rescore: K``, the best of its last
+generation's K elites scored again on held-out lifetimes (`rescore_elites`, the choice
+``show_results.py RUN --rescore K`` makes), written as its ``rescored_model.yaml``.
+
+The run folder::
+
+    RUN/stages.yaml        the resolved stages (each stage's whole config, seed recorded); --resume reads it
+    RUN/<name>/            each stage's own, ordinary run folder (config.yaml, log.csv, checkpoint.pt, ...)
+    RUN/model.yaml         the model the last stage shipped, written when every stage is complete
+
+Each stage resumes exactly as a plain run does, and a stage is complete when its checkpoint
+holds all its generations (and its rescored model is written), so ``--resume RUN`` after a stop
+at any moment, in any stage, gives the logs and models of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..analysis.evaluation import RESCORE_EPISODES, rescore_elites
+from ..backends.lifetime import ProgressFn
+from ..config import Config, from_dict, is_legacy, read_yaml
+from ..config.build import SECTIONS
+from ..config.files import apply_overrides
+from ..config.schema import _clip, _show, _suggest
+from ..errors import ConfigError, ModelFileError
+from ..runs import io
+from .trainer import RunState, layout_of, with_seed
+
+STAGES_FILE = "stages.yaml"
+MODEL_FILE = "model.yaml"
+MAX_STAGES = 100
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dot: never a run file's name (stages.yaml, ...)
+# The keys of a stage besides the config's own; `device` is the run's (one device for all stages).
+STAGE_KEYS = {"name": "the stage's name: its run folder RUN/<name>/ (1-64 letters, digits, _ and -; unique)",
+              "rescore": f"K: ship the best of the last generation's K elites rescored on {RESCORE_EPISODES} held-out "
+                         f"lifetimes (seed 0, as show_results.py RUN --rescore K) instead of best_model.yaml"}
+CONFIG_KEYS = ("seed", *SECTIONS)
+RESERVED_NAMES = ("tensorboard",)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: its name, its resolved config (``ga.init_model`` set to the previous stage's model) and
+    the number of elites to rescore (None: ship ``best_model.yaml``)."""
+
+    name: str
+    config: Config
+    rescore: int | None = None
+    index: int = 0
+
+    @property
+    def where(self) -> str:
+        """How messages name the stage: ``stages[1] (stage2)``."""
+        return f"stages[{self.index}] ({self.name})"
+
+    def folder(self, run_dir: Path) -> Path:
+        return run_dir / self.name
+
+    def shipped(self, run_dir: Path) -> Path:
+        """The model this stage ships (the next stage's warm start)."""
+        return self.folder(run_dir) / ("rescored_model.yaml" if self.rescore else "best_model.yaml")
+
+
+def is_multi_stage(data: Any) -> bool:
+    """Whether raw config data is a multi-stage config."""
+    return isinstance(data, dict) and "stages" in data
+
+
+def is_stage_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` is the run folder of a multi-stage config."""
+    return (Path(run_dir) / STAGES_FILE).is_file()
+
+
+def load(path: str | Path, run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> list[Stage]:
+    """The stages of the multi-stage config file ``path`` to be run in ``run_dir``; ``overrides``
+    (``--set``, ``--seed``, ... as ``section.key=value``) apply to every stage, after its own."""
+    return build(read_yaml(path), run_dir, overrides)
+
+
+def build(data: Any, run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> list[Stage]:
+    """Validated stages of raw multi-stage data; every problem is one `ConfigError` line naming the stage
+    and the key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: expected a mapping of keys, got {_show(data)}")
+    base = {k: v for k, v in data.items() if k != "stages"}
+    raw = data.get("stages")
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"stages: expected a non-empty list of stages (each a mapping with a name and its "
+                          f"overrides), got {_show(raw)}")
+    if len(raw) > MAX_STAGES:
+        raise ConfigError(f"stages: at most {MAX_STAGES} stages, got {len(raw)}")
+    if is_legacy(base):
+        raise ConfigError("stages: a multi-stage config is written in the nested format (env:, ga:, ...), not "
+                          "the original project's flat keys")
+    run_dir = Path(run_dir)
+    stages: list[Stage] = []
+    for i, item in enumerate(raw):
+        where = f"stages[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a mapping (name: ..., then the stage's overrides), got "
+                              f"{_show(item)}")
+        name = item.get("name")
+        if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
+            raise ConfigError(f"{where}.name: expected a folder name (1-64 letters, digits, _ and -, starting with "
+                              f"a letter or digit; not {', '.join(RESERVED_NAMES)}), got {_show(name)}")
+        where = f"{where} ({name})"
+        if any(s.name == name for s in stages):
+            raise ConfigError(f"{where}.name: {name!r} names two stages; each stage needs its own name (its folder)")
+        own = {k: v for k, v in item.items() if k not in STAGE_KEYS}
+        for key in own:
+            head = key.split(".", 1)[0] if isinstance(key, str) else key
+            if head not in CONFIG_KEYS:
+                shown = _clip(key) if isinstance(key, str) else _show(key)
+                hint = " (the device is the run's: set it at the top level)" if head == "device" else \
+                    _suggest(head, [*STAGE_KEYS, *CONFIG_KEYS])
+                raise ConfigError(f"{where}: {shown}: not a stage key{hint}; valid: "
+                                  f"{', '.join([*STAGE_KEYS, *CONFIG_KEYS])}")
+            if head in SECTIONS and key == head and not isinstance(own[key], dict):
+                raise ConfigError(f"{where}: {head}: expected a mapping of the stage's overrides, got "
+                                  f"{_show(own[key])}")
+        own = _nested(own, where)
+        if i > 0 and "init_model" in (own.get("ga") or {}):
+            raise ConfigError(f"{where}: ga.init_model: a later stage starts from the model the stage before it "
+                              f"ships; only the first stage may name one")
+        merged = apply_overrides(_merge(base, own), overrides)
+        if i > 0:
+            merged = _merge(merged, {"ga": {"init_model": str(stages[-1].shipped(run_dir))}})
+        try:
+            config = from_dict(merged)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        config = with_seed(config)
+        rescore = item.get("rescore")
+        if rescore is not None:
+            survivors = config.ga.num_survivors
+            if isinstance(rescore, bool) or not isinstance(rescore, int) or not 1 <= rescore <= survivors:
+                raise ConfigError(f"{where}.rescore: must be an integer in [1, ga.num_survivors={survivors}] "
+                                  f"(the elites to rescore), got {_show(rescore)}")
+        stages.append(Stage(name, config, rescore, i))
+    return stages
+
+
+def _nested(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Dotted keys (``ga.generations``) as nested mappings, merged with the nested ones; a key set twice
+    (``ga: {generations: 2}`` and ``ga.generations: 3``) is refused."""
+    out: dict[str, Any] = {}
+    for path, value in _leaves(data, (), where):
+        node = out
+        for i, part in enumerate(path[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{where}: {_clip('.'.join(path[:i + 1]))}: given twice")
+            node = child
+        if path[-1] in node:
+            raise ConfigError(f"{where}: {_clip('.'.join(path))}: given twice")
+        node[path[-1]] = value
+    return out
+
+
+def _leaves(data: dict[Any, Any], prefix: tuple[str, ...], where: str) -> list[tuple[tuple[str, ...], Any]]:
+    """``(path, value)`` of every value that is not a non-empty mapping, dotted keys split."""
+    out = []
+    for key, value in data.items():
+        if not isinstance(key, str) or any(not p for p in key.split(".")):
+            shown = _clip(".".join((*prefix, key))) if isinstance(key, str) else _show(key)
+            raise ConfigError(f"{where}: {shown}: not a key")
+        path = (*prefix, *key.split("."))
+        if isinstance(value, dict) and value:
+            out += _leaves(value, path, where)
+        else:
+            out.append((path, value))
+    return out
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """``over`` on top of ``base``: mappings merged key by key, anything else replaced."""
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return over
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(base.get(key), value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            else value
+    return out
+
+
+def recorded(stages: list[Stage]) -> str:
+    """``RUN/stages.yaml``: a multi-stage config of the resolved stages (each stage's whole config, the
+    previous stage's model left out, as the loop sets it), which `build` reads back to the same stages."""
+    items = []
+    for i, stage in enumerate(stages):
+        config = stage.config.to_dict()
+        del config["device"]  # the run's, given once
+        if i > 0:
+            del config["ga"]["init_model"]
+        items.append({"name": stage.name, **({"rescore": stage.rescore} if stage.rescore else {}), **config})
+    head = ("# The resolved stages of this run (each stage's whole config; a later stage starts from the model the\n"
+            "# stage before it ships). Written by run_config.py; --resume reads it.\n")
+    return head + yaml.safe_dump({"device": stages[0].config.device, "stages": items}, sort_keys=False)
+
+
+def load_run(run_dir: str | Path) -> list[Stage]:
+    """The stages recorded in a multi-stage run folder."""
+    path = Path(run_dir) / STAGES_FILE
+    try:
+        return build(read_yaml(path), run_dir)
+    except ConfigError as e:
+        raise ModelFileError(f"{path}: {e}") from None
+
+
+def ship(stage: Stage, run_dir: Path, state: RunState, progress: ProgressFn | None = None) -> Path:
+    """Write the model ``stage`` ships, given its completed run state: ``best_model.yaml`` is the Trainer's;
+    with ``rescore: K`` the best of the last generation's K elites on held-out lifetimes, as
+    ``rescored_model.yaml`` (computed again if a stop left it unwritten: the same numbers)."""
+    out = stage.shipped(run_dir)
+    if stage.rescore and not out.exists():
+        layout = layout_of(state.config)
+        candidates, scores, best = rescore_elites(state.population, stage.rescore, layout, state.config,
+                                                  episodes=RESCORE_EPISODES, seed=0, progress=progress)
+        io.save_model(out, candidates[best], layout, state.config, fitness=float(scores[best]),
+                      generation=state.generation - 1, seed=state.seed)
+    return out
+
+
+def write_final(stages: list[Stage], run_dir: Path) -> Path:
+    """``RUN/model.yaml``: a copy of the model the last stage shipped."""
+    source = stages[-1].shipped(run_dir)
+    out = run_dir / MODEL_FILE
+    io.atomic_write_text(out, source.read_text())
+    return out
+

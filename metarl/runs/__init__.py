@@ -1,0 +1,1 @@
+"""Run folders: model and checkpoint files, the CSV log, the run lock."""

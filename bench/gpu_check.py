@@ -331,7 +331,7 @@ def score(model_path: str, config: Config, genome: torch.Tensor, device: torch.d
     keys = evaluation.evaluation_keys(SCORE_SEED, lifetimes)
     cpu = torch.device("cpu")
     reference_cfg = cfg.replace(runtime=RuntimeConfig(compile=False))
-    backend = lifetime.step_path(reference_cfg, cpu)
+    backend = backends.select_backend(reference_cfg, cpu).name
     genomes = genome.expand(lifetimes, -1).contiguous()
     start = time.perf_counter()
     want, _ = lifetime.run_lifetimes(genomes, layout, reference_cfg, keys, backend=backend)

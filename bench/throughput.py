@@ -77,7 +77,7 @@ def main() -> None:
         lifetime.run_lifetimes(genomes[:pop], layout, config, keys[:pop], steps=steps,
                                backend="spec" if reference else path)
 
-    path = "spec" if args.reference else lifetime.step_path(config, genomes.device, genomes.dtype)
+    path = "spec" if args.reference else backends.select_backend(config, genomes.device, genomes.dtype).name
     print(f"path: {path}  env: {args.env}  population: {args.population}  steps: {args.steps}  "
           f"threads: {torch.get_num_threads()}")
     paths = [args.reference] + ([True] if args.compare else [])

@@ -43,7 +43,7 @@ def test_a_rule_changed_in_the_spec_only_is_caught_before_a_run(monkeypatch) -> 
 def test_backends_are_chosen_from_the_config_and_named() -> None:
     config = small_config(native=None)
     cpu = torch.device("cpu")
-    assert lifetime.step_path(config, cpu) == "native"
+    assert backends.select_backend(config, cpu).name == "native"
     assert backends.select_backend(config, cpu, torch.float64) is backends.SPEC
     assert backends.get("compiled") is backends.COMPILED
     with pytest.raises(ValueError, match="unknown backend 'eager'"):

@@ -22,6 +22,7 @@ import torch
 import yaml
 from conftest import ROOT, TINY, fitness_columns, needs_native, run_script
 
+from metarl import backends
 from metarl import config as C
 from metarl.backends import lifetime
 from metarl.cli import show_results
@@ -705,7 +706,7 @@ def test_float32_drift_is_not_a_stale_kernel(overrides):
     config = _check_config(*overrides)
     worst = lifetime.self_check("native", config)
     assert not worst <= lifetime.CHECK_TOLERANCE  # the old check called these a stale kernel
-    assert lifetime.step_path(config, torch.device("cpu")) == "native"
+    assert backends.select_backend(config, torch.device("cpu")).name == "native"
 
 
 @needs_native
@@ -715,7 +716,7 @@ def test_float32_drift_is_not_a_stale_kernel(overrides):
                          ids=["H=256", "H=1024", "S=1024", "S=H=1024"])
 def test_the_largest_valid_rules_run_natively(overrides):
     config = _check_config(*overrides)
-    assert lifetime.step_path(config, torch.device("cpu")) == "native"  # self-checked on the way
+    assert backends.select_backend(config, torch.device("cpu")).name == "native"  # self-checked on the way
 
 
 @needs_native

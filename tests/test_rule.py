@@ -72,7 +72,7 @@ def test_the_native_kernel_declines_another_rule_by_name(native_setting: bool | 
     backends._warned.discard(why)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        chosen = lifetime.select_backend(config, torch.device("cpu"))  # no self-check failure, no error
+        chosen = backends.select_backend(config, torch.device("cpu"))  # no self-check failure, no error
     assert chosen is backends.SPEC
     lines = [str(w.message) for w in caught]
     assert lines == [f"native lifetime kernel not used ({why}); using the torch step"]

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 
 from .. import envs
-from ..backends.lifetime import Conditions, Lifetime, ProgressFn, evaluate, make_env, run_lifetimes, step_path
+from ..backends import select_backend
+from ..backends.lifetime import Conditions, Lifetime, ProgressFn, evaluate, make_env, run_lifetimes
 from ..config import Config
 from ..core import rng
 from ..core.actor import ActorState
@@ -365,7 +366,7 @@ def sample_lifetimes(genome: torch.Tensor, layout: GenomeLayout, config: Config,
     """Run ``keys (N,)`` lifetimes of ``genome (G,)``, keeping the initial and final actors."""
     genomes = genome.to(keys.device).expand(keys.shape[0], -1).contiguous()
     with torch.no_grad():
-        backend = step_path(config, genomes.device, genomes.dtype, sizes)  # the backend of run_lifetimes
+        backend = select_backend(config, genomes.device, genomes.dtype, sizes).name  # the backend of run_lifetimes
         life = Lifetime(genomes, layout, config, keys, conditions=conditions, sizes=sizes, backend=backend)
         initial = life.actor.clone()
         rewards = torch.stack([life.step() for _ in range(steps)], dim=1)

@@ -99,13 +99,35 @@ def config_rule(config: Config) -> RuleDeclaration:
 
 def select_backend(config: Config, device: torch.device, dtype: torch.dtype = torch.float32,
                    sizes: list[int] | None = None, rule: RuleDeclaration | None = None) -> Backend:
-    """The backend `metarl.backends.lifetime.run_lifetimes` uses for ``config`` and ``rule`` (default: the config's
-    declaration): native where it can run (``runtime.native``: true makes failure an error, null warns
-    once and falls back, false never), else compiled when ``runtime.compile`` is true or (null) the
-    generation is large enough to repay compiling, else the spec. A rule or environment the native
-    kernel does not implement is not a failure: it warns once (the reason, in one line) and falls back,
-    whatever ``runtime.native`` says."""
-    sizes = config.layer_sizes if sizes is None else sizes
+    """The backend that runs ``config``'s lifetimes with ``rule`` (default: the config's declaration): the one
+    place that decides (`metarl.backends.lifetime.run_lifetimes`, the scripts, the evaluation ask it).
+
+    Native where it can run (``runtime.native``: true makes failure an error, null warns once and falls back,
+    false never), else compiled when ``runtime.compile`` is true or (null) the generation is large enough
+    to repay compiling, else the spec. A rule or environment the native kernel does not implement is not a
+    failure: it warns once (the reason, in one line) and falls back, whatever ``runtime.native`` says. The
+    first time a backend other than the spec is chosen for a config, device, dtype, network and rule in a
+    process, it is checked against the spec (`metarl.backends.lifetime.self_check`; `SelfCheckError`)."""
+    from .lifetime import self_check  # lifetime imports this module
+
+    sizes = config.layer_sizes if sizes is None else list(sizes)
+    rule = config_rule(config) if rule is None else rule
+    backend = _decide(config, device, dtype, sizes, rule)
+    if backend is not SPEC:
+        key = (backend.name, repr(config.env), repr(config.actor), repr(config.rule), tuple(sizes),
+               str(torch.device(device)), dtype, rule.signature())
+        if key not in _checked:
+            self_check(backend.name, config, device=device, dtype=dtype, sizes=sizes, rule=rule)
+            _checked.add(key)
+    return backend
+
+
+_checked: set[tuple] = set()  # (backend, config, network, device, dtype, rule) checked in this process
+
+
+def _decide(config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int],
+            rule: RuleDeclaration | None) -> Backend:
+    """`select_backend` without its self-check (the rules it says)."""
     setting = config.runtime.native
     if setting is not False:
         declined = NATIVE.declines(config, rule)

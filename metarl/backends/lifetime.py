@@ -32,10 +32,10 @@ from ..core.genome import GenomeLayout
 from ..core.rule import STANDARD, RuleDeclaration, initial_rule_state
 from ..core.step import Carry, Conditions, StepSpec, learning_rates, make_env, reset_episode, transition
 from ..errors import UserError
-from . import Backend, compiled
+from . import compiled
 from . import native as native_mod
 
-__all__ = ["Conditions", "Lifetime", "make_env", "run_lifetimes", "evaluate", "select_backend", "step_path",
+__all__ = ["Conditions", "Lifetime", "make_env", "run_lifetimes", "evaluate",
            "self_check", "max_difference", "SelfCheckError"]
 
 PROGRESS_STEPS = 100  # run_lifetimes reports progress (and calls the native kernel) every this many steps
@@ -57,7 +57,7 @@ class Lifetime:
 
     ``genomes (P, G)``, ``keys (P,)`` int64 (see `metarl.core.rng.individual_keys`); ``backend``:
     ``spec``, ``compiled`` or ``native`` (`metarl.backends`; the caller decides, see
-    `select_backend`). ``eager``: run the compiled backend's step without compiling it (its
+    `metarl.backends.select_backend`). ``eager``: run the compiled backend's step without compiling it (its
     mathematics, for the self-check and tests).
     """
 
@@ -179,32 +179,6 @@ class Lifetime:
 ProgressFn = Callable[[int], None]
 _ACTOR_FIELDS = tuple(f.name for f in fields(ActorState))
 
-_checked: set[tuple] = set()
-
-
-def select_backend(config: Config, device: torch.device, dtype: torch.dtype = torch.float32,
-                   sizes: list[int] | None = None, rule: RuleDeclaration | None = None) -> Backend:
-    """`metarl.backends.select_backend`, self-checked against the spec the first time it is chosen for
-    this config, device, dtype, network and rule in this process (`self_check`)."""
-    sizes = config.layer_sizes if sizes is None else list(sizes)
-    rule = backends.config_rule(config) if rule is None else rule
-    backend = backends.select_backend(config, device, dtype, sizes, rule)
-    if backend is not backends.SPEC:
-        key = (backend.name, repr(config.env), repr(config.actor), repr(config.rule), tuple(sizes),
-               str(torch.device(device)), dtype, rule.signature())
-        if key not in _checked:
-            self_check(backend.name, config, device=device, dtype=dtype, sizes=sizes, rule=rule)
-            _checked.add(key)
-    return backend
-
-
-def step_path(config: Config, device: torch.device, dtype: torch.dtype = torch.float32,
-              sizes: list[int] | None = None, rule: RuleDeclaration | None = None) -> str:
-    """The name of the backend `run_lifetimes` runs for ``config`` (``native``, ``compiled`` or ``spec``);
-    raises `SelfCheckError` if it disagrees with the spec."""
-    return select_backend(config, device, dtype, sizes, rule).name
-
-
 def self_check(backend: str, config: Config, *, device: torch.device | str = "cpu",
                dtype: torch.dtype = torch.float32, sizes: list[int] | None = None,
                spec_device: torch.device | str | None = None, spec_dtype: torch.dtype | None = None,
@@ -324,7 +298,7 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
 
     ``states (P, T, state_size)``, if given, receives the env state after every step.
     ``progress(n)`` is called with individual-steps done, every 100 steps. ``backend``: a backend's
-    name (`metarl.backends`; e.g. ``spec`` for the plain reference), default `select_backend`.
+    name (`metarl.backends`; e.g. ``spec`` for the plain reference), default `metarl.backends.select_backend`.
     """
     steps = config.ga.lifetime_steps if steps is None else steps
     pop = genomes.shape[0]
@@ -333,7 +307,7 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
     broken = ~torch.isfinite(genomes).all(dim=1) if genomes.numel() else torch.zeros(pop, dtype=torch.bool)
     if bool(broken.any()):
         genomes = genomes.masked_fill(broken[:, None], 0.0)
-    chosen = select_backend(config, genomes.device, genomes.dtype, sizes, layout.rule) if backend is None \
+    chosen = backends.select_backend(config, genomes.device, genomes.dtype, sizes, layout.rule) if backend is None \
         else backends.get(backend)
     if chunk_size is None:
         chunk_size = chosen.chunk_size(config, genomes.device, pop)

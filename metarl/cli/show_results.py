@@ -34,8 +34,8 @@ from metarl import config as cfg_mod
 from metarl import envs, resources
 from metarl.analysis import evaluation, gym_rule, plots, robustness
 from metarl.analysis.render import ANIMATION_SUFFIXES, VIEW_MARGIN, Renderer, open_window, save_animation, window_open
-from metarl.backends import use_threads
-from metarl.backends.lifetime import Conditions, Lifetime, step_path
+from metarl.backends import select_backend, use_threads
+from metarl.backends.lifetime import Conditions, Lifetime
 from metarl.cli.args import ArgumentParser, described
 from metarl.cli.main import run_main
 from metarl.config import Config
@@ -484,7 +484,7 @@ def new_lifetime(model: SavedModel, config: Config, sizes: list[int], seed: int,
     keys = evaluation.evaluation_keys(seed, 1, generation=evaluation.REPLAY_GENERATION, lifetime=index)
     genomes = model.genome[None]
     return Lifetime(genomes, model.layout, config, keys, sizes=sizes,
-                    backend=step_path(config, genomes.device, genomes.dtype, sizes))
+                    backend=select_backend(config, genomes.device, genomes.dtype, sizes).name)
 
 
 def view_extent(config: Config, life: Lifetime) -> float:

@@ -14,10 +14,10 @@ import os
 import sys
 from pathlib import Path
 
+from metarl import backends, resources
 from metarl import config as cfg_mod
-from metarl import resources
 from metarl.analysis import evaluation
-from metarl.backends import lifetime, use_threads
+from metarl.backends import use_threads
 from metarl.cli.args import ArgumentParser, described
 from metarl.cli.main import ERROR, exit_code, run_main
 from metarl.errors import ConfigError, ModelFileError, NonFiniteError, UserError
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 threads = state.config.runtime.threads or torch.get_num_threads()
                 note = default_size_note(config_file, overrides, state.config,
-                                         lifetime.step_path(state.config, ctx.device), threads)
+                                         backends.select_backend(state.config, ctx.device).name, threads)
             return train(state, run_dir, ctx, quiet=args.quiet, note=note)
         finally:
             ctx.close()
@@ -173,7 +173,8 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, 
     that resumes ``resume_dir`` (the run folder; for a stage of a multi-stage run, the whole run's)."""
     cfg = state.config
     use_threads(cfg.runtime.threads)  # under torchrun, distributed.setup chose a default per process already
-    step = lifetime.step_path(cfg, ctx.device)  # fails here, before writing, if runtime.native: true cannot run
+    # Fails here, before writing, if runtime.native: true cannot run (or the backend disagrees with the spec).
+    step = backends.select_backend(cfg, ctx.device).name
     total = cfg.ga.generations
     say = print if ctx.is_writer else (lambda *a, **k: None)
     # The Trainer repairs what a kill left behind (a log one generation behind the checkpoint) even when

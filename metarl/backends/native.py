@@ -13,13 +13,13 @@ sizes and this CPU (``-march=native``, or ``$METARL_MARCH``), and cached in
 in milliseconds. If no compiler works, `run_lifetimes` warns and uses the torch paths instead.
 
 The call's arguments are described structures (`Network`, `Options`, `GenomeMap`,
-`Buffers`: ctypes mirrors of the structs of kernel/layout.h, checked at load field by field,
+`Buffers`: ctypes mirrors of the structs of kernel/interface.h, checked at load field by field,
 every offset and size by name, against the kernel's own table), built from the layer sizes,
 `metarl.envs.base.EnvOptions`, `metarl.core.genome.GenomeLayout` and the tensors by name: nothing is
 matched by position. The buffers are feature-major (`FeatureMajor`: the population last).
 
 The kernel is hand-written for one rule declaration and a set of environments, which it states
-(kernel/layout.h ``METARL_RULE``; kernel/physics.h ``ENVS``, by id: ``Options.env``; `implements`):
+(kernel/interface.h ``METARL_RULE``; kernel/physics.h ``ENVS``, by id: ``Options.env``; `implements`):
 `declines` names what it does not implement, and `metarl.backends` then runs the spec's step instead.
 
 Results equal the torch paths up to rounding (tests: within 1e-5 of `metarl.core.spec`
@@ -51,7 +51,7 @@ from ..core.rule import CELLS, RuleDeclaration, RuleState
 from ..envs.base import OBS_PER_LINK, BatchedEnv, EnvOptions
 from ..errors import UserError
 
-SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, layout.h, physics.h, rule.h, driver.cpp
+SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, interface.h, physics.h, rule.h, driver.cpp
 SOURCE = SOURCE_DIR / "driver.cpp"
 # -ffp-contract=off: the compiler never fuses a multiply and an add on its own; the kernel writes every
 # fused multiply-add it wants explicitly (vecmath.h `fma`), so its numbers are the same for every -march
@@ -98,9 +98,9 @@ def library(signal_dim: int, state_dim: int, target: str | None = None, lanes: i
 @functools.cache
 def implements() -> tuple[str, tuple[str, ...]]:
     """What the kernel's source states it implements: the signature of its rule declaration
-    (`metarl.core.rule.RuleDeclaration.signature`, kernel/layout.h) and its environments' names (kernel/physics.h
+    (`metarl.core.rule.RuleDeclaration.signature`, kernel/interface.h) and its environments' names (kernel/physics.h
     ``ENVS``, in the order of their ids)."""
-    text = (SOURCE_DIR / "layout.h").read_text()
+    text = (SOURCE_DIR / "interface.h").read_text()
     table = re.search(r"ENVS\[ENV_COUNT\] = \{(.*?)\};", (SOURCE_DIR / "physics.h").read_text(), re.DOTALL)
     if table is None:
         raise NativeUnavailable("kernel/physics.h has no ENVS table")
@@ -108,7 +108,7 @@ def implements() -> tuple[str, tuple[str, ...]]:
     def define(name: str) -> str:
         found = re.search(rf"^#define {name}((?:[^\n]*\\\n)*[^\n]*)$", text, re.MULTILINE)
         if found is None:
-            raise NativeUnavailable(f"kernel/layout.h defines no {name}")
+            raise NativeUnavailable(f"kernel/interface.h defines no {name}")
         return "".join(re.findall(r'"([^"]*)"', found.group(1)))
 
     return define("METARL_RULE"), tuple(re.findall(r'\{"(\w+)', table.group(1)))
@@ -279,7 +279,7 @@ def _build(signal_dim: int, state_dim: int, target: str, lanes: int | None) -> P
 
 
 # ---------------------------------------------------------------------------- the call's structures
-# Mirrors of the structures of kernel/layout.h (same names, same field order); `_load` checks their sizes.
+# Mirrors of the structures of kernel/interface.h (same names, same field order); `_load` checks their sizes.
 
 _i32, _i64, _f32, _ptr = ctypes.c_int32, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
 _LAYER_PTRS = _ptr * MAX_LAYERS
@@ -341,7 +341,7 @@ class GenomeMap(ctypes.Structure):
 
 
 class Buffers(ctypes.Structure):
-    """Pointers to the population's state, each ``(features, P)`` float32 (see kernel/layout.h)."""
+    """Pointers to the population's state, each ``(features, P)`` float32 (see kernel/interface.h)."""
 
     _fields_ = [("genome", _ptr), ("env_params", _ptr), ("sign", _ptr), ("goal", _ptr), ("dt", _ptr),
                 ("learning_rate", _ptr), ("state", _ptr), ("prev_height", _ptr), ("weights", _LAYER_PTRS),
@@ -413,7 +413,7 @@ MAX_FIELDS = 256
 
 
 def check_structures(lib: ctypes.CDLL, mirrors: dict[str, type[ctypes.Structure]] | None = None) -> None:
-    """Raise `NativeUnavailable` unless every structure of kernel/layout.h has its mirror here (``mirrors``,
+    """Raise `NativeUnavailable` unless every structure of kernel/interface.h has its mirror here (``mirrors``,
     default `MIRRORS`) with the same size, the same fields, and each field at the same offset with the same size."""
     mirrors = MIRRORS if mirrors is None else mirrors
     names = (ctypes.c_char_p * MAX_FIELDS)()
@@ -466,7 +466,7 @@ def _load(path: Path) -> ctypes.CDLL:
         raise NativeUnavailable(f"{path}: {e}") from None
     stated = (lib.metarl_rule().decode(), tuple(kernel_envs(lib)))
     if stated != implements():
-        raise NativeUnavailable(f"{path}: the library states another rule or environments than kernel/layout.h "
+        raise NativeUnavailable(f"{path}: the library states another rule or environments than kernel/interface.h "
                                 "and kernel/physics.h")
     return lib
 

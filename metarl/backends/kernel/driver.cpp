@@ -1,6 +1,6 @@
 // metarl's native lifetime kernel: whole lifetimes of one vector of individuals (8 or 16) at a time.
 //
-// Files: vecmath.h (vector types and elementary functions), layout.h (the described
+// Files: vecmath.h (vector types and elementary functions), interface.h (the described
 // structures of a call), physics.h (environments), rule.h (the step and the learning rule),
 // driver.cpp (this: blocks, threads and the exported functions).
 //
@@ -16,12 +16,12 @@
 // no approximate instructions, so the results are the same bits on every x86-64 CPU with FMA.
 //
 // Compiled by metarl/backends/native.py with -DMETARL_S=<signal size> -DMETARL_H=<state size>;
-// everything else is a runtime argument, passed as the described structures of layout.h
+// everything else is a runtime argument, passed as the described structures of interface.h
 // (Network, Options, GenomeMap, Buffers), which metarl/backends/native.py mirrors field by field as
 // ctypes.Structure classes of the same names; metarl_struct_sizes and metarl_struct_fields
 // (every field's offset and size, by name) let it check that they agree. Nothing is passed
 // by position in an array. It implements one rule declaration and the environments it names
-// (layout.h METARL_RULE, physics.h ENVS); metarl/backends/native.py declines any other.
+// (interface.h METARL_RULE, physics.h ENVS); metarl/backends/native.py declines any other.
 //
 // Buffers are float32, feature-major: feature f of individual p at [f * P + p].
 
@@ -168,7 +168,7 @@ void metarl_struct_sizes(int64_t* out) {
 // The environment with id `id` (Options::env) as "Name param1 param2 ..." (physics.h ENVS), or null past the last.
 const char* metarl_env(int64_t id) { return id >= 0 && id < ENV_COUNT ? ENVS[id].signature : nullptr; }
 
-// The fields of the described structures (layout.h METARL_FIELDS): up to `capacity` names, offsets and sizes.
+// The fields of the described structures (interface.h METARL_FIELDS): up to `capacity` names, offsets and sizes.
 // Returns the number of fields.
 int64_t metarl_struct_fields(const char** names, int64_t* offsets, int64_t* sizes, int64_t capacity) {
     const int64_t n = (int64_t)(sizeof(METARL_FIELDS) / sizeof(METARL_FIELDS[0]));
@@ -180,7 +180,7 @@ int64_t metarl_struct_fields(const char** names, int64_t* offsets, int64_t* size
     return n;
 }
 
-// What this build implements: the signature of its rule declaration (layout.h); its environments: metarl_env.
+// What this build implements: the signature of its rule declaration (interface.h); its environments: metarl_env.
 const char* metarl_rule() { return METARL_RULE; }
 
 // Run `steps` steps from step number t0 for P individuals, in place.

@@ -1,7 +1,7 @@
 #pragma once
 // The environments' physics and constants (metarl/envs): derivatives, RK4/Euler, angle wrap, speed clamp.
 
-#include "layout.h"
+#include "interface.h"
 
 namespace {
 

@@ -6,7 +6,7 @@ A cart on a track with end stops carries a pole (a point mass on a massless rod)
 joint; the motor pushes the cart, not the pole. The pole starts hanging and the reward is
 its height minus a penalty on the cart's distance from the centre, so a good rule learns to
 pump the pole up by moving the cart back and forth. The class follows the environment
-protocol of `metarl.envs.base.BatchedEnv` (docs/extending_env.md): parameters, state, pure
+protocol of `metarl.envs.base.BatchedEnv` (docs/extending.md, "Add an environment"): parameters, state, pure
 dynamics, observation, height and reward; `metarl.envs.register` makes ``env.name: CartPole``
 valid in a config. The native kernel does not implement it and says so; the run takes the spec
 (or, for a large enough config, the compiled) backend.

@@ -1,7 +1,7 @@
 """Batched environments: `make(name, batch_size, ...)` builds one; `register(name, cls)` adds one.
 
 The registry `ENVS` maps the config's ``env.name`` to the class (the environment protocol:
-`metarl.envs.base.BatchedEnv`, docs/extending_env.md). The pendulums are registered here; a new
+`metarl.envs.base.BatchedEnv`, docs/extending.md, "Add an environment"). The pendulums are registered here; a new
 task registers itself, from any file, before its config is loaded.
 """
 

@@ -3,7 +3,7 @@
 A subclass declares its parameters and the equations of motion (`derivatives`); this base
 class integrates them (RK4 or Euler), wraps angles, clamps speeds and computes rewards. The
 pendulum defaults (angles per link, ``[sin, cos, omega]`` observations, the ``up`` and
-``random`` inits, the height) are methods a new task overrides: docs/extending_env.md. Every
+``random`` inits, the height) are methods a new task overrides: docs/extending.md, "Add an environment". Every
 tensor has a leading batch dimension ``B`` (one environment per individual of the population).
 """
 
@@ -171,7 +171,7 @@ class BatchedEnv:
 
     ``state``: ``(B, state_size())`` as coordinate, velocity pairs ``[q1, v1, q2, v2, ...]``; for the
     pendulums ``[theta1, omega1, theta2, omega2, ...]``. A subclass sets the class attributes below,
-    `derivatives`, and overrides the pendulum defaults it does not share (docs/extending_env.md);
+    `derivatives`, and overrides the pendulum defaults it does not share (docs/extending.md, "Add an environment");
     `metarl.envs.register` makes it known by ``name``.
     """
 

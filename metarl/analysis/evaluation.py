@@ -287,6 +287,7 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
             states = torch.zeros(episodes, steps, state_size, dtype=learned.dtype, device=device)
             total, rewards = run_lifetimes(genomes[name], layout, cfg, keys, steps=steps, conditions=cond,
                                            sizes=sizes, trace=True, progress=progress, states=states)
+            assert rewards is not None  # trace=True
             runs[name].append((total.cpu(), rewards, heights(states).cpu()))
     signs = None
     for cfg in configs:

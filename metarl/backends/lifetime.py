@@ -341,8 +341,10 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
                     progress(count * n)
             fitness[sl] = total[:n]
             if rewards is not None:
+                assert chunk_rewards is not None  # made whenever rewards is (trace)
                 rewards[sl] = chunk_rewards[:, :n].t()
             if states is not None:
+                assert chunk_states is not None  # made whenever states is given
                 states[sl] = chunk_states[:, :, :n].permute(2, 0, 1)
     if bool(broken.any()):
         fitness[broken] = float("nan")

@@ -352,8 +352,11 @@ class Buffers(ctypes.Structure):
     def of(cls, tensors: dict[str, torch.Tensor | list[torch.Tensor]]) -> Buffers:
         """From tensors by field name (lists for the per-layer fields); checks each is contiguous
         float32 ``(features, P)`` with one P. The caller keeps the tensors alive."""
-        pop = tensors["genome"].shape[-1]
-        values = {}
+        genome = tensors["genome"]
+        if not isinstance(genome, torch.Tensor):
+            raise ValueError("native kernel buffer genome must be a tensor, not a list")
+        pop = genome.shape[-1]
+        values: dict[str, int | ctypes.Array[ctypes.c_void_p]] = {}
         for name, value in tensors.items():
             for t in value if isinstance(value, list) else [value]:
                 if not (t.is_contiguous() and t.dtype == torch.float32 and t.shape[-1] == pop):

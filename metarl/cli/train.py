@@ -275,7 +275,8 @@ def run_stages(plan: list[stages.Stage], run_dir: Path, args: argparse.Namespace
                       f"of {total}", flush=True)
                 if state.generation >= total:
                     use_threads(state.config.runtime.threads)
-                    training.Trainer(state, stage_dir, evaluator=ctx.evaluator(state.config), device=ctx.device)
+                    training.Trainer(state, stage_dir, problem=as_problem(ctx.evaluator(state.config)),
+                                     device=ctx.device)
                 else:
                     code = train(state, stage_dir, ctx, quiet=args.quiet, resume_dir=run_dir)
                     if code:

@@ -183,15 +183,16 @@ def _nested_shape(value: object, max_depth: int) -> tuple[int, ...] | None:
     """Shape of a rectangular nested list of numbers at most ``max_depth`` deep (a number: ``()``), else None.
     Iterative: a hostile file nested thousands deep is refused without recursion."""
     shape: list[int] = []
-    level = [value]
+    level: list[object] = [value]
     for _ in range(max_depth + 1):
         if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in level):
             return tuple(shape)
-        if not all(isinstance(v, list) for v in level):
+        lists = [v for v in level if isinstance(v, list)]
+        if len(lists) != len(level):
             return None
-        n = len(level[0])
-        if n == 0 or any(len(v) != n for v in level):
+        n = len(lists[0])
+        if n == 0 or any(len(v) != n for v in lists):
             return None
         shape.append(n)
-        level = [x for v in level for x in v]
+        level = [x for v in lists for x in v]
     return None

@@ -51,7 +51,9 @@ class Carry:
 
     t: torch.Tensor  # 0-d int64: the step number (a tensor, so compiled code does not specialise on it)
     state: torch.Tensor  # (P, state_size) env state
-    prev_height: torch.Tensor  # (P,) height after the last step; NaN before the first
+    # (P,) height after the last step; NaN before the first. None after a step only from an env whose transition
+    # returns no height (as `metarl.envs.pendulum_v1`'s): the next step takes it as NaN (`Lifetime.step`).
+    prev_height: torch.Tensor | None
     actor: ActorState
     rule: RuleState
 
@@ -147,7 +149,7 @@ def make_env(config: Config, keys: torch.Tensor, *, dtype: torch.dtype = torch.f
                      **config.env.make_kwargs())
 
 
-def reset_episode(env: BatchedEnv, keys: torch.Tensor, t: int) -> bool:
+def reset_episode(env: BatchedEnv, keys: torch.Tensor | None, t: int) -> bool:
     """Start a new episode if one starts at step number ``t`` (every ``env.options.episode_steps``
     steps, from the second episode on); returns whether it did.
 
@@ -155,14 +157,17 @@ def reset_episode(env: BatchedEnv, keys: torch.Tensor, t: int) -> bool:
     `near_up`) episode ``e >= 1`` starts from a fresh draw of each key's env-init stream (episode 0
     is the env's initial state, drawn by `make_env`). The step number runs on through the whole
     lifetime (a `goal_switch` counts lifetime steps), and the actor and the rule keep what they
-    learned: only the environment is reset. Every backend (`metarl.backends.lifetime.Lifetime`) and the
-    reference controller (`metarl.analysis.controllers.run_reference`) reset through this function.
+    learned: only the environment is reset. ``keys (B,)`` may be None when the init is not random. Every
+    backend (`metarl.backends.lifetime.Lifetime`) and the reference controller
+    (`metarl.analysis.controllers.run_reference`) reset through this function.
     """
     steps = env.options.episode_steps
     if steps is None or t == 0 or t % steps:
         return False
     uniform = None
     if env.options.init in RANDOM_INITS:
+        if keys is None:
+            raise ValueError(f"reset_episode: init {env.options.init!r} draws each episode's start from the keys")
         n = env.state_size()
         uniform = rng.uniform(keys, rng.STREAM_ENV_INIT, n, offset=(t // steps - 1) * n, dtype=env.dtype)
     env.restore(env.initial_state(uniform), None, t)

@@ -8,6 +8,7 @@ task registers itself, from any file, before its config is loaded.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, cast
 
 import torch
 
@@ -81,9 +82,10 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
     (``count -> (B, count)`` uniforms) if given, else from ``generator`` (seeded with 0 when omitted).
     """
     cls = env_class(name)
-    sim = {k: options.pop(k) for k in list(options) if k in option_names()}
-    physical = dict(params or {})
-    physical.update(options)
+    # The values are checked where they are used: by EnvOptions and by resolve_params.
+    sim: dict[str, Any] = {k: options.pop(k) for k in list(options) if k in option_names()}
+    physical: dict[str, ParamValue] = dict(params or {})
+    physical.update(cast(dict[str, ParamValue], options))
     if sampler is None:
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
 

@@ -147,7 +147,8 @@ def resolve_params(defaults: Mapping[str, float], given: Mapping[str, ParamValue
         value = given.get(name, default)
         if isinstance(value, torch.Tensor):
             out[name] = value.to(device=device, dtype=dtype).expand(batch_size).clone()
-        elif _is_range(value):
+        elif isinstance(value, (list, tuple)):  # a range (`_is_range`): in ``ranged``, so ``u`` was drawn
+            assert u is not None
             lo, hi = float(value[0]), float(value[1])
             if hi < lo:
                 raise ValueError(f"parameter {name}: range [min, max] has min > max: {list(value)}")
@@ -304,8 +305,9 @@ class BatchedEnv:
         if action.shape != (self.batch_size,):
             raise ValueError(f"action must have shape ({self.batch_size},) or ({self.batch_size}, 1), "
                              f"got {tuple(action.shape)}")
-        (self._state, self._prev_height, self.t), reward = self.transition(
-            EnvState(self._state, self._prev_height, self.t), action)
+        after, reward = self.transition(EnvState(self._state, self._prev_height, self.t), action)
+        self._state, self._prev_height = after.state, after.prev_height
+        self.t = int(after.t)  # an int already: the transition of the int self.t
         return self.observe(), reward
 
     def transition(self, env_state: EnvState, action: torch.Tensor) -> tuple[EnvState, torch.Tensor]:

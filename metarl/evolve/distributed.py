@@ -81,7 +81,7 @@ def collective_timeout() -> timedelta:
 def population_checksum(population: torch.Tensor) -> int:
     """52-bit hash of a CPU tensor's bytes (exact as a float64)."""
     data = population.detach().cpu().contiguous().view(torch.uint8).numpy()
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 12
+    return int.from_bytes(hashlib.blake2b(data.data, digest_size=8).digest(), "little") >> 12
 
 
 @dataclass

@@ -313,10 +313,11 @@ def write_error(path: Path, e: OSError, run_dir: Path, saved: int) -> RunFolderE
     if not run_dir.is_dir():
         return RunFolderError(f"{path}: cannot write ({_why(e)}): the run folder {run_dir} was removed during "
                               f"the run; nothing is left to resume")
-    advice = {errno.ENOSPC: "free disk space", errno.EDQUOT: "free space within your disk quota",
-              errno.EISDIR: f"move the folder {path.name} out of the way",
-              errno.EACCES: f"make {run_dir} writable", errno.EROFS: f"make {run_dir} writable"}.get(
-        e.errno, "fix this")
+    by_errno: dict[int | None, str] = {  # e.errno is None for an OSError raised without one
+        errno.ENOSPC: "free disk space", errno.EDQUOT: "free space within your disk quota",
+        errno.EISDIR: f"move the folder {path.name} out of the way",
+        errno.EACCES: f"make {run_dir} writable", errno.EROFS: f"make {run_dir} writable"}
+    advice = by_errno.get(e.errno, "fix this")
     return RunFolderError(f"{path}: cannot write ({_why(e)}); the previous checkpoint ({saved} complete "
                           f"generations) is kept: {advice}, then resume with: python3 run_config.py --resume "
                           f"{run_dir}")

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository's metarl, from any folder
-from metarl import config# noqa: E402
-from metarl.runs import io# noqa: E402
+from metarl import config  # noqa: E402
+from metarl.runs import io  # noqa: E402
 
 # run folder -> (searcher, seed); one colour per searcher, one line style per seed
 RUNS = {"ga": ("GA", 0), "ga_seed1": ("GA", 1), "sep_cma": ("sep-CMA-ES (diagonal)", 0),

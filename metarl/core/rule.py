@@ -43,6 +43,11 @@ UPDATES = ("signal", "bias", "sigma", "weight")  # what an output can update
 CELL_UPDATES = {"reward_network": ("signal",), "node_network": ("signal", "bias", "sigma"),
                 "connection_network": ("signal", "weight")}
 Width = int | str  # a number of features, or "S"
+
+
+def width_size(width: Width, signal_dim: int) -> int:
+    """Features of a block of ``width`` (`Input`, `Output`): ``signal_dim`` for ``"S"``."""
+    return signal_dim if width == "S" else int(width)
 MAX_INPUTS = 64  # per cell, in a declaration (a saved model's record is untrusted input)
 MAX_WIDTH = 1024
 DECLARATION_FORMAT = 1  # of `RuleDeclaration.to_dict`
@@ -201,7 +206,7 @@ class Input:
     source: str
 
     def size(self, signal_dim: int) -> int:
-        return signal_dim if self.width == "S" else int(self.width)
+        return width_size(self.width, signal_dim)
 
 
 @dataclass(frozen=True)
@@ -213,7 +218,7 @@ class Output:
     updates: str
 
     def size(self, signal_dim: int) -> int:
-        return signal_dim if self.width == "S" else int(self.width)
+        return width_size(self.width, signal_dim)
 
 
 @dataclass(frozen=True)

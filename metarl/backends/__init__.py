@@ -47,11 +47,12 @@ class Backend:
     def why_not(self, config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int],
                 rule: RuleDeclaration | None = None) -> str | None:
         """Why this backend cannot run ``config`` (with ``rule``, default the config's) here, or None if it can."""
+        return self.declines(config, rule) or self._cannot_run(config, device, dtype, sizes)
+
+    def _cannot_run(self, config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int]) -> str | None:
+        """`why_not` for what this backend implements: why it cannot run here (device, dtype, network, build)."""
         if self.name != "native":
             return None
-        why = self.declines(config, rule)
-        if why is not None:
-            return why
         if torch.device(device).type != "cpu" or dtype != torch.float32:
             return "the native kernel runs float32 on CPU only"
         return native_mod.supported(sizes, envs.env_class(config.env.name), config.rule.signal_dim,
@@ -131,7 +132,7 @@ def _decide(config: Config, device: torch.device, dtype: torch.dtype, sizes: lis
     setting = config.runtime.native
     if setting is not False:
         declined = NATIVE.declines(config, rule)
-        why = declined or NATIVE.why_not(config, device, dtype, sizes, rule)
+        why = declined or NATIVE._cannot_run(config, device, dtype, sizes)
         if why is None:
             return NATIVE
         if setting and declined is None:

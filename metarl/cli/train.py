@@ -104,6 +104,12 @@ def logging_overrides(args: argparse.Namespace) -> list[str]:
     return overrides
 
 
+def with_logging(config: cfg_mod.Config, args: argparse.Namespace) -> cfg_mod.Config:
+    """``config`` with ``--log-every`` and ``--tensorboard`` applied (what a resume may change)."""
+    extra = logging_overrides(args)
+    return cfg_mod.from_dict(cfg_mod.apply_overrides(config.to_dict(), extra)) if extra else config
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.set)
@@ -126,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 lock = training.claim_run_dir(run_dir, new=False) if run_dir.is_dir() else None
             state = training.load_run(run_dir, generations=args.generations, device=args.device)
             resources.check(state.config, resources.device_of(state.config), allow_large=args.allow_large)
-            if logging_overrides(args):
-                state.config = cfg_mod.from_dict(cfg_mod.apply_overrides(state.config.to_dict(),
-                                                                         logging_overrides(args)))
+            state.config = with_logging(state.config, args)
         else:
             config_file = config_path(args.config)
             if stages.is_multi_stage(cfg_mod.read_yaml(config_file)):
@@ -259,13 +263,11 @@ def run_stages(plan: list[stages.Stage], run_dir: Path, args: argparse.Namespace
                 if (stage_dir / training.CHECKPOINT).exists():
                     state = training.load_run(stage_dir, device=args.device)
                     check_stage_config(stage, state.config, run_dir)
-                    if logging_overrides(args):
-                        state.config = cfg_mod.from_dict(cfg_mod.apply_overrides(state.config.to_dict(),
-                                                                                 logging_overrides(args)))
+                    state.config = with_logging(state.config, args)
                 else:  # not started, or stopped before its first checkpoint: generation 0 from the plan
                     config = stage.config if args.device is None else stage.config.replace(device=args.device)
-                    if resumed and logging_overrides(args):
-                        config = cfg_mod.from_dict(cfg_mod.apply_overrides(config.to_dict(), logging_overrides(args)))
+                    if resumed:
+                        config = with_logging(config, args)
                     try:
                         state = training.new_run(config)  # reads ga.init_model
                     except ConfigError as e:

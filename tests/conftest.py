@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-import csv
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import pytest
-import torch
+# What `import metarl` does before torch loads: torch's OpenMP workers sleep when idle instead of
+# spinning. This file imports torch first, and spinning workers made the small products of the spec
+# step 15x slower on a busy 2-core machine (two xdist workers and a training run).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import csv  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from metarl import envs
 from metarl.backends import lifetime
@@ -19,6 +25,11 @@ from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, 
 from metarl.core.genome import GenomeLayout
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Under xdist (`pytest -n 2`) every worker is a process of its own: one torch thread each, so that two
+# workers on two cores do not run four. Tests of thread independence set their own counts.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 # The Ctrl-C tests need SIGINT. A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and
 # an ignored signal stays ignored in every child; restore Python's handler so that the tests (and the

@@ -165,6 +165,18 @@ def test_reference_controller_spins_the_goals_way_and_stays_down_when_asked() ->
     assert float(total.max()) == 0.0 and float(h.max()) == 0.0
 
 
+@pytest.mark.parametrize("action_sign", [1, -1])
+def test_reference_controller_follows_a_goal_switch_both_ways(action_sign: int) -> None:
+    # Swing up and balance, then "stay down" from step 600 on: the controller brings the pendulum down and
+    # keeps it there (damping alone would hold it balanced at the top); the other way it swings up.
+    options = {"max_torque": 2.0, "action_sign": action_sign, "goal_switch": 600}
+    _, h = _reference({**options, "goal": 1}, steps=1000, episodes=8)
+    assert (h[:, 500:600] > evaluation.BALANCED_HEIGHT).all()
+    assert (h[:, -150:] < 0.05).all()
+    _, h = _reference({**options, "goal": -1}, steps=1000, episodes=8)
+    assert float(h[:, :600].max()) == 0.0 and (h[:, -100:] > evaluation.BALANCED_HEIGHT).all()
+
+
 def test_hidden_goal_evaluation_reports_every_goal_and_condition() -> None:
     cfg = from_dict({"env": {"init": "down", "reward": "spin"}, "actor": {"hidden": [4]},
                      "ga": {"population_size": 4, "num_survivors": 1, "lifetime_steps": 16,

@@ -9,7 +9,8 @@ hidden goal (which the actor never sees).
   the angular speed, scaled by the missing energy) until the swing reaches the upright
   energy, then an LQR balance controller (discrete-time Riccati iteration on the
   linearisation about upright, per individual) once the pendulum is near upright and slow.
-  Goal -1 ("stay down"): damp the swing.
+  Goal -1 ("stay down"): above the horizontal push the pendulum off the top the way it leans,
+  below it damp the swing (so it also comes down after a goal switch from +1 to -1).
 - **Pendulum**, reward ``spin``: pump until the energy suffices to pass over the top, then
   push in the goal's direction at full torque.
 - **DoublePendulum**: the same energy pumping on the first link (the motor's), with the
@@ -117,7 +118,12 @@ class ReferenceController:
                 near = (phi.abs() < BALANCE_ANGLE) & (omega.abs() < BALANCE_SPEED)
                 lqr = -(self.gain[:, 0] * phi + self.gain[:, 1] * omega)
                 torque = torch.where(near, lqr, torque)
-            torque = torch.where(goal > 0, torque, -DAMP_GAIN * omega * env.options.max_torque)
+            # Stay down: above the horizontal push the way the pendulum leans (off the top, and against a rise
+            # toward it), below it damp the swing. Damping alone holds an upright pendulum up, so after a goal
+            # switch from +1 to -1 the controller kept it balanced (-1,000 over the second half).
+            lean = torch.where(wrap_angle(theta - math.pi) >= 0, 1.0, -1.0).to(state.dtype)
+            down = torch.where(torch.cos(theta) < 0, lean, -DAMP_GAIN * omega) * env.options.max_torque
+            torque = torch.where(goal > 0, torque, down)
         return (torque / self.torque).clamp(-1.0, 1.0)
 
 

@@ -31,6 +31,8 @@ BINS = 40
 BASE_HEIGHT = 480
 LEARNED_COLOR = "tab:blue"
 BASELINE_COLOR = "tab:gray"
+# The replay panels' y-limits, once exceeded, grow to this multiple of the data's span (fewer full redraws).
+GROWTH = 1.5
 
 
 def figure_to_array(fig: Figure, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -133,7 +135,10 @@ class ReplayPanels:
     """Live panels of one lifetime of batch element 0, rendered to an RGB array by `update`.
 
     The axes and artists are built once per lifetime (`reset`) and only their data change
-    afterwards: rebuilding them costs several times more than drawing them.
+    afterwards: rebuilding them costs several times more than drawing them. Frames are blitted: the
+    axes, ticks and titles (most of the drawing: text) are drawn only when a limit grows, and each frame
+    redraws just the two curves and the histogram bars on that background. Limits grow with headroom
+    (`GROWTH`), so after the first steps a frame is a blit: 0.5 s -> about 0.02 s per frame.
     """
 
     def __init__(self, width: int, height: int, *, steps: int, weight_limit: float, sigma_limit: float
@@ -163,6 +168,12 @@ class ReplayPanels:
         self.initial_peak = {name: max(patch.get_height() for patch in self.bars[name].patches) for name in PARAMS}
         self.fig.suptitle(title, fontsize="medium")
         self.fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.88, hspace=0.55, wspace=0.9)
+        self.dynamic = [*((self.axes[k], line) for k, line in self.lines.items()),
+                        *((self.axes[name], p) for name in PARAMS for p in self.bars[name].patches)]
+        for _, artist in self.dynamic:
+            artist.set_animated(True)
+        self.limits: dict[str, tuple[float, float]] = {}
+        self._background = None
 
     def update(self, rewards: list[float], actor: ActorState) -> np.ndarray:
         """Redraw from the rewards so far and the current actor; returns ``(H, W, 3)`` uint8."""
@@ -174,15 +185,42 @@ class ReplayPanels:
             self.lines[key].set_data(t, y)
             if len(y):
                 lo, hi = min(0.0, float(y.min())), max(1e-3, float(y.max()))
-                self.axes[key].set_ylim(lo, hi + 0.05 * (hi - lo))
+                if key == "cumulative":  # room for the rest of the lifetime at the pace so far
+                    ahead = max(1.0, self.steps / len(y))
+                    lo, hi = lo * ahead, hi * ahead
+                self._fit(key, lo, hi)
         current = _first(actor)
         for name in PARAMS:
             lo, hi = self.ranges[name]
             counts, _ = np.histogram(_clipped(current, name, lo, hi), bins=BINS, range=(lo, hi))
             for patch, count in zip(self.bars[name].patches, counts, strict=True):
                 patch.set_height(count)
-            self.axes[name].set_ylim(0, 1.1 * max(counts.max(), self.initial_peak[name], 1))
-        return figure_to_array(self.fig, self.size)
+            self._fit(name, 0.0, float(max(counts.max(), self.initial_peak[name], 1)))
+        canvas = cast(FigureCanvasAgg, self.fig.canvas)
+        if self._background is None:  # the axes changed: draw everything but the data, once
+            canvas.draw()
+            self._background = canvas.copy_from_bbox(self.fig.bbox)
+        canvas.restore_region(self._background)
+        for ax, artist in self.dynamic:
+            ax.draw_artist(artist)
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3]
+        out = np.full((*self.size, 3), 255, dtype=np.uint8)
+        h, w = min(self.size[0], rgb.shape[0]), min(self.size[1], rgb.shape[1])
+        out[:h, :w] = rgb[:h, :w]
+        return out
+
+    def _fit(self, key: str, lo: float, hi: float) -> None:
+        """Widen axis ``key``'s y-limits, with headroom, if ``[lo, hi]`` no longer fits (then redraw the axes)."""
+        old = self.limits.get(key)
+        if old is not None and old[0] <= lo and hi <= old[1]:
+            return
+        span = hi - lo
+        new = (lo - (GROWTH - 1) * span if lo < 0 else lo, hi + (GROWTH - 1) * span if hi > 0 else hi)
+        if old is not None:
+            new = (min(new[0], old[0]), max(new[1], old[1]))
+        self.limits[key] = new
+        self.axes[key].set_ylim(*new)
+        self._background = None
 
 
 def _first(actor: ActorState) -> ActorState:

@@ -9,6 +9,7 @@ width, and ``x86-64-v4`` (AVX-512) where this CPU has it.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -63,13 +64,46 @@ def test_other_targets_and_widths_give_the_same_bits(monkeypatch: pytest.MonkeyP
         assert torch.equal(a, b), f"{target} (lanes {lanes}) differs from native by {(a - b).abs().max():.3g}"
 
 
-@pytest.mark.slow
+FAKE_COMPILER = """#!/bin/sh
+# Records its arguments and writes the output file: the cache key's logic without a real build.
+if [ "$1" = "--version" ]; then echo "fake c++ ${FAKE_VERSION:-1}"; exit 0; fi
+echo "$@" >> "$FAKE_LOG"
+while [ $# -gt 1 ]; do [ "$1" = "-o" ] && : > "$2"; shift; done
+"""
+
+
 def test_the_cache_key_holds_what_changes_the_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("METARL_CACHE", str(tmp_path))
-    monkeypatch.setattr(native, "_libraries", {})
-    native.library(1, 0)
-    native.library(1, 0, "x86-64-v3")
-    native.library(1, 0, "x86-64-v3", 16)
-    built = sorted(p.name for p in (tmp_path / "native").glob("*.so"))
-    assert len(built) == 3, built
-    assert any("x86-64-v3_l16" in name for name in built)
+    compiler, log = tmp_path / "fake-c++", tmp_path / "builds.log"
+    compiler.write_text(FAKE_COMPILER)
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setenv("METARL_CACHE", str(tmp_path / "cache"))
+
+    def build(*args) -> str:
+        return native._build(*args).name
+
+    base = build(1, 0, "native", None)
+    assert build(1, 0, "native", None) == base  # cached: built once
+    keys = {base, build(1, 0, "x86-64-v3", None), build(1, 0, "x86-64-v3", 16), build(2, 0, "native", None),
+            build(1, 8, "native", None)}
+    assert len(keys) == 5 and any("x86-64-v3_l16" in k for k in keys)
+    monkeypatch.setenv("FAKE_VERSION", "2")  # another compiler: another library
+    assert build(1, 0, "native", None) not in keys
+    monkeypatch.setenv("FAKE_VERSION", "1")
+    monkeypatch.setattr(native, "_cpu_id", lambda: "another CPU")  # -march=native means another machine's code
+    assert build(1, 0, "native", None) not in keys
+    monkeypatch.setattr(native, "FLAGS", (*native.FLAGS, "-DOTHER"))
+    assert build(1, 0, "x86-64-v3", None) not in keys
+    monkeypatch.undo()
+    monkeypatch.setenv("CXX", str(compiler))
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.setenv("METARL_CACHE", str(tmp_path / "cache"))
+    sources = tmp_path / "kernel"
+    shutil.copytree(native.SOURCE_DIR, sources)
+    (sources / "rule.h").write_text((sources / "rule.h").read_text() + "\n// a change\n")
+    monkeypatch.setattr(native, "SOURCE_DIR", sources)
+    assert build(1, 0, "native", None) not in keys  # an edited source: another library
+    builds = log.read_text().splitlines()
+    assert len(builds) == 9 and all("-ffp-contract=off" in b for b in builds)
+    assert sum("-march=x86-64-v3" in b and "-DMETARL_LANES=16" in b for b in builds) == 1

@@ -80,7 +80,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_log(tmp_pa
     rng = random.Random(14)
     kills, trials = 0, 0
     try:
-        while kills < 24 and trials < 60:
+        while kills < 14 and trials < 40:
             trials += 1
             # Resume when the folder holds a run; a process killed before it wrote config.yaml left
             # nothing to resume, so the run starts again (as a user would, with the same command).
@@ -100,7 +100,7 @@ def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_log(tmp_pa
     finally:
         server.stdin.close()
         server.wait(timeout=60)
-    assert kills >= 20
+    assert kills >= 12
     # On a busy machine every kill may land before config.yaml is written: then the run starts again.
     again = ["--resume", str(out)] if (out / "config.yaml").exists() else \
         [*SMALL, "--out", str(out), "--generations", str(generations)]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import TINY, run_script
+from conftest import ROOT, TINY, run_script
 
+from metarl.cli import train
+from metarl.cli.main import run_main
 from metarl.errors import UserError
 from metarl.runs import logs
 
@@ -27,17 +29,17 @@ def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     assert "generations:" not in proc.stderr  # no tqdm bar
 
 
-@pytest.mark.slow
-def test_quiet_and_log_every(tmp_path):
-    quiet = run_script("run_config.py", TINY, "--out", str(tmp_path / "q"), "--quiet")
-    assert quiet.returncode == 0, quiet.stderr
-    assert gen_lines(quiet.stdout) == [] and "done: 4 generations" in quiet.stdout
-    every = run_script("run_config.py", TINY, "--out", str(tmp_path / "e"), "--log-every", "3")
-    assert every.returncode == 0, every.stderr
+def test_quiet_and_log_every(tmp_path, capsys, monkeypatch):
+    # In this process (run_config.py's own main; test_plain_lines_when_stdout_is_not_a_terminal runs the script).
+    monkeypatch.chdir(ROOT)
+    assert run_main(train.main, [TINY, "--out", str(tmp_path / "q"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert gen_lines(out) == [] and "done: 4 generations" in out
+    assert run_main(train.main, [TINY, "--out", str(tmp_path / "e"), "--log-every", "3"]) == 0
     # every 3rd generation, and always the first and the last one
-    assert [line.split()[1] for line in gen_lines(every.stdout)] == ["0/4", "2/4", "3/4"]
-    bad = run_script("run_config.py", TINY, "--log-every", "0")
-    assert bad.returncode == 2 and bad.stderr.strip() == "error: --log-every must be >= 1, got 0 (see --help)"
+    assert [line.split()[1] for line in gen_lines(capsys.readouterr().out)] == ["0/4", "2/4", "3/4"]
+    assert run_main(train.main, [TINY, "--log-every", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --log-every must be >= 1, got 0 (see --help)"
 
 
 def test_progress_lines_follow_the_reporting_interval(capsys):

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from conftest import ROOT, TINY, fitness_columns, run_script, wait_for_file
 
+from metarl.cli import train
+from metarl.cli.main import run_main
 from metarl.runs import io
 
 
@@ -102,14 +104,25 @@ def test_ctrl_c_keeps_checkpoint_and_resumes(tmp_path):
     ([TINY, "--set", "nonsense"], "--set nonsense"),
     (["--resume", "/nonexistent/run"], "no such run folder"),
 ])
-@pytest.mark.slow
-def test_bad_input_one_line_no_traceback(tmp_path, args, message):
-    proc = run_script("run_config.py", *args, "--out", str(tmp_path / "x")) if args[0] != "--resume" \
-        else run_script("run_config.py", *args)
-    assert proc.returncode != 0
-    assert message in proc.stderr and "Traceback" not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+def test_bad_input_one_line_no_traceback(tmp_path, capsys, monkeypatch, args, message):
+    # In this process (the script's own main; the first case also as a process, below): each case is an
+    # error before any work, and a process would spend its 2.5 s importing torch.
+    monkeypatch.chdir(ROOT)
+    argv = [*args, "--out", str(tmp_path / "x")] if args[0] != "--resume" else list(args)
+    code = run_main(train.main, argv)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x" / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_bad_input_is_one_line_from_the_script_too(tmp_path):
+    proc = run_script("run_config.py", TINY, "--set", "ga.populaton_size=5", "--out", str(tmp_path / "x"))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "did you mean 'population_size'" in lines[0]
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 from pathlib import Path
 
@@ -42,10 +44,14 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def evaluate_json(model: Path, out: Path, *args: str) -> dict:
-    result = run_script(SCRIPT, str(model), "--evaluate", "--episodes", "8", "--steps", "20", "--json", str(out),
-                        *args)
-    assert result.returncode == 0, result.stderr
-    assert "learned / no_plasticity" in result.stdout
+    """``show_results.py MODEL --evaluate --json OUT`` in this process (the script's own main: a process would
+    spend most of its time importing torch; `test_shipped_model_replays_without_a_compiler` runs one)."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = run_main(load_script().main, [str(model), "--evaluate", "--episodes", "8", "--steps", "20",
+                                             "--json", str(out), *args])
+    assert code == 0, stderr.getvalue()
+    assert "learned / no_plasticity" in stdout.getvalue()
     return json.loads(out.read_text())
 
 
@@ -238,12 +244,15 @@ def test_actor_values_pool_layers_and_individuals(seed_files) -> None:
 
 @pytest.mark.slow
 def test_several_runs_in_one_figure(tmp_path: Path, run_dir: Path) -> None:
+    from metarl.cli import train  # the two extra runs in this process (run_config.py's own main)
+
     other_seed = tmp_path / "seed5"
-    assert run_script("run_config.py", "configs/tiny.yaml", "--out", str(other_seed), "--seed", "5",
-                      "--quiet").returncode == 0
-    other_config = tmp_path / "longer"
-    assert run_script("run_config.py", "configs/tiny.yaml", "--out", str(other_config), "--quiet",
-                      "--set", "ga.lifetime_steps=40").returncode == 0
+    tiny = str(ROOT / "configs/tiny.yaml")
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run_main(train.main, [tiny, "--out", str(other_seed), "--seed", "5", "--quiet"]) == 0
+        other_config = tmp_path / "longer"
+        assert run_main(train.main, [tiny, "--out", str(other_config), "--quiet", "--set",
+                                     "ga.lifetime_steps=40"]) == 0
     result = run_script(SCRIPT, str(run_dir), str(other_seed), str(other_config), "--plot", str(tmp_path / "runs.png"))
     assert result.returncode == 0, result.stderr
     # The two seeds of one config are one curve; the other config is another.

@@ -100,7 +100,7 @@ def test_fitness_does_not_depend_on_the_split(native: bool) -> None:
 @needs_compiler
 @pytest.mark.slow
 def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:
-    config = small_config(compile=True, pop=16, steps=30)
+    config = small_config(hidden=[6], compile=True, pop=16, steps=30)  # one hidden layer: a smaller graph to compile
     layout = GenomeLayout(1, 8)
     g, keys = genomes(layout, 16), rng.individual_keys(1, 0, 0, torch.arange(16))
     with warnings.catch_warnings():

@@ -14,7 +14,9 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -158,10 +160,19 @@ def assert_backends_agree(config: Config, g: torch.Tensor, keys: torch.Tensor, *
     return want
 
 
-def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """run_config.py's main in this process (no start-up cost): exit code and standard error."""
-    from metarl.cli import train
+def call_main(main: Callable[..., int], args: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of a script's ``main`` run in this process as the command line would
+    (no start-up cost: a process spends about 2.5 s importing torch)."""
     from metarl.cli.main import run_main
 
-    code = run_main(train.main, args)
-    return code, capsys.readouterr().err
+    code = run_main(main, [str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """run_config.py's main in this process: exit code and standard error."""
+    from metarl.cli import train
+
+    code, _, err = call_main(train.main, args, capsys)
+    return code, err

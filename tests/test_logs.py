@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, call_main, run_script
 
 from metarl.cli import train
-from metarl.cli.main import run_main
 from metarl.errors import UserError
 from metarl.runs import logs
 
@@ -32,14 +31,13 @@ def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
 def test_quiet_and_log_every(tmp_path, capsys, monkeypatch):
     # In this process (run_config.py's own main; test_plain_lines_when_stdout_is_not_a_terminal runs the script).
     monkeypatch.chdir(ROOT)
-    assert run_main(train.main, [TINY, "--out", str(tmp_path / "q"), "--quiet"]) == 0
-    out = capsys.readouterr().out
-    assert gen_lines(out) == [] and "done: 4 generations" in out
-    assert run_main(train.main, [TINY, "--out", str(tmp_path / "e"), "--log-every", "3"]) == 0
+    code, out, _ = call_main(train.main, [TINY, "--out", tmp_path / "q", "--quiet"], capsys)
+    assert code == 0 and gen_lines(out) == [] and "done: 4 generations" in out
+    code, out, _ = call_main(train.main, [TINY, "--out", tmp_path / "e", "--log-every", "3"], capsys)
     # every 3rd generation, and always the first and the last one
-    assert [line.split()[1] for line in gen_lines(capsys.readouterr().out)] == ["0/4", "2/4", "3/4"]
-    assert run_main(train.main, [TINY, "--log-every", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --log-every must be >= 1, got 0 (see --help)"
+    assert code == 0 and [line.split()[1] for line in gen_lines(out)] == ["0/4", "2/4", "3/4"]
+    code, _, err = call_main(train.main, [TINY, "--log-every", "0"], capsys)
+    assert code == 2 and err.strip() == "error: --log-every must be >= 1, got 0 (see --help)"
 
 
 def test_progress_lines_follow_the_reporting_interval(capsys):

@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 from conftest import ROOT, TINY, fitness_columns, needs_native, run_script
+from conftest import call_main as run
 
 from metarl import backends
 from metarl import config as C
@@ -34,13 +35,6 @@ from metarl.runs.lock import LOCK_FILE, RunFolderBusy, RunLock
 
 TINY_ARGS = [str(ROOT / TINY), "--set", "ga.lifetime_steps=5", "--set", "ga.population_size=8",
              "--set", "ga.num_survivors=2"]
-
-
-def run(main, args: list[str], capsys) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of a script's ``main`` run in this process as the command line would."""
-    code = run_main(main, [str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_line(err: str, *fragments: str) -> None:

@@ -10,10 +10,8 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT, TINY, fitness_columns, run_script, wait_for_file
+from conftest import ROOT, TINY, fitness_columns, run_in_process, run_script, wait_for_file
 
-from metarl.cli import train
-from metarl.cli.main import run_main
 from metarl.runs import io
 
 
@@ -109,8 +107,7 @@ def test_bad_input_one_line_no_traceback(tmp_path, capsys, monkeypatch, args, me
     # error before any work, and a process would spend its 2.5 s importing torch.
     monkeypatch.chdir(ROOT)
     argv = [*args, "--out", str(tmp_path / "x")] if args[0] != "--resume" else list(args)
-    code = run_main(train.main, argv)
-    err = capsys.readouterr().err
+    code, err = run_in_process(argv, capsys)
     assert code != 0
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

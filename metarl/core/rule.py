@@ -198,27 +198,28 @@ def _lifetime_fraction(site: Site) -> torch.Tensor:
 # ---------------------------------------------------------------------------- the declaration
 
 @dataclass(frozen=True)
-class Input:
-    """One input block of a cell: ``width`` features read from the source called ``source``."""
+class _Block:
+    """A named block of ``width`` features of a cell's input or output."""
 
     name: str
     width: Width
-    source: str
 
     def size(self, signal_dim: int) -> int:
         return width_size(self.width, signal_dim)
 
 
 @dataclass(frozen=True)
-class Output:
+class Input(_Block):
+    """One input block of a cell: ``width`` features read from the source called ``source``."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class Output(_Block):
     """One output block of a cell and what it updates (`UPDATES`)."""
 
-    name: str
-    width: Width
     updates: str
-
-    def size(self, signal_dim: int) -> int:
-        return width_size(self.width, signal_dim)
 
 
 @dataclass(frozen=True)

@@ -156,3 +156,7 @@ def test_reversal_is_reported_per_motor_direction_and_goal(rule) -> None:
     table = evaluation.format_table(result)
     assert "reversal: the goal flips at step 8" in table and "motor -1, goal -1->+1" in table
     assert evaluate_rule(genome, layout, tiny_config(), episodes=3, seed=0).reversal() == {}
+    # A training mix (some lifetimes reverse, some not) is evaluated with every lifetime reversed.
+    mixed = config.replace(env=dataclasses.replace(config.env, goal_switch_probability=0.5))
+    again = evaluate_rule(genome, layout, mixed, episodes=6, seed=3).reversal()
+    assert all(torch.equal(again[g][n], groups[g][n]) for g in groups for n in groups[g])

@@ -61,6 +61,29 @@ def test_goal_switch_flips_the_goal_from_that_step_on() -> None:
     assert signs == [1, 1, 1, -1, -1, -1]  # the pendulum turns positively throughout
 
 
+def test_a_goal_switch_probability_reverses_that_share_of_lifetimes_drawn_last() -> None:
+    def make(**options: object) -> envs.BatchedEnv:
+        return envs.make("Pendulum", 400, init="random", reward="spin", dt=[0.03, 0.05], goal="random",
+                         length=[0.8, 1.2], generator=torch.Generator().manual_seed(4), **options)
+    every, mixed = make(goal_switch=2), make(goal_switch=2, goal_switch_probability=0.25)
+    # The reversal is drawn after every other draw: the lifetimes are those of a reversal in all of them.
+    for name in ("state", "goal", "dt"):
+        assert torch.equal(getattr(every, name), getattr(mixed, name))
+    assert torch.equal(every.params["length"], mixed.params["length"])
+    assert torch.equal(every.goal_after_switch, -every.goal)
+    flipped = mixed.goal_after_switch == -mixed.goal
+    assert torch.equal(mixed.goal_after_switch[~flipped], mixed.goal[~flipped])
+    assert 70 < int(flipped.sum()) < 130  # about a quarter of 400
+    action = torch.ones(400)
+    for t in range(4):
+        _, r_every = every.step(action)
+        _, r_mixed = mixed.step(action)
+        assert torch.equal(r_mixed, r_every if t < 2 else torch.where(flipped, r_every, -r_every))
+    assert torch.equal(make(goal_switch=2, goal_switch_probability=0.0).goal_after_switch, make().goal)
+    with pytest.raises(ConfigError, match="env.goal_switch_probability"):
+        from_dict({"env": {"goal_switch": 5, "goal_switch_probability": 1.5}})
+
+
 def test_random_goal_draws_both_signs_reproducibly() -> None:
     a = envs.make("Pendulum", 300, goal="random", generator=torch.Generator().manual_seed(2))
     b = envs.make("Pendulum", 300, goal="random", generator=torch.Generator().manual_seed(2))
@@ -103,6 +126,8 @@ def test_a_reward_blind_rule_scores_zero_on_antithetic_goal_pairs() -> None:
 TASKS = [
     ("Pendulum", {"reward": "spin", "goal": "random", "init": "down"}),
     ("Pendulum", {"reward": "height", "goal": -1, "goal_switch": 10, "init": "down"}),
+    ("Pendulum", {"reward": "height", "goal": "random", "goal_switch": 10, "goal_switch_probability": 0.5,
+                  "init": "random", "dt": [0.03, 0.05]}),
     ("DoublePendulum", {"reward": "spin", "goal": "random", "goal_switch": 5}),
     ("Pendulum", {"reward": "gym", "init": "random", "max_torque": 2.0}),
     ("DoublePendulum", {"reward": "gym", "init": "random", "action_sign": -1}),

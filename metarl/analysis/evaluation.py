@@ -20,7 +20,8 @@ goal (``ga.antithetic: goal`` or ``env.goal: random``) every episode is run once
 reported too. With a reversal (``env.goal_switch`` within the lifetime) the reward summed from the switch on
 (the *second half*) is reported per motor direction (``action_sign`` +1 and -1, the episodes drawn with each)
 and, for a hidden goal, per reversal (+1 -> -1, -1 -> +1), for every condition: a rule that follows the reversal
-both ways scores there as the reference controller does. ``last_quarter_height`` is the mean height per link
+both ways scores there as the reference controller does (a training mix, ``env.goal_switch_probability``
+below 1, is evaluated with every lifetime reversed). ``last_quarter_height`` is the mean height per link
 (0 hanging, 2 upright) over the last quarter of the lifetime; an episode is *balanced* when that height stays above
 ``BALANCED_HEIGHT`` (0.9 of the maximum) for at least ``BALANCED_SHARE`` of the last quarter. ``lifetime_gain`` of
 an episode is the mean reward per step in the last quarter of the lifetime *minus* the
@@ -265,6 +266,8 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     steps = config.ga.lifetime_steps if steps is None else steps
+    if config.env.switch_drawn:  # a training mix of lifetimes with and without a reversal: reverse every one
+        config = config.replace(env=replace(config.env, goal_switch_probability=1.0))
     goals = goals_of(config)
     configs = [config] if goals is None else [config.replace(env=replace(config.env, goal=g)) for g in goals]
     keys = evaluation_keys(seed, episodes).to(device)

@@ -501,7 +501,8 @@ class Runner:
         self._tensors = dict(state.buffers(genomes),
                              env_params=torch.stack([env.params[name] for name in env.param_defaults]).contiguous(),
                              sign=env.action_sign.reshape(1, -1).contiguous(),
-                             goal=env.goal.reshape(1, -1).contiguous(), dt=_per_individual(env.dt, self.pop),
+                             goal=torch.stack((env.goal, env.goal_after_switch)).contiguous(),
+                             dt=_per_individual(env.dt, self.pop),
                              learning_rate=_per_individual(learning_rate, self.pop), state=self.env_state,
                              prev_height=self.prev_height)
         self._buffers = Buffers.of(self._tensors)
@@ -574,7 +575,7 @@ def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: ActorState, r
     state = FeatureMajor.of(actor, rule)
     x, noise = x.transpose(1, 2), noise.transpose(1, 2)
     tensors = dict(state.buffers(genomes), env_params=torch.zeros(len(env.param_defaults), pop),
-                   sign=torch.ones(1, pop), goal=torch.ones(1, pop), dt=torch.zeros(1, pop),
+                   sign=torch.ones(1, pop), goal=torch.ones(2, pop), dt=torch.zeros(1, pop),
                    learning_rate=_per_individual(learning_rate, pop), state=torch.zeros(env.state_size(), pop),
                    prev_height=torch.zeros(1, pop))
     options = Options.of(EnvOptions(), env_id(lib, env), weight_limit=weight_limit, sigma_limit=sigma_limit)

@@ -53,6 +53,9 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "env.goal": (_choices(GOALS), "hidden goal, the reward's sign; random = ±1 per individual"),
     "env.goal_switch": (f"integer in [0, {S._bound(S.MAX_COUNT)}], or null",
                         "reversal: the goal flips from this step number on; null = never"),
+    "env.goal_switch_probability": ("finite, in [0, 1]",
+                                    "share of lifetimes that reverse at goal_switch, drawn per individual; the "
+                                    "others keep their goal (evaluations reverse every lifetime)"),
     "env.episode_steps": (f"{_COUNT}, or null", "episodes: the env resets every N steps (random inits drawn again), "
                                                 "the actor and rule keep what they learned; null = one episode"),
     "env.obs_noise": (_VALUE, "sensor noise: std of Gaussian noise on what the actor and the rule observe (and the "

@@ -82,6 +82,7 @@ class EnvConfig(EnvOptions, _EnvName):
             raise ConfigError(f"{key}.goal: must be 1, -1 or random, got {_show(self.goal)}")
         if self.goal_switch is not None:
             _integer(f"{key}.goal_switch", self.goal_switch, 0, MAX_COUNT)
+        _number(f"{key}.goal_switch_probability", self.goal_switch_probability, 0, 1)
         if self.episode_steps is not None:
             _integer(f"{key}.episode_steps", self.episode_steps, 1, MAX_COUNT)
         defaults = env.param_defaults

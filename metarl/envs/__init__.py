@@ -98,6 +98,9 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
     goal_uniform = sampler(1) if sim.get("goal") == "random" else None
     # Drawn last, so that a dt range leaves every other draw of a lifetime as it was.
     dt_uniform = sampler(1) if isinstance(sim.get("dt"), (list, tuple)) else None
-    return cls(batch_size, values, EnvOptions(**sim), device=device, dtype=dtype,
+    env_options = EnvOptions(**sim)
+    # After dt's: a drawn reversal leaves every other draw of a lifetime as it was.
+    switch_uniform = sampler(1) if env_options.switch_drawn else None
+    return cls(batch_size, values, env_options, device=device, dtype=dtype,
                init_uniform=init_uniform, sign_uniform=sign_uniform, goal_uniform=goal_uniform,
-               dt_uniform=dt_uniform)
+               dt_uniform=dt_uniform, switch_uniform=switch_uniform)

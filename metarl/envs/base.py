@@ -70,6 +70,10 @@ class EnvOptions:
     goal: int | str = 1
     # Reversal: the goal's sign flips from this step number on (0-based; None = never).
     goal_switch: int | None = None
+    # Share of lifetimes whose goal flips at goal_switch, drawn per lifetime (after every other env draw, dt's
+    # included); the others keep their goal. 1 = every lifetime: a rule trained on a mix must both settle
+    # and follow a reversal.
+    goal_switch_probability: float = 1.0
     # Episodes: every this many steps the env goes back to a start state (drawn again for random
     # inits) while the actor and the rule keep what they learned (`metarl.core.step.reset_episode`).
     # None = the lifetime is one episode.
@@ -97,6 +101,8 @@ class EnvOptions:
             raise ValueError(f"episode_steps must be >= 1 or None, got {self.episode_steps}")
         if self.goal_switch is not None and self.goal_switch < 0:
             raise ValueError(f"goal_switch must be >= 0 or None, got {self.goal_switch}")
+        if not 0.0 <= self.goal_switch_probability <= 1.0:
+            raise ValueError(f"goal_switch_probability must be in [0, 1], got {self.goal_switch_probability}")
         if self.max_speed is not None and not self.max_speed > 0:
             raise ValueError(f"max_speed must be > 0 or None, got {self.max_speed}")
 
@@ -108,6 +114,11 @@ class EnvOptions:
                 raise ValueError(f"dt: a range must be [min, max], got {list(self.dt)}")
             return float(self.dt[0]), float(self.dt[1])
         return float(self.dt), float(self.dt)
+
+    @property
+    def switch_drawn(self) -> bool:
+        """Whether each lifetime draws if its goal flips (a reversal with a probability below 1)."""
+        return self.goal_switch is not None and self.goal_switch_probability < 1.0
 
     @property
     def mean_dt(self) -> float:
@@ -186,7 +197,8 @@ class BatchedEnv:
     def __init__(self, batch_size: int, params: Mapping[str, torch.Tensor], options: EnvOptions,
                  *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  init_uniform: torch.Tensor | None = None, sign_uniform: torch.Tensor | None = None,
-                 goal_uniform: torch.Tensor | None = None, dt_uniform: torch.Tensor | None = None) -> None:
+                 goal_uniform: torch.Tensor | None = None, dt_uniform: torch.Tensor | None = None,
+                 switch_uniform: torch.Tensor | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for option, value, allowed in (("reward", options.reward, self.rewards), ("init", options.init, self.inits)):
@@ -202,6 +214,7 @@ class BatchedEnv:
         self.action_sign = self._sign("action_sign", sign_uniform)
         self.goal = self._sign("goal", goal_uniform)
         self.dt = self._dt(dt_uniform)
+        self.goal_after_switch = self._goal_after_switch(switch_uniform)
 
     @classmethod
     def state_size(cls) -> int:
@@ -284,6 +297,16 @@ class BatchedEnv:
         low, high = self.options.dt_range
         return low + (high - low) * uniform.to(device=self.device, dtype=self.dtype)[:, 0]
 
+    def _goal_after_switch(self, uniform: torch.Tensor | None) -> torch.Tensor:
+        """The goal's sign ``(B,)`` from ``goal_switch`` on: ``-goal`` where the lifetime reverses (all of them
+        unless `EnvOptions.switch_drawn`; then those with ``uniform (B, 1)`` below the probability), else ``goal``."""
+        if not self.options.switch_drawn:
+            return -self.goal
+        if uniform is None:
+            raise ValueError("a goal_switch_probability below 1 needs uniform numbers")
+        u = uniform.to(device=self.device, dtype=self.dtype)[:, 0]
+        return torch.where(u < self.options.goal_switch_probability, -self.goal, self.goal)
+
     def observe(self) -> torch.Tensor:
         """Observation ``(B, 3 * links)``: ``[sin theta_i, cos theta_i, omega_i]`` per link."""
         return self.observation(self._state)
@@ -362,11 +385,12 @@ class BatchedEnv:
         return reward * self.goal_at(t)
 
     def goal_at(self, t: int | torch.Tensor) -> torch.Tensor:
-        """The hidden goal's sign ``(B,)`` at step number ``t``: `goal`, flipped from ``goal_switch`` on."""
+        """The hidden goal's sign ``(B,)`` at step number ``t``: `goal`, from ``goal_switch`` on
+        `goal_after_switch` (flipped in the lifetimes that reverse)."""
         switch = self.options.goal_switch
         if switch is None:
             return self.goal
-        return torch.where(torch.as_tensor(t) >= switch, -self.goal, self.goal)
+        return torch.where(torch.as_tensor(t) >= switch, self.goal_after_switch, self.goal)
 
     def wrap(self, state: torch.Tensor) -> torch.Tensor:
         """A copy of ``state`` with its angle coordinates wrapped to [-pi, pi) (the pendulums: every one)."""

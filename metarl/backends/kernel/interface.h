@@ -35,7 +35,7 @@ struct Options {
     float weight_limit, sigma_limit;  // (dt and the learning rate are per individual: Buffers)
     int32_t env;  // the environment: its id in physics.h ENVS (metarl_env)
     int32_t rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
-    int64_t goal_switch;  // the goal flips from this step number on; -1 = never
+    int64_t goal_switch;  // the goal takes Buffers.goal's second row from this step number on; -1 = never
 };
 
 // Where one cell's parameters start in the genome (metarl.core.genome.GenomeLayout), each part row-major.
@@ -53,7 +53,7 @@ struct Buffers {
     float* genome;      // (G, P)
     float* env_params;  // (params of the env, P): physics.h ENVS, metarl.envs param_defaults order
     float* sign;        // (1, P) motor direction
-    float* goal;        // (1, P) hidden goal
+    float* goal;        // (2, P) hidden goal: before goal_switch, and from it on
     float* dt;          // (1, P) integration step
     float* learning_rate;  // (1, P) the rule's rate
     float* state;       // (2 * links, P)

@@ -40,9 +40,10 @@ def test_seed_model_loads_and_drives_an_actor(seed_files):
     assert fitness.shape == (4,) and rewards.shape == (4, 20) and torch.isfinite(fitness).all()
 
 
-def test_save_load_roundtrip(tmp_path):
-    cfg = C.from_dict({"seed": 4, "rule": {"signal_dim": 2, "state_dim": 3}})
-    layout = GenomeLayout(2, 3)
+@pytest.mark.parametrize("state_dim", [3, 0])  # 0: cells without state, their w_state rows empty
+def test_save_load_roundtrip(tmp_path, state_dim):
+    cfg = C.from_dict({"seed": 4, "rule": {"signal_dim": 2, "state_dim": state_dim}})
+    layout = GenomeLayout(2, state_dim)
     genome = layout.random(1, 0.3, torch.Generator().manual_seed(0))[0]
     path = tmp_path / "m.yaml"
     io.save_model(path, genome, layout, cfg, fitness=12.5, generation=7, seed=4)

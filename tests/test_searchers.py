@@ -239,12 +239,35 @@ def test_run_config_with_cma_resumes_to_the_uninterrupted_log(tmp_path, capsys):
         io.load_model(tmp_path / "a" / "best_model.yaml").fitness
 
 
-def test_rescore_refuses_a_cma_run(tmp_path, capsys):
+def test_rescore_of_a_cma_run_scores_its_mean_and_last_best_and_survives_resume(tmp_path, capsys):
+    from metarl.analysis import evaluation
     from metarl.cli import show_results
     from metarl.cli.main import run_main
 
     config = cma_config()
-    training.Trainer(training.new_run(config), tmp_path, evaluator=toy).run(1)
-    code = run_main(show_results.main, [str(tmp_path), "--rescore", "2"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: --rescore rescores the GA's elites")
+    trainer = training.Trainer(training.new_run(config), tmp_path, evaluator=toy)
+    trainer.run(2)
+    searcher = trainer.state.searcher
+    assert isinstance(searcher, searchers.CMASearcher)
+    candidates, labels = searcher.candidates(3)
+    assert labels == ["mean", "rank 1", "rank 2"]
+    assert torch.equal(candidates[0], torch.from_numpy(searcher.es.mean).float())
+    # The last generation told, best first by training fitness: rank 1 is what best_model.yaml holds.
+    assert torch.equal(candidates[1], io.load_model(tmp_path / "best_model.yaml").genome)
+    assert searcher.last is not None and bool((searcher.last[1][:-1] >= searcher.last[1][1:]).all())
+    # The checkpoint keeps them: a resumed run offers the same candidates.
+    again, _ = training.load_run(tmp_path).searcher.candidates(3)
+    assert torch.equal(again, candidates)
+    assert run_main(show_results.main, [str(tmp_path), "--rescore", "3", "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "candidates (the cma mean" in out and "mean" in out and "rank 2" in out
+    layout = training.layout_of(config)
+    scores = evaluation.rescore(candidates, layout, config, episodes=2, seed=0)
+    model = io.load_model(tmp_path / "rescored_model.yaml")
+    best = int(torch.argmax(scores))
+    assert torch.equal(model.genome, candidates[best]) and model.fitness == float(scores[best])
+    # A corrupt last generation is refused by name.
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    state["last_fitness"] = state["last_fitness"][:1]
+    with pytest.raises(io.ModelFileError, match="last_population and last_fitness"):
+        searchers.CMASearcher(config, layout, torch.Generator()).load_state_dict(state)

@@ -327,15 +327,14 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
 RESCORE_EPISODES = 64  # held-out lifetimes per candidate when choosing which of a run's elites to ship
 
 
-def rescore_elites(population: torch.Tensor, k: int, layout: GenomeLayout, config: Config, *, episodes: int,
-                   seed: int, progress: ProgressFn | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The ``k`` elites of a run's last generation (``population[:k]`` of its next population: the GA
-    keeps them first, best first), their held-out scores (`rescore`) and the index of the best (the
-    earlier training rank on a tie): ``(candidates (k, G), scores (k,), best)``."""
-    candidates = population[:k]
+def rescore_best(candidates: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
+                 progress: ProgressFn | None = None) -> tuple[torch.Tensor, int]:
+    """The held-out scores (`rescore`) of ``candidates (K, G)`` (a searcher's `candidates`: the GA's elites best
+    first, or CMA-ES's mean and its last generation's best) and the index of the best (the earlier candidate on
+    a tie): ``(scores (K,), best)``."""
     scores = rescore(candidates, layout, config, episodes=episodes, seed=seed, progress=progress)
     best = int(torch.argsort(scores, descending=True, stable=True)[0])
-    return candidates, scores, best
+    return scores, best
 
 
 def rescore(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,

@@ -43,6 +43,7 @@ from metarl.config.schema import MAX_SEED, _show
 from metarl.errors import ModelFileError, UserError
 from metarl.evolve import stages
 from metarl.evolve import trainer as training
+from metarl.evolve.searchers import candidate_bound
 from metarl.runs import io
 from metarl.runs.io import SavedModel, atomic_write_text, load_model, read_log
 from metarl.shipped import model as shipped_model
@@ -338,7 +339,7 @@ def window_pyplot():  # noqa: ANN201 - matplotlib.pyplot
 
 
 def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
-    """Score the elites of a run's last generation on held-out lifetimes; save the best."""
+    """Score the candidates of a run's last generation on held-out lifetimes; save the best."""
     with training.claim_run_dir(run_dir, new=False):  # it writes RUN/rescored_model.yaml: one writer at a time
         return _rescore_run(run_dir, args)
 
@@ -347,35 +348,37 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     state = training.load_run(run_dir)
     cfg = state.config
     k = args.rescore
-    if cfg.search.name != "ga":
-        raise UserError(f"--rescore rescores the GA's elites; {run_dir} is a search.name: {cfg.search.name} run, "
-                        f"which keeps none: score {run_dir / 'best_model.yaml'} or best_ever.yaml with --evaluate")
-    if not 1 <= k <= cfg.ga.num_survivors:
-        raise UserError(f"--rescore must be in [1, ga.num_survivors={cfg.ga.num_survivors}], got {k}")
+    bound, key = candidate_bound(cfg)
+    if not 1 <= k <= bound:
+        raise UserError(f"--rescore must be in [1, {key}={bound}], got {k}")
     if state.generation == 0:
         raise ModelFileError(f"{run_dir}: no generation completed yet")
+    candidates, labels = state.searcher.candidates(k)
+    count = candidates.shape[0]
     episodes = args.episodes or DEFAULT_RESCORE_EPISODES
     pairs = 2 if cfg.ga.antithetic else 1
-    resources.check_lifetimes(cfg, cfg.layer_sizes, lifetimes=k * episodes * pairs, steps=cfg.ga.lifetime_steps,
-                              what="--rescore", allow_large=args.allow_large)
+    resources.check_lifetimes(cfg, cfg.layer_sizes, lifetimes=count * episodes * pairs,
+                              steps=cfg.ga.lifetime_steps, what="--rescore", allow_large=args.allow_large)
     use_threads(cfg.runtime.threads)
     seed = args.seed if args.seed is not None else 0
     layout = training.layout_of(cfg)
-    with tqdm(total=k * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
+    with tqdm(total=count * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
               unit_scale=True, leave=False, disable=None) as bar:
-        candidates, scores, best = evaluation.rescore_elites(state.population, k, layout, cfg, episodes=episodes,
-                                                             seed=seed, progress=bar.update)
+        scores, best = evaluation.rescore_best(candidates, layout, cfg, episodes=episodes, seed=seed,
+                                               progress=bar.update)
     order = torch.argsort(scores, descending=True, stable=True)
     generation = state.generation - 1
-    print(f"{run_dir}: the {k} elites of generation {generation}, scored on {episodes} held-out lifetimes "
-          f"(seed {seed}; training rank 1 = that generation's best)")
-    print(f"{'training rank':>14}{'held-out score':>16}")
-    for i in order[:min(k, 10)].tolist():
-        print(f"{i + 1:>14}{float(scores[i]):>16.3f}")
+    what = ("elites" if cfg.search.name == "ga" else
+            f"candidates (the {cfg.search.name} mean, then that generation's best by training fitness)")
+    print(f"{run_dir}: the {count} {what} of generation {generation}, scored on {episodes} held-out lifetimes "
+          f"(seed {seed})")
+    print(f"{'candidate':>14}{'held-out score':>16}")
+    for i in order[:min(count, 10)].tolist():
+        print(f"{labels[i]:>14}{float(scores[i]):>16.3f}")
     out = run_dir / "rescored_model.yaml"
     io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generation,
                   seed=state.seed)
-    print(f"wrote {out} (training rank {best + 1}; its fitness field is the held-out score)")
+    print(f"wrote {out} ({labels[best]}; its fitness field is the held-out score)")
     return 0
 
 

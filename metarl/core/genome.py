@@ -191,8 +191,10 @@ def _nested_shape(value: object, max_depth: int) -> tuple[int, ...] | None:
         if len(lists) != len(level):
             return None
         n = len(lists[0])
-        if n == 0 or any(len(v) != n for v in lists):
+        if any(len(v) != n for v in lists):
             return None
         shape.append(n)
+        if n == 0:  # empty rows (a cell without state, rule.state_dim 0): nothing deeper to check
+            return tuple(shape)
         level = [x for v in lists for x in v]
     return None

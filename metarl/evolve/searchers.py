@@ -46,6 +46,11 @@ class Searcher(Protocol):
         """The fitness ``(P,)`` of `ask`'s genomes; moves on to the next generation."""
         ...
 
+    def candidates(self, k: int) -> tuple[torch.Tensor, list[str]]:
+        """At most ``k`` genomes ``(K, G)`` worth scoring again on held-out lifetimes to choose what a run ships,
+        the searcher's best guess first, and a label for each (`metarl.analysis.evaluation.rescore`)."""
+        ...
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint holds: at least ``population`` and ``ga_generator``."""
         ...
@@ -63,6 +68,14 @@ def create(config: Config, layout: GenomeLayout, init: torch.Tensor | None = Non
     if config.search.name == "cma":
         return CMASearcher(config, layout, generator, init)
     return GASearcher.initial(config, layout, generator, init)
+
+
+def candidate_bound(config: Config) -> tuple[int, str]:
+    """The most candidates a run's searcher offers for rescoring, and the config key that bounds it: the GA's
+    elites (``ga.num_survivors``), CMA-ES's mean and samples (``ga.population_size``)."""
+    if config.search.name == "ga":
+        return config.ga.num_survivors, "ga.num_survivors"
+    return config.ga.population_size, "ga.population_size"
 
 
 class GASearcher:
@@ -101,6 +114,10 @@ class GASearcher:
         self.population = ga.next_generation(self.population, fitness, num_survivors=self.num_survivors,
                                              mutation_probability=self.mutation_probability,
                                              mutation_strength=self.mutation_strength, generator=self.generator)
+
+    def candidates(self, k: int) -> tuple[torch.Tensor, list[str]]:
+        """The ``k`` elites of the last generation (first in the population after a `tell`, best first)."""
+        return self.population[:k], [f"elite {i + 1}" for i in range(min(k, self.population.shape[0]))]
 
     def state_dict(self) -> dict[str, Any]:
         """The population and the generator's state."""
@@ -177,6 +194,9 @@ class CMASearcher:
         with _one_blas_thread():
             self.es = cma.CMAEvolutionStrategy(x0, sigma0, options)
             self._ask()
+        # The last generation told, best first, and its fitness: None before the first tell (and in a
+        # checkpoint written before they were kept).
+        self.last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _ask(self) -> None:
         self.pending = np.asarray(self.es.ask(), dtype=np.float64)  # (P, G): what pycma's tell wants back
@@ -192,15 +212,32 @@ class CMASearcher:
         loss = -fitness.to(torch.float64).cpu().numpy()
         finite = np.isfinite(loss)
         loss = np.where(finite, loss, loss[finite].max() if finite.any() else 0.0)
+        order = torch.from_numpy(np.argsort(loss, kind="stable"))
+        self.last = (self.population[order].clone(), torch.from_numpy(-loss)[order].clone())
         with _one_blas_thread():
             self.es.tell(list(self.pending), loss.tolist())
             self._ask()
 
+    def candidates(self, k: int) -> tuple[torch.Tensor, list[str]]:
+        """The distribution's mean (what CMA-ES estimates the optimum to be; no sample of it was scored), then
+        the ``k - 1`` best samples of the last generation told, by their training fitness."""
+        mean = torch.from_numpy(np.asarray(self.es.mean, dtype=np.float64)).to(torch.float32)[None]
+        labels = ["mean"]
+        if self.last is not None and k > 1:
+            best = self.last[0][:k - 1]
+            labels += [f"rank {i + 1}" for i in range(best.shape[0])]
+            return torch.cat((mean, best)), labels
+        return mean, labels
+
     def state_dict(self) -> dict[str, Any]:
-        """The samples, the generator's state and pycma's object (pickled, as uint8)."""
+        """The samples, the generator's state, pycma's object (pickled, as uint8) and the last generation told
+        (``last_population`` best first and ``last_fitness``, once there is one)."""
         data = pickle.dumps((self.es, self.pending), protocol=4)
-        return {"population": self.population, "ga_generator": self.generator.get_state(),
-                "cma": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+        out = {"population": self.population, "ga_generator": self.generator.get_state(),
+               "cma": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+        if self.last is not None:
+            out["last_population"], out["last_fitness"] = self.last
+        return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint written by `state_dict`."""
@@ -219,6 +256,15 @@ class CMASearcher:
         if not isinstance(pending, np.ndarray) or pending.shape != (es.popsize, self.size):
             raise ModelFileError("corrupt checkpoint (its cma state does not match the config's population and "
                                  "genome size)")
+        last, fitness = state.get("last_population"), state.get("last_fitness")
+        self.last = None
+        if last is not None or fitness is not None:
+            if not (isinstance(last, torch.Tensor) and last.dtype == torch.float32 and last.shape == pending.shape
+                    and isinstance(fitness, torch.Tensor) and fitness.dtype == torch.float64
+                    and fitness.shape == (pending.shape[0],) and bool(torch.isfinite(last).all())):
+                raise ModelFileError("corrupt checkpoint (its last_population and last_fitness must be the last "
+                                     "generation told: float32 (P, G) and float64 (P,))")
+            self.last = (last, fitness)
         es.opts["randn"].generator = self.generator
         self.es, self.pending = es, pending
         self.population = torch.from_numpy(pending).to(torch.float32)

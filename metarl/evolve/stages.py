@@ -5,9 +5,9 @@ with a ``name``, an optional ``rescore: K`` and its own overrides of the base co
 of the file), nested as in the schema (``ga: {generations: 29}``) or dotted
 (``ga.generations: 29``). Stage 1 starts as a plain run would; every later stage is warm-started
 (``ga.init_model``) from the model the stage before it shipped: its ``best_model.yaml`` (the best
-of its last generation), or, when that stage says ``rescore: K``, the best of its last
-generation's K elites scored again on held-out lifetimes (`rescore_elites`, the choice
-``show_results.py RUN --rescore K`` makes), written as its ``rescored_model.yaml``.
+of its last generation), or, when that stage says ``rescore: K``, the best of K candidates scored again
+on held-out lifetimes (the GA's last K elites; for CMA-ES its mean and its last generation's K - 1 best:
+`rescore_best`, the choice ``show_results.py RUN --rescore K`` makes), written as its ``rescored_model.yaml``.
 
 The run folder::
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from ..analysis.evaluation import RESCORE_EPISODES, rescore_elites
+from ..analysis.evaluation import RESCORE_EPISODES, rescore_best
 from ..backends.lifetime import ProgressFn
 from ..config import Config, from_dict, is_legacy, read_yaml
 from ..config.build import SECTIONS
@@ -37,6 +37,7 @@ from ..config.files import apply_overrides
 from ..config.schema import _clip, _show, _suggest
 from ..errors import ConfigError, ModelFileError
 from ..runs import io
+from .searchers import candidate_bound
 from .trainer import RunState, layout_of, with_seed
 
 STAGES_FILE = "stages.yaml"
@@ -45,8 +46,9 @@ MAX_STAGES = 100
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dot: never a run file's name (stages.yaml, ...)
 # The keys of a stage besides the config's own; `device` is the run's (one device for all stages).
 STAGE_KEYS = {"name": "the stage's name: its run folder RUN/<name>/ (1-64 letters, digits, _ and -; unique)",
-              "rescore": f"K: ship the best of the last generation's K elites rescored on {RESCORE_EPISODES} held-out "
-                         f"lifetimes (seed 0, as show_results.py RUN --rescore K) instead of best_model.yaml"}
+              "rescore": f"K: ship the best of K candidates (the last generation's K elites; CMA-ES: its mean and "
+                         f"the K - 1 best of its last generation) rescored on {RESCORE_EPISODES} held-out lifetimes "
+                         f"(seed 0, as show_results.py RUN --rescore K) instead of best_model.yaml"}
 CONFIG_KEYS = ("seed", *SECTIONS)
 RESERVED_NAMES = ("tensorboard",)
 
@@ -145,10 +147,10 @@ def build(data: Any, run_dir: str | Path, overrides: list[str] | tuple[str, ...]
         config = with_seed(config)
         rescore = item.get("rescore")
         if rescore is not None:
-            survivors = config.ga.num_survivors
-            if isinstance(rescore, bool) or not isinstance(rescore, int) or not 1 <= rescore <= survivors:
-                raise ConfigError(f"{where}.rescore: must be an integer in [1, ga.num_survivors={survivors}] "
-                                  f"(the elites to rescore), got {_show(rescore)}")
+            bound, key = candidate_bound(config)
+            if isinstance(rescore, bool) or not isinstance(rescore, int) or not 1 <= rescore <= bound:
+                raise ConfigError(f"{where}.rescore: must be an integer in [1, {key}={bound}] "
+                                  f"(the candidates to rescore), got {_show(rescore)}")
         stages.append(Stage(name, config, rescore, i))
     return stages
 
@@ -227,8 +229,9 @@ def ship(stage: Stage, run_dir: Path, state: RunState, progress: ProgressFn | No
     out = stage.shipped(run_dir)
     if stage.rescore and not out.exists():
         layout = layout_of(state.config)
-        candidates, scores, best = rescore_elites(state.population, stage.rescore, layout, state.config,
-                                                  episodes=RESCORE_EPISODES, seed=0, progress=progress)
+        candidates, _ = state.searcher.candidates(stage.rescore)
+        scores, best = rescore_best(candidates, layout, state.config, episodes=RESCORE_EPISODES, seed=0,
+                                    progress=progress)
         io.save_model(out, candidates[best], layout, state.config, fitness=float(scores[best]),
                       generation=state.generation - 1, seed=state.seed)
     return out

@@ -64,27 +64,8 @@ inline vf fma(vf a, vf b, vf c) {
 inline vf fma(vf a, float b, vf c) { return fma(a, splat(b), c); }
 inline vf fma(vf a, vf b, float c) { return fma(a, b, splat(c)); }
 inline vf fma(vf a, float b, float c) { return fma(a, splat(b), splat(c)); }
-// a < b ? a : b and a > b ? a : b, per lane: exactly what vminps and vmaxps compute (the second operand
-// when either is NaN or both are zeros), which GCC emits as a compare and a blend, two instructions on the
-// FMA pipes, from the ?: form.
-inline vf vmin(vf a, vf b) {
-#if defined(__AVX512F__) && METARL_LANES == 16
-    return (vf)_mm512_min_ps((__m512)a, (__m512)b);
-#elif defined(__AVX__) && METARL_LANES == 8
-    return (vf)_mm256_min_ps((__m256)a, (__m256)b);
-#else
-    return a < b ? a : b;
-#endif
-}
-inline vf vmax(vf a, vf b) {
-#if defined(__AVX512F__) && METARL_LANES == 16
-    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
-#elif defined(__AVX__) && METARL_LANES == 8
-    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
-#else
-    return a > b ? a : b;
-#endif
-}
+inline vf vmin(vf a, vf b) { return a < b ? a : b; }
+inline vf vmax(vf a, vf b) { return a > b ? a : b; }
 inline vf clampv(vf x, float lo, float hi) { return vmin(vmax(x, splat(lo)), splat(hi)); }
 inline vf vabs(vf x) { return (vf)((vu)x & 0x7fffffffu); }
 inline vf vsqrt(vf x) {
@@ -122,7 +103,7 @@ inline vf vexp(vf x) {
 // One division and 9 fused multiply-adds: no exp.
 constexpr float TANH_CLAMP = 7.90531110763549805f;
 inline vf vtanh(vf x) {
-    vf c = vmax(splat(-TANH_CLAMP), vmin(splat(TANH_CLAMP), x));  // NaN stays NaN (the second operand)
+    vf c = x < -TANH_CLAMP ? splat(-TANH_CLAMP) : (x > TANH_CLAMP ? splat(TANH_CLAMP) : x);  // NaN stays NaN
     vf x2 = c * c;
     vf p = fma(x2, -2.76076847742355e-16f, 2.00018790482477e-13f);
     p = fma(p, x2, -8.60467152213735e-11f);

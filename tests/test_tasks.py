@@ -125,7 +125,7 @@ def test_a_reward_blind_rule_scores_zero_on_antithetic_goal_pairs() -> None:
 
 TASKS = [
     ("Pendulum", {"reward": "spin", "goal": "random", "init": "down"}),
-    ("Pendulum", {"reward": "height", "goal": -1, "goal_switch": 10, "init": "down"}),
+    # A reversal in half the lifetimes (goal_switch_probability), each with its own goal and dt.
     ("Pendulum", {"reward": "height", "goal": "random", "goal_switch": 10, "goal_switch_probability": 0.5,
                   "init": "random", "dt": [0.03, 0.05]}),
     ("DoublePendulum", {"reward": "spin", "goal": "random", "goal_switch": 5}),

@@ -37,18 +37,20 @@ def test_run_folder_contents(tmp_path):
 
 
 @pytest.mark.slow
-def test_same_seed_same_log_and_other_seed_differs(tmp_path):
-    run_ok(TINY, "--out", str(tmp_path / "a"))
-    run_ok(TINY, "--out", str(tmp_path / "b"))
-    run_ok(TINY, "--out", str(tmp_path / "c"), "--seed", "2")
+def test_same_seed_same_log_and_other_seed_differs(tmp_path, capsys):
+    run_ok(TINY, "--out", str(tmp_path / "a"))  # one run in a process of its own, the others in this one
+    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "b"), "--quiet"], capsys)[0] == 0
+    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "c"), "--seed", "2", "--quiet"], capsys)[0] == 0
     assert fitness_columns(tmp_path / "a") == fitness_columns(tmp_path / "b")
     assert fitness_columns(tmp_path / "a") != fitness_columns(tmp_path / "c")
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted_run(tmp_path):
-    run_ok(TINY, "--out", str(tmp_path / "full"), "--generations", "6")
-    run_ok(TINY, "--out", str(tmp_path / "half"), "--generations", "3")
+def test_resume_equals_uninterrupted_run(tmp_path, capsys):
+    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "full"), "--generations", "6", "--quiet"],
+                          capsys)[0] == 0
+    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "half"), "--generations", "3", "--quiet"],
+                          capsys)[0] == 0
     proc = run_ok("--resume", str(tmp_path / "half"), "--generations", "6")
     assert "gen     3" in proc.stdout and "gen     0" not in proc.stdout
     assert fitness_columns(tmp_path / "full") == fitness_columns(tmp_path / "half")

@@ -214,7 +214,7 @@ class BatchedEnv:
         self.action_sign = self._sign("action_sign", sign_uniform)
         self.goal = self._sign("goal", goal_uniform)
         self.dt = self._dt(dt_uniform)
-        self.goal_after_switch = self._goal_after_switch(switch_uniform)
+        self.switch_sign = self._switch_sign(switch_uniform)
 
     @classmethod
     def state_size(cls) -> int:
@@ -297,15 +297,22 @@ class BatchedEnv:
         low, high = self.options.dt_range
         return low + (high - low) * uniform.to(device=self.device, dtype=self.dtype)[:, 0]
 
-    def _goal_after_switch(self, uniform: torch.Tensor | None) -> torch.Tensor:
-        """The goal's sign ``(B,)`` from ``goal_switch`` on: ``-goal`` where the lifetime reverses (all of them
-        unless `EnvOptions.switch_drawn`; then those with ``uniform (B, 1)`` below the probability), else ``goal``."""
+    def _switch_sign(self, uniform: torch.Tensor | None) -> torch.Tensor:
+        """``(B,)``: -1 where the lifetime reverses at ``goal_switch`` (all of them unless
+        `EnvOptions.switch_drawn`; then those with ``uniform (B, 1)`` below the probability), +1 where it keeps
+        its goal."""
         if not self.options.switch_drawn:
-            return -self.goal
+            return torch.full((self.batch_size,), -1.0, device=self.device, dtype=self.dtype)
         if uniform is None:
             raise ValueError("a goal_switch_probability below 1 needs uniform numbers")
         u = uniform.to(device=self.device, dtype=self.dtype)[:, 0]
-        return torch.where(u < self.options.goal_switch_probability, -self.goal, self.goal)
+        return torch.where(u < self.options.goal_switch_probability, -1.0, 1.0).to(self.dtype)
+
+    @property
+    def goal_after_switch(self) -> torch.Tensor:
+        """The goal's sign ``(B,)`` from ``goal_switch`` on: `goal` times `switch_sign` (derived, so that it
+        follows `goal` wherever that is set again, as the Gymnasium wrapper does on a reset)."""
+        return self.goal * self.switch_sign
 
     def observe(self) -> torch.Tensor:
         """Observation ``(B, 3 * links)``: ``[sin theta_i, cos theta_i, omega_i]`` per link."""

@@ -213,7 +213,7 @@ class CMASearcher:
         finite = np.isfinite(loss)
         loss = np.where(finite, loss, loss[finite].max() if finite.any() else 0.0)
         order = torch.from_numpy(np.argsort(loss, kind="stable"))
-        self.last = (self.population[order].clone(), torch.from_numpy(-loss)[order].clone())
+        self.last = (self.population[order], torch.from_numpy(-loss)[order])  # indexing copies
         with _one_blas_thread():
             self.es.tell(list(self.pending), loss.tolist())
             self._ask()

@@ -368,9 +368,10 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
                                                progress=bar.update)
     order = torch.argsort(scores, descending=True, stable=True)
     generation = state.generation - 1
-    what = ("elites" if cfg.search.name == "ga" else
-            f"candidates (the {cfg.search.name} mean, then that generation's best by training fitness)")
-    what = what if count > 1 else what.replace("elites", "elite").replace("candidates", "candidate", 1)
+    noun = "elite" if cfg.search.name == "ga" else "candidate"
+    what = f"{noun}{'s' if count > 1 else ''}" + ("" if cfg.search.name == "ga" else
+                                                   f" (the {cfg.search.name} mean, then that generation's best "
+                                                   f"by training fitness)")
     print(f"{run_dir}: the {count} {what} of generation {generation}, scored on {episodes} held-out lifetimes "
           f"(seed {seed})")
     print(f"{'candidate':>14}{'held-out score':>16}")

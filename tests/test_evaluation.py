@@ -160,3 +160,13 @@ def test_reversal_is_reported_per_motor_direction_and_goal(rule) -> None:
     mixed = config.replace(env=dataclasses.replace(config.env, goal_switch_probability=0.5))
     again = evaluate_rule(genome, layout, mixed, episodes=6, seed=3).reversal()
     assert all(torch.equal(again[g][n], groups[g][n]) for g in groups for n in groups[g])
+    # A switch step drawn per lifetime: each lifetime's second half from its own step on.
+    ranged = config.replace(env=dataclasses.replace(config.env, goal_switch=[3, 9]))
+    result = evaluate_rule(genome, layout, ranged, episodes=6, seed=3)
+    env = make_env(ranged.replace(env=dataclasses.replace(ranged.env, goal=1)), keys)
+    _, rewards, _ = run_reference(env, STEPS, keys)
+    after = torch.arange(STEPS)[None, :] >= env.switch_step[:, None]
+    assert len(set(env.switch_step.tolist())) > 1
+    assert torch.equal(result.reversal()["goal +1->-1"]["reference"], (rewards.double() * after).sum(dim=1))
+    assert result.to_dict()["reversal"]["switch"] == [3, 9]
+    assert "a step drawn per lifetime in 3-9" in evaluation.format_table(result)

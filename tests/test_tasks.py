@@ -84,6 +84,28 @@ def test_a_goal_switch_probability_reverses_that_share_of_lifetimes_drawn_last()
         from_dict({"env": {"goal_switch": 5, "goal_switch_probability": 1.5}})
 
 
+def test_a_goal_switch_range_draws_each_lifetimes_step_last() -> None:
+    def make(**options: object) -> envs.BatchedEnv:
+        return envs.make("Pendulum", 600, init="random", reward="spin", goal="random", length=[0.8, 1.2],
+                         goal_switch_probability=0.5, generator=torch.Generator().manual_seed(6), **options)
+    fixed, ranged = make(goal_switch=2), make(goal_switch=[2, 4])
+    for name in ("state", "goal", "switch_sign"):  # drawn after every other draw, the reversal's own included
+        assert torch.equal(getattr(fixed, name), getattr(ranged, name))
+    steps = ranged.switch_step
+    assert isinstance(steps, torch.Tensor) and steps.dtype == torch.int64
+    counts = torch.bincount(steps, minlength=5).tolist()
+    assert counts[:2] == [0, 0] and all(160 < c < 240 for c in counts[2:])  # uniform over 2, 3, 4
+    action = torch.ones(600)
+    for t in range(6):
+        _, reward = ranged.step(action)
+        sign = torch.where(t >= steps, ranged.goal_after_switch, ranged.goal)
+        assert torch.equal(reward, ranged.state[:, 1] * sign)
+    assert make(goal_switch=[3, 3]).switch_step.tolist() == [3] * 600  # one step: every lifetime's
+    for bad in ([5, 4], [1, 2, 3], [-1, 4], [0, 2**24 + 1]):
+        with pytest.raises(ConfigError, match="env.goal_switch"):
+            from_dict({"env": {"goal_switch": bad}})
+
+
 def test_random_goal_draws_both_signs_reproducibly() -> None:
     a = envs.make("Pendulum", 300, goal="random", generator=torch.Generator().manual_seed(2))
     b = envs.make("Pendulum", 300, goal="random", generator=torch.Generator().manual_seed(2))
@@ -125,8 +147,8 @@ def test_a_reward_blind_rule_scores_zero_on_antithetic_goal_pairs() -> None:
 
 TASKS = [
     ("Pendulum", {"reward": "spin", "goal": "random", "init": "down"}),
-    # A reversal in half the lifetimes (goal_switch_probability), each with its own goal and dt.
-    ("Pendulum", {"reward": "height", "goal": "random", "goal_switch": 10, "goal_switch_probability": 0.5,
+    # A reversal in half the lifetimes (goal_switch_probability), each with its own goal, dt and switch step.
+    ("Pendulum", {"reward": "height", "goal": "random", "goal_switch": [6, 20], "goal_switch_probability": 0.5,
                   "init": "random", "dt": [0.03, 0.05]}),
     ("DoublePendulum", {"reward": "spin", "goal": "random", "goal_switch": 5}),
     ("Pendulum", {"reward": "gym", "init": "random", "max_torque": 2.0}),

@@ -118,9 +118,10 @@ class Evaluation:
     # Lifetimes of several episodes (env.episode_steps) only: condition -> reward summed over each of the
     # lifetime's episodes (N, E) (mean over goals); a rule that learns across resets does better in later ones.
     per_episode: dict[str, torch.Tensor] = field(default_factory=dict)
-    # Reversal (env.goal_switch within the lifetime) only: the step the goal flips at, condition -> reward summed
-    # from it on per goal (goals, N) (one row without a hidden goal), and each episode's motor direction (N,).
-    switch: int | None = None
+    # Reversal (env.goal_switch within the lifetime) only: the step the goal flips at (or the range [first, last]
+    # each lifetime draws its step from), condition -> reward summed from the lifetime's step on per goal (goals, N)
+    # (one row without a hidden goal), and each episode's motor direction (N,).
+    switch: int | list[int] | None = None
     after_switch: dict[str, torch.Tensor] = field(default_factory=dict)
     action_sign: torch.Tensor | None = None
 
@@ -181,7 +182,9 @@ class Evaluation:
     def reversal_dict(self) -> dict[str, Any]:
         """JSON form of `reversal`: per group, each condition's summary, the learned / reference ratio of the
         means and the paired difference learned - reference."""
-        out: dict[str, Any] = {"switch": self.switch, "steps_after": self.steps - (self.switch or 0), "groups": {}}
+        after = ([self.steps - self.switch[1], self.steps - self.switch[0]] if isinstance(self.switch, list)
+                 else self.steps - (self.switch or 0))
+        out: dict[str, Any] = {"switch": self.switch, "steps_after": after, "groups": {}}
         for group, values in self.reversal().items():
             ref = float(values["reference"].mean())
             out["groups"][group] = {
@@ -293,9 +296,11 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
             assert rewards is not None  # trace=True
             runs[name].append((total.cpu(), rewards, heights(states).cpu()))
     signs = None
+    switch_steps = []  # per goal: the step each lifetime's goal flips at (an int for all, a tensor, or None)
     for cfg in configs:
         env = make_env(cfg, keys)
         signs = env.action_sign.cpu()
+        switch_steps.append(env.switch_step)
         total, rewards, states = run_reference(env, steps, keys)
         runs.setdefault("reference", []).append((total.cpu(), rewards, heights(states).cpu()))
         if progress is not None:
@@ -317,9 +322,21 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
                        for n, r in runs.items()}
     gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["learned"]])
     base_gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["no_plasticity"]])
-    switch = config.env.goal_switch if config.env.goal_switch is not None and config.env.goal_switch < steps else None
-    after = {} if switch is None else {n: torch.stack([rw[:, switch:].double().sum(dim=1).cpu() for _, rw, _ in r])
-                                       for n, r in runs.items()}
+    switch = config.env.goal_switch
+    if switch is not None and config.env.switch_range[0] >= steps:
+        switch = None  # no reversal within the lifetime
+
+    def summed_after(rewards: torch.Tensor, step: int | torch.Tensor | None) -> torch.Tensor:
+        """Each lifetime's reward (N, T) summed from its switch step on (N,)."""
+        assert step is not None  # a reversal: every env has its step
+        if isinstance(step, int):
+            return rewards[:, step:].double().sum(dim=1).cpu()
+        after = torch.arange(rewards.shape[1], device=rewards.device) >= step.to(rewards.device)[:, None]
+        return (rewards.double() * after).sum(dim=1).cpu()
+
+    after = {} if switch is None else {
+        n: torch.stack([summed_after(rw, step) for (_, rw, _), step in zip(r, switch_steps, strict=True)])
+        for n, r in runs.items()}
     return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal, per_episode,
                       switch, after, signs if switch is not None else None)
 
@@ -401,8 +418,13 @@ def format_table(evaluation: Evaluation) -> str:
                 shown = shown[:6] + ["..."] + shown[-5:]
             lines.append(f"  {name:<16}" + " ".join(shown))
     if evaluation.switch is not None:
-        lines.append(f"reversal: the goal flips at step {evaluation.switch}; second-half score (steps "
-                     f"{evaluation.switch}-{evaluation.steps - 1}), mean [95% CI]:")
+        if isinstance(evaluation.switch, list):
+            first, last = evaluation.switch
+            lines.append(f"reversal: the goal flips at a step drawn per lifetime in {first}-{last}; second-half "
+                         f"score (from that step to {evaluation.steps - 1}), mean [95% CI]:")
+        else:
+            lines.append(f"reversal: the goal flips at step {evaluation.switch}; second-half score (steps "
+                         f"{evaluation.switch}-{evaluation.steps - 1}), mean [95% CI]:")
         columns = ("learned", "reward_zeroed", "reference")
         lines.append(f"  {'lifetimes':<24}{'n':>5}" + "".join(f"{n:>26}" for n in columns) + f"{'learned/ref':>13}")
         for group, scores in evaluation.reversal().items():

@@ -91,11 +91,15 @@ def setting(config: Config, axis: str, value: float, steps: int) -> tuple[Config
     if axis == "dt":
         scale = env.mean_dt / value
 
-        def scaled(n: int | None) -> int | None:
-            return None if n is None else max(min(n, 1), round(n * scale))  # 0 stays 0, else at least 1
+        def steps_at(n: int) -> int:
+            return max(min(n, 1), round(n * scale))  # 0 stays 0, else at least 1
 
-        env = replace(env, dt=float(value), goal_switch=scaled(env.goal_switch),
-                      episode_steps=scaled(env.episode_steps))
+        def scaled(n: int | None) -> int | None:
+            return None if n is None else steps_at(n)
+
+        switch = env.goal_switch
+        switch = [steps_at(n) for n in switch] if isinstance(switch, list) else scaled(switch)  # a range: both ends
+        env = replace(env, dt=float(value), goal_switch=switch, episode_steps=scaled(env.episode_steps))
         return config.replace(env=env), max(1, round(steps * scale))
     if axis == "obs_noise":
         return config.replace(env=replace(env, obs_noise=float(value))), steps

@@ -301,7 +301,8 @@ class Options(ctypes.Structure):
     _fields_ = [("max_torque", _f32), ("max_speed", _f32), ("obs_noise", _f32),
                 ("weight_limit", _f32), ("sigma_limit", _f32),
                 ("env", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
-                ("noise", _i32), ("spin", _i32), ("gym", _i32), ("goal_switch", _i64)]
+                ("noise", _i32), ("spin", _i32), ("gym", _i32), ("goal_switch", _i64),
+                ("goal_switch_last", _i64)]
 
     @classmethod
     def of(cls, env: EnvOptions, env_id: int, *, weight_limit: float, sigma_limit: float,
@@ -313,7 +314,17 @@ class Options(ctypes.Structure):
                    env=env_id, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
                    plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
                    gym=env.reward == "gym",
-                   goal_switch=-1 if env.goal_switch is None else env.goal_switch)
+                   goal_switch=-1 if env.goal_switch is None else env.switch_range[0],
+                   goal_switch_last=-1 if env.goal_switch is None else env.switch_range[1])
+
+
+def _goal_rows(env: BatchedEnv) -> torch.Tensor:
+    """The kernel's goal buffer ``(3, P)``: the goal before the switch, from it on, and the lifetime's switch step
+    minus the range's first (0 for a single step or none; exact in float32, as the config bounds the range)."""
+    step = torch.zeros_like(env.goal)
+    if isinstance(env.switch_step, torch.Tensor):
+        step = (env.switch_step - env.options.switch_range[0]).to(env.goal.dtype)
+    return torch.stack((env.goal, env.goal_after_switch, step)).contiguous()
 
 
 class CellMap(ctypes.Structure):
@@ -501,7 +512,7 @@ class Runner:
         self._tensors = dict(state.buffers(genomes),
                              env_params=torch.stack([env.params[name] for name in env.param_defaults]).contiguous(),
                              sign=env.action_sign.reshape(1, -1).contiguous(),
-                             goal=torch.stack((env.goal, env.goal_after_switch)).contiguous(),
+                             goal=_goal_rows(env),
                              dt=_per_individual(env.dt, self.pop),
                              learning_rate=_per_individual(learning_rate, self.pop), state=self.env_state,
                              prev_height=self.prev_height)

@@ -51,8 +51,10 @@ MEANINGS: dict[str, tuple[str, str]] = {
                       "angular-speed clamp after each step; null = no clamp"),
     "env.action_sign": (_choices(ACTION_SIGNS), "motor direction; random = ±1 per individual"),
     "env.goal": (_choices(GOALS), "hidden goal, the reward's sign; random = ±1 per individual"),
-    "env.goal_switch": (f"integer in [0, {S._bound(S.MAX_COUNT)}], or null",
-                        "reversal: the goal flips from this step number on; null = never"),
+    "env.goal_switch": (f"integer in [0, {S._bound(S.MAX_COUNT)}], a range [first, last] of such (last - first "
+                        f"<= 2^24), or null",
+                        "reversal: the goal flips from this step number on; a range: a step drawn per individual "
+                        "(uniform over the integers first..last, after every other draw); null = never"),
     "env.goal_switch_probability": ("finite, in [0, 1]",
                                     "share of lifetimes that reverse at goal_switch, drawn per individual; the "
                                     "others keep their goal (evaluations reverse every lifetime)"),

@@ -28,6 +28,7 @@ ANTITHETIC = (False, True, "motor", "goal")
 MIN_DT, MAX_DT = 1e-6, 1.0  # s; below 1e-6 a float32 step barely moves the state, above 1 it is no integration
 MAX_VALUE = 1e6  # physical parameters, torques, speeds, limits, learning rate, std deviations
 MAX_COUNT = 10**9  # population, survivors, generations, lifetime steps, evaluations, chunk size
+MAX_SWITCH_SPAN = 2**24  # widest env.goal_switch range (the native kernel compares its steps in float32)
 MAX_PATH = 4096  # longest accepted file path (ga.init_model)
 MAX_WIDTH = 10**6  # neurons in one hidden layer
 MAX_HIDDEN_LAYERS = 64
@@ -80,7 +81,15 @@ class EnvConfig(EnvOptions, _EnvName):
             raise ConfigError(f"{key}.action_sign: must be 1, -1 or random, got {_show(self.action_sign)}")
         if self.goal not in GOALS:
             raise ConfigError(f"{key}.goal: must be 1, -1 or random, got {_show(self.goal)}")
-        if self.goal_switch is not None:
+        if isinstance(self.goal_switch, list):
+            if len(self.goal_switch) != 2:
+                raise ConfigError(f"{key}.goal_switch: a range must be [first, last], got {_show(self.goal_switch)}")
+            for v in self.goal_switch:
+                _integer(f"{key}.goal_switch", v, 0, MAX_COUNT, shown=self.goal_switch)
+            if not 0 <= self.goal_switch[1] - self.goal_switch[0] <= MAX_SWITCH_SPAN:
+                raise ConfigError(f"{key}.goal_switch: a range must be [first, last] with first <= last <= first + "
+                                  f"2^24, got {_show(self.goal_switch)}")
+        elif self.goal_switch is not None:
             _integer(f"{key}.goal_switch", self.goal_switch, 0, MAX_COUNT)
         _number(f"{key}.goal_switch_probability", self.goal_switch_probability, 0, 1)
         if self.episode_steps is not None:
@@ -322,10 +331,11 @@ def _number(key: str, value: float, low: float, high: float, *, open_low: bool =
                           f"got {_show(value if shown is None else shown)}")
 
 
-def _integer(key: str, value: int, low: int, high: int) -> None:
+def _integer(key: str, value: int, low: int, high: int, *, shown: Any = None) -> None:
     """``value`` must be in ``[low, high]`` (the type, int, is checked on load)."""
     if not low <= value <= high:
-        raise ConfigError(f"{key}: must be an integer in [{_bound(low)}, {_bound(high)}], got {_show(value)}")
+        raise ConfigError(f"{key}: must be an integer in [{_bound(low)}, {_bound(high)}], "
+                          f"got {_show(value if shown is None else shown)}")
 
 
 def _bound(value: float) -> str:

@@ -101,6 +101,8 @@ def make(name: str, batch_size: int, *, device: torch.device | str = "cpu",
     env_options = EnvOptions(**sim)
     # After dt's: a drawn reversal leaves every other draw of a lifetime as it was.
     switch_uniform = sampler(1) if env_options.switch_drawn else None
+    # Last: a drawn switch step leaves every other draw as it was.
+    switch_step_uniform = sampler(1) if env_options.switch_step_drawn else None
     return cls(batch_size, values, env_options, device=device, dtype=dtype,
                init_uniform=init_uniform, sign_uniform=sign_uniform, goal_uniform=goal_uniform,
-               dt_uniform=dt_uniform, switch_uniform=switch_uniform)
+               dt_uniform=dt_uniform, switch_uniform=switch_uniform, switch_step_uniform=switch_step_uniform)

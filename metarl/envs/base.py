@@ -68,8 +68,10 @@ class EnvOptions:
     # The observation does not show it, so only the reward tells the actor what is wanted:
     # with reward `height`, -1 means "stay down"; with `spin`, it is the wanted direction.
     goal: int | str = 1
-    # Reversal: the goal's sign flips from this step number on (0-based; None = never).
-    goal_switch: int | None = None
+    # Reversal: the goal's sign flips from this step number on (0-based; None = never); or [first, last], a step
+    # drawn per lifetime, uniform over the integers first..last (after every other env draw, the reversal's
+    # own included), so that a rule cannot learn the step by counting.
+    goal_switch: int | list[int] | None = None
     # Share of lifetimes whose goal flips at goal_switch, drawn per lifetime (after every other env draw, dt's
     # included); the others keep their goal. 1 = every lifetime: a rule trained on a mix must both settle
     # and follow a reversal.
@@ -99,8 +101,11 @@ class EnvOptions:
             raise ValueError(f"goal must be 1, -1 or 'random', got {self.goal!r}")
         if self.episode_steps is not None and self.episode_steps < 1:
             raise ValueError(f"episode_steps must be >= 1 or None, got {self.episode_steps}")
-        if self.goal_switch is not None and self.goal_switch < 0:
-            raise ValueError(f"goal_switch must be >= 0 or None, got {self.goal_switch}")
+        if self.goal_switch is not None:
+            first, last = self.switch_range
+            if not 0 <= first <= last:
+                raise ValueError(f"goal_switch must be >= 0, a range [first, last] with 0 <= first <= last, or None, "
+                                 f"got {self.goal_switch}")
         if not 0.0 <= self.goal_switch_probability <= 1.0:
             raise ValueError(f"goal_switch_probability must be in [0, 1], got {self.goal_switch_probability}")
         if self.max_speed is not None and not self.max_speed > 0:
@@ -114,6 +119,23 @@ class EnvOptions:
                 raise ValueError(f"dt: a range must be [min, max], got {list(self.dt)}")
             return float(self.dt[0]), float(self.dt[1])
         return float(self.dt), float(self.dt)
+
+    @property
+    def switch_range(self) -> tuple[int, int]:
+        """``(first, last)`` of ``goal_switch`` (equal for a single step; ``goal_switch`` must be set)."""
+        switch = self.goal_switch
+        if switch is None:
+            raise ValueError("goal_switch is None: no reversal")
+        if isinstance(switch, (list, tuple)):
+            if len(switch) != 2:
+                raise ValueError(f"goal_switch: a range must be [first, last], got {list(switch)}")
+            return int(switch[0]), int(switch[1])
+        return int(switch), int(switch)
+
+    @property
+    def switch_step_drawn(self) -> bool:
+        """Whether each lifetime draws the step its goal flips at (``goal_switch`` a range)."""
+        return isinstance(self.goal_switch, (list, tuple))
 
     @property
     def switch_drawn(self) -> bool:
@@ -198,7 +220,8 @@ class BatchedEnv:
                  *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                  init_uniform: torch.Tensor | None = None, sign_uniform: torch.Tensor | None = None,
                  goal_uniform: torch.Tensor | None = None, dt_uniform: torch.Tensor | None = None,
-                 switch_uniform: torch.Tensor | None = None) -> None:
+                 switch_uniform: torch.Tensor | None = None, switch_step_uniform: torch.Tensor | None = None
+                 ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for option, value, allowed in (("reward", options.reward, self.rewards), ("init", options.init, self.inits)):
@@ -215,6 +238,7 @@ class BatchedEnv:
         self.goal = self._sign("goal", goal_uniform)
         self.dt = self._dt(dt_uniform)
         self.switch_sign = self._switch_sign(switch_uniform)
+        self.switch_step = self._switch_step(switch_step_uniform)
 
     @classmethod
     def state_size(cls) -> int:
@@ -308,6 +332,19 @@ class BatchedEnv:
         u = uniform.to(device=self.device, dtype=self.dtype)[:, 0]
         return torch.where(u < self.options.goal_switch_probability, -1.0, 1.0).to(self.dtype)
 
+    def _switch_step(self, uniform: torch.Tensor | None) -> int | torch.Tensor | None:
+        """The step the goal flips at: None (never), the int ``goal_switch``, or for a range ``(B,)`` int64 drawn
+        from ``uniform (B, 1)``: first + floor(u * (last - first + 1)), in float64."""
+        if self.options.goal_switch is None:
+            return None
+        first, last = self.options.switch_range
+        if not self.options.switch_step_drawn:
+            return first
+        if uniform is None:
+            raise ValueError("a goal_switch range needs uniform numbers")
+        u = uniform.to(device=self.device, dtype=torch.float64)[:, 0]
+        return (first + torch.floor(u * (last - first + 1))).clamp(max=last).to(torch.int64)
+
     @property
     def goal_after_switch(self) -> torch.Tensor:
         """The goal's sign ``(B,)`` from ``goal_switch`` on: `goal` times `switch_sign` (derived, so that it
@@ -392,9 +429,9 @@ class BatchedEnv:
         return reward * self.goal_at(t)
 
     def goal_at(self, t: int | torch.Tensor) -> torch.Tensor:
-        """The hidden goal's sign ``(B,)`` at step number ``t``: `goal`, from ``goal_switch`` on
-        `goal_after_switch` (flipped in the lifetimes that reverse)."""
-        switch = self.options.goal_switch
+        """The hidden goal's sign ``(B,)`` at step number ``t``: `goal`, from `switch_step` (``goal_switch``, or
+        the lifetime's draw from its range) on `goal_after_switch` (flipped in the lifetimes that reverse)."""
+        switch = self.switch_step
         if switch is None:
             return self.goal
         return torch.where(torch.as_tensor(t) >= switch, self.goal_after_switch, self.goal)

@@ -69,7 +69,7 @@ struct Driver {
         order.push_back({&L.genome, genome.size, b.genome, false});
         order.push_back({&L.env_params, ENVS[o.env].n_params, b.env_params, false});
         order.push_back({&L.sign, 1, b.sign, false});
-        order.push_back({&L.goal, 2, b.goal, false});  // before and from goal_switch on
+        order.push_back({&L.goal, 3, b.goal, false});  // before and from the switch on, the switch step
         order.push_back({&L.dt, 1, b.dt, false});
         order.push_back({&L.learning_rate, 1, b.learning_rate, false});
         order.push_back({&L.state, 2 * links, b.state, true});

@@ -36,6 +36,7 @@ struct Options {
     int32_t env;  // the environment: its id in physics.h ENVS (metarl_env)
     int32_t rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
     int64_t goal_switch;  // the goal takes Buffers.goal's second row from this step number on; -1 = never
+    int64_t goal_switch_last;  // > goal_switch: the step is per lifetime, Buffers.goal's third row minus goal_switch
 };
 
 // Where one cell's parameters start in the genome (metarl.core.genome.GenomeLayout), each part row-major.
@@ -53,7 +54,7 @@ struct Buffers {
     float* genome;      // (G, P)
     float* env_params;  // (params of the env, P): physics.h ENVS, metarl.envs param_defaults order
     float* sign;        // (1, P) motor direction
-    float* goal;        // (2, P) hidden goal: before goal_switch, and from it on
+    float* goal;        // (3, P) hidden goal before the switch, from it on, and the lifetime's switch step
     float* dt;          // (1, P) integration step
     float* learning_rate;  // (1, P) the rule's rate
     float* state;       // (2 * links, P)
@@ -84,6 +85,7 @@ static const FieldInfo METARL_FIELDS[] = {
     METARL_FIELD(Options, env), METARL_FIELD(Options, rk4), METARL_FIELD(Options, reward_delta),
     METARL_FIELD(Options, plastic), METARL_FIELD(Options, zero_reward), METARL_FIELD(Options, noise),
     METARL_FIELD(Options, spin), METARL_FIELD(Options, gym), METARL_FIELD(Options, goal_switch),
+    METARL_FIELD(Options, goal_switch_last),
     METARL_FIELD(CellMap, inputs), METARL_FIELD(CellMap, outputs), METARL_FIELD(CellMap, w_state),
     METARL_FIELD(CellMap, b_state), METARL_FIELD(CellMap, w_output), METARL_FIELD(CellMap, b_output),
     METARL_FIELD(GenomeMap, reward), METARL_FIELD(GenomeMap, node), METARL_FIELD(GenomeMap, connection),

@@ -164,9 +164,16 @@ struct Kernel {
             reward = delta < 0.0f ? DOWN_PENALTY * delta : delta;
             reward = prev == prev ? reward : splat(0.0f);  // NaN: no previous height
         }
-        // The hidden goal's sign; from goal_switch on its second row, flipped in the lifetimes that reverse
-        // (metarl/envs/base.py `goal_at`).
-        const vf goal = (o.goal_switch >= 0 && (int64_t)t >= o.goal_switch) ? v[L.goal + 1] : v[L.goal];
+        // The hidden goal's sign; from the switch on its second row, flipped in the lifetimes that reverse
+        // (metarl/envs/base.py `goal_at`). A step drawn per lifetime (first <= step <= last) is the third row, as
+        // step - first, compared lane by lane in between (exact in float32: last - first <= 2^24, the config's
+        // bound).
+        vf goal = v[L.goal];
+        if (o.goal_switch >= 0 && (int64_t)t >= o.goal_switch) {
+            goal = v[L.goal + 1];
+            if ((int64_t)t < o.goal_switch_last)
+                goal = splat((float)((int64_t)t - o.goal_switch)) >= v[L.goal + 2] ? v[L.goal + 1] : v[L.goal];
+        }
         reward = reward * goal;
         v[L.prev_height] = height;
         if (o.plastic) rule(v, x, o.zero_reward ? splat(0.0f) : (seen ? *seen : reward), sc);

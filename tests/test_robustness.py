@@ -39,6 +39,8 @@ def test_each_axis_changes_one_setting_and_dt_keeps_the_simulated_time() -> None
     assert len(points) == 1 + sum(len(a.values) for a in robustness.AXES)
     cfg, steps = robustness.setting(config, "dt", 0.025, 10)
     assert (cfg.env.dt, steps, cfg.env.goal_switch, cfg.env.episode_steps) == (0.025, 20, 8, 10)
+    ranged, _ = robustness.setting(tiny(goal_switch=[0, 4]), "dt", 0.025, 10)
+    assert ranged.env.goal_switch == [0, 8]  # a drawn switch step: both ends of its range
     assert cfg.actor == config.actor and cfg.env.params == {}
     cfg, steps = robustness.setting(config, "length", 1.5, 10)
     assert cfg.env.params == {"length": 1.5} and steps == 10

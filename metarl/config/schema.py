@@ -18,7 +18,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..envs import ENVS, env_class
-from ..envs.base import ACTION_SIGNS, GOALS, INITS, INTEGRATORS, REWARDS, BatchedEnv, EnvOptions, option_names
+from ..envs.base import (
+    ACTION_SIGNS,
+    GOALS,
+    INITS,
+    INTEGRATORS,
+    MAX_SWITCH_SPAN,
+    REWARDS,
+    BatchedEnv,
+    EnvOptions,
+    option_names,
+)
 from ..errors import ConfigError
 
 PhysicalValue = float | list[float]
@@ -28,7 +38,6 @@ ANTITHETIC = (False, True, "motor", "goal")
 MIN_DT, MAX_DT = 1e-6, 1.0  # s; below 1e-6 a float32 step barely moves the state, above 1 it is no integration
 MAX_VALUE = 1e6  # physical parameters, torques, speeds, limits, learning rate, std deviations
 MAX_COUNT = 10**9  # population, survivors, generations, lifetime steps, evaluations, chunk size
-MAX_SWITCH_SPAN = 2**24  # widest env.goal_switch range (the native kernel compares its steps in float32)
 MAX_PATH = 4096  # longest accepted file path (ga.init_model)
 MAX_WIDTH = 10**6  # neurons in one hidden layer
 MAX_HIDDEN_LAYERS = 64

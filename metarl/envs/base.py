@@ -41,6 +41,9 @@ DOWN_PENALTY = 1.1
 GYM_SPEED_COST = 0.1
 GYM_TORQUE_COST = 0.001
 
+# Widest `goal_switch` range, last - first (the native kernel compares a lifetime's step with t in float32).
+MAX_SWITCH_SPAN = 2**24
+
 # `learning_rate_dt`: the rule's rate is learning_rate * dt / REFERENCE_DT (a rate per REFERENCE_DT seconds).
 REFERENCE_DT = 0.05
 
@@ -103,9 +106,9 @@ class EnvOptions:
             raise ValueError(f"episode_steps must be >= 1 or None, got {self.episode_steps}")
         if self.goal_switch is not None:
             first, last = self.switch_range
-            if not 0 <= first <= last:
-                raise ValueError(f"goal_switch must be >= 0, a range [first, last] with 0 <= first <= last, or None, "
-                                 f"got {self.goal_switch}")
+            if not 0 <= first <= last <= first + MAX_SWITCH_SPAN:
+                raise ValueError(f"goal_switch must be >= 0, a range [first, last] with 0 <= first <= last <= first "
+                                 f"+ 2^24, or None, got {self.goal_switch}")
         if not 0.0 <= self.goal_switch_probability <= 1.0:
             raise ValueError(f"goal_switch_probability must be in [0, 1], got {self.goal_switch_probability}")
         if self.max_speed is not None and not self.max_speed > 0:

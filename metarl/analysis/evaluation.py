@@ -332,7 +332,8 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
         if isinstance(step, int):
             return rewards[:, step:].double().sum(dim=1).cpu()
         after = torch.arange(rewards.shape[1], device=rewards.device) >= step.to(rewards.device)[:, None]
-        return (rewards.double() * after).sum(dim=1).cpu()
+        # where, not a product with the mask: a non-finite reward before the step must not reach the sum (inf * 0)
+        return torch.where(after, rewards.double(), 0.0).sum(dim=1).cpu()
 
     after = {} if switch is None else {
         n: torch.stack([summed_after(rw, step) for (_, rw, _), step in zip(r, switch_steps, strict=True)])

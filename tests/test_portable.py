@@ -9,12 +9,14 @@ width, and ``x86-64-v4`` (AVX-512) where this CPU has it.
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from conftest import needs_native
+from conftest import needs_native, run_script
 
 from metarl.backends import lifetime, native
 from metarl.config import RuntimeConfig
@@ -104,3 +106,65 @@ def test_the_cache_key_holds_what_changes_the_build(tmp_path: Path, monkeypatch:
     builds = log.read_text().splitlines()
     assert len(builds) == 9 and all("-ffp-contract=off" in b for b in builds)
     assert sum("-march=x86-64-v3" in b and "-DMETARL_LANES=16" in b for b in builds) == 1
+
+
+# ---------------------------------------------------------------------------- the draws made in Python
+# The actor's initial weights (and the spec's noise) are drawn in torch, whose log, cos and sqrt are MKL's on
+# Intel builds of torch: their last bits depend on the CPU MKL finds (the golden pins failed on an Intel Xeon
+# with AVX-512 with no code change, pinned on an AMD EPYC). `rng.normal` is made of IEEE operations only.
+
+@pytest.mark.parametrize(("name", "fn", "scale"), [("log", rng.log32, 1.0), ("cos", rng.cos32, rng._TWO_PI),
+                                                   ("cos", rng.cos32, 8000.0)])
+@needs_native
+def test_python_log_and_cos_are_the_kernels_bit_for_bit(name: str, fn, scale: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    u = (torch.randint(0, 1 << 24, (1 << 18,), generator=g).float() + 0.5) / (1 << 24)  # the uniforms' grid
+    x = u * scale if scale < 10 else (2 * u - 1) * scale
+    assert torch.equal(fn(x).view(torch.int32), native.elementwise(name, x).view(torch.int32))
+
+
+def test_fma32_rounds_once_and_sqrt32_is_correctly_rounded() -> None:
+    from fractions import Fraction
+    g = torch.Generator().manual_seed(4)
+    a, b, c = (torch.randn(3000, generator=g) * 8 for _ in range(3))
+    # cases where rounding the float64 sum again to float32 would round twice: c cancels a * b's top bits
+    c[:1000] = -(a[:1000].double() * b[:1000].double()).float()
+    got = rng.fma32(a, b, c)
+    for x, y, z, r in zip(a.tolist(), b.tolist(), c.tolist(), got.tolist(), strict=True):
+        exact = Fraction(x) * Fraction(y) + Fraction(z)
+        near = torch.tensor(float(exact), dtype=torch.float32)
+        candidates = [torch.nextafter(near, torch.tensor(v)) for v in (-math.inf, math.inf)] + [near]
+        best = min(abs(Fraction(float(v)) - exact) for v in candidates)
+        assert abs(Fraction(r) - exact) == best, (x, y, z)
+    x = torch.rand(1 << 20, generator=g) * 50
+    assert np.array_equal(rng.sqrt32(x).numpy().view(np.int32), np.sqrt(x.numpy()).view(np.int32))
+
+
+DRAWS = """
+import hashlib, sys, torch
+from metarl.core import rng
+keys = rng.individual_keys(2024, 0, 0, torch.arange(64))
+t = torch.cat([rng.normal(keys, s, 3000).flatten() for s in (1, 4, 5)])
+print(hashlib.sha256(t.numpy().tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_normal_draws_do_not_depend_on_the_math_library_s_code_path() -> None:
+    # MKL_CBWR and ATEN_CPU_CAPABILITY make torch's MKL and ATen take the code paths of other CPUs; torch's
+    # own log and cos change under them, the draws must not.
+    runs = [run_script("-c", DRAWS, env=env) for env in ({}, {"MKL_CBWR": "COMPATIBLE"},
+                                                         {"MKL_CBWR": "AVX2", "ATEN_CPU_CAPABILITY": "default"})]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr
+    assert len({r.stdout for r in runs}) == 1
+
+
+@needs_native
+def test_the_kernel_draws_the_actor_s_numbers_and_is_checked_at_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = native.library(1, 8)
+    keys = rng.individual_keys(5, 1, 0, torch.arange(37))  # not a multiple of any width
+    assert torch.equal(native.normal(lib, keys, rng.STREAM_ACTOR_INIT, 113),
+                       rng.normal(keys, rng.STREAM_ACTOR_INIT, 113))
+    monkeypatch.setattr(rng, "normal", lambda k, s, n: torch.zeros(k.shape[0], n))  # another definition
+    with pytest.raises(RuntimeError, match="differ from metarl.core.rng.normal"):
+        native.normal(lib, keys, rng.STREAM_ACTOR_INIT, 113)

@@ -15,6 +15,7 @@ different numbers.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 from collections.abc import Callable, Iterator
@@ -74,8 +75,11 @@ class Lifetime:
         self.env = make_env(config, keys, dtype=dtype)
         self._keys = keys
         a = config.actor
+        lib = native_mod.library(layout.signal_dim, layout.state_dim) if self.backend == "native" else None
+        draw = None if lib is None else functools.partial(native_mod.normal, lib)  # the same numbers, faster
         actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
-                                        weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype)
+                                        weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype,
+                                        normal=draw)
         rule = initial_rule_state(self.sizes, pop, layout.state_dim, device=device, dtype=dtype)
         self._seen = conditions.seen_rewards
         if self._seen is not None and (self._seen.dim() != 2 or self._seen.shape[0] != pop):
@@ -88,9 +92,9 @@ class Lifetime:
         obs_keys = rng.stream_keys(keys, rng.STREAM_OBS_NOISE) if self.env.options.obs_noise > 0 else None
         rate = learning_rates(config, self.env)  # a float, or (P,) where dt is drawn per individual
         self._native = None
-        if self.backend == "native":
+        if lib is not None:
             self._native = native_mod.Runner(
-                native_mod.library(layout.signal_dim, layout.state_dim), genomes, layout, self.env,
+                lib, genomes, layout, self.env,
                 native_mod.FeatureMajor.of(actor, rule), noise_keys, learning_rate=rate,
                 weight_limit=a.weight_limit,
                 sigma_limit=a.sigma_limit, plastic=conditions.plastic, zero_reward=conditions.zero_reward,

@@ -45,6 +45,7 @@ from pathlib import Path
 import torch
 
 from .. import envs
+from ..core import rng
 from ..core.actor import ActorState
 from ..core.genome import GenomeLayout
 from ..core.rule import CELLS, RuleDeclaration, RuleState
@@ -466,6 +467,8 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.metarl_rule_steps.argtypes = described + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3
     lib.metarl_elementwise.restype = ctypes.c_int64
     lib.metarl_elementwise.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
+    lib.metarl_normal.restype = ctypes.c_int64
+    lib.metarl_normal.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2
     lib.metarl_env.restype = ctypes.c_char_p
     lib.metarl_env.argtypes = [ctypes.c_int64]
     lib.metarl_struct_sizes.restype = None
@@ -596,6 +599,23 @@ def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: ActorState, r
     if code != 0:
         raise RuntimeError(f"native kernel failed with code {code}")
     return state.actor_copy(), state.rule_copy()
+
+
+def normal(lib: ctypes.CDLL, keys: torch.Tensor, stream: int, count: int, *,
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`metarl.core.rng.normal` computed by the kernel ``lib`` (about 10x faster than its IEEE-only torch
+    form), for CPU ``keys (P,)``. Checked against that definition on its first rows at every call: a kernel
+    that draws other numbers is a `RuntimeError`, not a silently different actor."""
+    base = rng.stream_keys(keys.cpu(), stream).to(torch.int32).contiguous()  # the 32-bit values, as uint32 bits
+    out = torch.empty(base.shape[0], count, dtype=torch.float32)
+    code = lib.metarl_normal(base.shape[0], 0, count, base.data_ptr(), out.data_ptr())
+    if code != 0:
+        raise RuntimeError(f"native kernel failed with code {code}")
+    head = min(base.shape[0], 4)
+    if not torch.equal(out[:head], rng.normal(keys[:head].cpu(), stream, count)):
+        raise RuntimeError("the native kernel's normal numbers differ from metarl.core.rng.normal's: a stale or "
+                           "edited kernel (metarl/backends/kernel/vecmath.h)")
+    return out.to(dtype)
 
 
 def elementwise(name: str, x: torch.Tensor) -> torch.Tensor:

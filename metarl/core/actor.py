@@ -7,11 +7,14 @@ Per layer ``k``: ``s = x W + b`` ("sum"), ``z ~ Normal(s, sigma)`` ("sample"),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from . import rng
+
+Normal = Callable[..., torch.Tensor]  # (keys, stream, count, *, dtype) -> (P, count), as rng.normal
 
 
 @dataclass
@@ -42,12 +45,14 @@ def neuron_count(sizes: list[int]) -> int:
 
 
 def initial_actor(sizes: list[int], keys: torch.Tensor, *, weight_init: float, weight_limit: float,
-                  sigma_init: float, dtype: torch.dtype = torch.float32) -> ActorState:
-    """Fresh actors for individuals with ``keys (P,)``: ``W, b ~ Normal(0, (weight_init*weight_limit)^2)``."""
+                  sigma_init: float, dtype: torch.dtype = torch.float32, normal: Normal | None = None
+                  ) -> ActorState:
+    """Fresh actors for individuals with ``keys (P,)``: ``W, b ~ Normal(0, (weight_init*weight_limit)^2)``,
+    numbers of `metarl.core.rng.normal` (``normal``: a faster computation of the same numbers)."""
     pop = keys.shape[0]
     std = weight_init * weight_limit
     counts = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)] + sizes[1:]
-    draws = std * rng.normal(keys, rng.STREAM_ACTOR_INIT, sum(counts), dtype=dtype)
+    draws = std * (normal or rng.normal)(keys, rng.STREAM_ACTOR_INIT, sum(counts), dtype=dtype)
     parts = list(torch.split(draws, counts, dim=1))
     layers = len(sizes) - 1
     weights = [parts[k].reshape(pop, sizes[k], sizes[k + 1]).contiguous() for k in range(layers)]

@@ -89,7 +89,7 @@ def observe(env: BatchedEnv, state: torch.Tensor, t: int | torch.Tensor, obs_key
         if obs_keys is None:
             raise ValueError("env.obs_noise > 0 needs the sensor-noise keys")
         n = x.shape[1]
-        x = x + sigma * rng.normal_at(obs_keys, t * n, n, dtype=x.dtype)
+        x = x + sigma * rng.normal_at(obs_keys, t * n, n, dtype=x.dtype, exact=False)
     return x
 
 
@@ -102,7 +102,7 @@ def act(actor: ActorState, x: torch.Tensor, t: torch.Tensor, noise_keys: torch.T
     if spec.sigma_limit == 0:
         noise = x.new_zeros(pop, spec.neurons)
     else:
-        noise = rng.normal_at(noise_keys, t * spec.neurons, spec.neurons, dtype=x.dtype)
+        noise = rng.normal_at(noise_keys, t * spec.neurons, spec.neurons, dtype=x.dtype, exact=False)
     actor = actor_mod.forward(actor, x, noise)
     return actor, actor.outputs[-1][:, 0]
 

@@ -3,7 +3,9 @@ way in every backend (spec and native kernel alike) is still caught.
 
 The native kernel's numbers are the same bits on every x86-64 CPU with FMA, whatever -march it
 is built for (tests/test_portable.py), so its pins are exact: whole lifetimes, no tolerance.
-Pinned with the portable kernel (-ffp-contract=off, explicit FMA, rational tanh). The spec
+Pinned with the portable kernel (-ffp-contract=off, explicit FMA, rational tanh) and the portable draws
+(`metarl.core.rng.normal` from IEEE operations only: the actors' initial weights once came from MKL's log and
+cos, which differ by CPU; re-pinned on 2026-12-01 for that reason). The spec
 (`metarl.core.spec`) runs torch's CPU kernels, which may round differently from one machine to
 the next: it runs only 50 steps, where rounding has not grown, with a tolerance. If you change
 the rule on purpose, these values change: re-pin them with the commands in docs/architecture.md

@@ -165,6 +165,8 @@ def test_the_kernel_draws_the_actor_s_numbers_and_is_checked_at_every_call(monke
     keys = rng.individual_keys(5, 1, 0, torch.arange(37))  # not a multiple of any width
     assert torch.equal(native.normal(lib, keys, rng.STREAM_ACTOR_INIT, 113),
                        rng.normal(keys, rng.STREAM_ACTOR_INIT, 113))
+    none = keys[:0]
+    assert native.normal(lib, none, 1, 5).shape == rng.normal(none, 1, 5).shape == (0, 5)
     monkeypatch.setattr(rng, "normal", lambda k, s, n: torch.zeros(k.shape[0], n))  # another definition
     with pytest.raises(RuntimeError, match="differ from metarl.core.rng.normal"):
         native.normal(lib, keys, rng.STREAM_ACTOR_INIT, 113)

@@ -5,7 +5,8 @@ state, sampling noise, sensor noise) is a pure function of the individual's 32-b
 The key hashes every bit of the seed (`hash_ints`; a 64-bit seed is not taken modulo 2^32).
 An individual therefore gets the same numbers whether it is evaluated alone, in a chunk
 or inside a population sharded over processes, on any device. The mixer is Chris
-Wellons' ``lowbias32`` integer hash, computed in int64 tensors holding 32-bit values.
+Wellons' ``lowbias32`` integer hash, computed in int64 tensors holding 32-bit values. Normal
+numbers (`normal`) are made of IEEE operations only, so they are the same bits on every CPU.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ def normal_at(base: torch.Tensor, offset: int | torch.Tensor, count: int, *,
     rows = max(1, _CHUNK // max(count, 1))  # chunks that stay in cache: about 1.7x faster for large draws
     parts = [_box_muller32(_uniform_at(b, first, torch.float32), _uniform_at(b, first + 1, torch.float32))
              for b in base.split(rows)]
+    if not parts:  # no individuals
+        return torch.empty(0, count, dtype=dtype, device=base.device)
     return (parts[0] if len(parts) == 1 else torch.cat(parts)).to(dtype)
 
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_native, run_script
 
 from metarl.backends import lifetime
 from metarl.config import RuntimeConfig, load
@@ -184,3 +186,23 @@ def test_the_first_generations_of_the_documented_log_are_reproduced(tmp_path: Pa
     finally:
         torch.set_num_threads(threads)
     assert got == log_rows(ROOT / "experiments/pendulum_swingup/log.csv", 3)
+
+
+OTHER_CPU = """
+import json, sys
+sys.path.insert(0, "tests")
+import test_golden
+print(json.dumps({name: test_golden.run(name, 16, native=True).tolist() for name in ("seed", "hidden_goal_up")}))
+"""
+
+
+@pytest.mark.slow
+@needs_native
+def test_native_pins_hold_on_other_cpus_math_library_paths() -> None:
+    # MKL_CBWR and ATEN_CPU_CAPABILITY put torch's MKL and ATen on the code paths of other CPUs (their log, cos
+    # and sqrt change): nothing that feeds the kernel may follow them. The pins failed on an Intel Xeon once,
+    # pinned on an AMD EPYC, because the actors' initial weights did.
+    proc = run_script("-c", OTHER_CPU, env={"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"})
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got == {name: NATIVE[name] for name in got}

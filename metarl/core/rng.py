@@ -117,7 +117,7 @@ def _box_muller32(u1: torch.Tensor, u2: torch.Tensor) -> torch.Tensor:
 # The native kernel's log and cos (kernel/vecmath.h: Cephes logf and sinf/cosf) and a correctly rounded
 # sqrt, operation for operation, from IEEE operations only (float32 and float64 +, -, *, comparisons, bit
 # views, nextafter): each of those is correctly rounded, so the results are the same bits wherever they run.
-# Every fused multiply-add of the kernel is `fma32`. tests/test_native.py compares them with the kernel.
+# Every fused multiply-add of the kernel is `fma32`. tests/test_portable.py compares them with the kernel.
 
 def _f32(c: float) -> float:
     """``c`` rounded to float32 (a C++ ``f`` literal), as a Python float."""

@@ -134,12 +134,12 @@ def fma32(a: torch.Tensor, b: torch.Tensor | float, c: torch.Tensor | float) -> 
     gives the sum's error; an inexact sum with an even last bit moves one ulp towards the error), and a
     number rounded to odd at 53 bits rounds to 24 bits as the exact value would (53 >= 2 * 24 + 2)."""
     p = a.double() * (b.double() if isinstance(b, torch.Tensor) else b)
-    c64 = c.double() if isinstance(c, torch.Tensor) else torch.full_like(p, c)
+    c64 = c.double() if isinstance(c, torch.Tensor) else c
     s = p + c64
     bb = s - p
     err = (p - (s - bb)) + (c64 - bb)
     even = (s.view(torch.int64) & 1) == 0
-    away = torch.where(err > 0, torch.full_like(s, math.inf), torch.full_like(s, -math.inf))
+    away = torch.copysign(torch.full_like(s, math.inf), err)  # towards the error's side
     s = torch.where((err != 0) & even, torch.nextafter(s, away), s)
     return s.float()
 

@@ -240,7 +240,7 @@ int64_t metarl_rule_steps(const Network* net, const Options* options, const Geno
 }
 
 // metarl.core.rng.normal_at: out[p * count + c] = normal number offset + c of the stream with key base[p]
-// (Box-Muller on counters 2 (offset + c) and 2 (offset + c) + 1, as the sampling noise of rule.h).
+// (rule.h `vnormal`, as the sampling and sensor noise).
 int64_t metarl_normal(int64_t P, int64_t offset, int64_t count, const uint32_t* base, float* out) {
     if (P < 0 || offset < 0 || count < 0 || offset + count > (int64_t{1} << 31)) return -1;
     for (int64_t p0 = 0; p0 < P; p0 += LANES) {
@@ -248,8 +248,7 @@ int64_t metarl_normal(int64_t P, int64_t offset, int64_t count, const uint32_t* 
         vu b{};
         for (int l = 0; l < lanes; ++l) b[l] = base[p0 + l];
         for (int64_t c = 0; c < count; ++c) {
-            const uint32_t k = 2u * (uint32_t)(offset + c);
-            vf z = vsqrt(-2.0f * vlog(vuniform(b, k))) * vcos((2.0f * PI) * vuniform(b, k + 1));
+            vf z = vnormal(b, 2u * (uint32_t)(offset + c));
             for (int l = 0; l < lanes; ++l) out[(p0 + l) * count + c] = z[l];
         }
     }

@@ -7,6 +7,13 @@
 
 namespace {
 
+// Normal number `counter / 2` of the streams with keys `base`: Box-Muller on uniforms `counter` and
+// `counter + 1` (metarl.core.rng.normal_at; `counter` is 2 n for number n).
+inline vf vnormal(vu base, uint32_t counter) {
+    vf u1 = vuniform(base, counter), u2 = vuniform(base, counter + 1);
+    return vsqrt(-2.0f * vlog(u1)) * vcos((2.0f * PI) * u2);
+}
+
 // Offsets of the genome parts of one cell (metarl/core/genome.py order).
 struct Cell {
     int inputs, outputs;
@@ -123,8 +130,7 @@ struct Kernel {
             const int n_obs = 3 * links;
             for (int i = 0; i < n_obs; ++i) {
                 uint32_t c = 2u * (t * (uint32_t)n_obs + (uint32_t)i);
-                vf u1 = vuniform(obs_base, c), u2 = vuniform(obs_base, c + 1);
-                x[i] = x[i] + o.obs_noise * (vsqrt(-2.0f * vlog(u1)) * vcos((2.0f * PI) * u2));
+                x[i] = x[i] + o.obs_noise * vnormal(obs_base, c);
             }
         }
         // Sampling noise: Box-Muller on counters 2c, 2c+1 of c = t * neurons + j (metarl.core.rng.normal_at).
@@ -132,8 +138,7 @@ struct Kernel {
         for (int j = 0; j < neurons; ++j) {
             if (!o.noise) { noise[j] = splat(0.0f); continue; }
             uint32_t c = 2u * (t * (uint32_t)neurons + (uint32_t)j);
-            vf u1 = vuniform(noise_base, c), u2 = vuniform(noise_base, c + 1);
-            noise[j] = vsqrt(-2.0f * vlog(u1)) * vcos((2.0f * PI) * u2);
+            noise[j] = vnormal(noise_base, c);
         }
         act(v, x, noise);
         // Environment.

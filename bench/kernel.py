@@ -3,6 +3,7 @@
 
     python3 bench/kernel.py                          # population 10,000, 100 steps, 5 interleaved repeats
     python3 bench/kernel.py --population 2000 --steps 50 --repeats 3 --json out.json
+    python3 bench/kernel.py --against HEAD~1         # A/B: this kernel against a git revision's, same bits?
 
 SPEC's default network ([3, 8, 8, 1], S = 1, H = 8) on the swing-up pendulum. Each repeat times, in turn,
 the native kernel on 1 thread, on 2 threads, and (``--spec-steps`` steps, scaled) the spec on 1 thread, so
@@ -18,7 +19,9 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,6 +64,50 @@ def cpu_ghz() -> float | None:
     return max(mhz) / 1000 if mhz else None
 
 
+def kernel_sources(revision: str, into: Path) -> Path:
+    """The kernel's source files (metarl/backends/kernel/) as they were at a git revision, written under ``into``."""
+    root = Path(__file__).resolve().parent.parent
+    folder = native.SOURCE_DIR.relative_to(root).as_posix()
+    names = subprocess.run(["git", "ls-tree", "--name-only", f"{revision}:{folder}"], cwd=root, check=True,
+                           capture_output=True, text=True).stdout.split()
+    for name in names:
+        text = subprocess.run(["git", "show", f"{revision}:{folder}/{name}"], cwd=root, check=True,
+                              capture_output=True).stdout
+        (into / name).write_bytes(text)
+    return into
+
+
+def against(args: argparse.Namespace, config: Config, layout: GenomeLayout, genomes: torch.Tensor,
+            keys: torch.Tensor) -> None:
+    """Time this checkout's kernel and a git revision's in turn (1 thread), and check they give the same bits."""
+    torch.set_num_threads(1)
+    shape = (layout.signal_dim, layout.state_dim, native.march(), None)
+    libraries = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, source in (("current", native.SOURCE_DIR), (args.against, kernel_sources(args.against, Path(tmp)))):
+            native.SOURCE_DIR, native.SOURCE = source, source / "driver.cpp"  # only this process, only here
+            native._libraries.clear()
+            libraries[name] = native.library(layout.signal_dim, layout.state_dim)
+    rates: dict[str, list[float]] = {name: [] for name in libraries}
+    fitness = {}
+    load_before = os.getloadavg()
+    for _ in range(args.repeats):
+        for name, lib in libraries.items():
+            native._libraries[shape] = lib
+            life = lifetime.Lifetime(genomes, layout, config, keys, backend="native")
+            total = torch.zeros(args.population, dtype=torch.float64)
+            start = time.perf_counter()
+            life.run(args.steps, total, None)
+            rates[name].append(args.population * args.steps / (time.perf_counter() - start))
+            fitness[name] = total
+    old = args.against
+    ratio = statistics.median(a / b for a, b in zip(rates["current"], rates[old], strict=True))
+    print(f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}")
+    print(f"current {statistics.median(rates['current']):.4g} individual-steps/s, {old} "
+          f"{statistics.median(rates[old]):.4g}: {ratio:.2f}x (median of {args.repeats} paired repeats); "
+          f"same fitness bits: {torch.equal(fitness['current'], fitness[old])}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--population", type=int, default=10_000)
@@ -68,6 +115,8 @@ def main() -> None:
     p.add_argument("--spec-steps", type=int, default=20, help="steps of the (slow) spec per repeat")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--against", metavar="REV", default=None,
+                   help="instead: this kernel against the kernel sources of git revision REV, 1 thread")
     args = p.parse_args()
 
     config = Config(ga=GAConfig(population_size=args.population, num_survivors=1, lifetime_steps=args.steps),
@@ -76,6 +125,9 @@ def main() -> None:
     layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
     genomes = layout.random(args.population, config.rule.init_std, torch.Generator().manual_seed(0))
     keys = rng.individual_keys(0, 0, 0, torch.arange(args.population))
+    if args.against is not None:
+        against(args, config, layout, genomes, keys)
+        return
 
     def rate(backend: str, threads: int, steps: int) -> float:
         torch.set_num_threads(threads)

@@ -3,6 +3,8 @@
 // learning rule (the mathematics of metarl/core/spec.py, the standard declaration of metarl/core/rule.py, with
 // the cells' input blocks that belong to a neuron multiplied once per neuron).
 
+#include <type_traits>
+
 #include "physics.h"
 
 namespace {
@@ -288,28 +290,46 @@ struct Kernel {
         const bool signal_used = k > 1;  // e_0 feeds nothing
         for (int i = 0; i < ni; ++i) {
             vf e_acc[S] = {};
-            for (int j = 0; j < no; ++j) {
-                const int ij = i * no + j;
-                vf wij = w[ij];
-                vf* h = hs + ij * H;
-                vf hn[HS];
-                for (int m = 0; m < H; ++m) {
-                    vf acc = fma(wij, ws_row(row_w)[m], post_h[j * HS + m] + pre_h[i * HS + m]);
-                    for (int q = 0; q < H; ++q) acc = fma(h[q], ws[q * H + m], acc);
-                    hn[m] = vtanh(acc);
+            // Two connections at a time (independent chains for the out-of-order core; each connection's
+            // arithmetic, and the order of the sum into e_acc, are unchanged).
+            auto connections = [&](auto width, int j0) {
+                constexpr int NJ = decltype(width)::value;
+                vf wij[NJ];
+                vf* h[NJ];
+                vf hn[NJ][HS];
+                for (int u = 0; u < NJ; ++u) {
+                    wij[u] = w[i * no + j0 + u];
+                    h[u] = hs + (i * no + j0 + u) * H;
                 }
-                for (int m = 0; m < H; ++m) h[m] = hn[m];
+                for (int m = 0; m < H; ++m) {
+                    vf acc[NJ];
+                    for (int u = 0; u < NJ; ++u)
+                        acc[u] = fma(wij[u], ws_row(row_w)[m], post_h[(j0 + u) * HS + m] + pre_h[i * HS + m]);
+                    for (int q = 0; q < H; ++q)
+                        for (int u = 0; u < NJ; ++u) acc[u] = fma(h[u][q], ws[q * H + m], acc[u]);
+                    for (int u = 0; u < NJ; ++u) hn[u][m] = vtanh(acc[u]);
+                }
+                for (int u = 0; u < NJ; ++u)
+                    for (int m = 0; m < H; ++m) h[u][m] = hn[u][m];
                 for (int m = signal_used ? 0 : S; m < O; ++m) {
-                    vf acc = fma(wij, wo_row(row_w)[m], post_o[j * O + m] + pre_o[i * O + m]);
-                    for (int q = 0; q < H; ++q) acc = fma(hn[q], wo[q * O + m], acc);
-                    vf out = vtanh(acc);
-                    if (m == S) {
-                        w[ij] = clampv(fma(out, lr, wij), -wl, wl);
-                    } else {
-                        e_acc[m] = j == 0 ? out : e_acc[m] + out;
+                    vf acc[NJ];
+                    for (int u = 0; u < NJ; ++u)
+                        acc[u] = fma(wij[u], wo_row(row_w)[m], post_o[(j0 + u) * O + m] + pre_o[i * O + m]);
+                    for (int q = 0; q < H; ++q)
+                        for (int u = 0; u < NJ; ++u) acc[u] = fma(hn[u][q], wo[q * O + m], acc[u]);
+                    for (int u = 0; u < NJ; ++u) {
+                        vf out = vtanh(acc[u]);
+                        if (m == S) {
+                            w[i * no + j0 + u] = clampv(fma(out, lr, wij[u]), -wl, wl);
+                        } else {
+                            e_acc[m] = j0 + u == 0 ? out : e_acc[m] + out;
+                        }
                     }
                 }
-            }
+            };
+            int j = 0;
+            for (; j + 2 <= no; j += 2) connections(std::integral_constant<int, 2>{}, j);
+            if (j < no) connections(std::integral_constant<int, 1>{}, j);
             if (signal_used)
                 for (int s = 0; s < S; ++s) e_prev[i * S + s] = e_acc[s] / (float)no;
         }

@@ -64,8 +64,26 @@ inline vf fma(vf a, vf b, vf c) {
 inline vf fma(vf a, float b, vf c) { return fma(a, splat(b), c); }
 inline vf fma(vf a, vf b, float c) { return fma(a, b, splat(c)); }
 inline vf fma(vf a, float b, float c) { return fma(a, splat(b), splat(c)); }
-inline vf vmin(vf a, vf b) { return a < b ? a : b; }
-inline vf vmax(vf a, vf b) { return a > b ? a : b; }
+// a < b ? a : b and a > b ? a : b, per lane: x86's minps and maxps, which are exactly that (b where either
+// is NaN, and where both are zeros of either sign). GCC writes the ternary as a compare and a blend.
+inline vf vmin(vf a, vf b) {
+#if defined(__AVX512F__) && METARL_LANES == 16
+    return (vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && METARL_LANES == 8
+    return (vf)_mm256_min_ps((__m256)a, (__m256)b);
+#else
+    return a < b ? a : b;
+#endif
+}
+inline vf vmax(vf a, vf b) {
+#if defined(__AVX512F__) && METARL_LANES == 16
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__) && METARL_LANES == 8
+    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+    return a > b ? a : b;
+#endif
+}
 inline vf clampv(vf x, float lo, float hi) { return vmin(vmax(x, splat(lo)), splat(hi)); }
 inline vf vabs(vf x) { return (vf)((vu)x & 0x7fffffffu); }
 inline vf vsqrt(vf x) {
@@ -103,7 +121,7 @@ inline vf vexp(vf x) {
 // One division and 9 fused multiply-adds: no exp.
 constexpr float TANH_CLAMP = 7.90531110763549805f;
 inline vf vtanh(vf x) {
-    vf c = x < -TANH_CLAMP ? splat(-TANH_CLAMP) : (x > TANH_CLAMP ? splat(TANH_CLAMP) : x);  // NaN stays NaN
+    vf c = vmax(splat(-TANH_CLAMP), vmin(splat(TANH_CLAMP), x));  // NaN stays NaN
     vf x2 = c * c;
     vf p = fma(x2, -2.76076847742355e-16f, 2.00018790482477e-13f);
     p = fma(p, x2, -8.60467152213735e-11f);
@@ -114,9 +132,10 @@ inline vf vtanh(vf x) {
     vf q = fma(x2, 1.19825839466702e-06f, 1.18534705686654e-04f);
     q = fma(q, x2, 2.26843463243900e-03f);
     q = fma(q, x2, 4.89352518554385e-03f);
-    vf t = (c * p) / q;
-    vf one = (vf)(((vu)x & 0x80000000u) | (vu)splat(1.0f));
-    return vabs(x) >= TANH_CLAMP ? one : t;
+    vf a = c * p;
+    vf t = a / q;
+    t = x >= TANH_CLAMP ? splat(1.0f) : t;
+    return x <= -TANH_CLAMP ? splat(-1.0f) : t;
 }
 
 // sin and cos (Cephes sinf/cosf range reduction and polynomials), |x| < 8192.

@@ -107,13 +107,7 @@ struct Driver {
         auto work = [&]() {
             const Kernel kernel(L, o, genome);
             Scratch sc;
-            sc.local.resize(L.total);
-            for (auto* buf : {&sc.post_h, &sc.pre_h}) buf->resize(max_n * HS);
-            for (auto* buf : {&sc.post_o, &sc.pre_o}) buf->resize(max_n * (S + 1));
-            for (auto* buf : {&sc.signal, &sc.next_signal}) buf->resize(max_n * S);
-            sc.post_features.resize(max_n * (NODE_INFO + S));
-            sc.noise.resize(neurons);
-            sc.obs.resize(3 * links);
+            sc.allocate((size_t)L.total, max_n, neurons, links);
             vf* v = sc.local.data();
             for (int64_t blk = next.fetch_add(1, std::memory_order_relaxed); blk < blocks;
                  blk = next.fetch_add(1, std::memory_order_relaxed)) {

@@ -269,11 +269,11 @@ def test_a_new_run_into_a_multi_stage_folder_is_refused(tmp_path, capsys):
 
 def test_the_balance_recipe_keeps_the_three_stage_numbers(tmp_path):
     """experiments/pendulum_balance/pendulum_balance.yaml: the three stages that made the shipped model (stage 1's
-    seed 2 since the re-tune for the portable kernel; the three configs it replaced had seed 1)."""
+    seed 3 since the portable draws; seed 2 for the portable kernel before them, seed 1 before that)."""
     plan = stages.load(ROOT / "experiments/pendulum_balance/pendulum_balance.yaml", tmp_path)
     got = [(s.name, s.config.seed, s.config.env.init, s.config.ga.generations, s.config.ga.lifetime_steps,
             s.config.ga.evals_per_individual, s.config.ga.antithetic, s.rescore) for s in plan]
-    assert got == [("stage1", 2, "near_up", 300, 300, 4, False, None),
+    assert got == [("stage1", 3, "near_up", 300, 300, 4, False, None),
                    ("stage2", 5, "down", 29, 1000, 2, False, None),
                    ("stage3", 6, "down", 1000, 1000, 4, True, 20)]
     for s in plan:

@@ -675,11 +675,19 @@ def test_allocator_errors_are_one_line(capsys):
         run_main(other, [])
 
 
+def _default_disposition() -> None:
+    """In the child: the default action for the signals sent, whatever the suite inherited (under `nohup`
+    SIGHUP is ignored, and an ignored signal stays ignored across exec: the run would finish, exit 0)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_signals_during_start_up_end_with_one_line(tmp_path, signum, code):
     env = dict(os.environ, PYTHONPATH=str(ROOT), SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg")
     proc = subprocess.Popen([sys.executable, "run_config.py", TINY, "--out", str(tmp_path / "r")], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_disposition)
     time.sleep(0.3)  # in the imports (torch takes about a second)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)

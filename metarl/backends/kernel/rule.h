@@ -356,9 +356,12 @@ struct Kernel {
                 }
             };
             int j = 0;
-            for (; j + 4 <= no; j += 4) connections(std::integral_constant<int, 4>{}, j);
-            for (; j + 2 <= no; j += 2) connections(std::integral_constant<int, 2>{}, j);
-            if (j < no) connections(std::integral_constant<int, 1>{}, j);
+            // Large states run one at a time: the block's states live on the stack (4 x H vectors).
+            if constexpr (H <= 64) {
+                for (; j + 4 <= no; j += 4) connections(std::integral_constant<int, 4>{}, j);
+                for (; j + 2 <= no; j += 2) connections(std::integral_constant<int, 2>{}, j);
+            }
+            for (; j < no; ++j) connections(std::integral_constant<int, 1>{}, j);
             if (signal_used)
                 for (int s = 0; s < S; ++s) e_prev[i * S + s] = e_acc[s] / (float)no;
         }

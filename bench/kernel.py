@@ -71,9 +71,9 @@ def kernel_sources(revision: str, into: Path) -> Path:
     names = subprocess.run(["git", "ls-tree", "--name-only", f"{revision}:{folder}"], cwd=root, check=True,
                            capture_output=True, text=True).stdout.split()
     for name in names:
-        text = subprocess.run(["git", "show", f"{revision}:{folder}/{name}"], cwd=root, check=True,
+        data = subprocess.run(["git", "show", f"{revision}:{folder}/{name}"], cwd=root, check=True,
                               capture_output=True).stdout
-        (into / name).write_bytes(text)
+        (into / name).write_bytes(data)
     return into
 
 

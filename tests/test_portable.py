@@ -9,6 +9,7 @@ width, and ``x86-64-v4`` (AVX-512) where this CPU has it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import shutil
 from pathlib import Path
@@ -116,7 +117,6 @@ TANH_DIGEST = "048040ddf985d205aaa4299290e30be8851ba0324251398b84c816c48ff699b0"
 
 @needs_native
 def test_the_kernel_s_tanh_gives_its_pinned_bits() -> None:
-    import hashlib
     edges = [float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 7.90531110763549805, -7.90531110763549805,
              1e-30, -1e-38, 3e-45, 1e-3, -1e-3, 0.5, -0.5, 2.0, -2.0]
     x = torch.cat([torch.linspace(-9.0, 9.0, 1 << 18), torch.tensor(edges)])

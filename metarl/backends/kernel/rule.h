@@ -4,6 +4,7 @@
 // the cells' input blocks that belong to a neuron multiplied once per neuron).
 
 #include <type_traits>
+#include <utility>
 
 #include "physics.h"
 
@@ -81,19 +82,18 @@ struct Scratch {
     std::vector<vf> arena;
     Buf local, post_h, post_o, pre_h, pre_o, post_features, signal, next_signal, noise, obs;
     void allocate(size_t total, int max_n, int neurons, int links) {
-        Buf* parts[] = {&post_h, &pre_h, &post_o, &pre_o, &signal, &next_signal, &post_features, &noise, &obs,
-                        &local};
-        const size_t sizes[] = {(size_t)max_n * HS, (size_t)max_n * HS, (size_t)max_n * (S + 1),
-                                (size_t)max_n * (S + 1), (size_t)max_n * S, (size_t)max_n * S,
-                                (size_t)max_n * (NODE_INFO + S), (size_t)neurons, (size_t)(3 * links), total};
+        const size_t n = (size_t)max_n;
+        const std::pair<Buf*, size_t> parts[] = {
+            {&post_h, n * HS}, {&pre_h, n * HS}, {&post_o, n * (S + 1)}, {&pre_o, n * (S + 1)}, {&signal, n * S},
+            {&next_signal, n * S}, {&post_features, n * (NODE_INFO + S)}, {&noise, (size_t)neurons},
+            {&obs, (size_t)(3 * links)}, {&local, total}};
         size_t all = 0;
-        for (size_t n : sizes) all += n;
+        for (const auto& part : parts) all += part.second;
         arena.assign(all, vf{});
-        size_t at = 0;
-        for (int i = 0; i < 10; ++i) {
-            parts[i]->p = arena.data() + at;
-            parts[i]->n = sizes[i];
-            at += sizes[i];
+        vf* at = arena.data();
+        for (const auto& [buf, size] : parts) {
+            *buf = Buf{at, size};
+            at += size;
         }
     }
 };

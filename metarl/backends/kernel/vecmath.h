@@ -132,8 +132,7 @@ inline vf vtanh(vf x) {
     vf q = fma(x2, 1.19825839466702e-06f, 1.18534705686654e-04f);
     q = fma(q, x2, 2.26843463243900e-03f);
     q = fma(q, x2, 4.89352518554385e-03f);
-    vf a = c * p;
-    vf t = a / q;
+    vf t = (c * p) / q;
     t = x >= TANH_CLAMP ? splat(1.0f) : t;
     return x <= -TANH_CLAMP ? splat(-1.0f) : t;
 }

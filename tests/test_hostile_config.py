@@ -50,7 +50,7 @@ HOSTILE = {"nan": ".nan", "inf": ".inf", "-inf": "-.inf", "-1": "-1", "0": "0", 
 VALID = {("seed", "0"), ("env.max_torque", "0"), ("env.action_sign", "-1"), ("env.goal", "-1"),
          ("env.goal_switch", "0"), ("env.goal_switch_probability", "0"), ("env.obs_noise", "0"),
          ("actor.weight_init", "0"),
-         ("actor.sigma_limit", "0"), ("actor.sigma_init", "0"), ("actor.learning_rate", "0"),
+         ("actor.sigma_limit", "0"), ("actor.sigma_min", "0"), ("actor.sigma_init", "0"), ("actor.learning_rate", "0"),
          ("rule.state_dim", "0"), ("rule.init_std", "0"), ("ga.mutation_probability", "0"),
          ("ga.mutation_strength", "0"), ("env.params.damping", "0"), ("actor.hidden", "list")}
 

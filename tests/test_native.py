@@ -91,6 +91,29 @@ def test_native_conditions_match_reference(conditions: lifetime.Conditions) -> N
 
 
 @needs_native
+def test_sigma_min_is_a_floor_that_every_backend_keeps() -> None:
+    # actor.sigma_min: every update leaves sigma in [sigma_min, sigma_limit], on the spec and in the kernel alike.
+    floor = 0.15
+    base = small_config(steps=30, native=True)
+    config = base.replace(actor=dataclasses.replace(base.actor, sigma_min=floor, sigma_init=0.2))
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 20), rng.individual_keys(5, 0, 0, torch.arange(20))
+    sigmas = {}
+    for backend in ("spec", "native"):
+        run = lifetime.Lifetime(g, layout, config, keys, backend=backend)
+        run.run(30, torch.zeros(20, dtype=torch.float64))
+        sigmas[backend] = torch.cat([s.flatten() for s in run.actor.sigmas])
+        assert float(sigmas[backend].min()) == pytest.approx(floor, abs=1e-7), backend  # reached, never passed
+    assert_close(sigmas["native"], sigmas["spec"], 1e-4)
+    # Without the floor the same rule takes some sigmas below it: the floor is what kept them.
+    free = lifetime.Lifetime(g, layout, config.replace(actor=dataclasses.replace(config.actor, sigma_min=0.0)), keys,
+                             backend="native")
+    free.run(30, torch.zeros(20, dtype=torch.float64))
+    assert float(torch.cat([s.flatten() for s in free.actor.sigmas]).min()) < floor - 0.05
+    assert_close(fitness(config, g, keys), fitness(config, g, keys, backend="spec"), 1e-3)
+
+
+@needs_native
 def test_native_steps_equal_one_call_and_see_assigned_state() -> None:
     config = small_config(native=True, pop=5)
     layout = GenomeLayout(1, 8)

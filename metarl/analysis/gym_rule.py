@@ -102,7 +102,7 @@ class RuleActor:
                                              sigma_init=a.sigma_init, dtype=dtype)
         self.rule = initial_rule_state(self.sizes, keys.shape[0], model.layout.state_dim, dtype=dtype)
         self.spec = StepSpec(actor_mod.neuron_count(self.sizes), a.learning_rate, a.weight_limit, a.sigma_limit,
-                             Conditions(plastic=plastic), config.ga.lifetime_steps)
+                             Conditions(plastic=plastic), config.ga.lifetime_steps, a.sigma_min)
         self.noise_keys = rng.stream_keys(keys, rng.STREAM_NOISE)
         self.t = torch.zeros((), dtype=torch.int64)
         self._x: torch.Tensor | None = None

@@ -300,18 +300,19 @@ class Options(ctypes.Structure):
     """The env's options (`metarl.envs.base.EnvOptions`), the rule's limits and the conditions."""
 
     _fields_ = [("max_torque", _f32), ("max_speed", _f32), ("obs_noise", _f32),
-                ("weight_limit", _f32), ("sigma_limit", _f32),
+                ("weight_limit", _f32), ("sigma_limit", _f32), ("sigma_min", _f32),
                 ("env", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
                 ("noise", _i32), ("spin", _i32), ("gym", _i32), ("goal_switch", _i64),
                 ("goal_switch_last", _i64)]
 
     @classmethod
-    def of(cls, env: EnvOptions, env_id: int, *, weight_limit: float, sigma_limit: float,
+    def of(cls, env: EnvOptions, env_id: int, *, weight_limit: float, sigma_limit: float, sigma_min: float = 0.0,
            plastic: bool = True, zero_reward: bool = False) -> Options:
         """``env_id``: the environment's id in the kernel (`env_id`). The step ``dt`` and the learning rate are
         per individual: `Buffers` ``dt`` and ``learning_rate``."""
         return cls(max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
                    obs_noise=env.obs_noise, weight_limit=weight_limit, sigma_limit=sigma_limit,
+                   sigma_min=sigma_min,
                    env=env_id, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
                    plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
                    gym=env.reward == "gym",
@@ -497,7 +498,7 @@ class Runner:
 
     def __init__(self, lib: ctypes.CDLL, genomes: torch.Tensor, layout: GenomeLayout, env: BatchedEnv,
                  state: FeatureMajor, noise_keys: torch.Tensor, *, learning_rate: float | torch.Tensor,
-                 weight_limit: float, sigma_limit: float, plastic: bool, zero_reward: bool,
+                 weight_limit: float, sigma_limit: float, plastic: bool, zero_reward: bool, sigma_min: float = 0.0,
                  seen_rewards: torch.Tensor | None = None, obs_keys: torch.Tensor | None = None) -> None:
         if genomes.device.type != "cpu" or genomes.dtype != torch.float32:
             raise ValueError("the native kernel runs float32 on CPU")
@@ -523,7 +524,8 @@ class Runner:
         self._network = Network.of(self.sizes)
         self._genome_map = GenomeMap.of(layout)
         self._options = Options.of(env.options, env_id(lib, type(env)), weight_limit=weight_limit,
-                                   sigma_limit=sigma_limit, plastic=plastic, zero_reward=zero_reward)
+                                   sigma_limit=sigma_limit, sigma_min=sigma_min, plastic=plastic,
+                                   zero_reward=zero_reward)
         # (T, P): the rewards the rule sees instead of its own, or None.
         self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()
         self._keys = _key_bits(noise_keys)

@@ -68,8 +68,10 @@ MEANINGS: dict[str, tuple[str, str]] = {
                      "hidden layer sizes; input and output sizes come from the env; [] = one tanh layer"),
     "actor.weight_limit": (f"finite, in (0, {S._bound(S.MAX_VALUE)}]", "weights and biases clipped to ±weight_limit"),
     "actor.weight_init": (_VALUE, "initial W, b ~ Normal(0, (weight_init * weight_limit)^2)"),
-    "actor.sigma_limit": (_VALUE, "noise scales clipped to [0, sigma_limit]"),
-    "actor.sigma_init": ("finite, in [0, sigma_limit]", "initial noise scale"),
+    "actor.sigma_limit": (_VALUE, "noise scales clipped to [sigma_min, sigma_limit]"),
+    "actor.sigma_min": ("finite, in [0, sigma_limit]", "the least noise scale: exploration the rule cannot switch "
+                                                        "off; 0 = none (SPEC's [0, sigma_limit])"),
+    "actor.sigma_init": ("finite, in [sigma_min, sigma_limit]", "initial noise scale"),
     "actor.learning_rate": (_VALUE, "scale of the rule's updates"),
     "actor.learning_rate_dt": ("true \\| false", "true: the rate is learning_rate * env.dt / 0.05, a rate per 0.05 s "
                                                  "of simulated time rather than per step (docs/robustness.md)"),

@@ -136,6 +136,9 @@ class ActorConfig:
     weight_limit: float = 4.0
     weight_init: float = 0.1
     sigma_limit: float = 1.0
+    # The least noise scale: every update keeps sigma in [sigma_min, sigma_limit], exploration the rule cannot
+    # switch off (0: none, SPEC's [0, sigma_limit]).
+    sigma_min: float = 0.0
     sigma_init: float = 0.0
     learning_rate: float = 0.01
     # true: the rule's rate is learning_rate * env.dt / 0.05 (`metarl.core.step.learning_rates`): learning_rate is
@@ -151,7 +154,12 @@ class ActorConfig:
         _number(f"{key}.weight_init", self.weight_init, 0, MAX_VALUE)
         _number(f"{key}.sigma_limit", self.sigma_limit, 0, MAX_VALUE)
         _number(f"{key}.learning_rate", self.learning_rate, 0, MAX_VALUE)
+        _number(f"{key}.sigma_min", self.sigma_min, 0, self.sigma_limit, high_name="sigma_limit")
         _number(f"{key}.sigma_init", self.sigma_init, 0, self.sigma_limit, high_name="sigma_limit")
+        if self.sigma_min > self.sigma_init:
+            raise ConfigError(f"{key}.sigma_min: {_show(self.sigma_min)} is above sigma_init "
+                              f"({_show(self.sigma_init)}); the initial noise scale must be at least the least one "
+                              "(set sigma_init too)")
 
 
 @dataclass(frozen=True)

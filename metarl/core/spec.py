@@ -48,11 +48,12 @@ def cell_input(layout: GenomeLayout, site: Site) -> torch.Tensor:
 def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: RuleState, actor: ActorState,
                         x: torch.Tensor, reward: torch.Tensor, *, learning_rate: float | torch.Tensor,
                         weight_limit: float, sigma_limit: float, t: torch.Tensor | None = None,
-                        lifetime_steps: int | None = None) -> tuple[RuleState, ActorState]:
+                        lifetime_steps: int | None = None, sigma_min: float = 0.0) -> tuple[RuleState, ActorState]:
     """One application of the rule, written the straightforward way. Inputs are not modified.
 
     ``learning_rate``: a float, or ``(P,)`` (one per individual). ``t`` (the step number, 0-d) and
-    ``lifetime_steps`` are what sources such as ``lifetime_fraction`` read."""
+    ``lifetime_steps`` are what sources such as ``lifetime_fraction`` read; every sigma stays in ``[sigma_min,
+    sigma_limit]``."""
     s_dim = layout.signal_dim
     rstate, actor = rstate.clone(), actor.clone()
     layers = len(actor.weights)
@@ -80,7 +81,7 @@ def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: Rule
                                ).clamp(-weight_limit, weight_limit)
         if "sigma" in node:
             actor.sigmas[i] = (actor.sigmas[i] + node_rate * out[:, :, node["sigma"].start]
-                               ).clamp(0.0, sigma_limit)
+                               ).clamp(sigma_min, sigma_limit)
 
         w = actor.weights[i]
         _, n_in, n_post = w.shape

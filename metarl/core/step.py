@@ -43,6 +43,7 @@ class StepSpec:
     sigma_limit: float
     conditions: Conditions  # without seen_rewards (the spec holds no tensors: compiled code guards on it)
     lifetime_steps: int  # ga.lifetime_steps (what the rule's ``lifetime_fraction`` source divides by)
+    sigma_min: float = 0.0  # actor.sigma_min: the least noise scale an update leaves
 
 
 @dataclass
@@ -122,7 +123,7 @@ def learn(genomes: torch.Tensor, layout: GenomeLayout, rule: RuleState, actor: A
         rate = spec.learning_rate if learning_rates is None else learning_rates
         rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, learning_rate=rate,
                                           weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit, t=t,
-                                          lifetime_steps=spec.lifetime_steps)
+                                          lifetime_steps=spec.lifetime_steps, sigma_min=spec.sigma_min)
     return rule, actor
 
 

@@ -32,7 +32,7 @@ struct Network {
 struct Options {
     float max_torque, max_speed;  // max_speed <= 0: none
     float obs_noise;              // std of the sensor noise on the observation; 0: none
-    float weight_limit, sigma_limit;  // (dt and the learning rate are per individual: Buffers)
+    float weight_limit, sigma_limit, sigma_min;  // (dt and the learning rate are per individual: Buffers)
     int32_t env;  // the environment: its id in physics.h ENVS (metarl_env)
     int32_t rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
     int64_t goal_switch;  // the goal takes Buffers.goal's second row from this step number on; -1 = never
@@ -82,6 +82,7 @@ static const FieldInfo METARL_FIELDS[] = {
     METARL_FIELD(Network, layers), METARL_FIELD(Network, sizes),
     METARL_FIELD(Options, max_torque), METARL_FIELD(Options, max_speed), METARL_FIELD(Options, obs_noise),
     METARL_FIELD(Options, weight_limit), METARL_FIELD(Options, sigma_limit),
+    METARL_FIELD(Options, sigma_min),
     METARL_FIELD(Options, env), METARL_FIELD(Options, rk4), METARL_FIELD(Options, reward_delta),
     METARL_FIELD(Options, plastic), METARL_FIELD(Options, zero_reward), METARL_FIELD(Options, noise),
     METARL_FIELD(Options, spin), METARL_FIELD(Options, gym), METARL_FIELD(Options, goal_switch),

@@ -220,7 +220,7 @@ struct Kernel {
         const int* n = L.sizes;
         const vf* g = v + L.genome;
         const vf lr = v[L.learning_rate];
-        const float wl = o.weight_limit, sl = o.sigma_limit;
+        const float wl = o.weight_limit, sl = o.sigma_limit, smin = o.sigma_min;
         vf* e = sc.signal.data();  // e_k: (n_k, S)
 
         // Reward cell on each output neuron: [r, s, z, y, b, sigma] -> e_L.
@@ -242,7 +242,7 @@ struct Kernel {
                 for (int s = 0; s < S; ++s) in[NODE_INFO + s] = e[j * S + s];
                 cell(g, node_cell, v + L.nodes[i] + j * H, in, out);
                 b[j] = clampv(fma(out[S], lr, b[j]), -wl, wl);
-                sg[j] = clampv(fma(out[S + 1], lr, sg[j]), 0.0f, sl);
+                sg[j] = clampv(fma(out[S + 1], lr, sg[j]), smin, sl);
                 vf* p = pf + j * (NODE_INFO + S);
                 for (int f = 0; f < 3; ++f) p[f] = in[f];
                 p[3] = b[j];

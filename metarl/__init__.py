@@ -52,6 +52,32 @@ __version__ = "0.1.0"
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+
+def _pin_blas() -> None:
+    """numpy's OpenBLAS chooses its kernels by CPU (SkylakeX on AVX-512 Intel, Haswell on AVX2 and Zen), and
+    their sums round differently: full CMA-ES (pycma: eigendecomposition, matrix products) drifted by 3e-7
+    from its second generation between an Intel Xeon and an AMD EPYC. Its Haswell kernels run on every
+    x86-64 CPU with AVX2 and FMA, so metarl pins them there (docs/performance.md, "Same numbers on every
+    CPU"). Read once, when numpy loads: it applies where metarl is imported first (the scripts do)."""
+    if "numpy" in _sys.modules or _sys.platform != "linux":
+        return
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+            else:
+                return
+    except OSError:
+        return
+    if {"avx2", "fma"} <= flags:
+        _os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+
+
+_pin_blas()
+
 SUBMODULES = ("analysis", "backends", "cli", "config", "core", "envs", "errors", "evolve", "gym", "resources",
               "runs", "shipped")
 

@@ -21,6 +21,7 @@ from typing import Any  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+import metarl  # noqa: E402, F401  (first: it pins numpy's BLAS kernels, as in the scripts)
 from metarl import envs
 from metarl.backends import lifetime
 from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig

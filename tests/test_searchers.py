@@ -271,3 +271,35 @@ def test_rescore_of_a_cma_run_scores_its_mean_and_last_best_and_survives_resume(
     state["last_fitness"] = state["last_fitness"][:1]
     with pytest.raises(io.ModelFileError, match="last_population and last_fitness"):
         searchers.CMASearcher(config, layout, torch.Generator()).load_state_dict(state)
+
+
+def _has_avx2_fma() -> bool:
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return False
+    return {"avx2", "fma"} <= set(flags)
+
+
+BLAS_KERNEL = ("from threadpoolctl import threadpool_info; "
+               "print(','.join(i.get('architecture') or '?' for i in threadpool_info() "
+               "if i['internal_api'] == 'openblas'))")
+
+
+@pytest.mark.skipif(not _has_avx2_fma(), reason="the pin applies to CPUs with AVX2 and FMA")
+def test_numpy_s_blas_runs_the_same_kernels_on_every_cpu():
+    # Full CMA-ES's numbers follow OpenBLAS's kernels, which it picks by CPU (a run drifted by 3e-7 from its
+    # second generation between an Intel Xeon and an AMD EPYC): `import metarl` pins Haswell's, whatever the
+    # CPU or the environment asks for, here Katmai's (OPENBLAS_CORETYPE=Prescott).
+    import subprocess
+
+    pytest.importorskip("threadpoolctl")
+    env = {**__import__("os").environ, "OPENBLAS_CORETYPE": "Prescott"}
+    pinned, unpinned = (subprocess.run([sys.executable, "-c", f"{first}; {BLAS_KERNEL}"], env=env, text=True,
+                                       capture_output=True, check=True).stdout.strip()
+                        for first in ("import metarl, numpy", "import numpy, metarl"))
+    assert pinned == "Haswell" and unpinned != "Haswell", (pinned, unpinned)
+    # The test process itself (conftest imports metarl first), where the in-process CMA-ES tests run.
+    from threadpoolctl import threadpool_info
+
+    assert {i.get("architecture") for i in threadpool_info() if i["internal_api"] == "openblas"} == {"Haswell"}

@@ -34,7 +34,7 @@ Packages, by concern (docs/architecture.md):
     cli/       the three commands (train, show_results, show_environment) and their plumbing
     config/    the schema, loading, the reference page (docs/config.md)
     and resources (memory, checked before a run), shipped (configs and models by name), gym (Gymnasium
-    ids), errors (the one-line errors).
+    ids), errors (the one-line errors), cpu (the CPU's feature flags).
 
 ``import metarl`` is light: the packages load on first use (``metarl.envs``, ``metarl.backends``, ...).
 Where gymnasium is installed it also registers ``metarl/Pendulum-v0`` and ``metarl/DoublePendulum-v0``
@@ -53,33 +53,22 @@ if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-
 def _pin_blas() -> None:
     """numpy's OpenBLAS chooses its kernels by CPU (SkylakeX on AVX-512 Intel, Haswell on AVX2 and Zen), and
     their sums round differently: full CMA-ES (pycma: eigendecomposition, matrix products) drifted by 3e-7
     from its second generation between an Intel Xeon and an AMD EPYC. Its Haswell kernels run on every
     x86-64 CPU with AVX2 and FMA, so metarl pins them there (docs/performance.md, "Same numbers on every
     CPU"). Read once, when numpy loads: it applies where metarl is imported first (the scripts do)."""
-    if "numpy" in _sys.modules or _sys.platform != "linux":
-        return
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-            else:
-                return
-    except OSError:
-        return
-    if {"avx2", "fma"} <= flags:
+    from .cpu import cpu_flags
+
+    if "numpy" not in _sys.modules and {"avx2", "fma"} <= (cpu_flags() or frozenset()):
         _os.environ["OPENBLAS_CORETYPE"] = "Haswell"
 
 
 _pin_blas()
 
-SUBMODULES = ("analysis", "backends", "cli", "config", "core", "envs", "errors", "evolve", "gym", "resources",
-              "runs", "shipped")
+SUBMODULES = ("analysis", "backends", "cli", "config", "core", "cpu", "envs", "errors", "evolve", "gym",
+              "resources", "runs", "shipped")
 
 
 def __getattr__(name: str):

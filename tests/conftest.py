@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+# First, as in the scripts: before torch loads (and with it numpy), `import metarl` lets torch's OpenMP
+# workers sleep when idle instead of spinning (spinning workers made the small products of the spec step 15x
+# slower on a busy 2-core machine: two xdist workers and a training run) and pins numpy's BLAS kernels, so
+# that the in-process CMA-ES tests run on the same kernels on every CPU.
+import metarl  # noqa: F401
+
+# isort: split
+import csv
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-# What `import metarl` does before torch loads: torch's OpenMP workers sleep when idle instead of
-# spinning. This file imports torch first, and spinning workers made the small products of the spec
-# step 15x slower on a busy 2-core machine (two xdist workers and a training run).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import pytest
+import torch
 
-import csv  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import metarl  # noqa: E402, F401  (first: it pins numpy's BLAS kernels, as in the scripts)
 from metarl import envs
 from metarl.backends import lifetime
 from metarl.config import ActorConfig, Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig

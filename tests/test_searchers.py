@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
 import sys
 
 import numpy as np
@@ -11,6 +13,7 @@ import torch
 from conftest import ROOT, TINY, fitness_columns, run_in_process
 
 from metarl import config as C
+from metarl.cpu import cpu_flags
 from metarl.errors import ConfigError
 from metarl.evolve import ga, searchers
 from metarl.evolve import trainer as training
@@ -273,28 +276,19 @@ def test_rescore_of_a_cma_run_scores_its_mean_and_last_best_and_survives_resume(
         searchers.CMASearcher(config, layout, torch.Generator()).load_state_dict(state)
 
 
-def _has_avx2_fma() -> bool:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return False
-    return {"avx2", "fma"} <= set(flags)
-
-
 BLAS_KERNEL = ("from threadpoolctl import threadpool_info; "
                "print(','.join(i.get('architecture') or '?' for i in threadpool_info() "
                "if i['internal_api'] == 'openblas'))")
 
 
-@pytest.mark.skipif(not _has_avx2_fma(), reason="the pin applies to CPUs with AVX2 and FMA")
+@pytest.mark.skipif(not {"avx2", "fma"} <= (cpu_flags() or frozenset()),
+                    reason="the pin applies to CPUs with AVX2 and FMA")
 def test_numpy_s_blas_runs_the_same_kernels_on_every_cpu():
     # Full CMA-ES's numbers follow OpenBLAS's kernels, which it picks by CPU (a run drifted by 3e-7 from its
     # second generation between an Intel Xeon and an AMD EPYC): `import metarl` pins Haswell's, whatever the
     # CPU or the environment asks for, here Katmai's (OPENBLAS_CORETYPE=Prescott).
-    import subprocess
-
     pytest.importorskip("threadpoolctl")
-    env = {**__import__("os").environ, "OPENBLAS_CORETYPE": "Prescott"}
+    env = {**os.environ, "OPENBLAS_CORETYPE": "Prescott"}
     pinned, unpinned = (subprocess.run([sys.executable, "-c", f"{first}; {BLAS_KERNEL}"], env=env, text=True,
                                        capture_output=True, check=True).stdout.strip()
                         for first in ("import metarl, numpy", "import numpy, metarl"))

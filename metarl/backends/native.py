@@ -49,6 +49,7 @@ from ..core import rng
 from ..core.actor import ActorState
 from ..core.genome import GenomeLayout
 from ..core.rule import CELLS, RuleDeclaration, RuleState
+from ..cpu import cpu_flags
 from ..envs.base import OBS_PER_LINK, BatchedEnv, EnvOptions
 from ..errors import UserError
 
@@ -213,17 +214,6 @@ def _cpu_id() -> str:
         return os.uname().machine
     lines = [ln for ln in text.splitlines() if ln.startswith(("flags", "model name", "Features", "CPU part"))]
     return "\n".join(sorted(set(lines)))
-
-
-@functools.cache
-def cpu_flags() -> frozenset[str] | None:
-    """This CPU's feature flags (``/proc/cpuinfo``), or None where they cannot be read (not Linux)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return next((frozenset(ln.split(":", 1)[1].split()) for ln in text.splitlines() if ln.startswith("flags")),
-                None)
 
 
 def cpu_has_fma() -> bool:

@@ -4,6 +4,7 @@
     python3 bench/kernel.py                          # population 10,000, 100 steps, 5 interleaved repeats
     python3 bench/kernel.py --population 2000 --steps 50 --repeats 3 --json out.json
     python3 bench/kernel.py --against HEAD~1         # A/B: this kernel against a git revision's, same bits?
+    python3 bench/kernel.py --against HEAD~1 --signal-dim 256 --state-dim 256 --population 64 --steps 20
 
 SPEC's default network ([3, 8, 8, 1], S = 1, H = 8) on the swing-up pendulum. Each repeat times, in turn,
 the native kernel on 1 thread, on 2 threads, and (``--spec-steps`` steps, scaled) the spec on 1 thread, so
@@ -30,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from metarl.backends import lifetime, native  # noqa: E402  (before torch: sets its OpenMP wait policy)
-from metarl.config import Config, GAConfig, RuntimeConfig  # noqa: E402
+from metarl.config import Config, GAConfig, RuleConfig, RuntimeConfig  # noqa: E402
 from metarl.core import rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
 from metarl.core.genome import GenomeLayout  # noqa: E402
 
@@ -115,11 +116,14 @@ def main() -> None:
     p.add_argument("--spec-steps", type=int, default=20, help="steps of the (slow) spec per repeat")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--signal-dim", type=int, default=RuleConfig().signal_dim, help="the rule's S (SPEC: 1)")
+    p.add_argument("--state-dim", type=int, default=RuleConfig().state_dim, help="the rule's H (SPEC: 8)")
     p.add_argument("--against", metavar="REV", default=None,
                    help="instead: this kernel against the kernel sources of git revision REV, 1 thread")
     args = p.parse_args()
 
     config = Config(ga=GAConfig(population_size=args.population, num_survivors=1, lifetime_steps=args.steps),
+                    rule=RuleConfig(signal_dim=args.signal_dim, state_dim=args.state_dim),
                     runtime=RuntimeConfig(native=True, threads=1))
     config.validate()
     layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)

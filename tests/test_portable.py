@@ -67,6 +67,23 @@ def test_other_targets_and_widths_give_the_same_bits(monkeypatch: pytest.MonkeyP
         assert torch.equal(a, b), f"{target} (lanes {lanes}) differs from native by {(a - b).abs().max():.3g}"
 
 
+@pytest.mark.slow  # one more build (about 10 s)
+@pytest.mark.parametrize(("model", "steps"), [("experiments/pendulum_swingup/model.yaml", 300)])
+def test_large_states_row_by_row_form_gives_the_same_bits(monkeypatch: pytest.MonkeyPatch, model: str,
+                                                           steps: int) -> None:
+    # States above METARL_ROWWISE_H (kernel/rule.h) read the cells' matrices row by row instead of column by
+    # column, each sum's terms in the same order: built with the row form at every size, a small-state
+    # model's lifetimes must be the same bits as with the column form.
+    pop = 21
+    column = _lifetime(monkeypatch, None, None, model, pop, steps)
+    monkeypatch.setattr(native, "FLAGS", (*native.FLAGS, "-DMETARL_ROWWISE_H=0"))
+    monkeypatch.setattr(native, "_libraries", {})
+    rows = _lifetime(monkeypatch, None, None, model, pop, steps)
+    assert column[0].abs().sum() > 0
+    for a, b in zip(column, rows, strict=True):
+        assert torch.equal(a, b), f"the row form differs from the column form by {(a - b).abs().max():.3g}"
+
+
 FAKE_COMPILER = """#!/bin/sh
 # Records its arguments and writes the output file: the cache key's logic without a real build.
 if [ "$1" = "--version" ]; then echo "fake c++ ${FAKE_VERSION:-1}"; exit 0; fi

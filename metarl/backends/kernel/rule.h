@@ -44,6 +44,26 @@ struct Layout {
     int total;
 };
 
+// Large states (H above this) read the cells' matrices row by row: acc[m] += x[q] W[q][m] for q outer, m
+// inner. Each acc[m] takes the same terms in the same order (q ascending) as the column form small states
+// use, so the numbers are the same bits; only the memory order differs (a column of an H x H matrix is H
+// strided loads, one cache line each, which made S = H = 1024 about 10x slower than its arithmetic).
+// METARL_ROWWISE_H: where the row form starts (tests/test_portable.py builds it for every size, 0, and
+// compares the bits).
+#ifndef METARL_ROWWISE_H
+#define METARL_ROWWISE_H 64
+#endif
+constexpr bool ROWWISE = H > METARL_ROWWISE_H;
+
+// acc[m] = fma(x[q], W[q * ld + m], acc[m]) for q = 0..rows-1 (in that order), m = 0..cols-1.
+inline void accumulate_rows(vf* acc, const vf* x, const vf* W, int rows, int cols, int ld) {
+    for (int q = 0; q < rows; ++q) {
+        const vf xq = x[q];
+        const vf* row = W + q * ld;
+        for (int m = 0; m < cols; ++m) acc[m] = fma(xq, row[m], acc[m]);
+    }
+}
+
 // A recurrent cell on one instance: h (H) updated in place, x (I) inputs, out (O) outputs.
 // Sums start from the bias and add the inputs, then the state, in index order.
 inline void cell(const vf* g, const Cell& c, vf* h, const vf* x, vf* out) {
@@ -52,6 +72,17 @@ inline void cell(const vf* g, const Cell& c, vf* h, const vf* x, vf* out) {
     const vf* wo = g + c.w_output;
     const vf* bo = g + c.b_output;
     vf hn[HS];
+    if constexpr (ROWWISE) {
+        for (int m = 0; m < H; ++m) hn[m] = bs[m];
+        accumulate_rows(hn, x, ws + H * H, c.inputs, H, H);
+        accumulate_rows(hn, h, ws, H, H, H);
+        for (int m = 0; m < H; ++m) h[m] = vtanh(hn[m]);
+        for (int m = 0; m < c.outputs; ++m) out[m] = bo[m];
+        accumulate_rows(out, x, wo + H * c.outputs, c.inputs, c.outputs, c.outputs);
+        accumulate_rows(out, h, wo, H, c.outputs, c.outputs);
+        for (int m = 0; m < c.outputs; ++m) out[m] = vtanh(out[m]);
+        return;
+    }
     for (int m = 0; m < H; ++m) {
         vf acc = bs[m];
         for (int f = 0; f < c.inputs; ++f) acc = fma(x[f], ws[(H + f) * H + m], acc);
@@ -329,22 +360,38 @@ struct Kernel {
                     wij[u] = w[i * no + j0 + u];
                     h[u] = hs + (i * no + j0 + u) * H;
                 }
-                for (int m = 0; m < H; ++m) {
-                    vf acc[NJ];
+                const int m0 = signal_used ? 0 : S;
+                vf acc_o[ROWWISE ? O : 1];  // the output sums of one connection (large states only)
+                if constexpr (ROWWISE) {  // NJ == 1 (see below): the same sums, read row by row
+                    for (int m = 0; m < H; ++m)
+                        hn[0][m] = fma(wij[0], ws_row(row_w)[m], post_h[j0 * HS + m] + pre_h[i * HS + m]);
+                    accumulate_rows(hn[0], h[0], ws, H, H, H);
+                    for (int m = 0; m < H; ++m) h[0][m] = hn[0][m] = vtanh(hn[0][m]);
+                    for (int m = m0; m < O; ++m)
+                        acc_o[m] = fma(wij[0], wo_row(row_w)[m], post_o[j0 * O + m] + pre_o[i * O + m]);
+                    accumulate_rows(acc_o + m0, hn[0], wo + m0, H, O - m0, O);
+                } else {
+                    for (int m = 0; m < H; ++m) {
+                        vf acc[NJ];
+                        for (int u = 0; u < NJ; ++u)
+                            acc[u] = fma(wij[u], ws_row(row_w)[m], post_h[(j0 + u) * HS + m] + pre_h[i * HS + m]);
+                        for (int q = 0; q < H; ++q)
+                            for (int u = 0; u < NJ; ++u) acc[u] = fma(h[u][q], ws[q * H + m], acc[u]);
+                        for (int u = 0; u < NJ; ++u) hn[u][m] = vtanh(acc[u]);
+                    }
                     for (int u = 0; u < NJ; ++u)
-                        acc[u] = fma(wij[u], ws_row(row_w)[m], post_h[(j0 + u) * HS + m] + pre_h[i * HS + m]);
-                    for (int q = 0; q < H; ++q)
-                        for (int u = 0; u < NJ; ++u) acc[u] = fma(h[u][q], ws[q * H + m], acc[u]);
-                    for (int u = 0; u < NJ; ++u) hn[u][m] = vtanh(acc[u]);
+                        for (int m = 0; m < H; ++m) h[u][m] = hn[u][m];
                 }
-                for (int u = 0; u < NJ; ++u)
-                    for (int m = 0; m < H; ++m) h[u][m] = hn[u][m];
-                for (int m = signal_used ? 0 : S; m < O; ++m) {
+                for (int m = m0; m < O; ++m) {
                     vf acc[NJ];
-                    for (int u = 0; u < NJ; ++u)
-                        acc[u] = fma(wij[u], wo_row(row_w)[m], post_o[(j0 + u) * O + m] + pre_o[i * O + m]);
-                    for (int q = 0; q < H; ++q)
-                        for (int u = 0; u < NJ; ++u) acc[u] = fma(hn[u][q], wo[q * O + m], acc[u]);
+                    if constexpr (ROWWISE) {
+                        acc[0] = acc_o[m];
+                    } else {
+                        for (int u = 0; u < NJ; ++u)
+                            acc[u] = fma(wij[u], wo_row(row_w)[m], post_o[(j0 + u) * O + m] + pre_o[i * O + m]);
+                        for (int q = 0; q < H; ++q)
+                            for (int u = 0; u < NJ; ++u) acc[u] = fma(hn[u][q], wo[q * O + m], acc[u]);
+                    }
                     for (int u = 0; u < NJ; ++u) {
                         vf out = vtanh(acc[u]);
                         if (m == S) {
@@ -357,7 +404,7 @@ struct Kernel {
             };
             int j = 0;
             // Large states run one at a time: the block's states live on the stack (4 x H vectors).
-            if constexpr (H <= 64) {
+            if constexpr (!ROWWISE) {
                 for (; j + 4 <= no; j += 4) connections(std::integral_constant<int, 4>{}, j);
                 for (; j + 2 <= no; j += 2) connections(std::integral_constant<int, 2>{}, j);
             }

@@ -275,6 +275,7 @@ def test_shipped_model_replays_without_a_compiler(tmp_path: Path) -> None:
     result = run_script(SCRIPT, str(model), "--steps", "20", "--seed", "1", "--save", str(tmp_path / "r.png"),
                         env=no_compiler)
     assert result.returncode == 0, result.stderr
+    assert f"wrote {tmp_path / 'r.png'} (the last of 20 steps)" in result.stdout  # a still: one frame drawn
     assert result.stderr.strip().splitlines() == ["warning: native lifetime kernel not used (the C++ compiler "
                                                   "CXX=/nonexistent/c++ was not found); using the torch step"]
     evaluated = run_script(SCRIPT, str(model), "--evaluate", "--episodes", "4", "--steps", "20", env=no_compiler)

@@ -561,7 +561,8 @@ def export(path: Path, model: SavedModel, config: Config, sizes: list[int], step
            args: argparse.Namespace) -> int:
     """Headless: ``--save`` one lifetime as an animation, ``--plot`` a summary of many lifetimes."""
     if args.save:
-        every = max(1, math.ceil(steps / GIF_MAX_FRAMES))
+        still = Path(args.save).suffix.lower() == ".png"  # the last frame only: draw no other
+        every = steps if still else max(1, math.ceil(steps / GIF_MAX_FRAMES))
         life = new_lifetime(model, config, sizes, seed, 0)
         renderer = Renderer(GIF_ENV_WIDTH, GIF_HEIGHT, headless=True, extent=view_extent(config, life))
         panels = _panels(config, steps, GIF_PANEL_WIDTH, GIF_HEIGHT)
@@ -569,8 +570,11 @@ def export(path: Path, model: SavedModel, config: Config, sizes: list[int], step
                              label=f"lifetime 0 (seed {seed})"))
         fps = max(GIF_MIN_FPS, 1.0 / (config.env.mean_dt * every))
         save_animation(frames, args.save, fps)
-        speed = fps * every * config.env.mean_dt
-        print(f"wrote {args.save} ({len(frames)} frames, one every {every} steps, {speed:.3g}x real time)")
+        if still:
+            print(f"wrote {args.save} (the last of {steps} steps)")
+        else:
+            speed = fps * every * config.env.mean_dt
+            print(f"wrote {args.save} ({len(frames)} frames, one every {every} steps, {speed:.3g}x real time)")
     if args.plot:
         episodes = args.episodes or DEFAULT_PLOT_EPISODES
         # Lifetime 0 of the replay is episode 0 here: the GIF shows one of the summarised lifetimes.

@@ -17,6 +17,7 @@ from metarl.cli import show_results
 from metarl.cli.main import run_main
 from metarl.config import from_dict
 from metarl.core.genome import GenomeLayout
+from metarl.runs import io
 
 MODEL = ROOT / "tests/data/seed_best_model.yaml"
 
@@ -74,6 +75,10 @@ def test_robustness_report_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixt
                                         "runtime.native=false", "--json", str(out), "--plot", str(plot)])
     text = capsys.readouterr().out
     assert code == 0
+    # What every point varies from, as the model's config and --set give it (here: the model's own task).
+    env = io.load_model(MODEL).config.env
+    assert (f"\nbase (row model): {env.name}, params {env.params or 'default'}, sensor noise {env.obs_noise}, "
+            f"dt {env.dt}, max torque {env.max_torque}, ") in text
     for axis in robustness.AXES:
         assert f"\n{axis.name} " in text
     data = json.loads(out.read_text())

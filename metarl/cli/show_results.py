@@ -412,6 +412,17 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
     return 0
 
 
+def base_setting(config: Config) -> str:
+    """One line naming what every point of the robustness report varies one axis of (its row ``model``): the
+    model's config with ``--set`` applied, which for a model trained with noise, ranges or reversals is not the
+    nominal task unless ``--set`` makes it so."""
+    env = config.env
+    switch = "none" if env.goal_switch is None else f"{env.goal_switch} (probability {env.goal_switch_probability})"
+    goal = "+1 and -1 (hidden)" if evaluation.goals_of(config) is not None else env.goal
+    return (f"base (row model): {env.name}, params {env.params or 'default'}, sensor noise {env.obs_noise}, "
+            f"dt {env.dt}, max torque {env.max_torque}, goal {goal}, goal switch {switch}")
+
+
 def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list[int], steps: int,
                       args: argparse.Namespace) -> int:
     """Print the robustness table (`metarl.analysis.robustness`); ``--json`` and ``--plot`` (a heat map) write
@@ -423,6 +434,7 @@ def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list
     total = sum(2 * len(evaluation.goals_of(cfg) or (1,)) * episodes * n for *_, cfg, n in settings)
     print(f"{path}: {provenance(model)}\n{episodes} episodes at each of {len(settings)} settings, the rule and the "
           f"reference controller on the same draws; {steps} steps as configured, actor {sizes}, seed {seed}")
+    print(base_setting(config))
     with tqdm(total=total, desc="robustness", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
         points = robustness.run(model.genome, model.layout, config, episodes=episodes, seed=seed, steps=steps,
                                 sizes=sizes, device=device, progress=bar.update)

@@ -72,10 +72,20 @@ def fitness_columns(run_dir: Path) -> list[tuple[str, ...]]:
         return [tuple(row[k] for k in FITNESS) for row in csv.DictReader(f)]
 
 
+SCRIPTS = {"run_config.py": "train", "show_results.py": "show_results", "show_environment.py": "show_environment"}
+
+
 def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
-               env: dict[str, str | None] | None = None) -> subprocess.CompletedProcess:
+               env: dict[str, str | None] | None = None, real_process: bool = False) -> subprocess.CompletedProcess:
     """Run ``python3 <script> args`` headless (``env``: extra environment variables, None removes one);
-    returns the completed process (text output)."""
+    returns the completed process (text output).
+
+    A root script with no ``env`` and no ``cwd`` runs in this process (`run_root_script`: a process
+    spends 2.5-4 s importing torch, which made the suite overrun its 5 minutes on 2 cores); ``real_process``
+    (and every other command) starts ``python3`` as a user would. Each script keeps tests that run it as a
+    real process: signals, exit paths, the environment and the installed commands."""
+    if not real_process and env is None and cwd is None and args and args[0] in SCRIPTS:
+        return run_root_script(args[0], list(args[1:]))
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     full = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=path)
     for name, value in (env or {}).items():
@@ -85,6 +95,61 @@ def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
             full[name] = value
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=full, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def run_root_script(script: str, args: list[str]) -> subprocess.CompletedProcess:
+    """``python3 <script> args`` (a root script) run in this process as its entry point runs it: the same
+    `run_main`, the same exit code, output and ``warning:`` lines, from the repository root, headless.
+    What the run changes in the process (threads, torch's random state, signal handlers, the environment,
+    the working directory, warning filters) is put back afterwards; an exception that escapes is printed as
+    Python prints it (``Traceback ...``, exit 1), so "no traceback" tests mean the same as for a process."""
+    import contextlib
+    import importlib
+    import io
+    import traceback
+    import warnings
+
+    from metarl.cli.main import run_main
+
+    module = importlib.import_module(f"metarl.cli.{SCRIPTS[script]}")
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
+    saved_threads, saved_rng = torch.get_num_threads(), torch.get_rng_state()
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    saved_format = warnings.formatwarning
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    os.environ.update(SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg")
+    os.chdir(ROOT)
+    sys.argv = [script, *args]
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.resetwarnings()  # a fresh process's filters: deprecations hidden, the rest once
+            warnings.simplefilter("default")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.showwarning = show
+            try:
+                code = run_main(module.main, args)
+            except SystemExit as e:  # argparse: --help 0, usage errors 2
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+                if e.code is not None and not isinstance(e.code, int):
+                    print(e.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        warnings.formatwarning = saved_format
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        torch.set_num_threads(saved_threads)
+        torch.set_rng_state(saved_rng)
+        for s, handler in saved_signals.items():
+            signal.signal(s, handler)
+    return subprocess.CompletedProcess([sys.executable, script, *args], code, out.getvalue(), err.getvalue())
 
 
 # No display and no video driver asked for: pygame falls back to a driver that draws nowhere.
@@ -177,3 +242,22 @@ def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple
 
     code, _, err = call_main(train.main, args, capsys)
     return code, err
+
+
+# The longest tests (cold caches, 2 cores: 10-45 s each) start first, so that under `-n 2` no worker is left
+# with one of them at the end while the other idles; worksteal then spreads the short ones.
+LONGEST = ("test_compiled_step_matches_and_does_not_depend_on_the_split",
+           "test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_log",
+           "test_resume_under_torchrun_with_another_world_size_equals_uninterrupted",
+           "test_kill_9_in_the_second_stage_then_resume", "test_the_largest_valid_rules_run_natively",
+           "test_installed_package_finds_shipped_configs_and_models_by_name",
+           "test_null_seed_is_shared_by_all_processes_and_recorded", "test_tiny_check_runs_end_to_end_on_the_cpu",
+           "test_installed_commands_run_outside_the_repository", "test_shipped_model_replays_without_a_compiler")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = getattr(item, "originalname", item.name)
+        return LONGEST.index(name) if name in LONGEST else len(LONGEST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)

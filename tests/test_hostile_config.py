@@ -93,7 +93,7 @@ def test_every_key_refuses_hostile_values(tmp_path, capsys, key, overrides, valu
                                            ("actor.hidden=[0]", "actor.hidden[0]")])
 @pytest.mark.slow
 def test_hostile_values_as_a_real_process(tmp_path, override, key):
-    proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "r"), "--set", override)
+    proc = run_script("run_config.py", TINY, "--out", str(tmp_path / "r"), "--set", override, real_process=True)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: {key}: ") and proc.stdout == ""
     assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "r").exists()
 

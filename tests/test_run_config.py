@@ -118,7 +118,8 @@ def test_bad_input_one_line_no_traceback(tmp_path, capsys, monkeypatch, args, me
 
 @pytest.mark.slow
 def test_bad_input_is_one_line_from_the_script_too(tmp_path):
-    proc = run_script("run_config.py", TINY, "--set", "ga.populaton_size=5", "--out", str(tmp_path / "x"))
+    proc = run_script("run_config.py", TINY, "--set", "ga.populaton_size=5", "--out", str(tmp_path / "x"),
+                      real_process=True)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "did you mean 'population_size'" in lines[0]
     assert not (tmp_path / "x").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 from metarl.config import reference
@@ -20,6 +21,7 @@ def test_every_schema_key_has_a_meaning_and_a_row() -> None:
     assert "| `ga.population_size` | `int` | `10000` | integer in [1, 10^9] |" in page
 
 
+@pytest.mark.slow
 def test_docs_config_md_is_what_the_command_prints() -> None:
     printed = subprocess.run([sys.executable, "-m", "metarl.config.reference"], cwd=ROOT, capture_output=True,
                              text=True, timeout=60)

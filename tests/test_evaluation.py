@@ -130,6 +130,7 @@ def test_table_lists_every_condition_and_the_ratio(rule) -> None:
         assert name in table
 
 
+@pytest.mark.slow
 def test_reversal_is_reported_per_motor_direction_and_goal(rule) -> None:
     genome, layout = rule
     config = from_dict({"seed": 0, "device": "cpu", "env": {"init": "down", "action_sign": "random", "goal_switch": 8,

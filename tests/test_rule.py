@@ -114,6 +114,7 @@ def save(path: Path, rule: RuleDeclaration = CLOCKED) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_saved_model_carries_its_rule_into_a_fresh_process(tmp_path: Path) -> None:
     path = save(tmp_path / "model.yaml")
     data = yaml.safe_load(path.read_text())

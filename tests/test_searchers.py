@@ -170,6 +170,7 @@ def cma_config(extra: list[str] = ()) -> C.Config:
     return tiny(["search.name=cma", "search.sigma0=0.5", "rule.state_dim=0", *extra])
 
 
+@pytest.mark.slow
 def test_cma_es_climbs_the_toy_problem(tmp_path):
     config = cma_config(["ga.population_size=12"])
     trainer = training.Trainer(training.new_run(config), tmp_path, evaluator=toy, writer=False)

@@ -212,6 +212,7 @@ def test_reference_controller_spins_the_goals_way_and_stays_down_when_asked() ->
     assert float(total.max()) == 0.0 and float(h.max()) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("action_sign", [1, -1])
 def test_reference_controller_follows_a_goal_switch_both_ways(action_sign: int) -> None:
     # Swing up and balance, then "stay down" from step 600 on: the controller brings the pendulum down and

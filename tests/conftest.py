@@ -82,8 +82,9 @@ def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
 
     A root script with no ``env`` and no ``cwd`` runs in this process (`run_root_script`: a process
     spends 2.5-4 s importing torch, which made the suite overrun its 5 minutes on 2 cores); ``real_process``
-    (and every other command) starts ``python3`` as a user would. Each script keeps tests that run it as a
-    real process: signals, exit paths, the environment and the installed commands."""
+    (and every other command) starts ``python3`` as a user would; ``timeout`` bounds only a real process. Each
+    script keeps tests that run it as a real process: signals, exit paths, the environment and the installed
+    commands."""
     if not real_process and env is None and cwd is None and args and args[0] in SCRIPTS:
         return run_root_script(args[0], list(args[1:]))
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -132,10 +133,12 @@ def run_root_script(script: str, args: list[str]) -> subprocess.CompletedProcess
             warnings.showwarning = show
             try:
                 code = run_main(module.main, args)
-            except SystemExit as e:  # argparse: --help 0, usage errors 2
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-                if e.code is not None and not isinstance(e.code, int):
+            except SystemExit as e:  # argparse: --help 0, usage errors 2; a message exits 1, as Python's does
+                if e.code is None or isinstance(e.code, int):
+                    code = e.code or 0
+                else:
                     print(e.code, file=sys.stderr)
+                    code = 1
             except Exception:
                 traceback.print_exc()
                 code = 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 import warnings
 from pathlib import Path
 
@@ -17,7 +18,19 @@ from metarl import backends
 from metarl.backends import lifetime, native
 from metarl.core import rng
 from metarl.core.genome import GenomeLayout
-from metarl.core.rule import CELLS, RULES, STANDARD, Input, RuleDeclaration, register_rule, with_input
+from metarl.core.rule import (
+    CELLS,
+    REWARD_CHANGE,
+    REWARD_MEAN_TIME,
+    RULES,
+    STANDARD,
+    Input,
+    RuleDeclaration,
+    register_rule,
+    register_source,
+    register_trace,
+    with_input,
+)
 from metarl.errors import ModelFileError
 from metarl.runs import io
 
@@ -168,3 +181,61 @@ def test_a_record_whose_cells_do_not_fit_the_genome_is_refused(tmp_path: Path) -
     with pytest.raises(ModelFileError, match=r"corrupt rule cells: node_network.w_state: expected shape \(14, 8\) "
                                              r".*got shape \(1, 15, 8\)"):
         io.load_model(path)
+
+
+def test_a_trace_is_the_running_mean_of_the_reward_and_reward_change_reads_it() -> None:
+    # reward_change: the standard rule with r minus the reward's running mean (trace reward.mean) as an input of
+    # the reward and the connection cell.
+    assert RULES["reward_change"] is REWARD_CHANGE and REWARD_CHANGE.traces == ("reward.mean",)
+    assert STANDARD.traces == () and GenomeLayout(1, 8, REWARD_CHANGE).size == 520 + 9 + 10
+    config = small_config(steps=30).replace(rule=dataclasses.replace(small_config().rule, declaration="reward_change"))
+    layout = GenomeLayout(1, 8, REWARD_CHANGE)
+    g, keys = genomes(layout, 3), rng.individual_keys(0, 0, 0, torch.arange(3))
+    life = lifetime.Lifetime(g, layout, config, keys, backend="spec")
+    rewards = torch.zeros(30, 3)
+    life.run(30, torch.zeros(3, dtype=torch.float64), rewards)
+    rate = 1 - math.exp(-life.env.dt / REWARD_MEAN_TIME)
+    mean = torch.zeros(3)
+    for r in rewards:  # m <- m + (1 - exp(-dt / T)) (r - m), from 0 at birth
+        mean = mean + rate * (r - mean)
+    torch.testing.assert_close(life.carry.rule.traces["reward.mean"], mean)
+    assert float(mean.abs().max()) > 0
+
+
+def test_a_standard_genome_embedded_in_a_rule_with_more_inputs_computes_the_same() -> None:
+    config = small_config(steps=25)
+    wide = config.replace(rule=dataclasses.replace(config.rule, declaration="reward_change"))
+    small, big = GenomeLayout(1, 8), GenomeLayout(1, 8, REWARD_CHANGE)
+    g, keys = genomes(small, 3), rng.individual_keys(0, 0, 0, torch.arange(3))
+    embedded = torch.stack([big.embed(row, small) for row in g])
+    assert int((embedded != 0).sum()) == int((g != 0).sum())  # every gene kept, the new rows 0
+    torch.testing.assert_close(learned(embedded, big, wide, keys), learned(g, small, config, keys), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="is not among this rule's"):
+        small.embed(embedded[0], big)  # the other way round: inputs would be dropped
+    with pytest.raises(ValueError, match="state_dim"):
+        GenomeLayout(1, 4, REWARD_CHANGE).embed(g[0], small)
+
+
+def test_a_trace_of_ones_own_as_docs_extending_shows() -> None:
+    # docs/extending.md, "An input with memory": the highest reward so far, and a source reading it.
+    @register_trace("test.reward_peak")
+    def reward_peak(before: torch.Tensor, site) -> torch.Tensor:
+        """The highest reward so far."""
+        return torch.maximum(before, site.reward)
+
+    @register_source("test.below_peak", traces=("test.reward_peak",))
+    def below_peak(site) -> torch.Tensor:
+        """How far this step's reward is below the best so far."""
+        return site.per_individual(site.traces["test.reward_peak"] - site.reward)
+
+    rule = with_input(STANDARD, "node_network", Input("below", 1, "test.below_peak"), name="test_peak")
+    assert rule.traces == ("test.reward_peak",)
+    config = small_config(steps=20)
+    layout = GenomeLayout(1, 8, rule)
+    life = lifetime.Lifetime(genomes(layout, 2), layout, config, rng.individual_keys(0, 0, 0, torch.arange(2)),
+                             backend="spec")
+    rewards = torch.zeros(20, 2)
+    life.run(20, torch.zeros(2, dtype=torch.float64), rewards)
+    torch.testing.assert_close(life.carry.rule.traces["test.reward_peak"], rewards.clamp(min=0).max(dim=0).values)
+    with pytest.raises(ValueError, match="unknown traces"):
+        register_source("test.nothing", traces=("no.such.trace",))

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from conftest import ROOT, TINY, run_in_process
 
 from metarl import config as C
 from metarl.core.genome import GenomeLayout
+from metarl.core.rule import STANDARD, CellDeclaration, RuleDeclaration, register_rule, rule_named
+from metarl.errors import ConfigError
 from metarl.evolve import trainer as training
 from metarl.runs import io
 
+# The standard rule without the reward cell's input neuron.sigma: not the standard rule with inputs added.
+DROPPED = register_rule(RuleDeclaration("test_dropped", (
+    CellDeclaration("reward_network", STANDARD.cells[0].inputs[:-1], STANDARD.cells[0].outputs), *STANDARD.cells[1:])))
 MODEL = str(ROOT / "experiments" / "pendulum_swingup" / "model.yaml")
 
 
@@ -60,3 +66,16 @@ def test_a_bad_model_is_one_line_and_nothing_is_written(tmp_path, capsys) -> Non
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ga.init_model: ") and message in err, err
         assert not out.exists()
+
+
+def test_a_rule_with_an_input_added_starts_from_a_standard_model(tmp_path) -> None:
+    # reward_change is the standard rule with the input reward.change added: generation 0 is the model embedded,
+    # the new input's weights 0.
+    config = C.load(ROOT / TINY, [f"ga.init_model={MODEL}", "rule.declaration=reward_change"])
+    state = training.new_run(config)
+    model = io.load_model(MODEL)
+    wide = GenomeLayout(1, 8, rule_named("reward_change"))
+    assert torch.equal(state.population[0], wide.embed(model.genome.float(), model.layout))
+    other = C.load(ROOT / TINY, [f"ga.init_model={MODEL}", f"rule.declaration={DROPPED.name}"])
+    with pytest.raises(ConfigError, match="whose reward_network drops the inputs neuron.sigma .*with inputs added"):
+        training.new_run(other)

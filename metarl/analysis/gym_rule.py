@@ -56,6 +56,7 @@ ENV_IDS = ("Pendulum-v1", "metarl/Pendulum-v0")  # the latter made with dynamics
 RULE_REWARDS = ("env", "height")
 POLICIES = ("learned", "no_plasticity", "random")
 MAX_TORQUE = 2.0  # Pendulum-v1's torque limit (N·m): an action of 1 is this torque
+GYM_DT = 0.05  # Pendulum-v1's time step (s): what a rule's traces (e.g. the reward's running mean) are timed by
 GYMNASIUM_GENERATION = 0xE7A1_0003  # key namespace of the actors (beside evaluation's; never trained on)
 Z95 = 1.96
 
@@ -100,7 +101,8 @@ class RuleActor:
         self.genomes = model.genome[None].expand(keys.shape[0], -1).contiguous()
         self.actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init, weight_limit=a.weight_limit,
                                              sigma_init=a.sigma_init, dtype=dtype)
-        self.rule = initial_rule_state(self.sizes, keys.shape[0], model.layout.state_dim, dtype=dtype)
+        self.rule = initial_rule_state(self.sizes, keys.shape[0], model.layout.state_dim, dtype=dtype,
+                                       traces=model.layout.rule.traces)
         self.spec = StepSpec(actor_mod.neuron_count(self.sizes), a.learning_rate, a.weight_limit, a.sigma_limit,
                              Conditions(plastic=plastic), config.ga.lifetime_steps, a.sigma_min)
         self.noise_keys = rng.stream_keys(keys, rng.STREAM_NOISE)
@@ -118,7 +120,7 @@ class RuleActor:
         if self._x is None:
             raise RuntimeError("learn() needs an act() first")
         self.rule, self.actor = learn(self.genomes, self.layout, self.rule, self.actor, self._x,
-                                      reward.to(self.genomes.dtype), self.t, self.spec)
+                                      reward.to(self.genomes.dtype), self.t, self.spec, dt=GYM_DT)
         self._x = None
         self.t = self.t + 1
 

@@ -80,7 +80,8 @@ class Lifetime:
         actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
                                         weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype,
                                         normal=draw)
-        rule = initial_rule_state(self.sizes, pop, layout.state_dim, device=device, dtype=dtype)
+        rule = initial_rule_state(self.sizes, pop, layout.state_dim, device=device, dtype=dtype,
+                                  traces=layout.rule.traces)
         self._seen = conditions.seen_rewards
         if self._seen is not None and (self._seen.dim() != 2 or self._seen.shape[0] != pop):
             raise ValueError(f"seen_rewards must have shape ({pop}, T), got {tuple(self._seen.shape)}")

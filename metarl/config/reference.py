@@ -75,7 +75,7 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "actor.learning_rate": (_VALUE, "scale of the rule's updates"),
     "actor.learning_rate_dt": ("true \\| false", "true: the rate is learning_rate * env.dt / 0.05, a rate per 0.05 s "
                                                  "of simulated time rather than per step (docs/robustness.md)"),
-    "rule.declaration": ("a registered rule declaration (standard, or one registered in Python)",
+    "rule.declaration": ("a registered rule declaration (standard, reward_change, or one registered in Python)",
                          "what the rule's cells read and update (docs/extending.md); the standard one is SPEC's"),
     "rule.signal_dim": (f"integer in [1, {S.MAX_RULE_DIM}]", "S, size of the backward signal"),
     "rule.state_dim": (f"integer in [0, {S.MAX_RULE_DIM}]", "H, recurrent state size of every cell; 0 = stateless"),

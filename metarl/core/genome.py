@@ -100,6 +100,42 @@ class GenomeLayout:
         # In place: no second (P, G) tensor, so a population of 100,000 peaks at one genome copy.
         return torch.randn(population, self.size, generator=generator, device=generator.device).mul_(std)
 
+    def embed(self, genome: torch.Tensor, source: GenomeLayout) -> torch.Tensor:
+        """The genome ``(G,)`` of this layout that computes what ``genome (G_source,)`` of ``source`` computes,
+        where this rule is ``source``'s with inputs added: every gene of ``source`` in its place, the rows of
+        the added inputs 0 (so they change nothing until a search moves them). Both rules must have the same
+        signal and state sizes and outputs, and ``source``'s inputs must be this rule's in the same order with
+        some left out; otherwise a ValueError names the first difference."""
+        if (source.signal_dim, source.state_dim) != (self.signal_dim, self.state_dim):
+            raise ValueError(f"signal_dim {source.signal_dim}, state_dim {source.state_dim} against "
+                             f"{self.signal_dim}, {self.state_dim}")
+        flat = genome.reshape(1, -1)
+        source.check(flat)
+        out = torch.zeros(1, self.size, dtype=genome.dtype, device=genome.device)
+        s, h = self.signal_dim, self.state_dim
+        for cell in CELLS:
+            mine, theirs = self.rule.cell(cell), source.rule.cell(cell)
+            if [(o.width, o.updates) for o in mine.outputs] != [(o.width, o.updates) for o in theirs.outputs]:
+                raise ValueError(f"{cell} has other outputs")
+            rows, start, j = list(range(h)), h, 0  # the state rows, then each input's rows where it matches
+            for block in mine.inputs:
+                n = block.size(s)
+                if j < len(theirs.inputs) and (theirs.inputs[j].width, theirs.inputs[j].source) == (
+                        block.width, block.source):
+                    rows += range(start, start + n)
+                    j += 1
+                start += n
+            if j < len(theirs.inputs):
+                i = theirs.inputs[j]
+                raise ValueError(f"{cell}: the input {i.name} ({i.source}) is not among this rule's, in order")
+            for part in PARTS:
+                target, src = self.view(out, cell, part), source.view(flat, cell, part)
+                if part in ("w_state", "w_output"):
+                    target[:, rows] = src
+                else:
+                    target.copy_(src)
+        return out.reshape(-1)
+
     def to_cells(self, genome: torch.Tensor) -> dict[str, dict[str, object]]:
         """The saved-model form of one genome ``(G,)``: nested lists with a leading 1."""
         genome = genome.detach().reshape(1, -1).double().cpu()

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -77,6 +77,10 @@ class Site:
     signal: torch.Tensor | None
     t: torch.Tensor | None  # the step number in the lifetime (0-d), if known
     lifetime_steps: int | None
+    # The rule's traces (`TRACES`) as they were before this step, by name: ``(P,)`` each; only those the
+    # declaration's sources read (`RuleDeclaration.traces`).
+    traces: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    dt: float | torch.Tensor | None = None  # the env's time step: a float, or (P,) where it is drawn per individual
 
     @property
     def instances(self) -> tuple[int, ...]:
@@ -100,24 +104,73 @@ class SourceEntry:
     fn: Source
     cells: tuple[str, ...]  # the cells it can feed
     doc: str
+    traces: tuple[str, ...] = ()  # the traces (`TRACES`) it reads from ``site.traces``
 
 
 SOURCES: dict[str, SourceEntry] = {}
 
 
-def register_source(name: str, cells: tuple[str, ...] = CELLS) -> Callable[[Source], Source]:
-    """Decorator: make ``fn(site) -> (P, *site.instances, width)`` the source called ``name`` for ``cells``."""
+def register_source(name: str, cells: tuple[str, ...] = CELLS, *, traces: tuple[str, ...] = ()
+                    ) -> Callable[[Source], Source]:
+    """Decorator: make ``fn(site) -> (P, *site.instances, width)`` the source called ``name`` for ``cells``.
+    ``traces``: the registered traces (`register_trace`) it reads from ``site.traces``; a rule with this source
+    carries them from step to step."""
     if not _NAME.fullmatch(name):
         raise ValueError(f"source name {name!r}: letters, digits, '_' and '.', at most 64")
     unknown = [c for c in cells if c not in CELLS]
     if unknown:
         raise ValueError(f"source {name!r}: unknown cells {unknown}; the cells are {', '.join(CELLS)}")
+    missing = [t for t in traces if t not in TRACES]
+    if missing:
+        raise ValueError(f"source {name!r}: unknown traces {missing}; registered: {', '.join(TRACES) or 'none'}")
 
     def add(fn: Source) -> Source:
-        SOURCES[name] = SourceEntry(fn, tuple(cells), (fn.__doc__ or "").strip().split("\n")[0])
+        SOURCES[name] = SourceEntry(fn, tuple(cells), (fn.__doc__ or "").strip().split("\n")[0], tuple(traces))
         return fn
 
     return add
+
+
+# ---------------------------------------------------------------------------- what the rule carries besides its cells
+
+TraceUpdate = Callable[[torch.Tensor, Site], torch.Tensor]  # (the trace before the step (P,), site) -> after (P,)
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    update: TraceUpdate
+    doc: str
+
+
+# A trace is one number per individual that the rule carries from step to step (in `RuleState.traces`, zero at
+# birth) for the sources that read it: a running statistic such as the reward's recent mean. Each step's sources
+# read the traces as they were before the step; after the rule has run, ``update(before, site)`` gives the new
+# value, with ``site`` the reward cell's (the reward, the observation, ``dt``).
+TRACES: dict[str, TraceEntry] = {}
+
+
+def register_trace(name: str) -> Callable[[TraceUpdate], TraceUpdate]:
+    """Decorator: make ``update(before (P,), site) -> after (P,)`` the trace called ``name``."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"trace name {name!r}: letters, digits, '_' and '.', at most 64")
+
+    def add(fn: TraceUpdate) -> TraceUpdate:
+        TRACES[name] = TraceEntry(fn, (fn.__doc__ or "").strip().split("\n")[0])
+        return fn
+
+    return add
+
+
+REWARD_MEAN_TIME = 1.0  # seconds of simulated time: the time constant of the reward's running mean
+
+
+@register_trace("reward.mean")
+def _reward_mean(before: torch.Tensor, site: Site) -> torch.Tensor:
+    """The running mean of the reward the rule sees, time constant REWARD_MEAN_TIME seconds (0 at birth)."""
+    if site.dt is None:
+        raise ValueError("the trace reward.mean needs the time step (dt)")
+    rate = 1 - torch.exp(-torch.as_tensor(site.dt, dtype=before.dtype, device=before.device) / REWARD_MEAN_TIME)
+    return before + rate * (site.reward.to(before.dtype) - before)
 
 
 NEURON_FEATURES = {"sum": "sums", "sample": "samples", "output": "outputs", "bias": "biases", "sigma": "sigmas"}
@@ -195,6 +248,18 @@ def _lifetime_fraction(site: Site) -> torch.Tensor:
     return site.per_individual(site.t / site.lifetime_steps)
 
 
+@register_source("reward.change", traces=("reward.mean",))
+def _reward_change(site: Site) -> torch.Tensor:
+    """The reward relative to its recent mean: r minus the running mean before this step (trace reward.mean)."""
+    return site.per_individual(site.reward - site.traces["reward.mean"])
+
+
+@register_source("reward.mean", traces=("reward.mean",))
+def _reward_mean_source(site: Site) -> torch.Tensor:
+    """The reward's running mean before this step (trace reward.mean)."""
+    return site.per_individual(site.traces["reward.mean"])
+
+
 # ---------------------------------------------------------------------------- the declaration
 
 @dataclass(frozen=True)
@@ -263,6 +328,11 @@ class RuleDeclaration:
         and updates (not the names, which are labels). The native kernel states the signature it implements."""
         return ";".join(f"{c.name}({','.join(f'{i.width}:{i.source}' for i in c.inputs)})"
                         f"->({','.join(f'{o.width}:{o.updates}' for o in c.outputs)})" for c in self.cells)
+
+    @property
+    def traces(self) -> tuple[str, ...]:
+        """The traces (`TRACES`) the rule carries: those its inputs' sources read, in order of first use."""
+        return tuple(dict.fromkeys(t for c in self.cells for i in c.inputs for t in SOURCES[i.source].traces))
 
     @property
     def fingerprint(self) -> str:
@@ -436,30 +506,42 @@ def with_input(rule: RuleDeclaration, cell: str, new: Input, *, name: str) -> Ru
     return RuleDeclaration(name, cells)
 
 
+# The standard rule with the reward relative to its recent mean (source reward.change) as one more input of the
+# reward cell and of the connection cell (where a three-factor rule multiplies it into the weight change): a flip of
+# the hidden goal is a jump in it. With S=1, H=8, 539 genes; a standard genome embeds in it (`GenomeLayout.embed`).
+REWARD_CHANGE = register_rule(with_input(with_input(STANDARD, "reward_network", Input("dr", 1, "reward.change"),
+                                                    name="reward_change"),
+                                         "connection_network", Input("dr", 1, "reward.change"), name="reward_change"))
+
+
 # ---------------------------------------------------------------------------- the rule's recurrent state
 
 @dataclass
 class RuleState:
-    """Recurrent states of every cell instance."""
+    """Recurrent states of every cell instance, and the rule's traces."""
 
     reward: torch.Tensor  # (P, n_L, H)
     nodes: list[torch.Tensor]  # (P, n_k, H) for k = 1..L
     edges: list[torch.Tensor]  # (P, n_{k-1}, n_k, H) for k = 1..L (row-major over (i, j))
+    traces: dict[str, torch.Tensor] = field(default_factory=dict)  # (P,) by name (`RuleDeclaration.traces`)
 
     def clone(self) -> RuleState:
         """Deep copy."""
-        return RuleState(self.reward.clone(), [t.clone() for t in self.nodes], [t.clone() for t in self.edges])
+        return self.map(torch.Tensor.clone)
 
     def map(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> RuleState:
         """``fn`` applied to every tensor."""
-        return RuleState(fn(self.reward), [fn(t) for t in self.nodes], [fn(t) for t in self.edges])
+        return RuleState(fn(self.reward), [fn(t) for t in self.nodes], [fn(t) for t in self.edges],
+                         {name: fn(t) for name, t in self.traces.items()})
 
 
 def initial_rule_state(sizes: list[int], population: int, state_dim: int, *,
-                       device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> RuleState:
-    """All-zero recurrent states."""
+                       device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                       traces: tuple[str, ...] = ()) -> RuleState:
+    """All-zero recurrent states, and the ``traces`` (`RuleDeclaration.traces`) at zero."""
     def z(*shape: int) -> torch.Tensor:
         return torch.zeros(population, *shape, state_dim, device=device, dtype=dtype)
 
     return RuleState(z(sizes[-1]), [z(n) for n in sizes[1:]],
-                     [z(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)])
+                     [z(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)],
+                     {name: torch.zeros(population, device=device, dtype=dtype) for name in traces})

@@ -15,7 +15,7 @@ import torch
 
 from .actor import ActorState
 from .genome import GenomeLayout
-from .rule import SOURCES, RuleState, Site
+from .rule import SOURCES, TRACES, RuleState, Site
 
 
 def _cell(genome: torch.Tensor, layout: GenomeLayout, name: str, h: torch.Tensor, x: torch.Tensor
@@ -48,12 +48,14 @@ def cell_input(layout: GenomeLayout, site: Site) -> torch.Tensor:
 def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: RuleState, actor: ActorState,
                         x: torch.Tensor, reward: torch.Tensor, *, learning_rate: float | torch.Tensor,
                         weight_limit: float, sigma_limit: float, t: torch.Tensor | None = None,
-                        lifetime_steps: int | None = None, sigma_min: float = 0.0) -> tuple[RuleState, ActorState]:
+                        lifetime_steps: int | None = None, sigma_min: float = 0.0,
+                        dt: float | torch.Tensor | None = None) -> tuple[RuleState, ActorState]:
     """One application of the rule, written the straightforward way. Inputs are not modified.
 
-    ``learning_rate``: a float, or ``(P,)`` (one per individual). ``t`` (the step number, 0-d) and
-    ``lifetime_steps`` are what sources such as ``lifetime_fraction`` read; every sigma stays in ``[sigma_min,
-    sigma_limit]``."""
+    ``learning_rate``: a float, or ``(P,)`` (one per individual). ``t`` (the step number, 0-d),
+    ``lifetime_steps`` and ``dt`` (the env's time step: a float or ``(P,)``) are what sources such as
+    ``lifetime_fraction`` and traces such as ``reward.mean`` read; every sigma stays in ``[sigma_min,
+    sigma_limit]``. After the cells, each of the rule's traces is updated (`metarl.core.rule.TRACES`)."""
     s_dim = layout.signal_dim
     rstate, actor = rstate.clone(), actor.clone()
     layers = len(actor.weights)
@@ -63,8 +65,10 @@ def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: Rule
     node_rate = learning_rate if isinstance(learning_rate, float) else learning_rate[:, None]
     edge_rate = learning_rate if isinstance(learning_rate, float) else learning_rate[:, None, None]
 
+    traces = dict(rstate.traces)  # as they were before the step: what every source of this step reads
+
     def site(cell: str, k: int, signal: torch.Tensor | None) -> Site:
-        return Site(cell, k, actor, x, reward, signal, t, lifetime_steps)
+        return Site(cell, k, actor, x, reward, signal, t, lifetime_steps, traces, dt)
 
     rstate.reward, out = _cell(genome, layout, "reward_network", rstate.reward,
                                cell_input(layout, site("reward_network", layers, None)))
@@ -95,4 +99,6 @@ def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: Rule
             actor.weights[i] = (w + edge_rate * out[..., edge["weight"].start]).clamp(-weight_limit, weight_limit)
         e = out[..., edge["signal"]].mean(dim=2)
 
+    for name in layout.rule.traces:
+        rstate.traces[name] = TRACES[name].update(traces[name], site("reward_network", layers, None))
     return rstate, actor

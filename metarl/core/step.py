@@ -74,7 +74,8 @@ def transition(env: BatchedEnv, genomes: torch.Tensor, layout: GenomeLayout, noi
     x = observe(env, carry.state, carry.t, obs_keys)
     actor, action = act(carry.actor, x, carry.t, noise_keys, spec)
     (state, height, _), reward = env.transition(EnvState(carry.state, carry.prev_height, carry.t), action)
-    rule, actor = learn(genomes, layout, carry.rule, actor, x, reward, carry.t, spec, seen, learning_rates)
+    rule, actor = learn(genomes, layout, carry.rule, actor, x, reward, carry.t, spec, seen, learning_rates,
+                        dt=env.dt)
     return Carry(carry.t + 1, state, height, actor, rule), reward
 
 
@@ -110,11 +111,12 @@ def act(actor: ActorState, x: torch.Tensor, t: torch.Tensor, noise_keys: torch.T
 
 def learn(genomes: torch.Tensor, layout: GenomeLayout, rule: RuleState, actor: ActorState, x: torch.Tensor,
           reward: torch.Tensor, t: torch.Tensor, spec: StepSpec, seen: torch.Tensor | None = None,
-          learning_rates: torch.Tensor | None = None) -> tuple[RuleState, ActorState]:
+          learning_rates: torch.Tensor | None = None, *, dt: float | torch.Tensor | None = None
+          ) -> tuple[RuleState, ActorState]:
     """One application of the rule after `act` on ``x`` at step number ``t``, given the ``reward (P,)``
     that followed (or ``seen``, the reward shown instead; `Conditions` may zero it or skip the rule) at
-    the rate ``spec.learning_rate`` (or ``learning_rates (P,)``); returns the rule's state and the actor.
-    Pure; the second half of `transition`."""
+    the rate ``spec.learning_rate`` (or ``learning_rates (P,)``), in an env of time step ``dt`` (what the
+    rule's traces read); returns the rule's state and the actor. Pure; the second half of `transition`."""
     if spec.conditions.plastic:
         if spec.conditions.zero_reward:
             seen = torch.zeros_like(reward)
@@ -123,7 +125,7 @@ def learn(genomes: torch.Tensor, layout: GenomeLayout, rule: RuleState, actor: A
         rate = spec.learning_rate if learning_rates is None else learning_rates
         rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, learning_rate=rate,
                                           weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit, t=t,
-                                          lifetime_steps=spec.lifetime_steps, sigma_min=spec.sigma_min)
+                                          lifetime_steps=spec.lifetime_steps, sigma_min=spec.sigma_min, dt=dt)
     return rule, actor
 
 

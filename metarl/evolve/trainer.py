@@ -104,8 +104,10 @@ def new_run(config: Config) -> RunState:
 
 def warm_start(config: Config, layout: GenomeLayout) -> torch.Tensor:
     """The genome ``(G,)`` of the saved model ``ga.init_model`` a run starts from: the GA's generation 0 is
-    it followed by ``P - 1`` mutated copies, CMA-ES's first mean is it.
-    A missing or unreadable model, or one with another rule size, is a `ConfigError` naming the key.
+    it followed by ``P - 1`` mutated copies, CMA-ES's first mean is it. Where this config's rule is the
+    model's with inputs added (`metarl.core.genome.GenomeLayout.embed`), the added inputs' weights start at 0, so
+    generation 0 computes what the model does. A missing or unreadable model, or one with another rule size or
+    another rule, is a `ConfigError` naming the key.
     A relative path that is not there is looked up among the shipped files, and a name names a shipped model
     (`metarl.shipped.model`), so the shipped curricula run from any folder."""
     from ..shipped import model as shipped_model
@@ -116,13 +118,18 @@ def warm_start(config: Config, layout: GenomeLayout) -> torch.Tensor:
         model = io.load_model(path)
     except ModelFileError as e:
         raise ConfigError(f"ga.init_model: {e}") from None
-    if model.layout.rule.signature() != layout.rule.signature():
-        raise ConfigError(f"ga.init_model: {path}: its rule is {model.layout.rule.name!r}; this config's is "
-                          f"{layout.rule.name!r} ({model.layout.rule.difference(layout.rule)})")
     if (model.layout.signal_dim, model.layout.state_dim) != (layout.signal_dim, layout.state_dim):
         raise ConfigError(f"ga.init_model: {path}: its rule has signal_dim {model.layout.signal_dim}, state_dim "
                           f"{model.layout.state_dim}; this config's has {layout.signal_dim}, {layout.state_dim}")
-    return model.genome.to(torch.float32).reshape(-1)
+    genome = model.genome.to(torch.float32).reshape(-1)
+    if model.layout.rule.signature() == layout.rule.signature():
+        return genome
+    try:  # this config's rule is the model's with inputs added: their weights start at 0
+        return layout.embed(genome, model.layout)
+    except ValueError:
+        raise ConfigError(f"ga.init_model: {path}: its rule is {model.layout.rule.name!r}; this config's is "
+                          f"{layout.rule.name!r}, whose {layout.rule.difference(model.layout.rule)}: a warm start "
+                          f"needs the model's rule, or that rule with inputs added") from None
 
 
 

@@ -319,6 +319,9 @@ class RuleDeclaration:
 
     def __post_init__(self) -> None:
         _check(self)
+        # Derived once (the spec reads it every step); not a field, so equality and the record are unchanged.
+        object.__setattr__(self, "_traces", tuple(dict.fromkeys(
+            t for c in self.cells for i in c.inputs for t in SOURCES[i.source].traces)))
 
     def cell(self, name: str) -> CellDeclaration:
         return self.cells[CELLS.index(name)]
@@ -332,7 +335,7 @@ class RuleDeclaration:
     @property
     def traces(self) -> tuple[str, ...]:
         """The traces (`TRACES`) the rule carries: those its inputs' sources read, in order of first use."""
-        return tuple(dict.fromkeys(t for c in self.cells for i in c.inputs for t in SOURCES[i.source].traces))
+        return self._traces  # type: ignore[attr-defined, no-any-return]
 
     @property
     def fingerprint(self) -> str:

@@ -99,6 +99,8 @@ def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: Rule
             actor.weights[i] = (w + edge_rate * out[..., edge["weight"].start]).clamp(-weight_limit, weight_limit)
         e = out[..., edge["signal"]].mean(dim=2)
 
-    for name in layout.rule.traces:
-        rstate.traces[name] = TRACES[name].update(traces[name], site("reward_network", layers, None))
+    if traces:
+        at = site("reward_network", layers, None)
+        for name in layout.rule.traces:
+            rstate.traces[name] = TRACES[name].update(traces[name], at)
     return rstate, actor

@@ -33,9 +33,9 @@ from metarl.backends import (
     lifetime,  # noqa: E402  (before torch: sets its OpenMP wait policy)
     use_threads,  # noqa: E402
 )
-from metarl.config import Config, EnvConfig, GAConfig, RuntimeConfig  # noqa: E402
+from metarl.config import Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig  # noqa: E402
 from metarl.core import rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
-from metarl.core.genome import GenomeLayout  # noqa: E402
+from metarl.core.genome import layout_of  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
@@ -54,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.compile the torch step when the native kernel is not used (default: on)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--rule", default="standard", help="a registered rule declaration (rule.declaration), e.g. "
+                                                      "reward_change")
     return p.parse_args()
 
 
@@ -64,9 +66,9 @@ def main() -> None:
                             native=args.native)
     config = Config(device=args.device, env=EnvConfig(name=args.env),
                     ga=GAConfig(population_size=args.population, num_survivors=1, lifetime_steps=args.steps),
-                    runtime=runtime)
+                    rule=RuleConfig(declaration=args.rule), runtime=runtime)
     config.validate()
-    layout = GenomeLayout(config.rule.signal_dim, config.rule.state_dim)
+    layout = layout_of(config)
     gen = torch.Generator().manual_seed(0)
     genomes = layout.random(args.population, config.rule.init_std, gen).to(args.device)
 

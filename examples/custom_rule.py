@@ -10,7 +10,7 @@ the built-in sources of `metarl.core.rule.SOURCES`; a new one is a function regi
 ``@metarl.core.rule.register_source("name")``). The genome grows by the new input's rows (8 + 3 genes for
 S=1, H=8), the spec assembles the new input, and a saved model records the declaration, so
 `metarl.runs.io.load_model` reloads it with no code at all. The native kernel implements the standard
-rule only: it declines this one by name, and the run uses the torch step (docs/extending.md).
+rule and reward_change only: it declines this one by name, and the run uses the torch step (docs/extending.md).
 """
 
 from __future__ import annotations

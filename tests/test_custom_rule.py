@@ -16,7 +16,7 @@ def test_the_custom_rule_example_evolves_saves_and_reloads(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("rule clocked (fingerprint ") and "native kernel: the native kernel implements " \
-        "the standard rule declaration, not the rule 'clocked'" in lines[0]
+        "the standard and the reward_change rule declarations, not the rule 'clocked'" in lines[0]
     assert lines[1] == "genes per individual: 531 (the standard rule: 520)"
     assert [line.split(":")[0] for line in lines[2:4]] == ["generation 0", "generation 1"]
     assert lines[4].startswith("reloaded best_model.yaml: rule clocked, fitness ")

@@ -21,22 +21,24 @@ from metarl.config import Config, RuntimeConfig
 from metarl.core import actor as actor_mod
 from metarl.core import rng
 from metarl.core.genome import GenomeLayout
-from metarl.core.rule import initial_rule_state
+from metarl.core.rule import initial_rule_state, rule_named
 from metarl.core.spec import reference_rule_step
 
 KW = {"learning_rate": 0.01, "weight_limit": 4.0, "sigma_limit": 1.0}
-# (S, H, layer sizes)
-SHAPES = [(1, 8, [3, 12, 6, 1]), (1, 8, [3, 16, 5, 1]), (2, 4, [6, 10, 7, 1]), (1, 0, [3, 9, 5, 1])]
+# (S, H, layer sizes, rule declaration)
+SHAPES = [(1, 8, [3, 12, 6, 1], "standard"), (1, 8, [3, 16, 5, 1], "standard"), (2, 4, [6, 10, 7, 1], "standard"),
+          (1, 0, [3, 9, 5, 1], "standard"), (1, 8, [3, 12, 6, 1], "reward_change"),
+          (2, 4, [6, 10, 7, 1], "reward_change")]
 
 
 @needs_native  # compares the native kernel too
-@pytest.mark.parametrize("s_dim,h_dim,sizes", SHAPES)
+@pytest.mark.parametrize("s_dim,h_dim,sizes,rule", SHAPES)
 @pytest.mark.slow
-def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes: list[int]) -> None:
-    layout, pop = GenomeLayout(s_dim, h_dim), 12
+def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes: list[int], rule: str) -> None:
+    layout, pop = GenomeLayout(s_dim, h_dim, rule_named(rule)), 12
     g = genomes(layout, pop)
     actor = actor_mod.initial_actor(sizes, torch.arange(pop), weight_init=0.1, weight_limit=4.0, sigma_init=0.3)
-    rstate = initial_rule_state(sizes, pop, h_dim)
+    rstate = initial_rule_state(sizes, pop, h_dim, traces=layout.rule.traces)
     ref = (rstate, actor)
     gen = torch.Generator().manual_seed(1)
     inputs: list[list[torch.Tensor]] = [[], [], []]
@@ -44,22 +46,53 @@ def test_rule_steps_match_reference_over_50_steps(s_dim: int, h_dim: int, sizes:
         x = torch.randn(pop, sizes[0], generator=gen)
         noise = torch.randn(pop, sum(sizes[1:]), generator=gen)
         reward = torch.rand(pop, generator=gen) * 2
-        ref = reference_rule_step(g, layout, ref[0], actor_mod.forward(ref[1], x, noise), x, reward, **KW)
+        ref = reference_rule_step(g, layout, ref[0], actor_mod.forward(ref[1], x, noise), x, reward, dt=0.05, **KW)
         for kept, t in zip(inputs, (x, noise, reward), strict=True):
             kept.append(t)
     # The native kernel (12 individuals: a partial block of its 16 lanes) on the same inputs.
     nat_actor, nat_rule = native.rule_steps(g, layout, actor, rstate, *(torch.stack(t) for t in inputs), **KW)
     # The native kernel's tanh is a rational approximation within ~5 ulp (kernel/vecmath.h), not torch's,
-    # so after 50 chaotic steps it is held to 3e-5 rather than 1e-5.
-    for (rule, act), tol in (((nat_rule, nat_actor), 3e-5),):
+    # so after 50 chaotic steps it is held to 3e-5 rather than 1e-5. With reward.change the differences grow
+    # as with the standard rule (largest 1.8e-6 vs 1.6e-6 after 5 steps, 4.7e-6 vs 6.5e-6 after 20; the trace
+    # itself the same bits) but reach 5.3e-5 in one element of 6,912 by step 50: 1e-4.
+    for (rule, act), tol in (((nat_rule, nat_actor), 3e-5 if layout.rule.name == "standard" else 1e-4),):
         for field in ("weights", "biases", "sigmas", "sums", "samples", "outputs"):
             for got, want in zip(getattr(act, field), getattr(ref[1], field), strict=True):
                 assert_close(got, want, tol)
-        for got, want in zip([rule.reward, *rule.nodes, *rule.edges], [ref[0].reward, *ref[0].nodes, *ref[0].edges],
-                             strict=True):
+        for got, want in zip([rule.reward, *rule.nodes, *rule.edges, *rule.traces.values()],
+                             [ref[0].reward, *ref[0].nodes, *ref[0].edges, *ref[0].traces.values()], strict=True):
             assert_close(got, want, tol)
+    assert set(nat_rule.traces) == set(layout.rule.traces)
     # The rule did change the actor: the comparison is not between two untouched states.
     assert not torch.equal(ref[1].weights[0], actor.weights[0])
+
+
+@needs_native
+@pytest.mark.slow
+def test_the_kernel_runs_the_reward_change_rule_as_the_spec() -> None:
+    # As trained in experiments/pendulum_reward_balance: sensor noise, the goal flipped at a step drawn per
+    # lifetime, the motor either way, a floor under sigma, physics and (so the trace's rate) dt drawn per lifetime.
+    base = small_config(steps=60, pop=20, native=True)
+    env = dataclasses.replace(base.env, obs_noise=0.03, goal_switch=[15, 40], goal_switch_probability=0.75,
+                              action_sign="random", dt=[0.025, 0.05], params={"length": [0.8, 1.6]})
+    config = base.replace(env=env, actor=dataclasses.replace(base.actor, sigma_min=0.1),
+                          rule=dataclasses.replace(base.rule, declaration="reward_change"))
+    assert backends.NATIVE.declines(config) is None
+    assert backends.select_backend(config, torch.device("cpu")) is backends.NATIVE  # after its self-check
+    layout = GenomeLayout(1, 8, rule_named("reward_change"))
+    g, keys = genomes(layout, 20), rng.individual_keys(3, 0, 0, torch.arange(20))
+    want = lifetime.run_lifetimes(g, layout, config, keys, backend="spec")[0]
+    got = lifetime.run_lifetimes(g, layout, config, keys, backend="native")[0]
+    assert_close(got, want, 1e-4)
+    # The input matters: the same genomes without it (its rows zeroed) score otherwise.
+    blind = g.clone()
+    for cell in ("reward_network", "connection_network"):
+        rows = layout.cells[cell].inputs + 8  # H state rows, then the inputs: the new one last
+        for part, width in (("w_state", 8), ("w_output", layout.cells[cell].outputs)):
+            start = layout.slices[cell, part][0].start
+            blind[:, start + (rows - 1) * width:start + rows * width] = 0.0
+    assert not torch.allclose(lifetime.run_lifetimes(blind, layout, config, keys, backend="native")[0], got,
+                              rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("env,hidden,s_dim,h_dim", [("Pendulum", [12, 6], 1, 8), ("DoublePendulum", [12, 6], 1, 8),

@@ -92,9 +92,9 @@ def test_the_native_kernel_declines_another_rule_by_name(native_setting: bool | 
     assert backends.NATIVE.declines(small_config()) is None
 
 
-def test_the_kernel_states_the_standard_rule_and_its_environments() -> None:
-    signature, envs = native.implements()
-    assert signature == STANDARD.signature()
+def test_the_kernel_states_its_rules_and_its_environments() -> None:
+    signatures, envs = native.implements()
+    assert signatures == (STANDARD.signature(), REWARD_CHANGE.signature())
     assert envs == ("Pendulum", "DoublePendulum")
     config = small_config()
     why = native.declines(STANDARD, "Other")

@@ -18,8 +18,10 @@ every offset and size by name, against the kernel's own table), built from the l
 `metarl.envs.base.EnvOptions`, `metarl.core.genome.GenomeLayout` and the tensors by name: nothing is
 matched by position. The buffers are feature-major (`FeatureMajor`: the population last).
 
-The kernel is hand-written for one rule declaration and a set of environments, which it states
-(kernel/interface.h ``METARL_RULE``; kernel/physics.h ``ENVS``, by id: ``Options.env``; `implements`):
+The kernel is hand-written for two rule declarations (the standard rule, and ``reward_change``: the standard
+rule with the input ``reward.change`` in the reward and the connection cell) and a set of environments, which it
+states (kernel/interface.h ``METARL_RULE``, ``METARL_RULE_REWARD_CHANGE``; kernel/physics.h ``ENVS``, by id:
+``Options.env``; `implements`):
 `declines` names what it does not implement, and `metarl.backends` then runs the spec's step instead.
 
 Results equal the torch paths up to rounding (tests: within 1e-5 of `metarl.core.spec`
@@ -48,7 +50,7 @@ from .. import envs
 from ..core import rng
 from ..core.actor import ActorState
 from ..core.genome import GenomeLayout
-from ..core.rule import CELLS, RuleDeclaration, RuleState
+from ..core.rule import CELLS, REWARD_MEAN_TIME, RuleDeclaration, RuleState
 from ..cpu import cpu_flags
 from ..envs.base import OBS_PER_LINK, BatchedEnv, EnvOptions
 from ..errors import UserError
@@ -97,11 +99,14 @@ def library(signal_dim: int, state_dim: int, target: str | None = None, lanes: i
     return lib
 
 
+RULE_DEFINES = ("METARL_RULE", "METARL_RULE_REWARD_CHANGE")  # by id: Options.reward_change, metarl_rule(id)
+
+
 @functools.cache
-def implements() -> tuple[str, tuple[str, ...]]:
-    """What the kernel's source states it implements: the signature of its rule declaration
-    (`metarl.core.rule.RuleDeclaration.signature`, kernel/interface.h) and its environments' names (kernel/physics.h
-    ``ENVS``, in the order of their ids)."""
+def implements() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the kernel's source states it implements: the signatures of its rule declarations
+    (`metarl.core.rule.RuleDeclaration.signature`, kernel/interface.h `RULE_DEFINES`, by id) and its environments'
+    names (kernel/physics.h ``ENVS``, in the order of their ids)."""
     text = (SOURCE_DIR / "interface.h").read_text()
     table = re.search(r"ENVS\[ENV_COUNT\] = \{(.*?)\};", (SOURCE_DIR / "physics.h").read_text(), re.DOTALL)
     if table is None:
@@ -113,17 +118,17 @@ def implements() -> tuple[str, tuple[str, ...]]:
             raise NativeUnavailable(f"kernel/interface.h defines no {name}")
         return "".join(re.findall(r'"([^"]*)"', found.group(1)))
 
-    return define("METARL_RULE"), tuple(re.findall(r'\{"(\w+)', table.group(1)))
+    return tuple(define(name) for name in RULE_DEFINES), tuple(re.findall(r'\{"(\w+)', table.group(1)))
 
 
 def declines(rule: RuleDeclaration, env: str) -> str | None:
     """Why the kernel does not implement ``rule`` or the environment ``env`` (one line), or None if it does."""
-    signature, env_names = implements()
-    if rule.signature() != signature:
+    signatures, env_names = implements()
+    if rule.signature() not in signatures:
         from ..core.rule import STANDARD  # the declaration the kernel was written for, to say how ``rule`` differs
-        how = rule.difference(STANDARD) if STANDARD.signature() == signature else None
-        return (f"the native kernel implements the standard rule declaration, not the rule {rule.name!r} "
-                f"(fingerprint {rule.fingerprint}{': ' + how if how else ''})")
+        how = rule.difference(STANDARD) if STANDARD.signature() == signatures[0] else None
+        return (f"the native kernel implements the standard and the reward_change rule declarations, not the rule "
+                f"{rule.name!r} (fingerprint {rule.fingerprint}{': ' + how if how else ''})")
     if env not in env_names:
         return f"the native kernel does not implement the environment {env} (it implements {', '.join(env_names)})"
     return None
@@ -290,19 +295,20 @@ class Options(ctypes.Structure):
     """The env's options (`metarl.envs.base.EnvOptions`), the rule's limits and the conditions."""
 
     _fields_ = [("max_torque", _f32), ("max_speed", _f32), ("obs_noise", _f32),
-                ("weight_limit", _f32), ("sigma_limit", _f32), ("sigma_min", _f32),
+                ("weight_limit", _f32), ("sigma_limit", _f32), ("sigma_min", _f32), ("reward_mean_time", _f32),
                 ("env", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
-                ("noise", _i32), ("spin", _i32), ("gym", _i32), ("goal_switch", _i64),
+                ("noise", _i32), ("spin", _i32), ("gym", _i32), ("reward_change", _i32), ("goal_switch", _i64),
                 ("goal_switch_last", _i64)]
 
     @classmethod
     def of(cls, env: EnvOptions, env_id: int, *, weight_limit: float, sigma_limit: float, sigma_min: float = 0.0,
-           plastic: bool = True, zero_reward: bool = False) -> Options:
-        """``env_id``: the environment's id in the kernel (`env_id`). The step ``dt`` and the learning rate are
-        per individual: `Buffers` ``dt`` and ``learning_rate``."""
+           plastic: bool = True, zero_reward: bool = False, rule_id: int = 0) -> Options:
+        """``env_id``: the environment's id in the kernel (`env_id`); ``rule_id``: the rule declaration's
+        (`rule_id`). The step ``dt`` and the learning rate are per individual: `Buffers` ``dt`` and
+        ``learning_rate``."""
         return cls(max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
                    obs_noise=env.obs_noise, weight_limit=weight_limit, sigma_limit=sigma_limit,
-                   sigma_min=sigma_min,
+                   sigma_min=sigma_min, reward_mean_time=REWARD_MEAN_TIME, reward_change=rule_id == 1,
                    env=env_id, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
                    plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
                    gym=env.reward == "gym",
@@ -349,7 +355,8 @@ class Buffers(ctypes.Structure):
     _fields_ = [("genome", _ptr), ("env_params", _ptr), ("sign", _ptr), ("goal", _ptr), ("dt", _ptr),
                 ("learning_rate", _ptr), ("state", _ptr), ("prev_height", _ptr), ("weights", _LAYER_PTRS),
                 ("biases", _LAYER_PTRS), ("sigmas", _LAYER_PTRS), ("sums", _LAYER_PTRS), ("samples", _LAYER_PTRS),
-                ("outputs", _LAYER_PTRS), ("rule_reward", _ptr), ("nodes", _LAYER_PTRS), ("edges", _LAYER_PTRS)]
+                ("outputs", _LAYER_PTRS), ("rule_reward", _ptr), ("nodes", _LAYER_PTRS), ("edges", _LAYER_PTRS),
+                ("reward_mean", _ptr)]
 
     @classmethod
     def of(cls, tensors: dict[str, torch.Tensor | list[torch.Tensor]]) -> Buffers:
@@ -408,9 +415,13 @@ class FeatureMajor:
         return self.rule.map(lambda t: population_major(t).clone())
 
     def buffers(self, genomes: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """The genome (transposed copy) and this state's tensors, by `Buffers` field."""
+        """The genome (transposed copy) and this state's tensors, by `Buffers` field (the trace reward.mean as a
+        ``(1, P)`` view, where the rule carries it)."""
+        mean = self.rule.traces.get("reward.mean")
+        traces = {} if mean is None else {"reward_mean": mean.view(1, -1)}
         return {"genome": genomes.t().contiguous(), **{name: list(ts) for name, ts in self.actor.items()},
-                "rule_reward": self.rule.reward, "nodes": list(self.rule.nodes), "edges": list(self.rule.edges)}
+                "rule_reward": self.rule.reward, "nodes": list(self.rule.nodes), "edges": list(self.rule.edges),
+                **traces}
 
 
 MIRRORS: dict[str, type[ctypes.Structure]] = {"Network": Network, "Options": Options, "CellMap": CellMap,
@@ -466,13 +477,12 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.metarl_struct_sizes.argtypes = [ctypes.c_void_p]
     lib.metarl_struct_fields.restype = ctypes.c_int64
     lib.metarl_struct_fields.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64]
-    for fn in (lib.metarl_rule,):
-        fn.restype, fn.argtypes = ctypes.c_char_p, []
+    lib.metarl_rule.restype, lib.metarl_rule.argtypes = ctypes.c_char_p, [ctypes.c_int64]
     try:
         check_structures(lib)
     except NativeUnavailable as e:
         raise NativeUnavailable(f"{path}: {e}") from None
-    stated = (lib.metarl_rule().decode(), tuple(kernel_envs(lib)))
+    stated = (tuple(lib.metarl_rule(i).decode() for i in range(len(RULE_DEFINES))), tuple(kernel_envs(lib)))
     if stated != implements():
         raise NativeUnavailable(f"{path}: the library states another rule or environments than kernel/interface.h "
                                 "and kernel/physics.h")
@@ -515,7 +525,7 @@ class Runner:
         self._genome_map = GenomeMap.of(layout)
         self._options = Options.of(env.options, env_id(lib, type(env)), weight_limit=weight_limit,
                                    sigma_limit=sigma_limit, sigma_min=sigma_min, plastic=plastic,
-                                   zero_reward=zero_reward)
+                                   zero_reward=zero_reward, rule_id=rule_id(layout.rule))
         # (T, P): the rewards the rule sees instead of its own, or None.
         self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()
         self._keys = _key_bits(noise_keys)
@@ -559,6 +569,14 @@ class Runner:
         env.restore(self.env_state.t().contiguous(), self.prev_height[0].clone(), t0 + steps)
 
 
+def rule_id(rule: RuleDeclaration) -> int:
+    """The kernel's id of the rule declaration ``rule`` (`RULE_DEFINES`; `declines` says why there is none)."""
+    signatures = implements()[0]
+    if rule.signature() not in signatures:
+        raise ValueError(declines(rule, "Pendulum"))
+    return signatures.index(rule.signature())
+
+
 def _per_individual(value: float | torch.Tensor, pop: int) -> torch.Tensor:
     """A float or ``(P,)`` value as the kernel's contiguous float32 ``(1, P)`` buffer."""
     return torch.as_tensor(value, dtype=torch.float32).expand(pop).reshape(1, pop).contiguous()
@@ -571,9 +589,10 @@ def _key_bits(keys: torch.Tensor) -> torch.Tensor:
 
 def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: ActorState, rule: RuleState,
                x: torch.Tensor, noise: torch.Tensor, reward: torch.Tensor, *, learning_rate: float,
-               weight_limit: float, sigma_limit: float) -> tuple[ActorState, RuleState]:
+               weight_limit: float, sigma_limit: float, dt: float = 0.05) -> tuple[ActorState, RuleState]:
     """For tests: ``T`` actor passes and rule applications with given inputs from ``actor`` and ``rule``;
-    returns the actor and rule state after them. ``x (T, P, n_0)``, ``noise (T, P, neurons)``, ``reward (T, P)``."""
+    returns the actor and rule state after them. ``x (T, P, n_0)``, ``noise (T, P, neurons)``, ``reward (T, P)``;
+    ``dt``: the time step the rule's traces see."""
     lib = library(layout.signal_dim, layout.state_dim)
     pop = genomes.shape[0]
     sizes = actor.sizes
@@ -581,10 +600,11 @@ def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: ActorState, r
     state = FeatureMajor.of(actor, rule)
     x, noise = x.transpose(1, 2), noise.transpose(1, 2)
     tensors = dict(state.buffers(genomes), env_params=torch.zeros(len(env.param_defaults), pop),
-                   sign=torch.ones(1, pop), goal=torch.ones(2, pop), dt=torch.zeros(1, pop),
+                   sign=torch.ones(1, pop), goal=torch.ones(2, pop), dt=_per_individual(dt, pop),
                    learning_rate=_per_individual(learning_rate, pop), state=torch.zeros(env.state_size(), pop),
                    prev_height=torch.zeros(1, pop))
-    options = Options.of(EnvOptions(), env_id(lib, env), weight_limit=weight_limit, sigma_limit=sigma_limit)
+    options = Options.of(EnvOptions(), env_id(lib, env), weight_limit=weight_limit, sigma_limit=sigma_limit,
+                         rule_id=rule_id(layout.rule))
     x, noise, reward = (t.float().contiguous() for t in (x, noise, reward))
     code = lib.metarl_rule_steps(Network.of(sizes), options, GenomeMap.of(layout), Buffers.of(tensors), pop,
                                  x.shape[0], x.data_ptr(), noise.data_ptr(), reward.data_ptr())

@@ -15,8 +15,8 @@ That order of the step is fixed. What a cell *reads* and what its outputs *updat
 what they update). Everything else follows from it: the spec's input assembly
 (`metarl.core.spec` concatenates the declared sources, looked up in `SOURCES`), the genome's
 cell shapes (`metarl.core.genome.GenomeLayout`), the saved-model record (`metarl.runs.io`) and which
-rule the native kernel implements (`metarl.backends.native`: it states the `signature` it was written
-for; any other declaration runs on the spec or compiled backend).
+rules the native kernel implements (`metarl.backends.native`: it states the `signature`s it was written
+for, the standard rule's and `reward_change`'s; any other declaration runs on the spec or compiled backend).
 
 A width is a number or ``"S"`` (the signal size, ``rule.signal_dim``). A source is a function
 of the `Site` a cell instance runs at (`register_source`); the standard declaration reads the

@@ -20,7 +20,7 @@
 // (Network, Options, GenomeMap, Buffers), which metarl/backends/native.py mirrors field by field as
 // ctypes.Structure classes of the same names; metarl_struct_sizes and metarl_struct_fields
 // (every field's offset and size, by name) let it check that they agree. Nothing is passed
-// by position in an array. It implements one rule declaration and the environments it names
+// by position in an array. It implements the rule declarations and the environments it names
 // (interface.h METARL_RULE, physics.h ENVS); metarl/backends/native.py declines any other.
 //
 // Buffers are float32, feature-major: feature f of individual p at [f * P + p].
@@ -86,6 +86,7 @@ struct Driver {
             order.push_back({&L.edges[k], L.sizes[k] * n * H, b.edges[k], true});
         }
         order.push_back({&L.rule_reward, L.sizes[layers] * H, b.rule_reward, true});
+        order.push_back({&L.reward_mean, o.reward_change ? 1 : 0, b.reward_mean, true});
         int total = 0;
         for (auto& entry : order) {
             if (!entry.global && entry.features > 0) return -5;  // a buffer the call did not describe
@@ -174,8 +175,11 @@ int64_t metarl_struct_fields(const char** names, int64_t* offsets, int64_t* size
     return n;
 }
 
-// What this build implements: the signature of its rule declaration (interface.h); its environments: metarl_env.
-const char* metarl_rule() { return METARL_RULE; }
+// What this build implements: the signatures of its rule declarations (interface.h; id 0 METARL_RULE, 1
+// METARL_RULE_REWARD_CHANGE: Options::reward_change), or null past the last; its environments: metarl_env.
+const char* metarl_rule(int64_t id) {
+    return id == 0 ? METARL_RULE : id == 1 ? METARL_RULE_REWARD_CHANGE : nullptr;
+}
 
 // Run `steps` steps from step number t0 for P individuals, in place.
 //   keys: noise stream keys (P,); obs_keys: sensor-noise stream keys (P,), or null when options->obs_noise is 0;

@@ -7,9 +7,11 @@
 
 #include "vecmath.h"
 
-// The learning rule this kernel implements: the signature of its declaration (metarl/core/rule.py
-// RuleDeclaration.signature, the standard rule's). metarl/backends/native.py reads it from this file to decline any
-// other declaration by name before building, and checks that a built library states the same.
+// The learning rules this kernel implements: the signatures of their declarations (metarl/core/rule.py
+// RuleDeclaration.signature): the standard rule's, and the standard rule with the reward relative to its running
+// mean (source reward.change, trace reward.mean) as the last input of the reward and the connection cell (rule
+// reward_change; Options::reward_change). metarl/backends/native.py reads them from this file to decline any other
+// declaration by name before building, and checks that a built library states the same.
 #define METARL_RULE                                                                                          \
     "reward_network(1:reward,1:neuron.sum,1:neuron.sample,1:neuron.output,1:neuron.bias,1:neuron.sigma)"     \
     "->(S:signal);"                                                                                          \
@@ -17,6 +19,14 @@
     "->(S:signal,1:bias,1:sigma);"                                                                           \
     "connection_network(1:post.sum,1:post.sample,1:post.output,1:post.bias,1:post.sigma,1:pre.sum,"          \
     "1:pre.sample,1:pre.output,1:pre.bias,1:pre.sigma,S:post.signal,1:weight,1:first_layer)"                 \
+    "->(S:signal,1:weight)"
+#define METARL_RULE_REWARD_CHANGE                                                                            \
+    "reward_network(1:reward,1:neuron.sum,1:neuron.sample,1:neuron.output,1:neuron.bias,1:neuron.sigma,"     \
+    "1:reward.change)->(S:signal);"                                                                          \
+    "node_network(1:neuron.sum,1:neuron.sample,1:neuron.output,1:neuron.bias,1:neuron.sigma,S:signal)"       \
+    "->(S:signal,1:bias,1:sigma);"                                                                           \
+    "connection_network(1:post.sum,1:post.sample,1:post.output,1:post.bias,1:post.sigma,1:pre.sum,"          \
+    "1:pre.sample,1:pre.output,1:pre.bias,1:pre.sigma,S:post.signal,1:weight,1:first_layer,1:reward.change)" \
     "->(S:signal,1:weight)"
 
 
@@ -33,8 +43,10 @@ struct Options {
     float max_torque, max_speed;  // max_speed <= 0: none
     float obs_noise;              // std of the sensor noise on the observation; 0: none
     float weight_limit, sigma_limit, sigma_min;  // (dt and the learning rate are per individual: Buffers)
+    float reward_mean_time;  // the time constant of trace reward.mean, seconds (metarl.core.rule.REWARD_MEAN_TIME)
     int32_t env;  // the environment: its id in physics.h ENVS (metarl_env)
     int32_t rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
+    int32_t reward_change;  // 1: the rule METARL_RULE_REWARD_CHANGE (Buffers.reward_mean), 0: METARL_RULE
     int64_t goal_switch;  // the goal takes Buffers.goal's second row from this step number on; -1 = never
     int64_t goal_switch_last;  // > goal_switch: the step is per lifetime, Buffers.goal's third row minus goal_switch
 };
@@ -68,6 +80,7 @@ struct Buffers {
     float* rule_reward;          // (n_L * H, P)
     float* nodes[MAX_LAYERS];    // (n_k * H, P)
     float* edges[MAX_LAYERS];    // (n_{k-1} * n_k * H, P)
+    float* reward_mean;          // (1, P) trace reward.mean; null unless Options.reward_change
 };
 
 // Every field of the structures above, by name: metarl/backends/native.py compares each offset and size with its
@@ -82,10 +95,11 @@ static const FieldInfo METARL_FIELDS[] = {
     METARL_FIELD(Network, layers), METARL_FIELD(Network, sizes),
     METARL_FIELD(Options, max_torque), METARL_FIELD(Options, max_speed), METARL_FIELD(Options, obs_noise),
     METARL_FIELD(Options, weight_limit), METARL_FIELD(Options, sigma_limit),
-    METARL_FIELD(Options, sigma_min),
+    METARL_FIELD(Options, sigma_min), METARL_FIELD(Options, reward_mean_time),
     METARL_FIELD(Options, env), METARL_FIELD(Options, rk4), METARL_FIELD(Options, reward_delta),
     METARL_FIELD(Options, plastic), METARL_FIELD(Options, zero_reward), METARL_FIELD(Options, noise),
-    METARL_FIELD(Options, spin), METARL_FIELD(Options, gym), METARL_FIELD(Options, goal_switch),
+    METARL_FIELD(Options, spin), METARL_FIELD(Options, gym), METARL_FIELD(Options, reward_change),
+    METARL_FIELD(Options, goal_switch),
     METARL_FIELD(Options, goal_switch_last),
     METARL_FIELD(CellMap, inputs), METARL_FIELD(CellMap, outputs), METARL_FIELD(CellMap, w_state),
     METARL_FIELD(CellMap, b_state), METARL_FIELD(CellMap, w_output), METARL_FIELD(CellMap, b_output),
@@ -97,6 +111,7 @@ static const FieldInfo METARL_FIELDS[] = {
     METARL_FIELD(Buffers, weights), METARL_FIELD(Buffers, biases), METARL_FIELD(Buffers, sigmas),
     METARL_FIELD(Buffers, sums), METARL_FIELD(Buffers, samples), METARL_FIELD(Buffers, outputs),
     METARL_FIELD(Buffers, rule_reward), METARL_FIELD(Buffers, nodes), METARL_FIELD(Buffers, edges),
+    METARL_FIELD(Buffers, reward_mean),
 };
 #undef METARL_FIELD
 

@@ -1,7 +1,8 @@
 #pragma once
 // One step of a block of LANES individuals: observation, noise, actor, env step, reward and the
 // learning rule (the mathematics of metarl/core/spec.py, the standard declaration of metarl/core/rule.py, with
-// the cells' input blocks that belong to a neuron multiplied once per neuron).
+// the cells' input blocks that belong to a neuron multiplied once per neuron), and the standard declaration with
+// the input reward.change in the reward and the connection cell (Options::reward_change).
 
 #include <type_traits>
 #include <utility>
@@ -41,6 +42,7 @@ struct Layout {
     int weights[MAX_LAYERS], biases[MAX_LAYERS], sigmas[MAX_LAYERS];
     int sums[MAX_LAYERS], samples[MAX_LAYERS], outputs[MAX_LAYERS];
     int rule_reward, nodes[MAX_LAYERS], edges[MAX_LAYERS];
+    int reward_mean;  // trace reward.mean (Options::reward_change)
     int total;
 };
 
@@ -141,8 +143,9 @@ struct Kernel {
           edge_cell(genome.connection), links(ENVS[options.env].links) {}
 
     bool fits(int genes) const {
-        return reward_cell.fits(1 + NODE_INFO, S, genes) && node_cell.fits(NODE_INFO + S, S + 2, genes)
-               && edge_cell.fits(2 * NODE_INFO + S + 2, S + 1, genes);
+        const int change = o.reward_change ? 1 : 0;  // reward.change: one more input of the reward and edge cells
+        return reward_cell.fits(1 + NODE_INFO + change, S, genes) && node_cell.fits(NODE_INFO + S, S + 2, genes)
+               && edge_cell.fits(2 * NODE_INFO + S + 2 + change, S + 1, genes);
     }
 
     // Node info feature f of neuron j of layer k (1-based): s, z, y, b, sigma.
@@ -253,12 +256,15 @@ struct Kernel {
         const vf lr = v[L.learning_rate];
         const float wl = o.weight_limit, sl = o.sigma_limit, smin = o.sigma_min;
         vf* e = sc.signal.data();  // e_k: (n_k, S)
+        // reward.change: the reward minus trace reward.mean as it was before this step (metarl/core/rule.py).
+        const vf change = o.reward_change ? reward - v[L.reward_mean] : splat(0.0f);
 
-        // Reward cell on each output neuron: [r, s, z, y, b, sigma] -> e_L.
+        // Reward cell on each output neuron: [r, s, z, y, b, sigma(, reward.change)] -> e_L.
         for (int j = 0; j < n[layers]; ++j) {
-            vf in[1 + NODE_INFO];
+            vf in[1 + NODE_INFO + 1];
             in[0] = reward;
             for (int f = 0; f < NODE_INFO; ++f) in[1 + f] = info(v, L, layers, f)[j];
+            in[1 + NODE_INFO] = change;  // read only where the cell has that input (reward_cell.inputs)
             cell(g, reward_cell, v + L.rule_reward + j * H, in, e + j * S);
         }
 
@@ -280,29 +286,39 @@ struct Kernel {
                 p[4] = sg[j];
                 for (int s = 0; s < S; ++s) p[NODE_INFO + s] = out[s];
             }
-            edge_layer(v, g, k, pf, x, sc);
+            edge_layer(v, g, k, pf, x, change, sc);
             std::swap(sc.signal, sc.next_signal);
             e = sc.signal.data();
+        }
+        // Trace reward.mean after the cells: m + (1 - exp(-dt / time)) (r - m), the reward the rule saw
+        // (metarl/core/rule.py `_reward_mean`).
+        if (o.reward_change) {
+            const vf m = v[L.reward_mean];
+            const vf rate = 1.0f - vexp(-v[L.dt] / o.reward_mean_time);
+            v[L.reward_mean] = m + rate * (reward - m);
         }
     }
 
     // The edge cell on every connection of layer k; writes e_{k-1} to sc.next_signal.
-    void edge_layer(vf* v, const vf* g, int k, const vf* pf, const vf* x, Scratch& sc) const {
+    void edge_layer(vf* v, const vf* g, int k, const vf* pf, const vf* x, vf change, Scratch& sc) const {
         const int i0 = k - 1, ni = L.sizes[k - 1], no = L.sizes[k];
         constexpr int O = S + 1;
         const int PF = NODE_INFO + S;
         const Cell& c = edge_cell;
-        const vf* ws = g + c.w_state;  // rows: H state rows, then inputs [post 0:5, pre 5:10, c 10:10+S, w, flag]
+        const vf* ws = g + c.w_state;  // rows: H state rows, then inputs [post 0:5, pre 5:10, c 10:10+S, w, flag
+                                       // (, reward.change)]
         const vf* wo = g + c.w_output;
         const vf* bs = g + c.b_state;
         const vf* bo = g + c.b_output;
         auto ws_row = [&](int r) { return ws + (H + r) * H; };
         auto wo_row = [&](int r) { return wo + (H + r) * O; };
         const int row_c = 2 * NODE_INFO, row_w = 2 * NODE_INFO + S, row_flag = 2 * NODE_INFO + S + 1;
+        const int row_change = row_flag + 1;  // Options::reward_change only
         const vf lr = v[L.learning_rate];
         const float wl = o.weight_limit;
 
-        // Per post neuron j: bias (+ flag row in the first layer) + [post info, c] rows.
+        // Per post neuron j: bias (+ flag row in the first layer) + [post info, c] rows (+ the reward.change row: the
+    // same for every connection of the individual).
         vf* post_h = sc.post_h.data();
         vf* post_o = sc.post_o.data();
         for (int j = 0; j < no; ++j) {
@@ -311,12 +327,14 @@ struct Kernel {
                 vf acc = k == 1 ? bs[m] + ws_row(row_flag)[m] : bs[m];
                 for (int f = 0; f < NODE_INFO; ++f) acc = fma(p[f], ws_row(f)[m], acc);
                 for (int s = 0; s < S; ++s) acc = fma(p[NODE_INFO + s], ws_row(row_c + s)[m], acc);
+                if (o.reward_change) acc = fma(change, ws_row(row_change)[m], acc);
                 post_h[j * HS + m] = acc;
             }
             for (int m = 0; m < O; ++m) {
                 vf acc = k == 1 ? bo[m] + wo_row(row_flag)[m] : bo[m];
                 for (int f = 0; f < NODE_INFO; ++f) acc = fma(p[f], wo_row(f)[m], acc);
                 for (int s = 0; s < S; ++s) acc = fma(p[NODE_INFO + s], wo_row(row_c + s)[m], acc);
+                if (o.reward_change) acc = fma(change, wo_row(row_change)[m], acc);
                 post_o[j * O + m] = acc;
             }
         }

@@ -247,20 +247,14 @@ def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple
     return code, err
 
 
-# The longest tests (cold caches, 2 cores: 10-45 s each) start first, so that under `-n 2` no worker is left
-# with one of them at the end while the other idles; worksteal then spreads the short ones.
-LONGEST = ("test_compiled_step_matches_and_does_not_depend_on_the_split",
-           "test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_log",
-           "test_resume_under_torchrun_with_another_world_size_equals_uninterrupted",
-           "test_kill_9_in_the_second_stage_then_resume", "test_the_largest_valid_rules_run_natively",
-           "test_installed_package_finds_shipped_configs_and_models_by_name",
-           "test_null_seed_is_shared_by_all_processes_and_recorded", "test_tiny_check_runs_end_to_end_on_the_cpu",
-           "test_installed_commands_run_outside_the_repository", "test_shipped_model_replays_without_a_compiler")
-
-
+# The longest tests (``@pytest.mark.long(seconds)``: their time on 2 cores with cold caches) start first, longest
+# first, so that under `-n 2` no worker is left with one of them at the end while the other idles; then the other
+# slow tests; worksteal spreads the short ones.
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = getattr(item, "originalname", item.name)
-        return LONGEST.index(name) if name in LONGEST else len(LONGEST) + (0 if item.get_closest_marker("slow") else 1)
+    def rank(item: pytest.Item) -> tuple[int, float]:
+        long = item.get_closest_marker("long")
+        if long is not None:
+            return 0, -float(long.args[0])
+        return (1 if item.get_closest_marker("slow") else 2), 0.0
 
     items.sort(key=rank)

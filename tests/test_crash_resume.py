@@ -70,6 +70,7 @@ def log_columns(run_dir: Path) -> list[tuple[str, ...]]:
 
 
 @pytest.mark.slow
+@pytest.mark.long(34)
 def test_kill_9_at_random_moments_then_resume_gives_the_uninterrupted_log(tmp_path):
     generations = 60
     reference = run_script("run_config.py", *SMALL, "--out", str(tmp_path / "ref"), "--generations", str(generations))

@@ -105,6 +105,7 @@ def test_two_processes_uneven_shards_equal_single_process(tmp_path, reference):
 
 
 @pytest.mark.slow
+@pytest.mark.long(37)
 def test_resume_under_torchrun_with_another_world_size_equals_uninterrupted(tmp_path, reference):
     out = tmp_path / "run"
     proc = torchrun(3, TINY, "--out", str(out), "--generations", "2")
@@ -116,6 +117,7 @@ def test_resume_under_torchrun_with_another_world_size_equals_uninterrupted(tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.long(18)
 def test_null_seed_is_shared_by_all_processes_and_recorded(tmp_path):
     out = tmp_path / "run"
     proc = torchrun(2, TINY, "--out", str(out), "--set", "seed=null", "--generations", "2")

@@ -132,6 +132,7 @@ def test_fitness_does_not_depend_on_the_split(native: bool) -> None:
 
 @needs_compiler
 @pytest.mark.slow
+@pytest.mark.long(60)
 def test_compiled_step_matches_and_does_not_depend_on_the_split() -> None:
     config = small_config(hidden=[6], compile=True, pop=16, steps=30)  # one hidden layer: a smaller graph to compile
     layout = GenomeLayout(1, 8)

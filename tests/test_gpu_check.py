@@ -24,6 +24,7 @@ _spec.loader.exec_module(gpu_check)
 
 
 @pytest.mark.slow
+@pytest.mark.long(32)
 def test_tiny_check_runs_end_to_end_on_the_cpu(tmp_path) -> None:
     out = tmp_path / "gpu_check.json"
     # The spec only: compiling the step on the CPU took 40 s of a cold cache here, and the compiled step's

@@ -63,6 +63,7 @@ def test_wheel_has_the_version_the_kernel_source_and_entry_points(installed):
 
 
 @pytest.mark.slow
+@pytest.mark.long(45)
 def test_installed_commands_run_outside_the_repository(installed, tmp_path):
     _, target = installed
     shutil.copy(ROOT / TINY, tmp_path / "tiny.yaml")
@@ -98,6 +99,7 @@ def test_base_config_is_the_swingup_recipe_and_original_configs_agree():
 
 
 @pytest.mark.slow
+@pytest.mark.long(60)
 def test_installed_package_finds_shipped_configs_and_models_by_name(installed, tmp_path):
     wheel, target = installed
     with zipfile.ZipFile(wheel) as z:

@@ -718,6 +718,7 @@ def test_float32_drift_is_not_a_stale_kernel(overrides):
 
 @needs_native
 @pytest.mark.slow
+@pytest.mark.long(40)
 # Each (S, H) is a kernel build of its own (10-20 s at these sizes): S = 1024 alone, H = 1024 alone and smaller
 # sizes (H = 256) are covered by S=H=1024, the largest of both at once.
 @pytest.mark.parametrize("overrides", [("rule.signal_dim=1024", "rule.state_dim=1024")], ids=["S=H=1024"])

@@ -268,6 +268,7 @@ def test_run_folder_without_plot_and_without_a_display_says_so(run_dir: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.long(31)
 def test_shipped_model_replays_without_a_compiler(tmp_path: Path) -> None:
     model = ROOT / "experiments" / "pendulum_swingup" / "model.yaml"
     assert load_model(model).config.runtime.native is True  # a training choice, not needed to replay

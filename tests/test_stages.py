@@ -155,6 +155,7 @@ def test_a_lost_stage_folder_and_model_are_made_again(tmp_path, capsys, referenc
 
 
 @pytest.mark.slow
+@pytest.mark.long(23)
 def test_kill_9_in_the_second_stage_then_resume(tmp_path):
     config = write_config(tmp_path)
     longer = ["--quiet", "--generations", "4", "--set", "ga.lifetime_steps=5000"]  # ~0.1 s a generation

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,22 +228,10 @@ def assert_backends_agree(config: Config, g: torch.Tensor, keys: torch.Tensor, *
     return want
 
 
-def call_main(main: Callable[..., int], args: list[Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of a script's ``main`` run in this process as the command line would
-    (no start-up cost: a process spends about 2.5 s importing torch)."""
-    from metarl.cli.main import run_main
-
-    code = run_main(main, [str(a) for a in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def run_in_process(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """run_config.py's main in this process: exit code and standard error."""
-    from metarl.cli import train
-
-    code, _, err = call_main(train.main, args, capsys)
-    return code, err
+def run_in_process(args: list[Any]) -> tuple[int, str]:
+    """run_config.py in this process (`run_root_script`): exit code and standard error."""
+    done = run_root_script("run_config.py", [str(a) for a in args])
+    return done.returncode, done.stderr
 
 
 # The longest tests (``@pytest.mark.long(seconds)``: their time on 2 cores with cold caches) start first, longest

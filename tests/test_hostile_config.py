@@ -75,13 +75,13 @@ CASES = cases()
 
 
 @pytest.mark.parametrize("key, overrides, value", CASES, ids=[f"{k}={v}" for k, _, v in CASES])
-def test_every_key_refuses_hostile_values(tmp_path, capsys, key, overrides, value):
+def test_every_key_refuses_hostile_values(tmp_path, key, overrides, value):
     out = tmp_path / "run"
     args = [str(ROOT / TINY), "--out", str(out)] + [a for o in overrides for a in ("--set", o)]
     if (key, value) in VALID:
         C.load(ROOT / TINY, overrides)  # accepted: loads without error
         return
-    code, err = run_in_process(args, capsys)
+    code, err = run_in_process(args)
     lines = err.strip().splitlines()
     assert code == 2, f"exit {code}: {err[:300]}"
     assert len(lines) == 1 and lines[0].startswith(f"error: {key}"), err[:300]
@@ -116,21 +116,21 @@ def test_hostile_values_cover_the_schema():
     ("env.params.length", "[1, .nan]", "env.params.length: must be finite"),
     ("ga.mutation_strength", ".nan", "ga.mutation_strength: must be finite and in [0, 1e+06], got nan"),
 ])
-def test_messages_give_the_reason(tmp_path, capsys, key, text, message):
-    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", f"{key}={text}"], capsys)
+def test_messages_give_the_reason(tmp_path, key, text, message):
+    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", f"{key}={text}"])
     assert code == 2 and message in err, err
 
 
 @pytest.mark.parametrize("prefix", ["", "ga.", "env.params."])
-def test_huge_key_names_give_a_short_line(tmp_path, capsys, prefix):
+def test_huge_key_names_give_a_short_line(tmp_path, prefix):
     override = prefix + "x" * 100_000 + "=1"
-    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", override], capsys)
+    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", override])
     assert code == 2 and len(err.strip().splitlines()) == 1 and len(err) < 600, err[:300]
     assert err.startswith(f"error: {prefix}xxx") and "(100000 characters)" in err
 
 
-def test_seed_flag_out_of_range(tmp_path, capsys):
-    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--seed", str(2**64)], capsys)
+def test_seed_flag_out_of_range(tmp_path):
+    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--seed", str(2**64)])
     assert code == 2 and err.startswith("error: seed: must be an integer in [0, 2^63-1]")
 
 
@@ -151,19 +151,19 @@ def test_seed_flag_out_of_range(tmp_path, capsys):
     ("unhashable key", b"? [a]\n: 1\n", "invalid YAML"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else "")
 @pytest.mark.slow
-def test_bad_yaml_files_are_one_line(tmp_path, capsys, name, content, message):
+def test_bad_yaml_files_are_one_line(tmp_path, name, content, message):
     path = tmp_path / "config.yaml"
     path.write_bytes(content)
-    code, err = run_in_process([str(path), "--out", str(tmp_path / "r"), "--set", "ga.generations=1"], capsys)
+    code, err = run_in_process([str(path), "--out", str(tmp_path / "r"), "--set", "ga.generations=1"])
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err[:300]
     assert not (tmp_path / "r").exists()
 
 
-def test_huge_yaml_file_is_refused_unread(tmp_path, capsys):
+def test_huge_yaml_file_is_refused_unread(tmp_path):
     path = tmp_path / "huge.yaml"
     with path.open("wb") as f:
         f.truncate(C.MAX_YAML_BYTES + 1)
-    code, err = run_in_process([str(path), "--out", str(tmp_path / "r")], capsys)
+    code, err = run_in_process([str(path), "--out", str(tmp_path / "r")])
     assert code == 2 and "too large for a YAML config" in err and len(err.strip().splitlines()) == 1
 
 
@@ -181,10 +181,10 @@ def test_empty_mapping_means_the_defaults(tmp_path):
     ["rule.state_dim=1024", "ga.population_size=10000"],
     ["actor.hidden=[4096, 4096]", "ga.population_size=100000"],
 ])
-def test_runs_too_large_for_memory_are_refused_before_any_work(tmp_path, capsys, overrides):
+def test_runs_too_large_for_memory_are_refused_before_any_work(tmp_path, overrides):
     out = tmp_path / "r"
     args = [str(ROOT / TINY), "--out", str(out), "--set", "ga.num_survivors=2"]
-    code, err = run_in_process(args + [a for o in overrides for a in ("--set", o)], capsys)
+    code, err = run_in_process(args + [a for o in overrides for a in ("--set", o)])
     assert code == 2 and err.startswith("error: memory: the run needs about "), err
     assert "available" in err and "--allow-large" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
@@ -212,19 +212,19 @@ def test_estimate_of_the_shipped_configs_fits_and_grows_with_the_population():
 
 
 @pytest.mark.slow
-def test_deep_actor_needs_an_explicit_torch_step(tmp_path, capsys):
+def test_deep_actor_needs_an_explicit_torch_step(tmp_path):
     deep = "actor.hidden=[4, 4, 4, 4, 4, 4, 4, 4, 4]"
-    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", deep], capsys)
+    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", deep])
     assert code == 2 and err.startswith("error: actor.hidden: 9 hidden layers make 10 layers") and \
         "runtime.native: false" in err
     code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", deep,
-                                "--set", "runtime.native=false", "--generations", "1"], capsys)
+                                "--set", "runtime.native=false", "--generations", "1"])
     assert code == 0, err
 
 
 @pytest.mark.parametrize("override", ["actor.hidden=[]", "rule.state_dim=0"])
-def test_linear_actor_and_stateless_rule_are_valid(tmp_path, capsys, override):
+def test_linear_actor_and_stateless_rule_are_valid(tmp_path, override):
     code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", override,
-                                "--generations", "2"], capsys)
+                                "--generations", "2"])
     assert code == 0, err
     assert (tmp_path / "r" / "best_model.yaml").exists()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import sys
 
 import pytest
-from conftest import ROOT, TINY, call_main, run_script
+from conftest import TINY, run_root_script, run_script
 
-from metarl.cli import train
 from metarl.errors import UserError
 from metarl.runs import logs
 
@@ -28,16 +27,15 @@ def test_plain_lines_when_stdout_is_not_a_terminal(tmp_path):
     assert "generations:" not in proc.stderr  # no tqdm bar
 
 
-def test_quiet_and_log_every(tmp_path, capsys, monkeypatch):
+def test_quiet_and_log_every(tmp_path):
     # In this process (run_config.py's own main; test_plain_lines_when_stdout_is_not_a_terminal runs the script).
-    monkeypatch.chdir(ROOT)
-    code, out, _ = call_main(train.main, [TINY, "--out", tmp_path / "q", "--quiet"], capsys)
-    assert code == 0 and gen_lines(out) == [] and "done: 4 generations" in out
-    code, out, _ = call_main(train.main, [TINY, "--out", tmp_path / "e", "--log-every", "3"], capsys)
+    done = run_root_script("run_config.py", [TINY, "--out", str(tmp_path / "q"), "--quiet"])
+    assert done.returncode == 0 and gen_lines(done.stdout) == [] and "done: 4 generations" in done.stdout
+    done = run_root_script("run_config.py", [TINY, "--out", str(tmp_path / "e"), "--log-every", "3"])
     # every 3rd generation, and always the first and the last one
-    assert code == 0 and [line.split()[1] for line in gen_lines(out)] == ["0/4", "2/4", "3/4"]
-    code, _, err = call_main(train.main, [TINY, "--log-every", "0"], capsys)
-    assert code == 2 and err.strip() == "error: --log-every must be >= 1, got 0 (see --help)"
+    assert done.returncode == 0 and [line.split()[1] for line in gen_lines(done.stdout)] == ["0/4", "2/4", "3/4"]
+    done = run_root_script("run_config.py", [TINY, "--log-every", "0"])
+    assert done.returncode == 2 and done.stderr.strip() == "error: --log-every must be >= 1, got 0 (see --help)"
 
 
 def test_progress_lines_follow_the_reporting_interval(capsys):

@@ -16,12 +16,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import yaml
-from conftest import ROOT, TINY, fitness_columns, needs_native, run_script
-from conftest import call_main as run
+from conftest import ROOT, TINY, fitness_columns, needs_native, run_root_script, run_script
 
 from metarl import backends
 from metarl import config as C
@@ -35,6 +35,12 @@ from metarl.runs.lock import LOCK_FILE, RunFolderBusy, RunLock
 
 TINY_ARGS = [str(ROOT / TINY), "--set", "ga.lifetime_steps=5", "--set", "ga.population_size=8",
              "--set", "ga.num_survivors=2"]
+
+
+def run(script: str, args: list[Any]) -> tuple[int, str, str]:
+    """``script`` (a root script) with ``args`` in this process (`run_root_script`): exit code, stdout, stderr."""
+    done = run_root_script(script, [str(a) for a in args])
+    return done.returncode, done.stdout, done.stderr
 
 
 def one_line(err: str, *fragments: str) -> None:
@@ -86,30 +92,30 @@ def hold_lock(run_dir: Path) -> subprocess.Popen:
     return proc
 
 
-def test_a_second_writer_is_refused_naming_the_holder(tiny_run, capsys):
+def test_a_second_writer_is_refused_naming_the_holder(tiny_run):
     before = tree(tiny_run)
     holder = hold_lock(tiny_run)
     try:
-        code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+        code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3"])
         one_line(err, f"in use by process {holder.pid}")
         assert code == 2
-        code, _, err = run(show_results.main, [tiny_run, "--rescore", "1", "--episodes", "2"], capsys)
+        code, _, err = run("show_results.py", [tiny_run, "--rescore", "1", "--episodes", "2"])
         assert code == 2 and f"process {holder.pid}" in err
         assert tree(tiny_run) == before
     finally:
         holder.kill()  # kill -9: the kernel releases the lock with the process
         holder.wait()
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3", "--quiet"])
     assert code == 0, err
     assert len(io.read_log(tiny_run / "log.csv")) == 3
 
 
-def test_a_new_run_into_a_locked_empty_folder_is_refused(tmp_path, capsys):
+def test_a_new_run_into_a_locked_empty_folder_is_refused(tmp_path):
     out = tmp_path / "r"
     out.mkdir()
     holder = hold_lock(out)
     try:
-        code, _, err = run(run_config.main, [*TINY_ARGS, "--out", out], capsys)
+        code, _, err = run("run_config.py", [*TINY_ARGS, "--out", out])
         one_line(err, f"in use by process {holder.pid}")
         assert {p.name for p in out.iterdir()} == {LOCK_FILE}
     finally:
@@ -152,22 +158,22 @@ def test_two_runs_started_at_once_into_one_folder(tmp_path):
 
 @pytest.mark.parametrize("files", [{"config.yaml": "mine: 1\n", "log.csv": "a,b\n1,2\n"},
                                    {"notes.txt": "my notes"}, {"best_model.yaml": "x: 1\n"}])
-def test_out_never_writes_into_a_folder_with_files(tmp_path, capsys, files):
+def test_out_never_writes_into_a_folder_with_files(tmp_path, files):
     out = tmp_path / "mine"
     out.mkdir()
     for name, text in files.items():
         (out / name).write_text(text)
     before = tree(out)
-    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", out], capsys)
+    code, _, err = run("run_config.py", [*TINY_ARGS, "--out", out])
     assert code == 2
     one_line(err, "already holds a run" if set(files) & set(training.RUN_FILES) else "not a metarl run folder")
     assert tree(out) == before and {p.name for p in out.iterdir()} == set(files)
 
 
-def test_out_an_empty_folder_is_used(tmp_path, capsys):
+def test_out_an_empty_folder_is_used(tmp_path):
     out = tmp_path / "empty"
     out.mkdir()
-    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", out, "--generations", "1", "--quiet"], capsys)
+    code, _, err = run("run_config.py", [*TINY_ARGS, "--out", out, "--generations", "1", "--quiet"])
     assert code == 0, err
     assert (out / "checkpoint.pt").is_file()
 
@@ -248,7 +254,7 @@ CHECKPOINT_DAMAGE = {
 
 
 @pytest.mark.parametrize("name", list(CHECKPOINT_DAMAGE))
-def test_a_damaged_checkpoint_is_one_line_and_nothing_is_written(tiny_run, capsys, name):
+def test_a_damaged_checkpoint_is_one_line_and_nothing_is_written(tiny_run, name):
     change, message = CHECKPOINT_DAMAGE[name]
     path = tiny_run / training.CHECKPOINT
     state = torch.load(path, weights_only=True)
@@ -260,13 +266,13 @@ def test_a_damaged_checkpoint_is_one_line_and_nothing_is_written(tiny_run, capsy
         state["sha256"] = io.checkpoint_digest(state)  # a consistent hash: the schema check must catch it
     torch.save(state, path)
     before = tree(tiny_run)
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3"])
     assert code == 2
     one_line(err, message)
     assert tree(tiny_run) == before
 
 
-def test_a_flipped_byte_in_the_data_is_detected(tiny_run, capsys):
+def test_a_flipped_byte_in_the_data_is_detected(tiny_run):
     path = tiny_run / training.CHECKPOINT
     state = torch.load(path, weights_only=True)
     data = bytearray(path.read_bytes())
@@ -276,18 +282,18 @@ def test_a_flipped_byte_in_the_data_is_detected(tiny_run, capsys):
     data[at] ^= 0x01
     path.write_bytes(bytes(data))
     assert not torch.equal(torch.load(path, weights_only=True)["population"], state["population"])
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3"])
     assert code == 2
     one_line(err, "does not match its integrity hash")
 
 
-def test_an_old_checkpoint_without_hash_is_accepted_and_upgraded(tiny_run, capsys):
+def test_an_old_checkpoint_without_hash_is_accepted_and_upgraded(tiny_run):
     path = tiny_run / training.CHECKPOINT
     state = torch.load(path, weights_only=True)
     for key in ("sha256", "format", "config"):
         state.pop(key)
     torch.save(state, path)
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3", "--quiet"])
     assert code == 0, err
     upgraded = torch.load(path, weights_only=True)
     assert upgraded["format"] == io.CHECKPOINT_FORMAT and upgraded["sha256"] == io.checkpoint_digest(upgraded)
@@ -296,27 +302,27 @@ def test_an_old_checkpoint_without_hash_is_accepted_and_upgraded(tiny_run, capsy
 @pytest.mark.parametrize("key, value", [("ga.mutation_strength", 0.3), ("ga.lifetime_steps", 6),
                                         ("env.name", "DoublePendulum"), ("actor.hidden", [3]),
                                         ("ga.num_survivors", 3), ("rule.init_std", 0.4)])
-def test_an_edited_config_yaml_is_refused_with_the_keys(tiny_run, capsys, key, value):
+def test_an_edited_config_yaml_is_refused_with_the_keys(tiny_run, key, value):
     path = tiny_run / "config.yaml"
     data = yaml.safe_load(path.read_text())
     section, name = key.split(".")
     data[section][name] = value
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     before = tree(tiny_run)
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3"])
     assert code == 2
     one_line(err, "edited since the checkpoint", key)
     assert tree(tiny_run) == before
 
 
-def test_an_edit_that_changes_nothing_logged_is_accepted(tiny_run, capsys):
+def test_an_edit_that_changes_nothing_logged_is_accepted(tiny_run):
     path = tiny_run / "config.yaml"
     data = yaml.safe_load(path.read_text())
     data["ga"]["generations"] = 3
     data["logging"]["every"] = 2
     data["runtime"]["threads"] = 1
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--quiet"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--quiet"])
     assert code == 0, err
     assert len(io.read_log(tiny_run / "log.csv")) == 3
 
@@ -346,13 +352,13 @@ MODEL_DAMAGE = {
 
 
 @pytest.mark.parametrize("name", list(MODEL_DAMAGE))
-def test_a_damaged_model_file_is_one_line(tiny_run, tmp_path, capsys, name):
+def test_a_damaged_model_file_is_one_line(tiny_run, tmp_path, name):
     change, message = MODEL_DAMAGE[name]
     data = _model(tiny_run)
     change(data)
     path = tmp_path / "m.yaml"
     path.write_text(yaml.safe_dump(data))
-    code, _, err = run(show_results.main, [path, "--evaluate", "--episodes", "2", "--steps", "2"], capsys)
+    code, _, err = run("show_results.py", [path, "--evaluate", "--episodes", "2", "--steps", "2"])
     assert code == 2
     one_line(err, message)
 
@@ -364,10 +370,10 @@ def test_a_damaged_model_file_is_one_line(tiny_run, tmp_path, capsys, name):
     (bytes(range(256)) * 8, "cannot read"),
     (b"fitness: 1\nfitness: 2\n", "duplicate key 'fitness' (lines 1 and 2)"),
 ], ids=["deep", "deep cell", "binary", "duplicate key"])
-def test_hostile_model_files(tmp_path, capsys, content, message):
+def test_hostile_model_files(tmp_path, content, message):
     path = tmp_path / "m.yaml"
     path.write_bytes(content)
-    code, _, err = run(show_results.main, [path, "--evaluate", "--episodes", "2"], capsys)
+    code, _, err = run("show_results.py", [path, "--evaluate", "--episodes", "2"])
     assert code == 2
     one_line(err, message)
 
@@ -379,9 +385,9 @@ def test_hostile_model_files(tmp_path, capsys, content, message):
     (b"generation,best\n0,1,2\n", "line 2 has 3 fields"),
     (b"generation,best\x00\n0,1\n", "binary"),
 ], ids=["binary", "huge field", "non-numeric", "extra field", "nul"])
-def test_hostile_logs_given_to_show_results(tiny_run, tmp_path, capsys, content, message):
+def test_hostile_logs_given_to_show_results(tiny_run, tmp_path, content, message):
     (tiny_run / "log.csv").write_bytes(content)
-    code, _, err = run(show_results.main, [tiny_run, "--plot", tmp_path / "c.png"], capsys)
+    code, _, err = run("show_results.py", [tiny_run, "--plot", tmp_path / "c.png"])
     assert code == 2
     one_line(err, message)
     assert not (tmp_path / "c.png").exists()
@@ -390,15 +396,15 @@ def test_hostile_logs_given_to_show_results(tiny_run, tmp_path, capsys, content,
 # ---------------------------------------------------------------------------- files and paths
 
 
-def test_special_files_as_a_config_are_refused_unopened(tmp_path, capsys):
+def test_special_files_as_a_config_are_refused_unopened(tmp_path):
     fifo = tmp_path / "fifo.yaml"
     os.mkfifo(fifo)  # opening it would wait forever for a writer
     for path, message in ((fifo, "is a FIFO"), ("/dev/zero", "is a device"), ("/dev/urandom", "is a device"),
                           (tmp_path, "is a folder")):
-        code, _, err = run(run_config.main, [path, "--out", tmp_path / "r"], capsys)
+        code, _, err = run("run_config.py", [path, "--out", tmp_path / "r"])
         assert code == 2
         one_line(err, message)
-    code, _, err = run(show_results.main, [fifo], capsys)
+    code, _, err = run("show_results.py", [fifo])
     assert code == 2 and "is a FIFO" in err
 
 
@@ -410,21 +416,21 @@ def test_special_files_as_a_config_are_refused_unopened(tmp_path, capsys):
     ("FILE", "exists and is not a folder"),
     ("FILE/run", "a part of the path is a file"),
 ])
-def test_bad_out_paths(tmp_path, capsys, out, message):
+def test_bad_out_paths(tmp_path, out, message):
     (tmp_path / "FILE").write_text("mine")
     target = out if out.startswith("/") else tmp_path / out
-    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", target], capsys)
+    code, _, err = run("run_config.py", [*TINY_ARGS, "--out", target])
     assert code == 2
     one_line(err, message)
     assert (tmp_path / "FILE").read_text() == "mine"
 
 
-def test_unwritable_out(tmp_path, capsys):
+def test_unwritable_out(tmp_path):
     if os.geteuid() == 0:
         pytest.skip("root writes anywhere")
     locked = tmp_path / "ro"
     locked.mkdir(mode=0o500)
-    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", locked / "r"], capsys)
+    code, _, err = run("run_config.py", [*TINY_ARGS, "--out", locked / "r"])
     assert code == 2
     one_line(err, "not writable")
 
@@ -434,22 +440,22 @@ def test_unwritable_out(tmp_path, capsys):
                                                   ("--save", "FILE/x.gif", "is a file, not a folder"),
                                                   ("--save", "/proc/x.gif", "kernel file system"),
                                                   ("--plot", "x" * 300 + ".png", "file name too long")])
-def test_bad_output_files_of_show_results(tiny_run, tmp_path, capsys, flag, name, message):
+def test_bad_output_files_of_show_results(tiny_run, tmp_path, flag, name, message):
     (tmp_path / "folder.gif").mkdir()
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "FILE").write_text("mine")
     target = name if name.startswith("/") else tmp_path / name
-    code, _, err = run(show_results.main, [tiny_run / "best_model.yaml", flag, target, "--steps", "2",
-                                           "--episodes", "2", "--seed", "0"], capsys)
+    code, _, err = run("show_results.py", [tiny_run / "best_model.yaml", flag, target, "--steps", "2",
+                                           "--episodes", "2", "--seed", "0"])
     assert code == 2
     one_line(err, message)
 
 
 @pytest.mark.parametrize("name", ["log.csv", "best_model.yaml", "checkpoint.pt"])
-def test_a_folder_where_a_run_file_belongs(tiny_run, capsys, name):
+def test_a_folder_where_a_run_file_belongs(tiny_run, name):
     (tiny_run / name).unlink()
     (tiny_run / name).mkdir()
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3"])
     assert code == 2
     one_line(err, f"{name}: is a folder")
 
@@ -465,22 +471,22 @@ def _fail_writes_of(monkeypatch, name: str, error: int):
     monkeypatch.setattr(io, "atomic_write_bytes", write)
 
 
-def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tiny_run, capsys, monkeypatch):
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(tiny_run, monkeypatch):
     before = (tiny_run / training.CHECKPOINT).read_bytes()
     _fail_writes_of(monkeypatch, training.CHECKPOINT, errno.ENOSPC)
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3", "--quiet"])
     assert code == 2
     one_line(err, "No space left on device", "previous checkpoint (2 complete generations) is kept",
              "free disk space", f"--resume {tiny_run}")
     assert (tiny_run / training.CHECKPOINT).read_bytes() == before
     assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.undo()
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3", "--quiet"])
     assert code == 0, err
     assert len(io.read_log(tiny_run / "log.csv")) == 3
 
 
-def test_a_full_disk_in_the_real_write(tiny_run, capsys, monkeypatch):
+def test_a_full_disk_in_the_real_write(tiny_run, monkeypatch):
     """ENOSPC from the write itself (inside `atomic_write_bytes`): the temporary file is removed."""
     real_fdopen = os.fdopen
 
@@ -498,13 +504,13 @@ def test_a_full_disk_in_the_real_write(tiny_run, capsys, monkeypatch):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(io.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
-    code, _, err = run(run_config.main, ["--resume", tiny_run, "--generations", "3", "--quiet"], capsys)
+    code, _, err = run("run_config.py", ["--resume", tiny_run, "--generations", "3", "--quiet"])
     assert code == 2
     one_line(err, "No space left on device", "is kept")
     assert not [p for p in tiny_run.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_the_run_folder_deleted_mid_run(tmp_path, capsys, monkeypatch):
+def test_the_run_folder_deleted_mid_run(tmp_path, monkeypatch):
     import shutil
 
     out = tmp_path / "r"
@@ -517,7 +523,7 @@ def test_the_run_folder_deleted_mid_run(tmp_path, capsys, monkeypatch):
         return row
 
     monkeypatch.setattr(training.Trainer, "run_generation", generation_then_delete)
-    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", out, "--generations", "3", "--quiet"], capsys)
+    code, _, err = run("run_config.py", [*TINY_ARGS, "--out", out, "--generations", "3", "--quiet"])
     assert code == 2
     one_line(err, "was removed during the run")
 
@@ -525,24 +531,24 @@ def test_the_run_folder_deleted_mid_run(tmp_path, capsys, monkeypatch):
 # ---------------------------------------------------------------------------- YAML
 
 
-def test_duplicate_keys_are_refused_with_both_lines(tmp_path, capsys):
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("seed: 1\nga:\n  population_size: 8\n  population_size: 9\n")
-    code, _, err = run(run_config.main, [path, "--out", tmp_path / "r"], capsys)
+    code, _, err = run("run_config.py", [path, "--out", tmp_path / "r"])
     assert code == 2
     one_line(err, "duplicate key 'population_size' (lines 3 and 4)")
 
 
 @pytest.mark.parametrize("key", ["ga.bad\nkey", "ga.\x1b[31mred", "x\ry"])
-def test_typed_keys_are_shown_escaped(tmp_path, capsys, key):
-    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", tmp_path / "r", "--set", f"{key}=1"], capsys)
+def test_typed_keys_are_shown_escaped(tmp_path, key):
+    code, _, err = run("run_config.py", [*TINY_ARGS, "--out", tmp_path / "r", "--set", f"{key}=1"])
     assert code == 2
     one_line(err)
     assert "\x1b" not in err and "\r" not in err and err.count("\n") == 1
 
 
-def test_set_value_that_reads_as_null_by_accident(tmp_path, capsys):
-    code, _, err = run(run_config.main, [*TINY_ARGS, "--out", tmp_path / "r", "--set", "seed=&a"], capsys)
+def test_set_value_that_reads_as_null_by_accident(tmp_path):
+    code, _, err = run("run_config.py", [*TINY_ARGS, "--out", tmp_path / "r", "--set", "seed=&a"])
     assert code == 2
     one_line(err, "seed: the --set value '&a' is not a value")
     assert C.load(ROOT / TINY, ["seed=null"]).seed is None
@@ -558,7 +564,7 @@ def test_set_value_that_reads_as_null_by_accident(tmp_path, capsys):
     (["--save", "REPLAY.gif", "--steps", str(10**9)], "work: the replay steps one actor"),
     (["--plot", "PLOT.png", "--episodes", str(10**7), "--steps", "100"], "work: --plot needs"),
 ], ids=["episodes", "steps", "hidden", "replay steps", "plot episodes"])
-def test_show_results_is_guarded_by_the_estimate(tiny_run, tmp_path, capsys, monkeypatch, extra, message):
+def test_show_results_is_guarded_by_the_estimate(tiny_run, tmp_path, monkeypatch, extra, message):
     args = [tiny_run / "best_model.yaml", "--seed", "0", *[str(tmp_path / a) if a.isupper() else a for a in extra]]
 
     def no_work(*_args, **_kwargs):  # the estimate refuses before any lifetime is built or run
@@ -566,35 +572,33 @@ def test_show_results_is_guarded_by_the_estimate(tiny_run, tmp_path, capsys, mon
 
     monkeypatch.setattr(show_results, "Lifetime", no_work)
     monkeypatch.setattr(show_results, "select_backend", no_work)
-    code, _, err = run(show_results.main, args, capsys)
+    code, _, err = run("show_results.py", args)
     assert code == 2
     one_line(err, message, "--allow-large")
     assert list(tmp_path.iterdir()) == [tiny_run]
 
 
-def test_rescore_is_guarded_by_the_estimate(tiny_run, capsys):
-    code, _, err = run(show_results.main, [tiny_run, "--rescore", "1", "--episodes", str(10**12)], capsys)
+def test_rescore_is_guarded_by_the_estimate(tiny_run):
+    code, _, err = run("show_results.py", [tiny_run, "--rescore", "1", "--episodes", str(10**12)])
     assert code == 2
     one_line(err, "work: --rescore needs", "--allow-large")
     assert not (tiny_run / "rescored_model.yaml").exists()
 
 
-def test_rescore_of_a_model_file_is_refused_at_once(tiny_run, capsys):
-    code, _, err = run(show_results.main, [tiny_run / "best_model.yaml", "--rescore", "2"], capsys)
+def test_rescore_of_a_model_file_is_refused_at_once(tiny_run):
+    code, _, err = run("show_results.py", [tiny_run / "best_model.yaml", "--rescore", "2"])
     assert code == 2
     one_line(err, "--rescore needs a run folder")
 
 
 @pytest.mark.parametrize("seed", [str(2**63), str(2**64), "-1"])
-def test_seeds_out_of_range_are_refused_by_every_script(tiny_run, capsys, seed):
-    from metarl.cli import show_environment
-
-    for main, args in ((show_results.main, [tiny_run / "best_model.yaml", "--evaluate", "--seed", seed]),
-                       (show_results.main, [tiny_run, "--rescore", "1", "--seed", seed]),
-                       (show_environment.main, ["Pendulum", "--seed", seed, "--save", "x.gif"]),
-                       (run_config.main, [*TINY_ARGS, "--seed", seed, "--out", tiny_run.parent / "new"])):
-        code, _, err = run(main, args, capsys)
-        assert code == 2, (main, err)
+def test_seeds_out_of_range_are_refused_by_every_script(tiny_run, seed):
+    for script, args in (("show_results.py", [tiny_run / "best_model.yaml", "--evaluate", "--seed", seed]),
+                         ("show_results.py", [tiny_run, "--rescore", "1", "--seed", seed]),
+                         ("show_environment.py", ["Pendulum", "--seed", seed, "--save", "x.gif"]),
+                         ("run_config.py", [*TINY_ARGS, "--seed", seed, "--out", tiny_run.parent / "new"])):
+        code, _, err = run(script, args)
+        assert code == 2, (script, err)
         one_line(err, "[0, 2^63-1]")
 
 
@@ -620,11 +624,9 @@ def _old_hash_ints(*values):
     return h
 
 
-def test_show_environment_refuses_endless_seconds(capsys):
-    from metarl.cli import show_environment
-
+def test_show_environment_refuses_endless_seconds():
     for seconds in ("inf", "nan", str(10**9)):
-        code, _, err = run(show_environment.main, ["Pendulum", "--seconds", seconds, "--save", "x.gif"], capsys)
+        code, _, err = run("show_environment.py", ["Pendulum", "--seconds", seconds, "--save", "x.gif"])
         assert code == 2
         one_line(err, "--seconds")
 
@@ -664,9 +666,9 @@ def test_allocator_errors_are_one_line(capsys):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 208000000000 bytes.")
 
-    code, _, err = run(main, [], capsys)
+    code = run_main(main, [])  # run_main's handling of what a script's main raises
     assert code == 2
-    one_line(err, "out of memory", "--allow-large")
+    one_line(capsys.readouterr().err, "out of memory", "--allow-large")
 
     def other(argv):
         raise RuntimeError("a bug")
@@ -682,13 +684,30 @@ def _default_disposition() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
+def _wait_for_the_start_up_guard(proc: subprocess.Popen) -> None:
+    """Until ``proc`` catches SIGTERM and SIGHUP (`metarl.cli.startup.guard` installs SIGINT's, SIGTERM's and
+    SIGHUP's handlers in that order, before any heavy import; Python catches SIGINT from the start), however long a
+    busy machine takes: a fixed sleep sent the signal before the guard on a loaded machine."""
+    want = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGHUP - 1))
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            return
+        caught = int(status.split("SigCgt:")[1].split()[0], 16)
+        if caught & want == want:
+            return
+        time.sleep(0.001)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from /proc")
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_signals_during_start_up_end_with_one_line(tmp_path, signum, code):
     env = dict(os.environ, PYTHONPATH=str(ROOT), SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg")
     proc = subprocess.Popen([sys.executable, "run_config.py", TINY, "--out", str(tmp_path / "r")], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_default_disposition)
-    time.sleep(0.3)  # in the imports (torch takes about a second)
+    _wait_for_the_start_up_guard(proc)  # then it is in the imports (torch takes about a second)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err

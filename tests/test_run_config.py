@@ -37,20 +37,18 @@ def test_run_folder_contents(tmp_path):
 
 
 @pytest.mark.slow
-def test_same_seed_same_log_and_other_seed_differs(tmp_path, capsys):
+def test_same_seed_same_log_and_other_seed_differs(tmp_path):
     run_ok(TINY, "--out", str(tmp_path / "a"))  # one run in a process of its own, the others in this one
-    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "b"), "--quiet"], capsys)[0] == 0
-    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "c"), "--seed", "2", "--quiet"], capsys)[0] == 0
+    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "b"), "--quiet"])[0] == 0
+    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "c"), "--seed", "2", "--quiet"])[0] == 0
     assert fitness_columns(tmp_path / "a") == fitness_columns(tmp_path / "b")
     assert fitness_columns(tmp_path / "a") != fitness_columns(tmp_path / "c")
 
 
 @pytest.mark.slow
-def test_resume_equals_uninterrupted_run(tmp_path, capsys):
-    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "full"), "--generations", "6", "--quiet"],
-                          capsys)[0] == 0
-    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "half"), "--generations", "3", "--quiet"],
-                          capsys)[0] == 0
+def test_resume_equals_uninterrupted_run(tmp_path):
+    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "full"), "--generations", "6", "--quiet"])[0] == 0
+    assert run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "half"), "--generations", "3", "--quiet"])[0] == 0
     proc = run_ok("--resume", str(tmp_path / "half"), "--generations", "6")
     assert "gen     3" in proc.stdout and "gen     0" not in proc.stdout
     assert fitness_columns(tmp_path / "full") == fitness_columns(tmp_path / "half")
@@ -104,12 +102,12 @@ def test_ctrl_c_keeps_checkpoint_and_resumes(tmp_path):
     ([TINY, "--set", "nonsense"], "--set nonsense"),
     (["--resume", "/nonexistent/run"], "no such run folder"),
 ])
-def test_bad_input_one_line_no_traceback(tmp_path, capsys, monkeypatch, args, message):
+def test_bad_input_one_line_no_traceback(tmp_path, monkeypatch, args, message):
     # In this process (the script's own main; the first case also as a process, below): each case is an
     # error before any work, and a process would spend its 2.5 s importing torch.
     monkeypatch.chdir(ROOT)
     argv = [*args, "--out", str(tmp_path / "x")] if args[0] != "--resume" else list(args)
-    code, err = run_in_process(argv, capsys)
+    code, err = run_in_process(argv)
     assert code != 0
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

@@ -153,9 +153,9 @@ def test_bad_search_sections_are_one_line(override, message):
         tiny([override])
 
 
-def test_without_pycma_cma_is_one_error_line(tmp_path, capsys, monkeypatch):
+def test_without_pycma_cma_is_one_error_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "cma", None)  # import cma raises ImportError
-    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", "search.name=cma"], capsys)
+    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", "search.name=cma"])
     assert code == 2 and err.strip().splitlines() == [
         "error: search.name: cma needs the pycma package: pip install cma (or pip install 'metarl[cma]')"]
     assert not (tmp_path / "r").exists()
@@ -232,12 +232,12 @@ def test_a_damaged_cma_state_is_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_config_with_cma_resumes_to_the_uninterrupted_log(tmp_path, capsys):
+def test_run_config_with_cma_resumes_to_the_uninterrupted_log(tmp_path):
     pytest.importorskip("cma")
     args = [str(ROOT / TINY), "--set", "search.name=cma", "--set", "search.diagonal=true", "--quiet"]
-    assert run_in_process([*args, "--out", str(tmp_path / "a"), "--generations", "4"], capsys)[0] == 0
-    assert run_in_process([*args, "--out", str(tmp_path / "b"), "--generations", "2"], capsys)[0] == 0
-    assert run_in_process(["--resume", str(tmp_path / "b"), "--generations", "4", "--quiet"], capsys)[0] == 0
+    assert run_in_process([*args, "--out", str(tmp_path / "a"), "--generations", "4"])[0] == 0
+    assert run_in_process([*args, "--out", str(tmp_path / "b"), "--generations", "2"])[0] == 0
+    assert run_in_process(["--resume", str(tmp_path / "b"), "--generations", "4", "--quiet"])[0] == 0
     assert fitness_columns(tmp_path / "b") == fitness_columns(tmp_path / "a")
     assert io.load_model(tmp_path / "b" / "best_model.yaml").fitness == \
         io.load_model(tmp_path / "a" / "best_model.yaml").fitness

@@ -243,12 +243,11 @@ def test_actor_values_pool_layers_and_individuals(seed_files) -> None:
 # ---------------------------------------------------------------------------- several runs, no compiler
 
 @pytest.mark.slow
-def test_several_runs_in_one_figure(tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_several_runs_in_one_figure(tmp_path: Path, run_dir: Path) -> None:
     # The two extra runs in this process (run_config.py's own main).
     other_seed, other_config, tiny = tmp_path / "seed5", tmp_path / "longer", ROOT / "configs/tiny.yaml"
-    assert run_in_process([str(tiny), "--out", str(other_seed), "--seed", "5", "--quiet"], capsys)[0] == 0
-    assert run_in_process([str(tiny), "--out", str(other_config), "--quiet", "--set", "ga.lifetime_steps=40"],
-                          capsys)[0] == 0
+    assert run_in_process([str(tiny), "--out", str(other_seed), "--seed", "5", "--quiet"])[0] == 0
+    assert run_in_process([str(tiny), "--out", str(other_config), "--quiet", "--set", "ga.lifetime_steps=40"])[0] == 0
     result = run_script(SCRIPT, str(run_dir), str(other_seed), str(other_config), "--plot", str(tmp_path / "runs.png"))
     assert result.returncode == 0, result.stderr
     # The two seeds of one config are one curve; the other config is another.

@@ -35,8 +35,8 @@ def write_config(tmp_path, stage_list=None, **base):
     return path
 
 
-def run(args, capsys):
-    code, err = run_in_process([str(a) for a in args], capsys)
+def run(args):
+    code, err = run_in_process([str(a) for a in args])
     return code, err
 
 
@@ -47,10 +47,10 @@ def outputs(run_dir):
             [io.load_model(m).genome.tolist() for m in models], io.load_model(run_dir / "model.yaml").fitness)
 
 
-def test_one_command_runs_every_stage_into_one_folder(tmp_path, capsys):
+def test_one_command_runs_every_stage_into_one_folder(tmp_path):
     config = write_config(tmp_path)
     out = tmp_path / "run"
-    code, err = run([config, "--out", out, "--quiet"], capsys)
+    code, err = run([config, "--out", out, "--quiet"])
     assert code == 0, err
     assert {p.name for p in out.iterdir()} >= {"stages.yaml", "one", "two", "model.yaml"}
     one, two = (training.load_run(out / name) for name in ("one", "two"))
@@ -67,12 +67,12 @@ def test_one_command_runs_every_stage_into_one_folder(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_each_stage_is_what_the_separate_commands_give(tmp_path, capsys):
+def test_each_stage_is_what_the_separate_commands_give(tmp_path):
     """The curriculum as one command = the old recipe: each stage's config run alone, warm-started by hand
     from the previous stage's model, then show_results.py --rescore."""
     config = write_config(tmp_path)
     out = tmp_path / "run"
-    assert run([config, "--out", out, "--quiet"], capsys)[0] == 0
+    assert run([config, "--out", out, "--quiet"])[0] == 0
     plan = stages.load(config, out)
     prev = None
     for stage in plan:
@@ -82,7 +82,7 @@ def test_each_stage_is_what_the_separate_commands_give(tmp_path, capsys):
             cfg = cfg.replace(ga=cfg.ga.__class__(**{**cfg.ga.__dict__, "init_model": str(prev)}))
         path = tmp_path / f"{stage.name}.yaml"
         path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        assert run([path, "--out", alone, "--quiet"], capsys)[0] == 0
+        assert run([path, "--out", alone, "--quiet"])[0] == 0
         assert fitness_columns(alone) == fitness_columns(out / stage.name)
         prev = alone / "best_model.yaml"
     assert run_main(show_results.main, [str(tmp_path / "alone_two"), "--rescore", "2"]) == 0
@@ -90,11 +90,10 @@ def test_each_stage_is_what_the_separate_commands_give(tmp_path, capsys):
                        io.load_model(out / "model.yaml").genome)
 
 
-def test_command_line_overrides_apply_to_every_stage(tmp_path, capsys):
+def test_command_line_overrides_apply_to_every_stage(tmp_path):
     config = write_config(tmp_path)
     out = tmp_path / "run"
-    code, err = run([config, "--out", out, "--quiet", "--generations", "1", "--set", "actor.learning_rate=0.02"],
-                    capsys)
+    code, err = run([config, "--out", out, "--quiet", "--generations", "1", "--set", "actor.learning_rate=0.02"])
     assert code == 0, err
     for name in ("one", "two"):
         state = training.load_run(out / name)
@@ -102,16 +101,16 @@ def test_command_line_overrides_apply_to_every_stage(tmp_path, capsys):
 
 
 @pytest.fixture
-def reference(tmp_path_factory, capsys):
+def reference(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("reference")
     config = write_config(tmp)
-    assert run([config, "--out", tmp / "run", "--quiet"], capsys)[0] == 0
+    assert run([config, "--out", tmp / "run", "--quiet"])[0] == 0
     return config, outputs(tmp / "run")
 
 
 @pytest.mark.parametrize("stop_at", [pytest.param(1, marks=pytest.mark.slow), 2,
                                      pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
-def test_a_stop_anywhere_then_resume_gives_the_uninterrupted_run(tmp_path, capsys, monkeypatch, reference,
+def test_a_stop_anywhere_then_resume_gives_the_uninterrupted_run(tmp_path, monkeypatch, reference,
                                                                  stop_at):
     """Stopped before generation ``stop_at`` of the whole run (2: at the stage boundary, stage two's
     generation 0 checkpoint written, 4: after the last generation, before the rescore), resumed."""
@@ -133,24 +132,24 @@ def test_a_stop_anywhere_then_resume_gives_the_uninterrupted_run(tmp_path, capsy
 
     monkeypatch.setattr(training.Trainer, "run_generation", generation)
     monkeypatch.setattr(stages, "ship", ship)
-    code, err = run([config, "--out", out, "--quiet"], capsys)
+    code, err = run([config, "--out", out, "--quiet"])
     assert code == 130 and f"--resume {out}" in err.replace("\n", " ") or stop_at == 4
     assert not (out / "model.yaml").exists()
     monkeypatch.undo()
-    code, err = run(["--resume", out, "--quiet"], capsys)
+    code, err = run(["--resume", out, "--quiet"])
     assert code == 0, err
     assert outputs(out) == want
-    assert run(["--resume", out, "--quiet"], capsys)[0] == 0  # complete: nothing changes
+    assert run(["--resume", out, "--quiet"])[0] == 0  # complete: nothing changes
     assert outputs(out) == want
 
 
-def test_a_lost_stage_folder_and_model_are_made_again(tmp_path, capsys, reference):
+def test_a_lost_stage_folder_and_model_are_made_again(tmp_path, reference):
     config, want = reference
     out = tmp_path / "run"
-    assert run([config, "--out", out, "--quiet"], capsys)[0] == 0
+    assert run([config, "--out", out, "--quiet"])[0] == 0
     for name in ("two/checkpoint.pt", "two/log.csv", "two/rescored_model.yaml", "model.yaml"):
         (out / name).unlink()
-    assert run(["--resume", out, "--quiet"], capsys)[0] == 0
+    assert run(["--resume", out, "--quiet"])[0] == 0
     assert outputs(out) == want
 
 
@@ -210,49 +209,49 @@ HOSTILE = [
 
 
 @pytest.mark.parametrize(("stage_list", "message"), HOSTILE, ids=[str(i) for i in range(len(HOSTILE))])
-def test_hostile_stage_lists_are_one_line_and_write_nothing(tmp_path, capsys, stage_list, message):
+def test_hostile_stage_lists_are_one_line_and_write_nothing(tmp_path, stage_list, message):
     config = write_config(tmp_path, stage_list)
     out = tmp_path / "run"
-    code, err = run([config, "--out", out, "--quiet"], capsys)
+    code, err = run([config, "--out", out, "--quiet"])
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
     assert message in err, err
     assert not out.exists()
 
 
-def test_a_flat_base_is_refused(tmp_path, capsys):
+def test_a_flat_base_is_refused(tmp_path):
     path = tmp_path / "flat.yaml"
     path.write_text(yaml.safe_dump({"population_size": 10, "stages": [{"name": "a"}]}))
-    code, err = run([path, "--out", tmp_path / "run"], capsys)
+    code, err = run([path, "--out", tmp_path / "run"])
     assert code == 2 and "stages: a multi-stage config is written in the nested format" in err
 
 
-def test_resume_refuses_generations_and_a_broken_stage_file(tmp_path, capsys):
+def test_resume_refuses_generations_and_a_broken_stage_file(tmp_path):
     config = write_config(tmp_path)
     out = tmp_path / "run"
-    assert run([config, "--out", out, "--quiet"], capsys)[0] == 0
-    code, err = run(["--resume", out, "--generations", "5"], capsys)
+    assert run([config, "--out", out, "--quiet"])[0] == 0
+    code, err = run(["--resume", out, "--generations", "5"])
     assert code == 2 and "is a multi-stage run" in err
     (out / "stages.yaml").write_text("stages: [{name: one, ga: {generations: zero}}]\n")
-    code, err = run(["--resume", out], capsys)
+    code, err = run(["--resume", out])
     assert code == 2 and err.count("\n") == 1
     assert f"{out / 'stages.yaml'}: stages[0] (one): ga.generations: expected an integer" in err
 
 
-def test_resume_refuses_a_stage_folder_that_is_not_the_recorded_stage(tmp_path, capsys):
+def test_resume_refuses_a_stage_folder_that_is_not_the_recorded_stage(tmp_path):
     config = write_config(tmp_path)
     out = tmp_path / "run"
-    assert run([config, "--out", out, "--quiet"], capsys)[0] == 0
+    assert run([config, "--out", out, "--quiet"])[0] == 0
     text = (out / "stages.yaml").read_text()
     (out / "stages.yaml").write_text(text.replace("seed: 5", "seed: 6"))
-    code, err = run(["--resume", out], capsys)
+    code, err = run(["--resume", out])
     assert code == 2 and "stages[1] (two): seed is 6 there but 5 in" in err
 
 
 def test_show_results_names_the_stages_of_a_multi_stage_folder(tmp_path, capsys):
     config = write_config(tmp_path)
     out = tmp_path / "run"
-    assert run([config, "--out", out, "--quiet"], capsys)[0] == 0
+    assert run([config, "--out", out, "--quiet"])[0] == 0
     for args in ([out, "--plot", tmp_path / "c.png"], [out, "--rescore", "1"]):
         assert run_main(show_results.main, [str(a) for a in args]) == 2
         err = capsys.readouterr().err
@@ -260,11 +259,11 @@ def test_show_results_names_the_stages_of_a_multi_stage_folder(tmp_path, capsys)
     assert run_main(show_results.main, [str(out / "one"), str(out / "two"), "--plot", str(tmp_path / "c.png")]) == 0
 
 
-def test_a_new_run_into_a_multi_stage_folder_is_refused(tmp_path, capsys):
+def test_a_new_run_into_a_multi_stage_folder_is_refused(tmp_path):
     config = write_config(tmp_path)
     out = tmp_path / "run"
-    assert run([config, "--out", out, "--quiet"], capsys)[0] == 0
-    code, err = run([config, "--out", out], capsys)
+    assert run([config, "--out", out, "--quiet"])[0] == 0
+    code, err = run([config, "--out", out])
     assert code == 2 and "already holds a run" in err
 
 

@@ -35,7 +35,7 @@ def test_generation_zero_is_the_model_and_mutated_copies() -> None:
     assert torch.equal(other[0], genome) and not torch.equal(other, pop)
 
 
-def test_a_warm_started_run_begins_where_the_model_is(tmp_path, capsys) -> None:
+def test_a_warm_started_run_begins_where_the_model_is(tmp_path) -> None:
     # The model's own task (experiments/pendulum_swingup's config made small): its rule swings up from rest.
     small = ["--quiet", "--generations", "1", "--set", "ga.population_size=20", "--set", "ga.num_survivors=4",
              "--set", "ga.lifetime_steps=300", "--set", "runtime.threads=1"]
@@ -43,7 +43,7 @@ def test_a_warm_started_run_begins_where_the_model_is(tmp_path, capsys) -> None:
     for name, extra in (("warm", ["--set", f"ga.init_model={MODEL}"]), ("cold", [])):
         out = tmp_path / name
         config = str(ROOT / "experiments/pendulum_swingup/pendulum_swingup.yaml")
-        code, _ = run_in_process([config, "--out", str(out), *small, *extra], capsys)
+        code, _ = run_in_process([config, "--out", str(out), *small, *extra])
         assert code == 0
         bests[name] = float((out / "log.csv").read_text().splitlines()[1].split(",")[1])
     assert bests["warm"] > 4 * bests["cold"]  # measured: 63.8 against 7.9
@@ -51,7 +51,7 @@ def test_a_warm_started_run_begins_where_the_model_is(tmp_path, capsys) -> None:
     assert config.ga.init_model == MODEL  # recorded with the run
 
 
-def test_a_bad_model_is_one_line_and_nothing_is_written(tmp_path, capsys) -> None:
+def test_a_bad_model_is_one_line_and_nothing_is_written(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("actor: [1, 2]\n")
     small = tmp_path / "small.yaml"
@@ -62,7 +62,7 @@ def test_a_bad_model_is_one_line_and_nothing_is_written(tmp_path, capsys) -> Non
     for path, message in ((tmp_path / "missing.yaml", "no such model file"), (bad, "not a saved model"),
                           (small, "state_dim 4")):
         out = tmp_path / "run"
-        code, err = run_in_process([str(ROOT / TINY), "--out", str(out), "--set", f"ga.init_model={path}"], capsys)
+        code, err = run_in_process([str(ROOT / TINY), "--out", str(out), "--set", f"ga.init_model={path}"])
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ga.init_model: ") and message in err, err
         assert not out.exists()

@@ -38,7 +38,11 @@ MODELS = {"seed": ROOT / "tests/data/seed_best_model.yaml", "seed_12_6": ROOT / 
           "balance": ROOT / "experiments/pendulum_balance/model.yaml",
           "balance_reversed": ROOT / "experiments/pendulum_balance/model.yaml",
           "balance_gym": ROOT / "experiments/pendulum_balance/model.yaml",
-          "near_up_episodes": ROOT / "experiments/balance_probes/model_near_up_episodes.yaml"}
+          "near_up_episodes": ROOT / "experiments/balance_probes/model_near_up_episodes.yaml",
+          # sensor noise, the goal flipped at a step drawn per lifetime, the motor either way, physics drawn per
+          # lifetime, a floor under sigma, the rate per 0.05 s; and the same with the reward_change rule (its trace)
+          "reward_balance": ROOT / "experiments/pendulum_reward_balance/model.yaml",
+          "reward_change": ROOT / "experiments/pendulum_reward_balance/model_change.yaml"}
 KEY_SEED = 2024
 # Native kernel: 16 individuals, the model's whole lifetime, keys individual_keys(2024, 0, 0, 0..15).
 NATIVE = {
@@ -102,6 +106,18 @@ NATIVE = {
         1625.82644623518, 1653.067457318306, 1546.0072965025902, 1473.5273734927177, 1516.0376698374748,
         1543.4597467184067
     ],
+    "reward_balance": [
+        129.0572224855423, 654.1268173456192, 336.05891793966293, 334.0990189909935, 961.4077815413475,
+        255.64411044120789, 136.45103096961975, 277.22384613752365, 107.46331065893173, 391.38948637247086,
+        1381.8952051401138, 1333.4790208935738, 501.8538152575493, 720.0889957547188, 51.22216176986694,
+        1199.2365876436234
+    ],
+    "reward_change": [
+        154.25699150562286, 580.4278792142868, 412.98832482099533, 301.58964866399765, 1141.7163852453232,
+        235.57072013616562, -308.0047450065613, 180.83136403560638, 21.78539079427719, 566.0597616434097,
+        1301.1952002048492, 1233.6090904474258, 423.6774773001671, 554.3341738581657, 57.854764223098755,
+        1304.863351404667
+    ],
 }
 # The spec (`metarl.core.spec`): the first 4 of those individuals, 50 steps.
 SPEC = {
@@ -115,6 +131,8 @@ SPEC = {
     "balance_reversed": [2.48042274, 2.48554724, 2.18587786, 1.92739505],
     "balance_gym": [-456.572335, -421.874024, -464.838108, -447.871068],
     "near_up_episodes": [97.3132032, 76.3856055, 74.4133534, 90.8983117],
+    "reward_balance": [0.660984933, 1.73473078, 2.27214962, 0.730032563],
+    "reward_change": [0.675713062, 1.84526575, 2.15495706, 0.714508832],
 }
 SPEC_STEPS = 50
 

@@ -56,7 +56,9 @@ TARGETS = [("x86-64-v3", 16)] + ([("x86-64-v4", None), ("x86-64-v4", 8)] if nati
 @pytest.mark.slow  # builds the kernel for other targets (about 10 s each)
 @pytest.mark.parametrize(("target", "lanes"), TARGETS)
 @pytest.mark.parametrize(("model", "steps"), [("experiments/pendulum_swingup/model.yaml", 500),
-                                              ("experiments/double_pendulum_swingup/model.yaml", 200)])
+                                              ("experiments/double_pendulum_swingup/model.yaml", 200),
+                                              # the reward_change rule, its trace and the sensor noise
+                                              ("experiments/pendulum_reward_balance/model_change.yaml", 300)])
 def test_other_targets_and_widths_give_the_same_bits(monkeypatch: pytest.MonkeyPatch, target: str,
                                                      lanes: int | None, model: str, steps: int) -> None:
     pop = 21  # not a multiple of any width: the last block is partly empty

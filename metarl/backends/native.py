@@ -121,14 +121,23 @@ def implements() -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(define(name) for name in RULE_DEFINES), tuple(re.findall(r'\{"(\w+)', table.group(1)))
 
 
+def _declines_rule(rule: RuleDeclaration) -> str | None:
+    """Why the kernel does not implement the rule declaration ``rule`` (one line), or None if it does."""
+    signatures = implements()[0]
+    if rule.signature() in signatures:
+        return None
+    from ..core.rule import STANDARD  # the declaration the kernel was written for, to say how ``rule`` differs
+    how = rule.difference(STANDARD) if STANDARD.signature() == signatures[0] else None
+    return (f"the native kernel implements the standard and the reward_change rule declarations, not the rule "
+            f"{rule.name!r} (fingerprint {rule.fingerprint}{': ' + how if how else ''})")
+
+
 def declines(rule: RuleDeclaration, env: str) -> str | None:
     """Why the kernel does not implement ``rule`` or the environment ``env`` (one line), or None if it does."""
-    signatures, env_names = implements()
-    if rule.signature() not in signatures:
-        from ..core.rule import STANDARD  # the declaration the kernel was written for, to say how ``rule`` differs
-        how = rule.difference(STANDARD) if STANDARD.signature() == signatures[0] else None
-        return (f"the native kernel implements the standard and the reward_change rule declarations, not the rule "
-                f"{rule.name!r} (fingerprint {rule.fingerprint}{': ' + how if how else ''})")
+    why = _declines_rule(rule)
+    if why is not None:
+        return why
+    env_names = implements()[1]
     if env not in env_names:
         return f"the native kernel does not implement the environment {env} (it implements {', '.join(env_names)})"
     return None
@@ -308,7 +317,8 @@ class Options(ctypes.Structure):
         ``learning_rate``."""
         return cls(max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
                    obs_noise=env.obs_noise, weight_limit=weight_limit, sigma_limit=sigma_limit,
-                   sigma_min=sigma_min, reward_mean_time=REWARD_MEAN_TIME, reward_change=rule_id == 1,
+                   sigma_min=sigma_min, reward_mean_time=REWARD_MEAN_TIME,
+                   reward_change=RULE_DEFINES[rule_id] == "METARL_RULE_REWARD_CHANGE",
                    env=env_id, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
                    plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
                    gym=env.reward == "gym",
@@ -570,11 +580,12 @@ class Runner:
 
 
 def rule_id(rule: RuleDeclaration) -> int:
-    """The kernel's id of the rule declaration ``rule`` (`RULE_DEFINES`; `declines` says why there is none)."""
-    signatures = implements()[0]
-    if rule.signature() not in signatures:
-        raise ValueError(declines(rule, "Pendulum"))
-    return signatures.index(rule.signature())
+    """The kernel's id of the rule declaration ``rule`` (its index in `RULE_DEFINES`); ValueError says why there
+    is none."""
+    why = _declines_rule(rule)
+    if why is not None:
+        raise ValueError(why)
+    return implements()[0].index(rule.signature())
 
 
 def _per_individual(value: float | torch.Tensor, pop: int) -> torch.Tensor:

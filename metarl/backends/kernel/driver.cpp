@@ -21,7 +21,8 @@
 // ctypes.Structure classes of the same names; metarl_struct_sizes and metarl_struct_fields
 // (every field's offset and size, by name) let it check that they agree. Nothing is passed
 // by position in an array. It implements the rule declarations and the environments it names
-// (interface.h METARL_RULE, physics.h ENVS); metarl/backends/native.py declines any other.
+// (interface.h METARL_RULE and METARL_RULE_REWARD_CHANGE, physics.h ENVS); metarl/backends/native.py declines any
+// other.
 //
 // Buffers are float32, feature-major: feature f of individual p at [f * P + p].
 

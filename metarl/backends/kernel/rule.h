@@ -317,8 +317,8 @@ struct Kernel {
         const vf lr = v[L.learning_rate];
         const float wl = o.weight_limit;
 
-        // Per post neuron j: bias (+ flag row in the first layer) + [post info, c] rows (+ the reward.change row: the
-    // same for every connection of the individual).
+        // Per post neuron j: bias (+ flag row in the first layer) + [post info, c] rows (+ the reward.change row:
+        // the same for every connection of the individual).
         vf* post_h = sc.post_h.data();
         vf* post_o = sc.post_o.data();
         for (int j = 0; j < no; ++j) {

@@ -97,9 +97,10 @@ def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
                           timeout=timeout)
 
 
-def run_root_script(script: str, args: list[str]) -> subprocess.CompletedProcess:
+def run_root_script(script: str, args: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``python3 <script> args`` (a root script) run in this process as its entry point runs it: the same
-    `run_main`, the same exit code, output and ``warning:`` lines, from the repository root, headless.
+    `run_main`, the same exit code, output and ``warning:`` lines, from ``cwd`` (default the repository root),
+    headless.
     What the run changes in the process (threads, torch's random state, signal handlers, the environment,
     the working directory, warning filters) is put back afterwards; an exception that escapes is printed as
     Python prints it (``Traceback ...``, exit 1), so "no traceback" tests mean the same as for a process."""
@@ -122,7 +123,7 @@ def run_root_script(script: str, args: list[str]) -> subprocess.CompletedProcess
         sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
 
     os.environ.update(SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg")
-    os.chdir(ROOT)
+    os.chdir(cwd or ROOT)
     sys.argv = [script, *args]
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

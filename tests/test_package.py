@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY
+from conftest import ROOT
 
 import metarl
 from metarl import config as C
@@ -63,24 +63,38 @@ def test_wheel_has_the_version_the_kernel_source_and_entry_points(installed):
 
 
 @pytest.mark.slow
-@pytest.mark.long(45)
-def test_installed_commands_run_outside_the_repository(installed, tmp_path):
-    _, target = installed
-    shutil.copy(ROOT / TINY, tmp_path / "tiny.yaml")
+@pytest.mark.long(60)
+def test_installed_commands_run_outside_the_repository_and_find_shipped_files_by_name(installed, tmp_path):
+    wheel, target = installed
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    assert {"metarl/configs/base.yaml", "metarl/experiments/pendulum_swingup/model.yaml",
+            "metarl/experiments/pendulum_balance/pendulum_balance.yaml"} <= names
     env = dict(os.environ, PYTHONPATH=str(target), SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg")
-    where = subprocess.run([sys.executable, "-c", "import metarl; print(metarl.__file__)"], cwd=tmp_path, env=env,
-                           capture_output=True, text=True, timeout=60)
-    assert Path(where.stdout.strip()).parent == target / "metarl"
-    train = subprocess.run([str(target / "bin" / "metarl-train"), "tiny.yaml", "--out", "run", "--generations", "2"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    def command(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(target / "bin" / args[0]), *args[1:]], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    code = ("import metarl; print(metarl.__file__); print(metarl.envs.make('Pendulum', 1).state.shape); "
+            "print(metarl.shipped.config('configs/base.yaml'))")
+    lazy = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert lazy.returncode == 0, lazy.stderr
+    where, _, base = lazy.stdout.splitlines()
+    assert Path(where).parent == target / "metarl" and base == str(target / "metarl" / "configs" / "base.yaml")
+    train = command("metarl-train", "tiny", "--out", "run", "--generations", "2")  # a shipped config by name
     assert train.returncode == 0, train.stderr
     assert "done: 2 generations" in train.stdout and (tmp_path / "run" / "best_model.yaml").is_file()
-    show = subprocess.run([str(target / "bin" / "metarl-show-results"), "run", "--plot", "curve.png"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    show = command("metarl-show-results", "run", "--plot", "curve.png")
     assert show.returncode == 0, show.stderr
     assert (tmp_path / "curve.png").is_file()
-    usage = subprocess.run([str(target / "bin" / "metarl-show-env"), "--seconds", "-1", "Pendulum"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=60)
+    shown = command("metarl-show-results", "pendulum_swingup", "--evaluate", "--episodes", "2", "--steps", "20")
+    assert shown.returncode == 0, shown.stderr
+    assert "learned" in shown.stdout
+    helped = command("metarl-train", "--help")
+    assert "metarl-train base" in helped.stdout and "python3 run_config.py" not in helped.stdout
+    usage = command("metarl-show-env", "--seconds", "-1", "Pendulum")
     assert usage.returncode == 2 and usage.stderr.strip() == "error: --seconds must be > 0, got -1.0 (see --help)"
 
 
@@ -96,31 +110,3 @@ def test_base_config_is_the_swingup_recipe_and_original_configs_agree():
     assert flat.env.params == {} and nested.env.params == {"length": 1.0, "mass": 1.0, "gravity": 9.81,
                                                            "damping": 0.1}  # Pendulum's defaults
     assert nested.ga.population_size == 10000 and nested.ga.lifetime_steps == 2000
-
-
-@pytest.mark.slow
-@pytest.mark.long(60)
-def test_installed_package_finds_shipped_configs_and_models_by_name(installed, tmp_path):
-    wheel, target = installed
-    with zipfile.ZipFile(wheel) as z:
-        names = set(z.namelist())
-    assert {"metarl/configs/base.yaml", "metarl/experiments/pendulum_swingup/model.yaml",
-            "metarl/experiments/pendulum_balance/pendulum_balance.yaml"} <= names
-    env = dict(os.environ, PYTHONPATH=str(target), SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg")
-    train = subprocess.run([str(target / "bin" / "metarl-train"), "tiny", "--out", "run", "--generations", "1"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert train.returncode == 0, train.stderr
-    helped = subprocess.run([str(target / "bin" / "metarl-train"), "--help"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert "metarl-train base" in helped.stdout and "python3 run_config.py" not in helped.stdout
-    shown = subprocess.run([str(target / "bin" / "metarl-show-results"), "pendulum_swingup", "--evaluate",
-                            "--episodes", "2", "--steps", "20"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, timeout=300)
-    assert shown.returncode == 0, shown.stderr
-    assert "learned" in shown.stdout
-    code = ("import metarl, sys; print(metarl.envs.make('Pendulum', 1).state.shape, "
-            "metarl.shipped.config('configs/base.yaml'))")
-    lazy = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=60)
-    assert lazy.returncode == 0, lazy.stderr
-    assert str(target / "metarl" / "configs" / "base.yaml") in lazy.stdout

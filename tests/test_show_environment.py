@@ -1,4 +1,5 @@
-"""show_environment.py end to end (subprocesses) and the pygame renderer it shares with show_results.py."""
+"""show_environment.py end to end (in this process; real processes for Ctrl-C and for no display) and the pygame
+renderer it shares with show_results.py."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_root_script
 from PIL import Image
 
 from metarl import envs
@@ -27,8 +29,8 @@ def script_env() -> dict[str, str]:
 
 
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=cwd, env=script_env(),
-                          capture_output=True, text=True, timeout=120)
+    """``python3 show_environment.py args`` from ``cwd``, in this process (`conftest.run_root_script`)."""
+    return run_root_script("show_environment.py", list(args), cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -45,7 +47,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
     ("Pendulum", ["--seconds", "0.5"], 10),  # default dt 0.05
     ("DoublePendulum", ["--seconds", "0.4", "--set", "env.dt=0.02", "--random", "--seed", "3"], 20),
 ])
-@pytest.mark.slow
 def test_save_gif_has_one_frame_per_step(tmp_path: Path, name: str, args: list[str], frames: int) -> None:
     result = run_script(name, *args, "--save", "anim.gif", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -56,7 +57,6 @@ def test_save_gif_has_one_frame_per_step(tmp_path: Path, name: str, args: list[s
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anim.gif"]  # no temporary file left
 
 
-@pytest.mark.slow
 def test_save_png_shows_the_configured_initial_state(tmp_path: Path) -> None:
     result = run_script("Pendulum", "--seconds", "0.3", "--set", "env.init=down", "--save", "down.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -70,14 +70,12 @@ def test_save_png_shows_the_configured_initial_state(tmp_path: Path) -> None:
     assert tuple(pixels[SIZE - below, SIZE // 2]) != MASSES[0]
 
 
-@pytest.mark.slow
 def test_unknown_env_name_is_a_one_line_error_listing_names(tmp_path: Path) -> None:
     line = assert_one_line_error(run_script("Cartpole", "--save", "x.gif", cwd=tmp_path))
     assert "Cartpole" in line and "Pendulum" in line and "DoublePendulum" in line
     assert not (tmp_path / "x.gif").exists()
 
 
-@pytest.mark.slow
 def test_bad_set_key_is_a_one_line_error_naming_the_key(tmp_path: Path) -> None:
     result = run_script("DoublePendulum", "--set", "env.params.lenght1=2", "--save", "x.gif", cwd=tmp_path)
     line = assert_one_line_error(result)
@@ -85,7 +83,6 @@ def test_bad_set_key_is_a_one_line_error_naming_the_key(tmp_path: Path) -> None:
     assert "env.params.lenght1" in line and "length1" in line
 
 
-@pytest.mark.slow
 def test_window_mode_runs_under_the_dummy_driver(tmp_path: Path) -> None:
     result = run_script("DoublePendulum", "--seconds", "0.3", "--torque", "0.5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -60,16 +60,24 @@ def learned(g: torch.Tensor, layout: GenomeLayout, config, keys: torch.Tensor) -
     return torch.cat([t.reshape(g.shape[0], -1) for t in (*life.actor.weights, *life.actor.biases)], dim=1)
 
 
+def test_an_input_s_genes_are_its_rows_of_the_cell_s_weights() -> None:
+    layout = GenomeLayout(1, 8, CLOCKED)
+    mask = layout.input_genes("node_network", "elapsed")
+    assert int(mask.sum()) == 8 + 3  # one row of w_state (H = 8 wide) and one of w_output (3 wide)
+    g = torch.arange(layout.size, dtype=torch.float32)[None]
+    w_state, w_output = layout.view(g, "node_network", "w_state")[0], layout.view(g, "node_network", "w_output")[0]
+    assert torch.equal(g[0, mask], torch.cat([w_state[-1], w_output[-1]]))  # declared last: the last rows
+    assert not layout.input_genes("reward_network", "r").logical_and(mask).any()
+    with pytest.raises(ValueError, match="node_network has no input 'nope'"):
+        layout.input_genes("node_network", "nope")
+
+
 def test_a_custom_rule_runs_on_the_spec_and_reads_its_input() -> None:
     config = small_config(steps=12).replace(rule=dataclasses.replace(small_config().rule, declaration=CLOCKED.name))
     layout = GenomeLayout(1, 8, CLOCKED)
     g, keys = genomes(layout, 3), rng.individual_keys(0, 0, 0, torch.arange(3))
     # Without the new input's rows (the last of the node cell's w_state and w_output) it is the standard rule.
-    rows = layout.cells["node_network"].inputs + 8  # H state rows, then the inputs
-    keep = torch.ones(layout.size, dtype=torch.bool)
-    for part, width in (("w_state", 8), ("w_output", 3)):
-        start = layout.slices["node_network", part][0].start
-        keep[start + (rows - 1) * width:start + rows * width] = False
+    keep = ~layout.input_genes("node_network", "elapsed")
     standard = learned(g[:, keep], GenomeLayout(1, 8), small_config(steps=12), keys)
     assert torch.allclose(learned(g.masked_fill(~keep, 0.0), layout, config, keys), standard, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(learned(g, layout, config, keys), standard, rtol=1e-3, atol=1e-4)

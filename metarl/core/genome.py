@@ -100,6 +100,24 @@ class GenomeLayout:
         # In place: no second (P, G) tensor, so a population of 100,000 peaks at one genome copy.
         return torch.randn(population, self.size, generator=generator, device=generator.device).mul_(std)
 
+    def input_genes(self, cell: str, name: str) -> torch.Tensor:
+        """Boolean mask ``(G,)`` of the genes that read ``cell``'s input ``name``: its rows of ``w_state`` and
+        ``w_output`` (the state's rows come first, then the inputs in declared order). Zeroed, the rule runs
+        as if it had no such input; a ValueError names a cell without it."""
+        start = self.state_dim
+        for block in self.rule.cell(cell).inputs:
+            n = block.size(self.signal_dim)
+            if block.name == name:
+                mask = torch.zeros(self.size, dtype=torch.bool)
+                for part in ("w_state", "w_output"):
+                    sl, shape = self.slices[cell, part]
+                    rows = torch.zeros(shape, dtype=torch.bool)
+                    rows[start:start + n] = True
+                    mask[sl] = rows.reshape(-1)
+                return mask
+            start += n
+        raise ValueError(f"{cell} has no input {name!r}")
+
     def embed(self, genome: torch.Tensor, source: GenomeLayout) -> torch.Tensor:
         """The genome ``(G,)`` of this layout that computes what ``genome (G_source,)`` of ``source`` computes,
         where this rule is ``source``'s with inputs added: every gene of ``source`` in its place, the rows of

@@ -1,12 +1,14 @@
-"""The mean height per step around a +1 -> -1 reversal at step 500 (issue 20: why no rule follows it).
+"""The mean height per step around a +1 -> -1 reversal at step 500 (issue 20: why no rule follows it), or a
+-1 -> +1 one with a second argument -1 (the goal before the flip).
 
     python3 experiments/pendulum_reward_balance/reversal_heights.py \
         experiments/pendulum_reward_balance/model_floor2.yaml
+    python3 experiments/pendulum_reward_balance/reversal_heights.py experiments/pendulum_reward_balance/model.yaml -1
 
 128 held-out lifetimes (the evaluation keys of seed 0), nominal physics (length 1, mass 1, damping 0.1), no sensor
-noise, goal +1 flipped to -1 at step 500, learned and with the reward zeroed: the second half's score, the mean
-height per link by 50-step window from step 400 (2 = upright), and the share of lifetimes hanging still at the end
-(height below 0.2 for more than 90% of the last 100 steps).
+noise, goal +1 flipped to -1 (or -1 to +1) at step 500, learned and with the reward zeroed: the second half's
+score, the mean height per link by 50-step window from step 400 (2 = upright), and the share of lifetimes hanging
+still at the end (height below 0.2 for more than 90% of the last 100 steps).
 """
 
 import dataclasses
@@ -24,10 +26,10 @@ from metarl.runs import io  # noqa: E402
 LIFETIMES, STEPS, SWITCH = 128, 1000, 500
 
 
-def main(path: str) -> None:
+def main(path: str, goal: int = 1) -> None:
     model = io.load_model(path)
     c = model.config
-    env = dataclasses.replace(c.env, obs_noise=0.0, params={"length": 1.0, "mass": 1.0, "damping": 0.1}, goal=1,
+    env = dataclasses.replace(c.env, obs_noise=0.0, params={"length": 1.0, "mass": 1.0, "damping": 0.1}, goal=goal,
                               goal_switch=SWITCH, goal_switch_probability=1.0)
     config = c.replace(env=env, ga=dataclasses.replace(c.ga, antithetic=False))
     keys = evaluation.evaluation_keys(0, LIFETIMES)
@@ -45,4 +47,4 @@ def main(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 1)

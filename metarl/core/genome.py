@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .rule import CELLS, STANDARD, RuleDeclaration, rule_named
+from .rule import CELLS, STANDARD, Input, RuleDeclaration, rule_named
 
 PARTS = ("w_state", "b_state", "w_output", "b_output")
 
@@ -104,19 +104,26 @@ class GenomeLayout:
         """Boolean mask ``(G,)`` of the genes that read ``cell``'s input ``name``: its rows of ``w_state`` and
         ``w_output`` (the state's rows come first, then the inputs in declared order). Zeroed, the rule runs
         as if it had no such input; a ValueError names a cell without it."""
-        start = self.state_dim
-        for block in self.rule.cell(cell).inputs:
-            n = block.size(self.signal_dim)
+        for block, rows in self._input_rows(cell):
             if block.name == name:
                 mask = torch.zeros(self.size, dtype=torch.bool)
                 for part in ("w_state", "w_output"):
                     sl, shape = self.slices[cell, part]
-                    rows = torch.zeros(shape, dtype=torch.bool)
-                    rows[start:start + n] = True
-                    mask[sl] = rows.reshape(-1)
+                    reads = torch.zeros(shape, dtype=torch.bool)
+                    reads[rows.start:rows.stop] = True
+                    mask[sl] = reads.reshape(-1)
                 return mask
-            start += n
         raise ValueError(f"{cell} has no input {name!r}")
+
+    def _input_rows(self, cell: str) -> list[tuple[Input, range]]:
+        """Each of ``cell``'s inputs with its rows of ``w_state`` and ``w_output``, in declared order (the
+        state's ``H`` rows come first)."""
+        out, start = [], self.state_dim
+        for block in self.rule.cell(cell).inputs:
+            n = block.size(self.signal_dim)
+            out.append((block, range(start, start + n)))
+            start += n
+        return out
 
     def embed(self, genome: torch.Tensor, source: GenomeLayout) -> torch.Tensor:
         """The genome ``(G,)`` of this layout that computes what ``genome (G_source,)`` of ``source`` computes,
@@ -130,19 +137,16 @@ class GenomeLayout:
         flat = genome.reshape(1, -1)
         source.check(flat)
         out = torch.zeros(1, self.size, dtype=genome.dtype, device=genome.device)
-        s, h = self.signal_dim, self.state_dim
         for cell in CELLS:
             mine, theirs = self.rule.cell(cell), source.rule.cell(cell)
             if [(o.width, o.updates) for o in mine.outputs] != [(o.width, o.updates) for o in theirs.outputs]:
                 raise ValueError(f"{cell} has other outputs")
-            rows, start, j = list(range(h)), h, 0  # the state rows, then each input's rows where it matches
-            for block in mine.inputs:
-                n = block.size(s)
+            rows, j = list(range(self.state_dim)), 0  # the state rows, then each input's rows where it matches
+            for block, block_rows in self._input_rows(cell):
                 if j < len(theirs.inputs) and (theirs.inputs[j].width, theirs.inputs[j].source) == (
                         block.width, block.source):
-                    rows += range(start, start + n)
+                    rows += block_rows
                     j += 1
-                start += n
             if j < len(theirs.inputs):
                 i = theirs.inputs[j]
                 raise ValueError(f"{cell}: the input {i.name} ({i.source}) is not among this rule's, in order")

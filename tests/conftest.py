@@ -79,13 +79,13 @@ def run_script(*args: str, timeout: float = 300, cwd: Path | None = None,
     """Run ``python3 <script> args`` headless (``env``: extra environment variables, None removes one);
     returns the completed process (text output).
 
-    A root script with no ``env`` and no ``cwd`` runs in this process (`run_root_script`: a process
+    A root script with no ``env`` runs in this process, from ``cwd`` (`run_root_script`: a process
     spends 2.5-4 s importing torch, which made the suite overrun its 5 minutes on 2 cores); ``real_process``
     (and every other command) starts ``python3`` as a user would; ``timeout`` bounds only a real process. Each
     script keeps tests that run it as a real process: signals, exit paths, the environment and the installed
     commands."""
-    if not real_process and env is None and cwd is None and args and args[0] in SCRIPTS:
-        return run_root_script(args[0], list(args[1:]))
+    if not real_process and env is None and args and args[0] in SCRIPTS:
+        return run_root_script(args[0], list(args[1:]), cwd=cwd)
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     full = dict(os.environ, SDL_VIDEODRIVER="dummy", MPLBACKEND="Agg", PYTHONPATH=path)
     for name, value in (env or {}).items():

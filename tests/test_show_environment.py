@@ -10,10 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
-from conftest import run_root_script
 from PIL import Image
 
 from metarl import envs
@@ -29,8 +29,8 @@ def script_env() -> dict[str, str]:
 
 
 def run_script(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """``python3 show_environment.py args`` from ``cwd``, in this process (`conftest.run_root_script`)."""
-    return run_root_script("show_environment.py", list(args), cwd=cwd)
+    """``python3 show_environment.py args`` from ``cwd``, in this process (`conftest.run_script`)."""
+    return conftest.run_script("show_environment.py", *args, cwd=cwd)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -186,8 +186,6 @@ def test_save_animation_formats_and_atomic_write(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_no_display_is_one_line_instead_of_an_unseen_window(tmp_path: Path) -> None:
     # No SDL_VIDEODRIVER and no display: pygame would fall back to a driver that draws nowhere.
-    import conftest
-
     done = conftest.run_script(str(SCRIPT), "Pendulum", "--seconds", "60", cwd=tmp_path, env=conftest.NO_DISPLAY)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()

@@ -215,6 +215,27 @@ def test_a_cma_run_resumes_exactly(tmp_path):
     assert torch.equal(resumed.state.population, straight.state.population)
 
 
+def test_snapshots_hold_the_searcher_s_best_guess_every_n_generations_and_the_last(tmp_path):
+    # The GA: its best individual (what best_model.yaml holds); CMA-ES: the distribution's mean after the update.
+    for name, config in (("ga", tiny(["logging.snapshot_every=2", "ga.generations=5"])),
+                         ("cma", cma_config(["logging.snapshot_every=2", "ga.generations=5"]))):
+        trainer = training.Trainer(training.new_run(config), tmp_path / name, evaluator=toy)
+        trainer.run(5)
+        assert sorted(p.name for p in (tmp_path / name / training.SNAPSHOTS).iterdir()) == \
+            ["gen_000000.yaml", "gen_000002.yaml", "gen_000004.yaml"]
+        last = io.load_model(training.snapshot_path(tmp_path / name, 4))
+        assert last.generation == 4 and last.fitness == trainer.state.rows[-1]["best"]
+        assert torch.equal(last.genome, trainer.state.searcher.candidates(1)[0][0])
+        best = io.load_model(tmp_path / name / "best_model.yaml").genome
+        assert torch.equal(last.genome, best) == (name == "ga")
+    # A resumed run goes on writing them; without the key there is no folder.
+    resumed = training.Trainer(training.load_run(tmp_path / "ga", generations=7), tmp_path / "ga", evaluator=toy)
+    resumed.run(7)
+    assert training.snapshot_path(tmp_path / "ga", 6).exists()
+    training.Trainer(training.new_run(tiny()), tmp_path / "none", evaluator=toy).run(2)
+    assert not (tmp_path / "none" / training.SNAPSHOTS).exists()
+
+
 def test_a_damaged_cma_state_is_one_line(tmp_path):
     config = cma_config()
     training.Trainer(training.new_run(config), tmp_path, evaluator=toy).run(1)

@@ -109,6 +109,9 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "logging.every": (_COUNT, "generations between progress lines (--log-every)"),
     "logging.tensorboard": ("true \\| false", "TensorBoard event files in RUN/tensorboard/ (--tensorboard)"),
     "logging.histogram_every": (_COUNT, "generations between histograms of the population's genes"),
+    "logging.snapshot_every": (f"{_COUNT}, or null",
+                               "every N generations (and the last) the searcher's best guess saved as "
+                               "RUN/snapshots/gen_NNNNNN.yaml, to pick a model from anywhere in the run; null = none"),
 }
 
 

@@ -281,10 +281,13 @@ class LoggingConfig:
     every: int = 1  # generations between progress lines (the first and the last are always reported)
     tensorboard: bool = False  # also write TensorBoard scalars and histograms to <run>/tensorboard/
     histogram_every: int = 10  # generations between histograms of the population's genes
+    snapshot_every: int | None = None  # generations between saved models in <run>/snapshots/; null = none
 
     def validate(self, key: str) -> None:
         _integer(f"{key}.every", self.every, 1, MAX_COUNT)
         _integer(f"{key}.histogram_every", self.histogram_every, 1, MAX_COUNT)
+        if self.snapshot_every is not None:
+            _integer(f"{key}.snapshot_every", self.snapshot_every, 1, MAX_COUNT)
 
 
 @dataclass(frozen=True)

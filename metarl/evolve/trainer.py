@@ -2,10 +2,10 @@
 
 A run folder holds ``config.yaml`` (resolved, seed recorded), ``log.csv``,
 ``best_model.yaml`` (best individual of the latest generation), ``best_ever.yaml``
-(when different) and ``checkpoint.pt``. The checkpoint, written atomically after every
-generation, is the source of truth: it holds the searcher's state (the next population and
-its generator state), the log rows and the best individual so far, so a resumed run continues
-exactly where it stopped.
+(when different), ``checkpoint.pt`` and, with ``logging.snapshot_every``, ``snapshots/``.
+The checkpoint, written atomically after every generation, is the source of truth: it holds the
+searcher's state (the next population and its generator state), the log rows and the best
+individual so far, so a resumed run continues exactly where it stopped.
 
 Each generation the `Trainer` asks the searcher (`metarl.evolve.searchers`) for genomes, has the
 problem (`metarl.evolve.problem`) score them, tells the searcher the fitness and calls its hooks
@@ -47,6 +47,7 @@ CHECKPOINT = "checkpoint.pt"
 # The files a run writes; a folder holding one of them (or a folder where one belongs) is a run folder.
 # stages.yaml: a multi-stage run's (metarl.evolve.stages).
 RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT, "stages.yaml")
+SNAPSHOTS = "snapshots"  # logging.snapshot_every: one model per N generations, gen_NNNNNN.yaml
 # Show a progress bar inside a generation when it has at least this many individual-steps.
 INNER_PROGRESS_MIN = 2_000_000
 
@@ -366,12 +367,20 @@ class Hook:
         """At the end of `Trainer.run`, however it ends."""
 
 
+def snapshot_path(run_dir: str | Path, generation: int) -> Path:
+    """Where ``logging.snapshot_every`` saves generation ``generation``'s model."""
+    return Path(run_dir) / SNAPSHOTS / f"gen_{generation:06d}.yaml"
+
+
 class CheckpointHook(Hook):
-    """``best_model.yaml``, ``best_ever.yaml`` and, last, ``checkpoint.pt``: a crash in between only repeats
-    the generation."""
+    """``best_model.yaml``, ``best_ever.yaml``, the generation's snapshot (``logging.snapshot_every``) and,
+    last, ``checkpoint.pt``: a crash in between only repeats the generation (which writes the same files)."""
 
     def generation_ends(self, trainer: Trainer, result: GenerationResult) -> None:
         st, run_dir, g = trainer.state, trainer.run_dir, result.generation
+        every = st.config.logging.snapshot_every
+        if every is not None and (g % every == 0 or g + 1 == st.config.ga.generations):
+            self.snapshot(trainer, result)
         with trainer.writing(run_dir / "best_model.yaml"):
             io.save_model(run_dir / "best_model.yaml", result.best_genome, trainer.layout, st.config,
                           fitness=result.best, generation=g, seed=st.seed)
@@ -387,6 +396,19 @@ class CheckpointHook(Hook):
         with trainer.writing(run_dir / CHECKPOINT):
             io.save_checkpoint(run_dir / CHECKPOINT, st.checkpoint())
         trainer.saved = st.generation
+
+    @staticmethod
+    def snapshot(trainer: Trainer, result: GenerationResult) -> None:
+        """The searcher's best guess after ``result``'s generation (the GA: its best individual, as in
+        ``best_model.yaml``; CMA-ES: the distribution's mean after the update, never scored in training: its
+        fitness field is the generation's best)."""
+        st = trainer.state
+        path = snapshot_path(trainer.run_dir, result.generation)
+        with trainer.writing(path):
+            path.parent.mkdir(exist_ok=True)
+            genome = st.searcher.candidates(1)[0][0]
+            io.save_model(path, genome, trainer.layout, st.config, fitness=result.best,
+                          generation=result.generation, seed=st.seed)
 
 
 class CSVLogHook(Hook):

@@ -84,6 +84,11 @@ def test_the_kernel_runs_the_reward_change_rule_as_the_spec() -> None:
     want = lifetime.run_lifetimes(g, layout, config, keys, backend="spec")[0]
     got = lifetime.run_lifetimes(g, layout, config, keys, backend="native")[0]
     assert_close(got, want, 1e-4)
+    # The trace's time constant reaches the kernel: 3 s instead of 1 s, as the spec, and another result.
+    slow = config.replace(rule=dataclasses.replace(config.rule, reward_mean_time=3.0))
+    got_slow = lifetime.run_lifetimes(g, layout, slow, keys, backend="native")[0]
+    assert_close(got_slow, lifetime.run_lifetimes(g, layout, slow, keys, backend="spec")[0], 1e-4)
+    assert not torch.allclose(got_slow, got, rtol=1e-3, atol=1e-3)
     # The input matters: the same genomes without it (its rows zeroed) score otherwise.
     blind = g.masked_fill(layout.input_genes("reward_network", "dr") | layout.input_genes("connection_network", "dr"),
                           0.0)

@@ -191,18 +191,23 @@ def test_a_record_whose_cells_do_not_fit_the_genome_is_refused(tmp_path: Path) -
         io.load_model(path)
 
 
-def test_a_trace_is_the_running_mean_of_the_reward_and_reward_change_reads_it() -> None:
+@pytest.mark.parametrize("mean_time", [None, 3.0])
+def test_a_trace_is_the_running_mean_of_the_reward_and_reward_change_reads_it(mean_time: float | None) -> None:
     # reward_change: the standard rule with r minus the reward's running mean (trace reward.mean) as an input of
-    # the reward and the connection cell.
+    # the reward and the connection cell; the mean's time constant is rule.reward_mean_time (default 1 s).
     assert RULES["reward_change"] is REWARD_CHANGE and REWARD_CHANGE.traces == ("reward.mean",)
     assert STANDARD.traces == () and GenomeLayout(1, 8, REWARD_CHANGE).size == 520 + 9 + 10
-    config = small_config(steps=30).replace(rule=dataclasses.replace(small_config().rule, declaration="reward_change"))
+    assert small_config().rule.reward_mean_time == REWARD_MEAN_TIME
+    rule = dataclasses.replace(small_config().rule, declaration="reward_change")
+    if mean_time is not None:
+        rule = dataclasses.replace(rule, reward_mean_time=mean_time)
+    config = small_config(steps=30).replace(rule=rule)
     layout = GenomeLayout(1, 8, REWARD_CHANGE)
     g, keys = genomes(layout, 3), rng.individual_keys(0, 0, 0, torch.arange(3))
     life = lifetime.Lifetime(g, layout, config, keys, backend="spec")
     rewards = torch.zeros(30, 3)
     life.run(30, torch.zeros(3, dtype=torch.float64), rewards)
-    rate = 1 - math.exp(-life.env.dt / REWARD_MEAN_TIME)
+    rate = 1 - math.exp(-life.env.dt / (mean_time or REWARD_MEAN_TIME))
     mean = torch.zeros(3)
     for r in rewards:  # m <- m + (1 - exp(-dt / T)) (r - m), from 0 at birth
         mean = mean + rate * (r - mean)

@@ -104,7 +104,8 @@ class RuleActor:
         self.rule = initial_rule_state(self.sizes, keys.shape[0], model.layout.state_dim, dtype=dtype,
                                        traces=model.layout.rule.traces)
         self.spec = StepSpec(actor_mod.neuron_count(self.sizes), a.learning_rate, a.weight_limit, a.sigma_limit,
-                             Conditions(plastic=plastic), config.ga.lifetime_steps, a.sigma_min)
+                             Conditions(plastic=plastic), config.ga.lifetime_steps, a.sigma_min,
+                             config.rule.reward_mean_time)
         self.noise_keys = rng.stream_keys(keys, rng.STREAM_NOISE)
         self.t = torch.zeros((), dtype=torch.int64)
         self._x: torch.Tensor | None = None

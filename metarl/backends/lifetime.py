@@ -98,12 +98,13 @@ class Lifetime:
                 lib, genomes, layout, self.env,
                 native_mod.FeatureMajor.of(actor, rule), noise_keys, learning_rate=rate,
                 weight_limit=a.weight_limit, sigma_limit=a.sigma_limit, sigma_min=a.sigma_min,
-                plastic=conditions.plastic, zero_reward=conditions.zero_reward,
+                reward_mean_time=config.rule.reward_mean_time, plastic=conditions.plastic,
+                zero_reward=conditions.zero_reward,
                 seen_rewards=self._seen, obs_keys=obs_keys)
             return
         spec = StepSpec(actor_mod.neuron_count(self.sizes), rate if isinstance(rate, float) else a.learning_rate,
                         a.weight_limit, a.sigma_limit, replace(conditions, seen_rewards=None), config.ga.lifetime_steps,
-                        a.sigma_min)
+                        a.sigma_min, config.rule.reward_mean_time)
         self._step_args = (genomes, layout, noise_keys)
         # transition's last two arguments: the sensor-noise keys and the learning rates per individual, if any.
         self._step_extra: tuple[torch.Tensor | None, torch.Tensor | None] = (

@@ -311,13 +311,14 @@ class Options(ctypes.Structure):
 
     @classmethod
     def of(cls, env: EnvOptions, env_id: int, *, weight_limit: float, sigma_limit: float, sigma_min: float = 0.0,
-           plastic: bool = True, zero_reward: bool = False, rule_id: int = 0) -> Options:
+           reward_mean_time: float = REWARD_MEAN_TIME, plastic: bool = True, zero_reward: bool = False,
+           rule_id: int = 0) -> Options:
         """``env_id``: the environment's id in the kernel (`env_id`); ``rule_id``: the rule declaration's
         (`rule_id`). The step ``dt`` and the learning rate are per individual: `Buffers` ``dt`` and
         ``learning_rate``."""
         return cls(max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
                    obs_noise=env.obs_noise, weight_limit=weight_limit, sigma_limit=sigma_limit,
-                   sigma_min=sigma_min, reward_mean_time=REWARD_MEAN_TIME,
+                   sigma_min=sigma_min, reward_mean_time=reward_mean_time,
                    reward_change=RULE_DEFINES[rule_id] == "METARL_RULE_REWARD_CHANGE",
                    env=env_id, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
                    plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
@@ -509,7 +510,8 @@ class Runner:
     def __init__(self, lib: ctypes.CDLL, genomes: torch.Tensor, layout: GenomeLayout, env: BatchedEnv,
                  state: FeatureMajor, noise_keys: torch.Tensor, *, learning_rate: float | torch.Tensor,
                  weight_limit: float, sigma_limit: float, plastic: bool, zero_reward: bool, sigma_min: float = 0.0,
-                 seen_rewards: torch.Tensor | None = None, obs_keys: torch.Tensor | None = None) -> None:
+                 reward_mean_time: float = REWARD_MEAN_TIME, seen_rewards: torch.Tensor | None = None,
+                 obs_keys: torch.Tensor | None = None) -> None:
         if genomes.device.type != "cpu" or genomes.dtype != torch.float32:
             raise ValueError("the native kernel runs float32 on CPU")
         why = declines(layout.rule, env.name)
@@ -534,7 +536,8 @@ class Runner:
         self._network = Network.of(self.sizes)
         self._genome_map = GenomeMap.of(layout)
         self._options = Options.of(env.options, env_id(lib, type(env)), weight_limit=weight_limit,
-                                   sigma_limit=sigma_limit, sigma_min=sigma_min, plastic=plastic,
+                                   sigma_limit=sigma_limit, sigma_min=sigma_min,
+                                   reward_mean_time=reward_mean_time, plastic=plastic,
                                    zero_reward=zero_reward, rule_id=rule_id(layout.rule))
         # (T, P): the rewards the rule sees instead of its own, or None.
         self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()

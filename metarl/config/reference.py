@@ -80,6 +80,10 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "rule.signal_dim": (f"integer in [1, {S.MAX_RULE_DIM}]", "S, size of the backward signal"),
     "rule.state_dim": (f"integer in [0, {S.MAX_RULE_DIM}]", "H, recurrent state size of every cell; 0 = stateless"),
     "rule.init_std": (_VALUE, "initial population ~ Normal(0, init_std^2)"),
+    "rule.reward_mean_time": (f"finite, in (0, {S._bound(S.MAX_VALUE)}] s",
+                              "time constant of the reward's running mean (trace reward.mean: the sources "
+                              "reward.change and reward.mean; docs/extending.md); ignored by declarations "
+                              "without them"),
     "ga.population_size": (_COUNT, "individuals per generation"),
     "ga.num_survivors": (f"{_COUNT}, at most population_size", "elites, kept unmutated (and re-evaluated)"),
     "ga.generations": (_COUNT, "generations of the run"),

@@ -170,6 +170,9 @@ class RuleConfig:
     state_dim: int = 8
     init_std: float = 0.1
     declaration: str = "standard"  # a registered rule declaration (metarl.core.rule.register_rule)
+    # Seconds of simulated time: the time constant of the reward's running mean (trace reward.mean, what the
+    # sources reward.change and reward.mean read); declarations without them ignore it.
+    reward_mean_time: float = 1.0
 
     def validate(self, key: str) -> None:
         from ..core.rule import RULES  # the registry of rule declarations (the example registers one)
@@ -181,6 +184,7 @@ class RuleConfig:
         _integer(f"{key}.signal_dim", self.signal_dim, 1, MAX_RULE_DIM)
         _integer(f"{key}.state_dim", self.state_dim, 0, MAX_RULE_DIM)  # 0: SPEC's stateless cells (H = 0)
         _number(f"{key}.init_std", self.init_std, 0, MAX_VALUE)
+        _number(f"{key}.reward_mean_time", self.reward_mean_time, 0, MAX_VALUE, open_low=True)
 
 
 @dataclass(frozen=True)

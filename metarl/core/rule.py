@@ -57,6 +57,8 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 
 # ---------------------------------------------------------------------------- where a cell reads its inputs
 
+REWARD_MEAN_TIME = 1.0  # seconds of simulated time: the default time constant of the reward's running mean
+
 @dataclass
 class Site:
     """What a source function may read for the instances of one cell at one place in the step.
@@ -81,6 +83,7 @@ class Site:
     # declaration's sources read (`RuleDeclaration.traces`).
     traces: Mapping[str, torch.Tensor] = field(default_factory=dict)
     dt: float | torch.Tensor | None = None  # the env's time step: a float, or (P,) where it is drawn per individual
+    reward_mean_time: float = REWARD_MEAN_TIME  # rule.reward_mean_time: seconds, the time constant of trace reward.mean
 
     @property
     def instances(self) -> tuple[int, ...]:
@@ -161,15 +164,14 @@ def register_trace(name: str) -> Callable[[TraceUpdate], TraceUpdate]:
     return add
 
 
-REWARD_MEAN_TIME = 1.0  # seconds of simulated time: the time constant of the reward's running mean
 
 
 @register_trace("reward.mean")
 def _reward_mean(before: torch.Tensor, site: Site) -> torch.Tensor:
-    """The running mean of the reward the rule sees, time constant REWARD_MEAN_TIME seconds (0 at birth)."""
+    """The running mean of the reward the rule sees, time constant ``rule.reward_mean_time`` seconds (0 at birth)."""
     if site.dt is None:
         raise ValueError("the trace reward.mean needs the time step (dt)")
-    rate = 1 - torch.exp(-torch.as_tensor(site.dt, dtype=before.dtype, device=before.device) / REWARD_MEAN_TIME)
+    rate = 1 - torch.exp(-torch.as_tensor(site.dt, dtype=before.dtype, device=before.device) / site.reward_mean_time)
     return before + rate * (site.reward.to(before.dtype) - before)
 
 

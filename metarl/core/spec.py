@@ -15,7 +15,7 @@ import torch
 
 from .actor import ActorState
 from .genome import GenomeLayout
-from .rule import SOURCES, TRACES, RuleState, Site
+from .rule import REWARD_MEAN_TIME, SOURCES, TRACES, RuleState, Site
 
 
 def _cell(genome: torch.Tensor, layout: GenomeLayout, name: str, h: torch.Tensor, x: torch.Tensor
@@ -49,12 +49,14 @@ def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: Rule
                         x: torch.Tensor, reward: torch.Tensor, *, learning_rate: float | torch.Tensor,
                         weight_limit: float, sigma_limit: float, t: torch.Tensor | None = None,
                         lifetime_steps: int | None = None, sigma_min: float = 0.0,
-                        dt: float | torch.Tensor | None = None) -> tuple[RuleState, ActorState]:
+                        dt: float | torch.Tensor | None = None, reward_mean_time: float = REWARD_MEAN_TIME
+                        ) -> tuple[RuleState, ActorState]:
     """One application of the rule, written the straightforward way. Inputs are not modified.
 
     ``learning_rate``: a float, or ``(P,)`` (one per individual). ``t`` (the step number, 0-d),
     ``lifetime_steps`` and ``dt`` (the env's time step: a float or ``(P,)``) are what sources such as
-    ``lifetime_fraction`` and traces such as ``reward.mean`` read; every sigma stays in ``[sigma_min,
+    ``lifetime_fraction`` and traces such as ``reward.mean`` read (with ``reward_mean_time``, its time constant in
+    seconds); every sigma stays in ``[sigma_min,
     sigma_limit]``. After the cells, each of the rule's traces is updated (`metarl.core.rule.TRACES`)."""
     s_dim = layout.signal_dim
     rstate, actor = rstate.clone(), actor.clone()
@@ -68,7 +70,7 @@ def reference_rule_step(genome: torch.Tensor, layout: GenomeLayout, rstate: Rule
     traces = dict(rstate.traces)  # as they were before the step: what every source of this step reads
 
     def site(cell: str, k: int, signal: torch.Tensor | None) -> Site:
-        return Site(cell, k, actor, x, reward, signal, t, lifetime_steps, traces, dt)
+        return Site(cell, k, actor, x, reward, signal, t, lifetime_steps, traces, dt, reward_mean_time)
 
     rstate.reward, out = _cell(genome, layout, "reward_network", rstate.reward,
                                cell_input(layout, site("reward_network", layers, None)))

@@ -19,7 +19,7 @@ from . import actor as actor_mod
 from . import rng
 from .actor import ActorState
 from .genome import GenomeLayout
-from .rule import RuleState
+from .rule import REWARD_MEAN_TIME, RuleState
 from .spec import reference_rule_step
 
 
@@ -44,6 +44,7 @@ class StepSpec:
     conditions: Conditions  # without seen_rewards (the spec holds no tensors: compiled code guards on it)
     lifetime_steps: int  # ga.lifetime_steps (what the rule's ``lifetime_fraction`` source divides by)
     sigma_min: float = 0.0  # actor.sigma_min: the least noise scale an update leaves
+    reward_mean_time: float = REWARD_MEAN_TIME  # rule.reward_mean_time: trace reward.mean's time constant (s)
 
 
 @dataclass
@@ -125,7 +126,8 @@ def learn(genomes: torch.Tensor, layout: GenomeLayout, rule: RuleState, actor: A
         rate = spec.learning_rate if learning_rates is None else learning_rates
         rule, actor = reference_rule_step(genomes, layout, rule, actor, x, seen, learning_rate=rate,
                                           weight_limit=spec.weight_limit, sigma_limit=spec.sigma_limit, t=t,
-                                          lifetime_steps=spec.lifetime_steps, sigma_min=spec.sigma_min, dt=dt)
+                                          lifetime_steps=spec.lifetime_steps, sigma_min=spec.sigma_min, dt=dt,
+                                          reward_mean_time=spec.reward_mean_time)
     return rule, actor
 
 

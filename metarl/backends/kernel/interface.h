@@ -43,7 +43,7 @@ struct Options {
     float max_torque, max_speed;  // max_speed <= 0: none
     float obs_noise;              // std of the sensor noise on the observation; 0: none
     float weight_limit, sigma_limit, sigma_min;  // (dt and the learning rate are per individual: Buffers)
-    float reward_mean_time;  // the time constant of trace reward.mean, seconds (metarl.core.rule.REWARD_MEAN_TIME)
+    float reward_mean_time;  // the time constant of trace reward.mean, seconds (rule.reward_mean_time)
     int32_t env;  // the environment: its id in physics.h ENVS (metarl_env)
     int32_t rk4, reward_delta, plastic, zero_reward, noise, spin, gym;
     int32_t reward_change;  // 1: the rule METARL_RULE_REWARD_CHANGE (Buffers.reward_mean), 0: METARL_RULE

@@ -28,6 +28,7 @@ import torch  # noqa: E402
 
 from metarl.analysis import evaluation  # noqa: E402
 from metarl.backends.lifetime import run_lifetimes  # noqa: E402
+from metarl.errors import UserError  # noqa: E402
 from metarl.runs import io  # noqa: E402
 
 LIFETIMES, STEPS, SWITCH = 128, 1000, 500
@@ -74,7 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     if 0 in args.seeds:
         p.error("seed 0's keys are the full evaluations': screen on others")
     for path in args.models:
-        model = io.load_model(path)
+        try:
+            model = io.load_model(path)
+        except UserError as e:
+            p.error(str(e))
         scores = [screen(model, s) for s in args.seeds]
         mean = {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
         print(path, " ".join(f"{k} {v:.3f}" if abs(v) < 10 else f"{k} {v:.1f}" for k, v in mean.items()), flush=True)

@@ -11,38 +11,26 @@ score, the mean height per link by 50-step window from step 400 (2 = upright), a
 still at the end (height below 0.2 for more than 90% of the last 100 steps).
 """
 
-import dataclasses
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+from screen import STEPS, Conditions, evaluation, io, lifetimes  # noqa: E402 - the screen's lifetimes
 
-from metarl.analysis import evaluation  # noqa: E402
-from metarl.backends.lifetime import Conditions, run_lifetimes  # noqa: E402
-from metarl.runs import io  # noqa: E402
-
-LIFETIMES, STEPS, SWITCH = 128, 1000, 500
+LIFETIMES, SWITCH = 128, 500
 
 
 def main(path: str, goal: int = 1) -> None:
     model = io.load_model(path)
-    c = model.config
-    env = dataclasses.replace(c.env, obs_noise=0.0, params={"length": 1.0, "mass": 1.0, "damping": 0.1}, goal=goal,
-                              goal_switch=SWITCH, goal_switch_probability=1.0)
-    config = c.replace(env=env, ga=dataclasses.replace(c.ga, antithetic=False))
     keys = evaluation.evaluation_keys(0, LIFETIMES)
-    genomes = model.genome.expand(LIFETIMES, -1).contiguous()
-    for name, conditions in (("learned", Conditions()), ("reward zeroed", evaluation.CONDITIONS["reward_zeroed"])):
-        states = torch.zeros(LIFETIMES, STEPS, 2)
-        _, rewards = run_lifetimes(genomes, model.layout, config, keys, steps=STEPS, trace=True, states=states,
-                                   conditions=conditions)
-        assert rewards is not None
-        h = evaluation.heights(states)
+    for name, conditions in (("learned", Conditions()),
+                             ("reward zeroed", evaluation.CONDITIONS["reward_zeroed"])):
+        rewards, h = lifetimes(model, keys, goal=goal, switch=SWITCH, sign=model.config.env.action_sign,
+                               conditions=conditions)
         windows = [round(float(h[:, i:i + 50].mean()), 2) for i in range(SWITCH - 100, STEPS, 50)]
         still = float((((h[:, -100:] < 0.2).double().mean(1)) > 0.9).double().mean())
-        print(f"{name}: second half {float(rewards[:, SWITCH:].double().sum(1).mean()):.1f}; mean height by 50 "
+        print(f"{name}: second half {float(rewards[:, SWITCH:].sum(1).mean()):.1f}; mean height by 50 "
               f"steps from {SWITCH - 100}: {windows}; hanging still at the end: {still:.0%}")
 
 

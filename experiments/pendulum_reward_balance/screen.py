@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 
 from metarl.analysis import evaluation  # noqa: E402
-from metarl.backends.lifetime import run_lifetimes  # noqa: E402
+from metarl.backends.lifetime import Conditions, run_lifetimes  # noqa: E402
 from metarl.errors import UserError  # noqa: E402
 from metarl.runs import io  # noqa: E402
 
@@ -37,15 +37,18 @@ UP_SECOND_HALF, PLAIN = 790.6, 895.3  # the reference controller's scores (eval_
 
 
 def lifetimes(model: io.SavedModel, keys: torch.Tensor, *, goal: int, switch: int | None = None,
-              sign: int | str = "random", params: dict[str, float] = NOMINAL) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rewards and mean heights ``(N, T)`` of ``keys`` lifetimes of the model under one condition."""
+              sign: int | str = "random", params: dict[str, float] = NOMINAL,
+              conditions: Conditions = Conditions()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rewards and mean heights ``(N, T)`` of ``keys`` lifetimes of the model under one setting (no sensor noise,
+    every lifetime reversed at ``switch`` if given), in ``conditions`` (e.g. the reward zeroed)."""
     c = model.config
     env = dataclasses.replace(c.env, obs_noise=0.0, params=dict(params), goal=goal, goal_switch=switch,
                               goal_switch_probability=1.0, action_sign=sign)
     config = c.replace(env=env, ga=dataclasses.replace(c.ga, antithetic=False))
     genomes = model.genome.expand(keys.shape[0], -1).contiguous()
     states = torch.zeros(keys.shape[0], STEPS, 2)
-    _, rewards = run_lifetimes(genomes, model.layout, config, keys, steps=STEPS, trace=True, states=states)
+    _, rewards = run_lifetimes(genomes, model.layout, config, keys, steps=STEPS, trace=True, states=states,
+                               conditions=conditions)
     assert rewards is not None
     return rewards.double(), evaluation.heights(states)
 

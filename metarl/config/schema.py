@@ -17,6 +17,7 @@ import reprlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.rule import REWARD_MEAN_TIME
 from ..envs import ENVS, env_class
 from ..envs.base import (
     ACTION_SIGNS,
@@ -172,7 +173,7 @@ class RuleConfig:
     declaration: str = "standard"  # a registered rule declaration (metarl.core.rule.register_rule)
     # Seconds of simulated time: the time constant of the reward's running mean (trace reward.mean, what the
     # sources reward.change and reward.mean read); declarations without them ignore it.
-    reward_mean_time: float = 1.0
+    reward_mean_time: float = REWARD_MEAN_TIME
 
     def validate(self, key: str) -> None:
         from ..core.rule import RULES  # the registry of rule declarations (the example registers one)

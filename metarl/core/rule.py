@@ -59,6 +59,7 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]{0,63}")
 
 REWARD_MEAN_TIME = 1.0  # seconds of simulated time: the default time constant of the reward's running mean
 
+
 @dataclass
 class Site:
     """What a source function may read for the instances of one cell at one place in the step.
@@ -162,8 +163,6 @@ def register_trace(name: str) -> Callable[[TraceUpdate], TraceUpdate]:
         return fn
 
     return add
-
-
 
 
 @register_trace("reward.mean")

@@ -38,7 +38,7 @@ def test_bad_action_sign_is_rejected():
 def test_antithetic_pairs_average_both_motor_directions():
     import torch
 
-    from metarl.backends.lifetime import antithetic_config, evaluate, run_lifetimes
+    from metarl.backends.lifetime import antithetic_configs, evaluate, run_lifetimes
     from metarl.core.genome import GenomeLayout
     from metarl.core.rng import individual_keys
 
@@ -48,8 +48,8 @@ def test_antithetic_pairs_average_both_motor_directions():
     genomes = layout.random(6, 0.5, torch.Generator().manual_seed(0))
     keys = individual_keys(5, 3, 0, torch.arange(6))
     plus, _ = run_lifetimes(genomes, layout, cfg, keys)
-    minus, _ = run_lifetimes(genomes, layout, antithetic_config(cfg), keys)
-    assert antithetic_config(cfg).env.action_sign == -1
+    minus, _ = run_lifetimes(genomes, layout, antithetic_configs(cfg)[1], keys)
+    assert antithetic_configs(cfg)[1].env.action_sign == -1
     assert not torch.equal(plus, minus)
     assert torch.allclose(evaluate(genomes, layout, cfg, seed=5, generation=3), (plus + minus) / 2)
     with pytest.raises(ConfigError, match="ga.antithetic"):

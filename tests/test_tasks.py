@@ -123,9 +123,9 @@ def test_goal_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="ga.antithetic"):
         from_dict({"env": {"goal": "random"}, "ga": {"antithetic": "goal", "evals_per_individual": 2}})
     cfg = from_dict({"env": {"reward": "spin"}, "ga": {"antithetic": "goal", "evals_per_individual": 2}})
-    assert cfg.ga.flipped == "goal" and lifetime.antithetic_config(cfg).env.goal == -1
-    assert lifetime.antithetic_config(cfg).env.action_sign == 1
-    assert from_dict({"ga": {"antithetic": True, "evals_per_individual": 2}}).ga.flipped == "action_sign"
+    assert cfg.ga.flips == ("goal",) and lifetime.antithetic_configs(cfg)[1].env.goal == -1
+    assert lifetime.antithetic_configs(cfg)[1].env.action_sign == 1
+    assert from_dict({"ga": {"antithetic": True, "evals_per_individual": 2}}).ga.flips == ("action_sign",)
 
 
 def test_a_reward_blind_rule_scores_zero_on_antithetic_goal_pairs() -> None:
@@ -138,12 +138,31 @@ def test_a_reward_blind_rule_scores_zero_on_antithetic_goal_pairs() -> None:
     keys = rng.individual_keys(5, 3, 0, torch.arange(6))
     blind = lifetime.Conditions(zero_reward=True)
     plus = lifetime.run_lifetimes(g, layout, cfg, keys, conditions=blind)[0]
-    minus = lifetime.run_lifetimes(g, layout, lifetime.antithetic_config(cfg), keys, conditions=blind)[0]
+    minus = lifetime.run_lifetimes(g, layout, lifetime.antithetic_configs(cfg)[1], keys, conditions=blind)[0]
     assert (plus != 0).all() and torch.equal(plus, -minus)
     assert torch.equal(lifetime.evaluate(g, layout, cfg, seed=5, generation=3),
                        (lifetime.run_lifetimes(g, layout, cfg, keys)[0]
-                        + lifetime.run_lifetimes(g, layout, lifetime.antithetic_config(cfg), keys)[0]) / 2)
+                        + lifetime.run_lifetimes(g, layout, lifetime.antithetic_configs(cfg)[1], keys)[0]) / 2)
 
+
+
+def test_antithetic_both_runs_each_goal_with_each_motor_direction_on_the_same_draws() -> None:
+    cfg = from_dict({"env": {"init": "down", "reward": "spin"},
+                     "ga": {"population_size": 6, "num_survivors": 2, "lifetime_steps": 40,
+                            "evals_per_individual": 8, "antithetic": "both"}})
+    group = lifetime.antithetic_configs(cfg)
+    assert cfg.ga.group == 4
+    assert [(c.env.goal, c.env.action_sign) for c in group] == [(1, 1), (-1, 1), (1, -1), (-1, -1)]
+    layout = GenomeLayout()
+    g = layout.random(6, 0.5, torch.Generator().manual_seed(0))
+    runs = [lifetime.run_lifetimes(g, layout, c, rng.individual_keys(5, 3, draw, torch.arange(6)))[0]
+            for draw in range(2) for c in group]
+    assert len({tuple(r.tolist()) for r in runs}) == 8  # every goal and direction changes the lifetime
+    assert torch.allclose(lifetime.evaluate(g, layout, cfg, seed=5, generation=3), sum(runs) / 8)
+    with pytest.raises(ConfigError, match="ga.antithetic: needs a multiple of 4 as evals_per_individual, got 6"):
+        from_dict({"ga": {"antithetic": "both", "evals_per_individual": 6}})
+    with pytest.raises(ConfigError, match="env.action_sign"):
+        from_dict({"env": {"action_sign": "random"}, "ga": {"antithetic": "both", "evals_per_individual": 4}})
 
 TASKS = [
     ("Pendulum", {"reward": "spin", "goal": "random", "init": "down"}),

@@ -233,7 +233,7 @@ def episode_sums(rewards: torch.Tensor, episode_steps: int) -> torch.Tensor:
 
 def goals_of(config: Config) -> tuple[int, ...] | None:
     """The goals every evaluation episode is run with: (1, -1) for a hidden-goal task, else None."""
-    if config.ga.flipped == "goal" or config.env.goal == "random":
+    if "goal" in config.ga.flips or config.env.goal == "random":
         return (1, -1)
     return None
 
@@ -358,14 +358,13 @@ def rescore_best(candidates: torch.Tensor, layout: GenomeLayout, config: Config,
 def rescore(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
             progress: ProgressFn | None = None) -> torch.Tensor:
     """Mean fitness ``(K,)`` float64 of each of ``genomes (K, G)`` over the same ``episodes`` held-out
-    lifetimes (antithetic pairs as in training), for choosing which candidate to ship.
+    lifetimes (antithetic groups as in training), for choosing which candidate to ship.
 
     One generation's best is partly luck (it is the maximum of many noisy scores); scoring the
     GA's elites again on many unseen lifetimes picks the one that is really best.
     """
     k = genomes.shape[0]
-    pairs = 2 if config.ga.antithetic else 1
-    cfg = config.replace(ga=replace(config.ga, evals_per_individual=pairs, common_random_numbers=False))
+    cfg = config.replace(ga=replace(config.ga, evals_per_individual=config.ga.group, common_random_numbers=False))
     indices = torch.arange(episodes).repeat(k)  # candidate i, episode j -> the key of episode j
     fitness = evaluate(genomes.repeat_interleave(episodes, dim=0), layout, cfg, seed=seed,
                        generation=VALIDATION_GENERATION, indices=indices, progress=progress)

@@ -389,22 +389,20 @@ def evaluate(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, see
     if config.ga.common_random_numbers:
         indices = torch.zeros_like(indices)
     total = torch.zeros(pop, dtype=torch.float64, device=genomes.device)
-    reversed_config = antithetic_config(config) if config.ga.antithetic else config
+    group = antithetic_configs(config)
     for e in range(config.ga.evals_per_individual):
-        if config.ga.antithetic:
-            # Pairs of lifetimes with identical draws and opposite motor directions.
-            keys = rng.individual_keys(seed, generation, e // 2, indices)
-            cfg = reversed_config if e % 2 else config
-        else:
-            keys = rng.individual_keys(seed, generation, e, indices)
-            cfg = config
-        fitness, _ = run_lifetimes(genomes, layout, cfg, keys, progress=progress)
+        # Antithetic: groups of lifetimes with identical draws and the flipped signs in every combination.
+        keys = rng.individual_keys(seed, generation, e // len(group), indices)
+        fitness, _ = run_lifetimes(genomes, layout, group[e % len(group)], keys, progress=progress)
         total += fitness
     return total / config.ga.evals_per_individual
 
 
-def antithetic_config(config: Config) -> Config:
-    """``config`` with the sign that ``ga.antithetic`` flips (motor direction or hidden goal) reversed:
-    the second lifetime of an antithetic pair."""
-    name = config.ga.flipped or "action_sign"
-    return config.replace(env=replace(config.env, **{name: -getattr(config.env, name)}))
+def antithetic_configs(config: Config) -> list[Config]:
+    """The configs of one antithetic group, ``config`` first: every combination of the signs that
+    ``ga.antithetic`` flips (motor direction and/or hidden goal) reversed; ``[config]`` without antithetic."""
+    configs = [config]
+    for name in config.ga.flips:
+        configs += [c.replace(env=replace(c.env, **{name: -getattr(c.env, name)})) for c in configs]
+    return configs
+

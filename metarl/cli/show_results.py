@@ -356,7 +356,7 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     candidates, labels = state.searcher.candidates(k)
     count = candidates.shape[0]
     episodes = args.episodes or DEFAULT_RESCORE_EPISODES
-    pairs = 2 if cfg.ga.antithetic else 1
+    pairs = cfg.ga.group
     resources.check_lifetimes(cfg, cfg.layer_sizes, lifetimes=count * episodes * pairs,
                               steps=cfg.ga.lifetime_steps, what="--rescore", allow_large=args.allow_large)
     use_threads(cfg.runtime.threads)

@@ -88,12 +88,14 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "ga.num_survivors": (f"{_COUNT}, at most population_size", "elites, kept unmutated (and re-evaluated)"),
     "ga.generations": (_COUNT, "generations of the run"),
     "ga.lifetime_steps": (_COUNT, "steps of a lifetime; fitness = reward summed over it ..."),
-    "ga.evals_per_individual": (_COUNT, "... averaged over this many lifetimes (even with antithetic)"),
+    "ga.evals_per_individual": (_COUNT, "... averaged over this many lifetimes (antithetic: a multiple of 2; "
+                                        "4 for both)"),
     "ga.mutation_probability": ("finite, in [0, 1]", "probability that a child's gene is mutated"),
     "ga.mutation_strength": (_VALUE, "std deviation of a mutation"),
     "ga.common_random_numbers": ("true \\| false", "true: every individual of a generation gets the same draws"),
     "ga.antithetic": (_choices(S.ANTITHETIC), "true or motor: lifetimes in pairs with opposite motor directions; "
-                                              "goal: pairs with opposite hidden goals"),
+                                              "goal: pairs with opposite hidden goals; both: groups of four, "
+                                              "each goal with each motor direction"),
     "ga.init_model": (f"a path (at most {S.MAX_PATH} characters), a shipped model's name, or null",
                       "warm start: generation 0 = this model's rule and mutated copies; null = Normal(0, init_std^2)"),
     "search.name": (_choices(S.SEARCHERS), "what proposes the genomes: ga = the GA above; cma = CMA-ES from pycma "

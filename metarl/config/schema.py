@@ -33,7 +33,7 @@ from ..envs.base import (
 from ..errors import ConfigError
 
 PhysicalValue = float | list[float]
-ANTITHETIC = (False, True, "motor", "goal")
+ANTITHETIC = (False, True, "motor", "goal", "both")
 
 # Sane ranges: beyond them a value is a typo or an attack, not an experiment (README, "Configuration").
 MIN_DT, MAX_DT = 1e-6, 1.0  # s; below 1e-6 a float32 step barely moves the state, above 1 it is no integration
@@ -212,11 +212,16 @@ class GAConfig:
     init_model: str | None = None
 
     @property
-    def flipped(self) -> str | None:
-        """The env option an antithetic pair flips (``action_sign`` or ``goal``), or None."""
+    def flips(self) -> tuple[str, ...]:
+        """The env options an antithetic group flips (``goal`` and/or ``action_sign``); () without antithetic."""
         if not self.antithetic:
-            return None
-        return "goal" if self.antithetic == "goal" else "action_sign"
+            return ()
+        return {"goal": ("goal",), "both": ("goal", "action_sign")}.get(str(self.antithetic), ("action_sign",))
+
+    @property
+    def group(self) -> int:
+        """Lifetimes per antithetic group (same draws, every combination of the flipped signs); 1 without."""
+        return 2 ** len(self.flips)
 
     def validate(self, key: str) -> None:
         for name in ("population_size", "num_survivors", "generations", "lifetime_steps",
@@ -228,12 +233,14 @@ class GAConfig:
         _number(f"{key}.mutation_probability", self.mutation_probability, 0, 1)
         _number(f"{key}.mutation_strength", self.mutation_strength, 0, MAX_VALUE)
         if self.antithetic not in ANTITHETIC:
-            raise ConfigError(f"{key}.antithetic: must be true, false, motor or goal, got {_show(self.antithetic)}")
+            raise ConfigError(f"{key}.antithetic: must be true, false, motor, goal or both, "
+                              f"got {_show(self.antithetic)}")
         if self.init_model is not None and (not isinstance(self.init_model, str) or not self.init_model.strip()
                                             or len(self.init_model) > MAX_PATH):
             raise ConfigError(f"{key}.init_model: must be the path of a saved model, got {_show(self.init_model)}")
-        if self.antithetic and self.evals_per_individual % 2:
-            raise ConfigError(f"{key}.antithetic: needs an even evals_per_individual, got {self.evals_per_individual}")
+        if self.evals_per_individual % self.group:
+            what = "an even" if self.group == 2 else f"a multiple of {self.group} as"
+            raise ConfigError(f"{key}.antithetic: needs {what} evals_per_individual, got {self.evals_per_individual}")
 
 
 SEARCHERS = ("ga", "cma")
@@ -321,10 +328,10 @@ class Config:
         self.ga.validate("ga")
         self.search.validate("search")
         self.runtime.validate("runtime")
-        flipped = self.ga.flipped
-        if flipped and getattr(self.env, flipped) == "random":
-            raise ConfigError(f"ga.antithetic: {self.ga.antithetic} pairs need a fixed env.{flipped} (1 or -1), "
-                              f"not random")
+        for flipped in self.ga.flips:
+            if getattr(self.env, flipped) == "random":
+                raise ConfigError(f"ga.antithetic: {self.ga.antithetic} groups need a fixed env.{flipped} (1 or -1), "
+                                  f"not random")
 
     @property
     def layer_sizes(self) -> list[int]:

@@ -159,6 +159,12 @@ def test_antithetic_both_runs_each_goal_with_each_motor_direction_on_the_same_dr
             for draw in range(2) for c in group]
     assert len({tuple(r.tolist()) for r in runs}) == 8  # every goal and direction changes the lifetime
     assert torch.allclose(lifetime.evaluate(g, layout, cfg, seed=5, generation=3), sum(runs) / 8)
+    # A group of four is the two goal pairs, one per motor direction, on the same draws (so rescoring too).
+    goal = [from_dict({**cfg.to_dict(), "env": {**cfg.to_dict()["env"], "action_sign": sign},
+                       "ga": {**cfg.to_dict()["ga"], "antithetic": "goal"}}) for sign in (1, -1)]
+    both = evaluation.rescore(g[:2], layout, cfg, episodes=3, seed=7)
+    pairs = [evaluation.rescore(g[:2], layout, c, episodes=3, seed=7) for c in goal]
+    assert torch.allclose(both, (pairs[0] + pairs[1]) / 2, rtol=1e-12, atol=0)
     with pytest.raises(ConfigError, match="ga.antithetic: needs a multiple of 4 as evals_per_individual, got 6"):
         from_dict({"ga": {"antithetic": "both", "evals_per_individual": 6}})
     with pytest.raises(ConfigError, match="env.action_sign"):

@@ -31,7 +31,7 @@ Packages, by concern (docs/architecture.md):
     evolve/    problem, searchers (the GA, CMA-ES), ga, trainer, stages (curricula), distributed (torchrun)
     analysis/  evaluation, controllers (the reference controller), robustness, plots, render, gym_rule
     runs/      model and checkpoint files (io), the CSV log and progress (logs), the run folder's lock
-    cli/       the three commands (train, show_results, show_environment) and their plumbing
+    cli/       the three commands (train, show_results, show_environment), their parsers and plumbing
     config/    the schema, loading, the reference page (docs/config.md)
     and resources (memory, checked before a run), shipped (configs and models by name), gym (Gymnasium
     ids), errors (the one-line errors), cpu (the CPU's feature flags).

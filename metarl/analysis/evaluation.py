@@ -46,6 +46,7 @@ from ..core import rng
 from ..core.actor import ActorState
 from ..core.genome import GenomeLayout
 from .controllers import run_reference
+from .defaults import RESCORE_EPISODES  # noqa: F401 - evaluation.RESCORE_EPISODES, as before
 
 # Key namespaces (the ``generation`` argument of `rng.individual_keys`). Training uses
 # generations 0, 1, 2, ...; these are far beyond any run, so the draws are never trained on.
@@ -342,7 +343,6 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
                       switch, after, signs if switch is not None else None)
 
 
-RESCORE_EPISODES = 64  # held-out lifetimes per candidate when choosing which of a run's elites to ship
 
 
 def rescore_best(candidates: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,

@@ -51,9 +51,9 @@ from ..core.rule import initial_rule_state
 from ..core.step import Conditions, StepSpec, act, learn
 from ..errors import UserError
 from ..runs.io import SavedModel, load_model
+from .defaults import RULE_REWARDS
 
 ENV_IDS = ("Pendulum-v1", "metarl/Pendulum-v0")  # the latter made with dynamics="gymnasium": Pendulum-v1 again
-RULE_REWARDS = ("env", "height")
 POLICIES = ("learned", "no_plasticity", "random")
 MAX_TORQUE = 2.0  # Pendulum-v1's torque limit (N·m): an action of 1 is this torque
 GYM_DT = 0.05  # Pendulum-v1's time step (s): what a rule's traces (e.g. the reward's running mean) are timed by

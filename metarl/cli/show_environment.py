@@ -1,11 +1,5 @@
-"""Animate an environment (batch element 0) at real time in a pygame window.
-
-    python3 show_environment.py Pendulum
-    python3 show_environment.py DoublePendulum --torque 0.5 --set env.init=down
-    python3 show_environment.py Pendulum --random --seed 3 --set env.params.length=1.5
-    python3 show_environment.py DoublePendulum --seconds 5 --save double.gif   # headless, no window
-
-Close the window or press Esc / q to stop.
+"""Animate an environment (batch element 0) at real time in a pygame window (``show_environment.py``,
+``metarl-show-env``); its command line is `metarl.cli.parsers.show_environment`.
 """
 
 from __future__ import annotations
@@ -18,7 +12,7 @@ import torch
 from metarl import config as cfg_mod
 from metarl import envs
 from metarl.analysis.render import Renderer, check_animation_path, play, save_animation
-from metarl.cli.args import ArgumentParser, described
+from metarl.cli import parsers
 from metarl.cli.main import run_main
 from metarl.config.schema import MAX_SEED, _show
 from metarl.errors import UserError
@@ -29,19 +23,7 @@ MAX_STEPS = 10**7
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=described(__doc__, "show_environment.py"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", metavar="NAME", help=f"environment: {' | '.join(envs.ENVS)}")
-    p.add_argument("--seconds", type=float, default=10.0, metavar="S", help="simulated time (default 10)")
-    actions = p.add_mutually_exclusive_group()
-    actions.add_argument("--torque", type=float, default=0.0, metavar="T",
-                         help="constant action in [-1, 1], times env.max_torque (default 0)")
-    actions.add_argument("--random", action="store_true", help="uniform random actions in [-1, 1] (see --seed)")
-    p.add_argument("--seed", type=int, default=0, help="seed of random actions and parameter ranges (default 0)")
-    p.add_argument("--set", action="append", default=[], metavar="env.KEY=VALUE",
-                   help="override an env option or parameter (parsed as YAML), e.g. env.init=down, "
-                        "env.params.length=1.5; repeatable")
-    p.add_argument("--save", metavar="FILE", help="render headless to an animated .gif (or last frame .png)")
+    p = parsers.show_environment()
     args = p.parse_args(argv)
     if not args.seconds > 0:
         p.error(f"--seconds must be > 0, got {args.seconds}")

@@ -1,18 +1,5 @@
-"""Replay, plot and evaluate a learned rule; plot the fitness curves of a run.
-
-    python3 show_results.py pendulum_swingup            # a shipped model by name: a fresh actor learns live (window)
-    python3 show_results.py MODEL.yaml --save replay.gif --plot summary.png    # headless export
-    python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
-    python3 show_results.py RUN_DIR --rescore 20       # pick the best of the last elites on held-out lifetimes
-    python3 show_results.py MODEL.yaml --evaluate --hidden 16,16 --set env.params.length=1.5
-    python3 show_results.py MODEL.yaml --robustness --episodes 64 --json rob.json --plot rob.png   # off its training
-    python3 show_results.py results/<run> --plot curve.png       # fitness curves (window without --plot)
-    python3 show_results.py results/run_a results/run_b --plot runs.png   # several runs or seeds in one figure
-    python3 show_results.py pendulum_balance --gymnasium Pendulum-v1 --episodes-per-lifetime 10 --lifetimes 64
-
-Replays draw a random seed unless --seed is given (it is printed, to reproduce the replay);
---evaluate uses --seed 0 by default so that its table is reproducible as is. Replay and
-evaluation episodes come from key namespaces that training never uses.
+"""Replay, plot and evaluate a learned rule; plot the fitness curves of a run (``show_results.py``,
+``metarl-show-results``). Its command line, and what each option does, is `metarl.cli.parsers.show_results`.
 """
 
 from __future__ import annotations
@@ -36,8 +23,16 @@ from metarl.analysis import evaluation, gym_rule, plots, robustness
 from metarl.analysis.render import ANIMATION_SUFFIXES, VIEW_MARGIN, Renderer, open_window, save_animation, window_open
 from metarl.backends import select_backend, use_threads
 from metarl.backends.lifetime import Conditions, Lifetime
-from metarl.cli.args import ArgumentParser, described
+from metarl.cli import parsers
 from metarl.cli.main import run_main
+from metarl.cli.parsers import (
+    DEFAULT_EVAL_EPISODES,
+    DEFAULT_GYM_EPISODES,
+    DEFAULT_GYM_LIFETIMES,
+    DEFAULT_PLOT_EPISODES,
+    DEFAULT_RESCORE_EPISODES,
+    DEFAULT_ROBUSTNESS_EPISODES,
+)
 from metarl.config import Config
 from metarl.config.schema import MAX_SEED, _show
 from metarl.errors import ModelFileError, UserError
@@ -53,57 +48,11 @@ GIF_HEIGHT, GIF_ENV_WIDTH, GIF_PANEL_WIDTH = 400, 400, 560
 LIVE_PANEL_EVERY = 5  # steps between panel redraws in the window (a redraw costs ~50 ms)
 GIF_MAX_FRAMES = 100
 GIF_MIN_FPS = 10.0  # long lifetimes play faster than real time rather than as a slide show
-DEFAULT_EVAL_EPISODES = 256
-DEFAULT_ROBUSTNESS_EPISODES = 64  # per point of the grid (about 25 points)
-DEFAULT_RESCORE_EPISODES = evaluation.RESCORE_EPISODES
-DEFAULT_PLOT_EPISODES = 64
-DEFAULT_GYM_EPISODES = 10  # --gymnasium: episodes per lifetime
-DEFAULT_GYM_LIFETIMES = 64
 LOG_COLUMNS = ("generation", "best")  # required; the other curves are drawn when present
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=described(__doc__, "show_results.py"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", help="a saved model (MODEL.yaml, ours or the original project's; or a shipped model's name, "
-                                "e.g. pendulum_balance) or a run folder")
-    p.add_argument("more_runs", nargs="*", metavar="RUN_DIR",
-                   help="more run folders: their curves in one figure (runs that differ only in seed: mean and range)")
-    p.add_argument("--steps", type=int, metavar="N", help="lifetime length (default: the model's ga.lifetime_steps)")
-    p.add_argument("--seed", type=int, metavar="S", help="seed of the actors and environments drawn")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a value of the model's config (parsed as YAML); repeatable")
-    p.add_argument("--hidden", metavar="N,N", help="run the rule on an actor with these hidden layer sizes")
-    p.add_argument("--save", metavar="OUT.gif", help="write the replay as an animated GIF (or .png: last frame)")
-    p.add_argument("--plot", metavar="OUT.png", help="write a figure: lifetime summary of a model, "
-                                                     "fitness curves of a run folder, or with --evaluate "
-                                                     "the height over the lifetime per condition")
-    p.add_argument("--evaluate", action="store_true", help="measure the rule against baselines")
-    p.add_argument("--robustness", action="store_true",
-                   help="the rule against the reference controller with length, mass, damping, sensor noise, time "
-                        "step and torque varied one at a time (metarl.analysis.robustness); --plot writes a heat map")
-    p.add_argument("--episodes", type=int, metavar="N",
-                   help=f"lifetimes for --evaluate (default {DEFAULT_EVAL_EPISODES}), --robustness (per point, "
-                        f"default {DEFAULT_ROBUSTNESS_EPISODES}) or --plot (default {DEFAULT_PLOT_EPISODES})")
-    p.add_argument("--json", metavar="OUT.json",
-                   help="with --evaluate, --robustness or --gymnasium: also write the results as JSON")
-    p.add_argument("--rescore", type=int, metavar="K",
-                   help="run folder: score the K best of its last generation again on --episodes held-out "
-                        f"lifetimes (default {DEFAULT_RESCORE_EPISODES}) and save the best as RUN/rescored_model.yaml")
-    p.add_argument("--allow-large", action="store_true",
-                   help="run even if the memory or work estimate exceeds what this machine allows (a deliberate "
-                        "huge evaluation)")
-    g = p.add_argument_group("on Gymnasium's Pendulum-v1 (metarl.analysis.gym_rule; needs gymnasium)")
-    g.add_argument("--gymnasium", metavar="ENV_ID", help="run the rule's actor through gymnasium.make(ENV_ID) "
-                   "(Pendulum-v1, or metarl/Pendulum-v0 with dynamics='gymnasium') over lifetimes of several "
-                   "episodes, beside the same actor without plasticity and a random policy; --seed default 0")
-    g.add_argument("--episodes-per-lifetime", type=int, metavar="N",
-                   help=f"episodes of 200 steps per lifetime (default {DEFAULT_GYM_EPISODES}); the env resets "
-                        f"between them, the actor and the rule keep what they learned")
-    g.add_argument("--lifetimes", type=int, metavar="K", help=f"lifetimes (default {DEFAULT_GYM_LIFETIMES})")
-    g.add_argument("--reward", choices=gym_rule.RULE_REWARDS,
-                   help="what the rule sees: env = the env's reward (Pendulum-v1: -cost; the default), height = "
-                        "metarl's 1 - cos theta of the next observation (what the shipped rules were evolved on)")
+    p = parsers.show_results()
     args = p.parse_args(argv)
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
         raise UserError(f"--seed must be an integer in [0, 2^63-1], got {_show(args.seed)}")

@@ -1,10 +1,5 @@
-"""Evolve a learning rule with the genetic algorithm described by a YAML config.
-
-    python3 run_config.py base                           # a shipped config by name (configs/base.yaml)
-    python3 run_config.py configs/base.yaml --quiet --log-every 10 --tensorboard
-    python3 run_config.py --resume results/<run>         # continue a stopped run
-    python3 run_config.py pendulum_balance --out results/balance   # a multi-stage config (stages:): one run folder
-    torchrun --nproc_per_node=2 run_config.py CONFIG     # shard the population over processes
+"""Evolve a learning rule with the genetic algorithm described by a YAML config (``run_config.py``,
+``metarl-train``); its command line is `metarl.cli.parsers.train`.
 """
 
 from __future__ import annotations
@@ -18,7 +13,7 @@ from metarl import backends, resources
 from metarl import config as cfg_mod
 from metarl.analysis import evaluation
 from metarl.backends import use_threads
-from metarl.cli.args import ArgumentParser, described
+from metarl.cli import parsers
 from metarl.cli.main import ERROR, exit_code, run_main
 from metarl.errors import ConfigError, ModelFileError, NonFiniteError, UserError
 from metarl.evolve import distributed, stages
@@ -32,23 +27,7 @@ from metarl.shipped import configs as shipped_configs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(description=described(__doc__, "run_config.py"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="?", help="YAML config (nested, or the original project's flat format), or the name "
-                                           "of a shipped one (base, quick, pendulum_swingup, ...)")
-    p.add_argument("--out", help="run folder (default results/<timestamp>_<config name>/)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR to its configured generations")
-    p.add_argument("--generations", type=int, metavar="N", help="total number of generations")
-    p.add_argument("--seed", type=int, help="random seed (overrides the config)")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (parsed as YAML); repeatable")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-generation lines")
-    p.add_argument("--log-every", type=int, metavar="N", help="report every N-th generation (logging.every)")
-    p.add_argument("--tensorboard", action="store_true",
-                   help="also log to TensorBoard in RUN/tensorboard/ (logging.tensorboard; needs tensorboard)")
-    p.add_argument("--allow-large", action="store_true",
-                   help="run even if the memory estimate exceeds the memory available (a deliberate huge run)")
+    p = parsers.train()
     args = p.parse_args(argv)
     if args.resume is None and args.config is None:
         p.error("a CONFIG file is required (or --resume DIR)")

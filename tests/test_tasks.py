@@ -170,6 +170,33 @@ def test_antithetic_both_runs_each_goal_with_each_motor_direction_on_the_same_dr
     with pytest.raises(ConfigError, match="env.action_sign"):
         from_dict({"env": {"action_sign": "random"}, "ga": {"antithetic": "both", "evals_per_individual": 4}})
 
+
+def test_worst_motor_fitness_is_the_lower_motor_direction_s_mean_of_the_same_lifetimes() -> None:
+    base = {"env": {"init": "down", "reward": "spin"},
+            "ga": {"population_size": 6, "num_survivors": 2, "lifetime_steps": 40, "evals_per_individual": 8,
+                   "antithetic": "both"}}
+    mean = from_dict(base)
+    worst = from_dict({**base, "ga": {**base["ga"], "fitness": "worst_motor"}})
+    layout = GenomeLayout()
+    g = layout.random(6, 0.5, torch.Generator().manual_seed(0))
+    per_motor = [lifetime.evaluate(g, layout, from_dict({**base, "env": {**base["env"], "action_sign": sign},
+                                                         "ga": {**base["ga"], "antithetic": "goal",
+                                                                "evals_per_individual": 4}}), seed=5, generation=3)
+                 for sign in (1, -1)]
+    assert not torch.equal(per_motor[0], per_motor[1])
+    assert torch.allclose(lifetime.evaluate(g, layout, mean, seed=5, generation=3), (per_motor[0] + per_motor[1]) / 2,
+                          rtol=1e-12, atol=0)
+    assert torch.equal(lifetime.evaluate(g, layout, worst, seed=5, generation=3), torch.minimum(*per_motor))
+    scores = [evaluation.rescore(g[:2], layout, c, episodes=3, seed=7) for c in lifetime.motor_directions(worst)]
+    assert torch.equal(evaluation.rescore(g[:2], layout, worst, episodes=3, seed=7), torch.minimum(*scores))
+    motor = from_dict({**base, "ga": {**base["ga"], "antithetic": "motor", "fitness": "worst_motor"}})
+    assert [(c.env.action_sign, c.ga.antithetic, c.ga.evals_per_individual)
+            for c in lifetime.motor_directions(motor)] == [(1, False, 4), (-1, False, 4)]
+    with pytest.raises(ConfigError, match="ga.fitness: worst_motor needs both motor directions"):
+        from_dict({"ga": {"antithetic": "goal", "evals_per_individual": 2, "fitness": "worst_motor"}})
+    with pytest.raises(ConfigError, match="ga.fitness: must be one of mean, worst_motor, got 'best'"):
+        from_dict({"ga": {"fitness": "best"}})
+
 TASKS = [
     ("Pendulum", {"reward": "spin", "goal": "random", "init": "down"}),
     # A reversal in half the lifetimes (goal_switch_probability), each with its own goal, dt and switch step.

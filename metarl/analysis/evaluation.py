@@ -40,7 +40,7 @@ import torch
 
 from .. import envs
 from ..backends import select_backend
-from ..backends.lifetime import Conditions, Lifetime, ProgressFn, evaluate, make_env, run_lifetimes
+from ..backends.lifetime import Conditions, Lifetime, ProgressFn, evaluate, make_env, motor_directions, run_lifetimes
 from ..config import Config
 from ..core import rng
 from ..core.actor import ActorState
@@ -363,6 +363,9 @@ def rescore(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, epis
     One generation's best is partly luck (it is the maximum of many noisy scores); scoring the
     GA's elites again on many unseen lifetimes picks the one that is really best.
     """
+    if config.ga.fitness == "worst_motor":  # the lower of the two motor directions' means, as in training
+        return torch.minimum(*(rescore(genomes, layout, c, episodes=episodes, seed=seed, progress=progress)
+                               for c in motor_directions(config)))
     k = genomes.shape[0]
     cfg = config.replace(ga=replace(config.ga, evals_per_individual=config.ga.group, common_random_numbers=False))
     indices = torch.arange(episodes).repeat(k)  # candidate i, episode j -> the key of episode j

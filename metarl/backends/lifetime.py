@@ -382,6 +382,9 @@ def evaluate(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, see
     ``indices`` are the individuals' positions in the whole population (default
     ``0..P-1``); with common random numbers every individual gets the same draws.
     """
+    if config.ga.fitness == "worst_motor":  # the same lifetimes as the mean's, split by motor direction
+        return torch.minimum(*(evaluate(genomes, layout, c, seed=seed, generation=generation, indices=indices,
+                                        progress=progress) for c in motor_directions(config)))
     pop = genomes.shape[0]
     if indices is None:
         indices = torch.arange(pop)
@@ -396,6 +399,18 @@ def evaluate(genomes: torch.Tensor, layout: GenomeLayout, config: Config, *, see
         fitness, _ = run_lifetimes(genomes, layout, group[e % len(group)], keys, progress=progress)
         total += fitness
     return total / config.ga.evals_per_individual
+
+
+def motor_directions(config: Config) -> list[Config]:
+    """``config`` (antithetic over the motor, alone or with the goal) as two configs, one per motor direction
+    (``config``'s first), each with the rest of the group and half the lifetimes, on the same draws as the
+    whole group's: what ``ga.fitness: worst_motor`` takes the lower mean of."""
+    if "action_sign" not in config.ga.flips:
+        raise ValueError(f"motor_directions: ga.antithetic {config.ga.antithetic!r} does not flip the motor")
+    rest = "goal" if "goal" in config.ga.flips else False
+    ga = replace(config.ga, antithetic=rest, fitness="mean", evals_per_individual=config.ga.evals_per_individual // 2)
+    return [config.replace(env=replace(config.env, action_sign=sign * config.env.action_sign), ga=ga)
+            for sign in (1, -1)]
 
 
 def antithetic_configs(config: Config) -> list[Config]:

@@ -96,6 +96,8 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "ga.antithetic": (_choices(S.ANTITHETIC), "true or motor: lifetimes in pairs with opposite motor directions; "
                                               "goal: pairs with opposite hidden goals; both: groups of four, "
                                               "each goal with each motor direction"),
+    "ga.fitness": (_choices(S.FITNESS), "mean: the lifetimes' mean; worst_motor: the lower of the two motor "
+                                        "directions' means (needs antithetic motor or both)"),
     "ga.init_model": (f"a path (at most {S.MAX_PATH} characters), a shipped model's name, or null",
                       "warm start: generation 0 = this model's rule and mutated copies; null = Normal(0, init_std^2)"),
     "search.name": (_choices(S.SEARCHERS), "what proposes the genomes: ga = the GA above; cma = CMA-ES from pycma "

@@ -34,6 +34,7 @@ from ..errors import ConfigError
 
 PhysicalValue = float | list[float]
 ANTITHETIC = (False, True, "motor", "goal", "both")
+FITNESS = ("mean", "worst_motor")
 
 # Sane ranges: beyond them a value is a typo or an attack, not an experiment (README, "Configuration").
 MIN_DT, MAX_DT = 1e-6, 1.0  # s; below 1e-6 a float32 step barely moves the state, above 1 it is no integration
@@ -207,6 +208,10 @@ class GAConfig:
     # both; `goal`, the hidden goal (env.goal), so a rule blind to the reward scores the average
     # of the two goals. false = SPEC's single lifetimes.
     antithetic: bool | str = False
+    # How the lifetimes make the fitness: `mean`, their mean (SPEC); `worst_motor`, the lower of the two motor
+    # directions' means (antithetic motor or both: the same draws each way), so a rule is only as good as it is with
+    # the motor it handles worse.
+    fitness: str = "mean"
     # Warm start (e.g. a curriculum): generation 0 is this saved model's rule followed by mutated copies
     # of it, instead of Normal(0, rule.init_std^2). A path, relative to the current directory.
     init_model: str | None = None
@@ -238,6 +243,11 @@ class GAConfig:
         if self.init_model is not None and (not isinstance(self.init_model, str) or not self.init_model.strip()
                                             or len(self.init_model) > MAX_PATH):
             raise ConfigError(f"{key}.init_model: must be the path of a saved model, got {_show(self.init_model)}")
+        if self.fitness not in FITNESS:
+            raise ConfigError(f"{key}.fitness: must be one of {', '.join(FITNESS)}, got {_show(self.fitness)}")
+        if self.fitness == "worst_motor" and "action_sign" not in self.flips:
+            raise ConfigError(f"{key}.fitness: worst_motor needs both motor directions on the same draws "
+                              f"(ga.antithetic: motor or both), got antithetic {_show(self.antithetic)}")
         if self.evals_per_individual % self.group:
             what = "an even" if self.group == 2 else f"a multiple of {self.group} as"
             raise ConfigError(f"{key}.antithetic: needs {what} evals_per_individual, got {self.evals_per_individual}")

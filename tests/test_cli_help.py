@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, SCRIPTS, run_script
@@ -58,3 +59,16 @@ def test_the_environments_the_help_names_are_the_ones_metarl_registers() -> None
     shipped = tuple(name for name, cls in envs.ENVS.items() if cls.__module__.startswith("metarl.envs."))
     assert parsers.SHIPPED_ENVS == shipped
     assert parsers.DEFAULT_RESCORE_EPISODES == parsers.RESCORE_EPISODES
+
+
+@pytest.mark.slow
+def test_the_startup_benchmark_times_every_case(tmp_path: Path) -> None:
+    out = tmp_path / "startup.json"
+    done = subprocess.run([sys.executable, "bench/startup.py", "--runs", "1", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    medians = json.loads(out.read_text())["medians_s"]
+    assert len(medians) == 5 and all(t > 0 for t in medians.values())
+    assert "load average" in done.stdout

@@ -13,7 +13,7 @@ README = ROOT / "README.md"
 EVALUATIONS = {
     "pendulum_balance": "experiments/pendulum_balance/eval.json",
     "pendulum_hidden_goal": "experiments/pendulum_hidden_goal/eval.json",
-    "pendulum_reward_balance": "experiments/pendulum_reward_balance/eval_fast26_195.json",
+    "pendulum_reward_balance": "experiments/pendulum_reward_balance/eval_fast28_40.json",
     "pendulum_swingup": "experiments/pendulum_swingup/eval.json",
     "double_pendulum_swingup": "experiments/double_pendulum_swingup/eval.json",
     "pendulum_balance_attempt": "experiments/pendulum_balance_attempt/eval_random.json",

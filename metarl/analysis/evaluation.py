@@ -343,8 +343,6 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
                       switch, after, signs if switch is not None else None)
 
 
-
-
 def rescore_best(candidates: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
                  progress: ProgressFn | None = None) -> tuple[torch.Tensor, int]:
     """The held-out scores (`rescore`) of ``candidates (K, G)`` (a searcher's `candidates`: the GA's elites best

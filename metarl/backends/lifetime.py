@@ -420,4 +420,3 @@ def antithetic_configs(config: Config) -> list[Config]:
     for name in config.ga.flips:
         configs += [c.replace(env=replace(c.env, **{name: -getattr(c.env, name)})) for c in configs]
     return configs
-

@@ -145,7 +145,6 @@ def test_a_reward_blind_rule_scores_zero_on_antithetic_goal_pairs() -> None:
                         + lifetime.run_lifetimes(g, layout, lifetime.antithetic_configs(cfg)[1], keys)[0]) / 2)
 
 
-
 def test_antithetic_both_runs_each_goal_with_each_motor_direction_on_the_same_draws() -> None:
     cfg = from_dict({"env": {"init": "down", "reward": "spin"},
                      "ga": {"population_size": 6, "num_survivors": 2, "lifetime_steps": 40,
@@ -196,6 +195,7 @@ def test_worst_motor_fitness_is_the_lower_motor_direction_s_mean_of_the_same_lif
         from_dict({"ga": {"antithetic": "goal", "evals_per_individual": 2, "fitness": "worst_motor"}})
     with pytest.raises(ConfigError, match="ga.fitness: must be one of mean, worst_motor, got 'best'"):
         from_dict({"ga": {"fitness": "best"}})
+
 
 TASKS = [
     ("Pendulum", {"reward": "spin", "goal": "random", "init": "down"}),

@@ -196,6 +196,19 @@ def test_non_finite_genomes_score_nan_on_every_backend(backend):
     assert alone[0] == fitness[3]  # the others' damage does not reach it
 
 
+@pytest.mark.parametrize("backend", ["spec", pytest.param("native", marks=needs_native)])
+def test_huge_finite_genes_whose_sum_overflows_are_not_broken(backend):
+    # run_lifetimes checks the genomes' sum first: an overflowing sum of finite genes must not mark any genome.
+    config = C.load(ROOT / TINY, ["ga.lifetime_steps=5"])
+    layout = training.layout_of(config)
+    genomes = layout.random(3, 0.5, torch.Generator().manual_seed(0))
+    genomes[0, :4] = 3e38
+    genomes[2, 0] = math.nan
+    fitness, _ = lifetime.run_lifetimes(genomes, layout, config, torch.arange(3), backend=backend)
+    assert not math.isfinite(genomes.sum().item())
+    assert not torch.isnan(fitness[:2]).any() and torch.isnan(fitness[2])
+
+
 def test_an_all_nan_population_stops_the_run_and_saves_nothing(tmp_path):
     config = C.load(ROOT / TINY, ["ga.lifetime_steps=5", "ga.population_size=4", "ga.num_survivors=2"])
     state = training.new_run(config)

@@ -80,8 +80,9 @@ class Lifetime:
         actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
                                         weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype,
                                         normal=draw)
+        # The native kernel's rule state is made feature-major (population last) directly: zeros either way.
         rule = initial_rule_state(self.sizes, pop, layout.state_dim, device=device, dtype=dtype,
-                                  traces=layout.rule.traces)
+                                  traces=layout.rule.traces, population_last=lib is not None)
         self._seen = conditions.seen_rewards
         if self._seen is not None and (self._seen.dim() != 2 or self._seen.shape[0] != pop):
             raise ValueError(f"seen_rewards must have shape ({pop}, T), got {tuple(self._seen.shape)}")
@@ -96,7 +97,7 @@ class Lifetime:
         if lib is not None:
             self._native = native_mod.Runner(
                 lib, genomes, layout, self.env,
-                native_mod.FeatureMajor.of(actor, rule), noise_keys, learning_rate=rate,
+                native_mod.FeatureMajor.of(actor, rule, rule_population_last=True), noise_keys, learning_rate=rate,
                 weight_limit=a.weight_limit, sigma_limit=a.sigma_limit, sigma_min=a.sigma_min,
                 reward_mean_time=config.rule.reward_mean_time, plastic=conditions.plastic,
                 zero_reward=conditions.zero_reward,
@@ -311,7 +312,11 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
     pop = genomes.shape[0]
     # A genome with a NaN or infinite gene scores NaN on every backend: it never ranks or is saved. It is run as
     # zeros, so that no backend (the native kernel clamps, and would give it a finite score) ever sees it.
-    broken = ~torch.isfinite(genomes).all(dim=1) if genomes.numel() else torch.zeros(pop, dtype=torch.bool)
+    # (A finite sum means every gene is finite: an infinite or NaN gene makes the sum infinite or NaN. The sum is
+    # the cheap pass; only where it is not finite, or overflows, are the genomes checked one by one.)
+    finite = genomes.numel() == 0 or bool(torch.isfinite(genomes.sum()))
+    broken = torch.zeros(pop, dtype=torch.bool, device=genomes.device) if finite \
+        else ~torch.isfinite(genomes).all(dim=1)
     if bool(broken.any()):
         genomes = genomes.masked_fill(broken[:, None], 0.0)
     chosen = backends.select_backend(config, genomes.device, genomes.dtype, sizes, layout.rule) if backend is None \

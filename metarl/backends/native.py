@@ -412,10 +412,11 @@ class FeatureMajor:
     rule: RuleState
 
     @classmethod
-    def of(cls, actor: ActorState, rule: RuleState) -> FeatureMajor:
-        """Feature-major copies of ``actor`` and ``rule`` (population first)."""
+    def of(cls, actor: ActorState, rule: RuleState, *, rule_population_last: bool = False) -> FeatureMajor:
+        """Feature-major copies of ``actor`` (population first) and of ``rule`` (population first; or, with
+        ``rule_population_last``, already feature-major, and then taken as it is)."""
         return cls({name: [feature_major(t) for t in getattr(actor, name)] for name in _ACTOR_FIELDS},
-                   rule.map(feature_major))
+                   rule if rule_population_last else rule.map(feature_major))
 
     def actor_copy(self) -> ActorState:
         """Population-first copies of the actor."""

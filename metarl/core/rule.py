@@ -541,10 +541,12 @@ class RuleState:
 
 def initial_rule_state(sizes: list[int], population: int, state_dim: int, *,
                        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                       traces: tuple[str, ...] = ()) -> RuleState:
-    """All-zero recurrent states, and the ``traces`` (`RuleDeclaration.traces`) at zero."""
+                       traces: tuple[str, ...] = (), population_last: bool = False) -> RuleState:
+    """All-zero recurrent states, and the ``traces`` (`RuleDeclaration.traces`) at zero. ``population_last``: the
+    population as the last dimension instead of the first (``(..., H, P)``, as the native kernel reads them)."""
     def z(*shape: int) -> torch.Tensor:
-        return torch.zeros(population, *shape, state_dim, device=device, dtype=dtype)
+        dims = (*shape, state_dim, population) if population_last else (population, *shape, state_dim)
+        return torch.zeros(dims, device=device, dtype=dtype)
 
     return RuleState(z(sizes[-1]), [z(n) for n in sizes[1:]],
                      [z(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True)],

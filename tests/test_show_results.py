@@ -132,6 +132,40 @@ def test_rescore_picks_the_best_elite_on_held_out_lifetimes(tmp_path: Path, run_
 
 
 @pytest.mark.slow
+def test_rescore_of_snapshots_picks_the_best_of_the_last_k(tmp_path: Path, run_dir: Path) -> None:
+    import shutil
+
+    from metarl.analysis import evaluation
+    from metarl.evolve import trainer as training
+
+    run = tmp_path / "snap"
+    made = run_script("run_config.py", "configs/tiny.yaml", "--out", str(run), "--set", "logging.snapshot_every=1")
+    assert made.returncode == 0, made.stderr
+    snapshots = sorted((run / "snapshots").glob("gen_*.yaml"))
+    assert len(snapshots) == 4
+    result = run_script(SCRIPT, str(run), "--rescore", "3", "--snapshots", "--episodes", "4")
+    assert result.returncode == 0, result.stderr
+    assert "the last 3 snapshots (generations 1-3)" in result.stdout
+    model = load_model(run / "rescored_model.yaml")
+    config = training.load_run(run).config
+    genomes = torch.stack([load_model(p).genome for p in snapshots[1:]])
+    scores = evaluation.rescore(genomes, model.layout, config, episodes=4, seed=0)
+    best = int(torch.argsort(scores, descending=True, stable=True)[0])
+    assert torch.equal(model.genome, genomes[best])
+    assert model.generation == best + 1 and model.fitness == pytest.approx(float(scores[best]))
+    (run / "rescored_model.yaml").unlink()
+    without = tmp_path / "plain"
+    shutil.copytree(run_dir, without)
+    for args, says in (([str(run), "--rescore", "5", "--snapshots"], "--rescore must be in [1, 4] with --snapshots"),
+                       ([str(run), "--snapshots"], "--snapshots goes with --rescore K"),
+                       ([str(without), "--rescore", "1", "--snapshots"], "no snapshots to rescore")):
+        bad = run_script(SCRIPT, *args)
+        assert bad.returncode == 2 and says in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    assert not (run / "rescored_model.yaml").exists() and not (without / "rescored_model.yaml").exists()
+
+
+@pytest.mark.slow
 def test_evaluate_other_actor_size_and_overrides(tmp_path: Path, run_dir: Path) -> None:
     data = evaluate_json(run_dir / "best_model.yaml", tmp_path / "e.json", "--hidden", "16,16",
                          "--set", "env.params.length=[0.7,1.3]")

@@ -36,6 +36,7 @@ SHOW_RESULTS = """Replay, plot and evaluate a learned rule; plot the fitness cur
     python3 show_results.py MODEL.yaml --save replay.gif --plot summary.png    # headless export
     python3 show_results.py MODEL.yaml --evaluate --episodes 256 --json eval.json
     python3 show_results.py RUN_DIR --rescore 20       # pick the best of the last elites on held-out lifetimes
+    python3 show_results.py RUN_DIR --rescore 10 --snapshots   # or the best of the last 10 snapshots
     python3 show_results.py MODEL.yaml --evaluate --hidden 16,16 --set env.params.length=1.5
     python3 show_results.py MODEL.yaml --robustness --episodes 64 --json rob.json --plot rob.png   # off its training
     python3 show_results.py results/<run> --plot curve.png       # fitness curves (window without --plot)
@@ -126,6 +127,9 @@ def show_results() -> ArgumentParser:
     p.add_argument("--rescore", type=int, metavar="K",
                    help="run folder: score the K best of its last generation again on --episodes held-out "
                         f"lifetimes (default {DEFAULT_RESCORE_EPISODES}) and save the best as RUN/rescored_model.yaml")
+    p.add_argument("--snapshots", action="store_true",
+                   help="with --rescore K: score the run's last K snapshots (RUN/snapshots/, written with "
+                        "logging.snapshot_every) instead of its last generation's candidates, and save the best")
     p.add_argument("--allow-large", action="store_true",
                    help="run even if the memory or work estimate exceeds what this machine allows (a deliberate "
                         "huge evaluation)")

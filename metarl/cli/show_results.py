@@ -35,6 +35,7 @@ from metarl.cli.parsers import (
 )
 from metarl.config import Config
 from metarl.config.schema import MAX_SEED, _show
+from metarl.core.genome import GenomeLayout
 from metarl.errors import ModelFileError, UserError
 from metarl.evolve import stages
 from metarl.evolve import trainer as training
@@ -58,6 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--seed must be an integer in [0, 2^63-1], got {_show(args.seed)}")
     if args.rescore is not None and args.rescore < 1:
         raise UserError(f"--rescore must be >= 1, got {_show(args.rescore)}")
+    if args.snapshots and args.rescore is None:
+        raise UserError("--snapshots goes with --rescore K (score the run's last K snapshots)")
     for name, low in (("steps", 1), ("episodes", 2), ("episodes_per_lifetime", 1), ("lifetimes", 1)):
         value = getattr(args, name)
         if value is not None and value < low:
@@ -296,13 +299,26 @@ def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
 def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     state = training.load_run(run_dir)
     cfg = state.config
+    layout = training.layout_of(cfg)
     k = args.rescore
-    bound, key = candidate_bound(cfg)
-    if not 1 <= k <= bound:
-        raise UserError(f"--rescore must be in [1, {key}={bound}], got {k}")
-    if state.generation == 0:
-        raise ModelFileError(f"{run_dir}: no generation completed yet")
-    candidates, labels = state.searcher.candidates(k)
+    if args.snapshots:
+        candidates, labels, generations = snapshot_candidates(run_dir, layout, k)
+        what = (f"the last {len(labels)} snapshot{'s' if len(labels) > 1 else ''} "
+                f"(generations {generations[0]}-{generations[-1]})")
+    else:
+        bound, key = candidate_bound(cfg)
+        if not 1 <= k <= bound:
+            raise UserError(f"--rescore must be in [1, {key}={bound}], got {k}")
+        if state.generation == 0:
+            raise ModelFileError(f"{run_dir}: no generation completed yet")
+        candidates, labels = state.searcher.candidates(k)
+        generations = [state.generation - 1] * candidates.shape[0]
+        count = candidates.shape[0]
+        noun = "elite" if cfg.search.name == "ga" else "candidate"
+        what = f"the {count} {noun}{'s' if count > 1 else ''}" + (
+            "" if cfg.search.name == "ga" else
+            f" (the {cfg.search.name} mean, then that generation's best by training fitness)") + \
+            f" of generation {generations[0]}"
     count = candidates.shape[0]
     episodes = args.episodes or DEFAULT_RESCORE_EPISODES
     pairs = cfg.ga.group
@@ -310,27 +326,46 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
                               steps=cfg.ga.lifetime_steps, what="--rescore", allow_large=args.allow_large)
     use_threads(cfg.runtime.threads)
     seed = args.seed if args.seed is not None else 0
-    layout = training.layout_of(cfg)
     with tqdm(total=count * episodes * pairs * cfg.ga.lifetime_steps, desc="rescore", unit="ind-step",
               unit_scale=True, leave=False, disable=None) as bar:
         scores, best = evaluation.rescore_best(candidates, layout, cfg, episodes=episodes, seed=seed,
                                                progress=bar.update)
     order = torch.argsort(scores, descending=True, stable=True)
-    generation = state.generation - 1
-    noun = "elite" if cfg.search.name == "ga" else "candidate"
-    what = f"{noun}{'s' if count > 1 else ''}" + ("" if cfg.search.name == "ga" else
-                                                   f" (the {cfg.search.name} mean, then that generation's best "
-                                                   f"by training fitness)")
-    print(f"{run_dir}: the {count} {what} of generation {generation}, scored on {episodes} held-out lifetimes "
-          f"(seed {seed})")
+    print(f"{run_dir}: {what}, scored on {episodes} held-out lifetimes (seed {seed})")
     print(f"{'candidate':>14}{'held-out score':>16}")
     for i in order[:min(count, 10)].tolist():
         print(f"{labels[i]:>14}{float(scores[i]):>16.3f}")
     out = run_dir / "rescored_model.yaml"
-    io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generation,
+    io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generations[best],
                   seed=state.seed)
     print(f"wrote {out} ({labels[best]}; its fitness field is the held-out score)")
     return 0
+
+
+def snapshot_candidates(run_dir: Path, layout: GenomeLayout, k: int) -> tuple[torch.Tensor, list[str], list[int]]:
+    """The genomes ``(K, G)``, names and generations of a run's last ``k`` snapshots (``RUN/snapshots/gen_N.yaml``,
+    oldest first); one-line errors where there are none, too few, or one is not a model of this run's rule."""
+    folder = run_dir / training.SNAPSHOTS
+    found = []
+    for path in folder.glob("gen_*.yaml") if folder.is_dir() else []:
+        number = path.stem[len("gen_"):]
+        if number.isdigit():
+            found.append((int(number), path))
+    if not found:
+        raise UserError(f"{run_dir}: no snapshots to rescore (train with --set logging.snapshot_every=N)")
+    if k > len(found):
+        raise UserError(f"--rescore must be in [1, {len(found)}] with --snapshots (the run's snapshots), got {k}")
+    chosen = sorted(found)[-k:]
+    genomes = []
+    def shape(g: GenomeLayout) -> str:
+        return f"rule {g.rule.name}, S={g.signal_dim}, H={g.state_dim}"
+
+    for _, path in chosen:
+        model = load_model(path)
+        if shape(model.layout) != shape(layout):
+            raise ModelFileError(f"{path}: not a model of this run ({shape(model.layout)}; the run's: {shape(layout)})")
+        genomes.append(model.genome)
+    return torch.stack(genomes), [path.stem for _, path in chosen], [generation for generation, _ in chosen]
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -90,6 +90,21 @@ def test_each_stage_is_what_the_separate_commands_give(tmp_path):
                        io.load_model(out / "model.yaml").genome)
 
 
+def test_ship_snapshot_warm_starts_from_the_last_generation_s_snapshot(tmp_path):
+    # CMA-ES: the snapshot is the distribution's mean, which best_model.yaml (the best sample) is not.
+    stage_list = [{"name": "one", "ship": "snapshot"}, {"name": "two", "seed": 5, "ship": "snapshot"}]
+    config = write_config(tmp_path, stage_list, search={"name": "cma", "sigma0": 0.02},
+                          logging={"snapshot_every": 5})
+    out = tmp_path / "run"
+    code, err = run([config, "--out", out, "--quiet"])
+    assert code == 0, err
+    snapshot = out / "one" / "snapshots" / "gen_000001.yaml"  # the last of 2 generations (every 5: only it)
+    assert training.load_run(out / "two").config.ga.init_model == str(snapshot)
+    assert not torch.equal(io.load_model(snapshot).genome, io.load_model(out / "one" / "best_model.yaml").genome)
+    assert (out / "model.yaml").read_text() == (out / "two" / "snapshots" / "gen_000001.yaml").read_text()
+    assert [s.ship for s in stages.load_run(out)] == ["snapshot", "snapshot"]  # recorded in stages.yaml
+
+
 def test_command_line_overrides_apply_to_every_stage(tmp_path):
     config = write_config(tmp_path)
     out = tmp_path / "run"
@@ -205,6 +220,10 @@ HOSTILE = [
     ([{"name": "a", "ga": {"antithetic": True, "evals_per_individual": 3}}],
      "stages[0] (a): ga.antithetic: needs an even evals_per_individual"),
     ([{"name": f"s{i}"} for i in range(101)], "stages: at most 100 stages"),
+    ([{"name": "a", "ship": "mean"}], "stages[0] (a).ship: must be one of best, snapshot, got 'mean'"),
+    ([{"name": "a", "ship": "snapshot"}], "stages[0] (a).ship: snapshot needs logging.snapshot_every"),
+    ([{"name": "a", "ship": "snapshot", "rescore": 2, "logging.snapshot_every": 1}],
+     "stages[0] (a): rescore and ship: snapshot are two ways"),
 ]
 
 

@@ -267,6 +267,9 @@ def run_stages(plan: list[stages.Stage], run_dir: Path, args: argparse.Namespace
                     print(f"stage {stage.name}: shipped {shipped} (the best of generation {state.generation - 1}'s "
                           f"{stage.rescore} elites on {evaluation.RESCORE_EPISODES} held-out lifetimes: "
                           f"{io.load_model(shipped).fitness:.3f})", flush=True)
+                elif stage.ship == "snapshot":
+                    print(f"stage {stage.name}: shipped {shipped} (generation {state.generation - 1}'s snapshot)",
+                          flush=True)
         final = stages.write_final(plan, run_dir)
     finally:
         ctx.close()

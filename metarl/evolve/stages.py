@@ -1,13 +1,14 @@
 """Multi-stage configs: a curriculum as one config, one command and one run folder.
 
 A config with a ``stages:`` list runs its stages one after the other. Each stage is a mapping
-with a ``name``, an optional ``rescore: K`` and its own overrides of the base config (the rest
+with a ``name``, an optional ``rescore: K`` or ``ship: snapshot`` and its own overrides of the base config (the rest
 of the file), nested as in the schema (``ga: {generations: 29}``) or dotted
 (``ga.generations: 29``). Stage 1 starts as a plain run would; every later stage is warm-started
 (``ga.init_model``) from the model the stage before it shipped: its ``best_model.yaml`` (the best
 of its last generation), or, when that stage says ``rescore: K``, the best of K candidates scored again
 on held-out lifetimes (the GA's last K elites; for CMA-ES its mean and its last generation's K - 1 best:
-`rescore_best`, the choice ``show_results.py RUN --rescore K`` makes), written as its ``rescored_model.yaml``.
+`rescore_best`, the choice ``show_results.py RUN --rescore K`` makes), written as its ``rescored_model.yaml``;
+or, with ``ship: snapshot``, its last generation's snapshot (the searcher's best guess: for CMA-ES its mean).
 
 The run folder::
 
@@ -38,7 +39,7 @@ from ..config.schema import _clip, _show, _suggest
 from ..errors import ConfigError, ModelFileError
 from ..runs import io
 from .searchers import candidate_bound
-from .trainer import RunState, layout_of, with_seed
+from .trainer import RunState, layout_of, snapshot_path, with_seed
 
 STAGES_FILE = "stages.yaml"
 MODEL_FILE = "model.yaml"
@@ -48,7 +49,11 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dot: never a run file
 STAGE_KEYS = {"name": "the stage's name: its run folder RUN/<name>/ (1-64 letters, digits, _ and -; unique)",
               "rescore": f"K: ship the best of K candidates (the last generation's K elites; CMA-ES: its mean and "
                          f"the K - 1 best of its last generation) rescored on {RESCORE_EPISODES} held-out lifetimes "
-                         f"(seed 0, as show_results.py RUN --rescore K) instead of best_model.yaml"}
+                         f"(seed 0, as show_results.py RUN --rescore K) instead of best_model.yaml",
+              "ship": "best (the default: best_model.yaml, the best of the last generation) or snapshot (the last "
+                      "generation's snapshot, snapshots/gen_N.yaml: the searcher's best guess then, for CMA-ES its "
+                      "mean; needs logging.snapshot_every); not with rescore"}
+SHIP_CHOICES = ("best", "snapshot")
 CONFIG_KEYS = ("seed", *SECTIONS)
 RESERVED_NAMES = ("tensorboard",)
 
@@ -56,12 +61,14 @@ RESERVED_NAMES = ("tensorboard",)
 @dataclass(frozen=True)
 class Stage:
     """One stage: its name, its resolved config (``ga.init_model`` set to the previous stage's model) and
-    the number of elites to rescore (None: ship ``best_model.yaml``)."""
+    the number of elites to rescore (None: ship ``best_model.yaml``, or with ``ship == "snapshot"`` the last
+    generation's snapshot)."""
 
     name: str
     config: Config
     rescore: int | None = None
     index: int = 0
+    ship: str = "best"
 
     @property
     def where(self) -> str:
@@ -73,7 +80,11 @@ class Stage:
 
     def shipped(self, run_dir: Path) -> Path:
         """The model this stage ships (the next stage's warm start)."""
-        return self.folder(run_dir) / ("rescored_model.yaml" if self.rescore else "best_model.yaml")
+        if self.rescore:
+            return self.folder(run_dir) / "rescored_model.yaml"
+        if self.ship == "snapshot":
+            return snapshot_path(self.folder(run_dir), self.config.ga.generations - 1)
+        return self.folder(run_dir) / "best_model.yaml"
 
 
 def is_multi_stage(data: Any) -> bool:
@@ -151,7 +162,15 @@ def build(data: Any, run_dir: str | Path, overrides: list[str] | tuple[str, ...]
             if isinstance(rescore, bool) or not isinstance(rescore, int) or not 1 <= rescore <= bound:
                 raise ConfigError(f"{where}.rescore: must be an integer in [1, {key}={bound}] "
                                   f"(the candidates to rescore), got {_show(rescore)}")
-        stages.append(Stage(name, config, rescore, i))
+        ship = item.get("ship", "best")
+        if ship not in SHIP_CHOICES:
+            raise ConfigError(f"{where}.ship: must be one of {', '.join(SHIP_CHOICES)}, got {_show(ship)}")
+        if ship == "snapshot" and rescore is not None:
+            raise ConfigError(f"{where}: rescore and ship: snapshot are two ways to choose the model the stage "
+                              f"ships; give one")
+        if ship == "snapshot" and config.logging.snapshot_every is None:
+            raise ConfigError(f"{where}.ship: snapshot needs logging.snapshot_every (the snapshots it ships from)")
+        stages.append(Stage(name, config, rescore, i, ship))
     return stages
 
 
@@ -207,7 +226,8 @@ def recorded(stages: list[Stage]) -> str:
         del config["device"]  # the run's, given once
         if i > 0:
             del config["ga"]["init_model"]
-        items.append({"name": stage.name, **({"rescore": stage.rescore} if stage.rescore else {}), **config})
+        items.append({"name": stage.name, **({"rescore": stage.rescore} if stage.rescore else {}),
+                      **({"ship": stage.ship} if stage.ship != "best" else {}), **config})
     head = ("# The resolved stages of this run (each stage's whole config; a later stage starts from the model the\n"
             "# stage before it ships). Written by run_config.py; --resume reads it.\n")
     return head + yaml.safe_dump({"device": stages[0].config.device, "stages": items}, sort_keys=False)

@@ -302,3 +302,29 @@ def test_the_balance_recipe_keeps_the_three_stage_numbers(tmp_path):
                 c.runtime.threads, c.runtime.native) == (2.0, "height", 0.03, 500, 25, 0.05, 0.1, True, 1, True)
     assert [s.config.ga.init_model for s in plan] == [None, str(tmp_path / "stage1" / "best_model.yaml"),
                                                       str(tmp_path / "stage2" / "best_model.yaml")]
+
+
+def test_the_reward_balance_lineage_is_its_seven_trainings(tmp_path):
+    """experiments/pendulum_reward_balance/pendulum_reward_balance_lineage.yaml: each stage is the training of the same
+    name (pendulum_reward_balance_<name>.yaml) run to the generation whose snapshot the next training started from,
+    and the last to the shipped model's generation (the run itself: experiments/pendulum_reward_balance/README.md)."""
+    from metarl import config as cfg_mod
+
+    folder = ROOT / "experiments" / "pendulum_reward_balance"
+    plan = stages.load(folder / "pendulum_reward_balance_lineage.yaml", tmp_path)
+    assert [s.name for s in plan] == ["fast", "fast5", "fast6", "fast8", "fast15", "fast26", "fast28"]
+    assert all(s.ship == "snapshot" and s.rescore is None for s in plan)
+    trainings = [cfg_mod.load(folder / f"pendulum_reward_balance_{s.name}.yaml") for s in plan]
+    assert plan[0].config.ga.init_model == trainings[0].ga.init_model
+    went_on = [alone.ga.init_model for alone in trainings[1:]] + [str(folder / "model.yaml")]
+    for stage, alone, model in zip(plan, trainings, went_on, strict=True):
+        assert stage.config.ga.generations == io.load_model(ROOT / model).generation + 1, stage.name
+
+        def numbers(c):  # what the stage's numbers depend on: all but the length, the warm start's path, logging
+            d = c.to_dict()
+            d["ga"].pop("generations")
+            d["ga"].pop("init_model")
+            d.pop("logging")
+            return d
+
+        assert numbers(stage.config) == numbers(alone), stage.name

@@ -304,7 +304,7 @@ def test_the_balance_recipe_keeps_the_three_stage_numbers(tmp_path):
                                                       str(tmp_path / "stage2" / "best_model.yaml")]
 
 
-def test_the_reward_balance_lineage_is_its_seven_trainings(tmp_path):
+def test_the_reward_balance_lineage_is_its_nine_trainings(tmp_path):
     """experiments/pendulum_reward_balance/pendulum_reward_balance_lineage.yaml: each stage is the training of the same
     name (pendulum_reward_balance_<name>.yaml) run to the generation whose snapshot the next training started from,
     and the last to the shipped model's generation (the run itself: experiments/pendulum_reward_balance/README.md)."""
@@ -312,8 +312,10 @@ def test_the_reward_balance_lineage_is_its_seven_trainings(tmp_path):
 
     folder = ROOT / "experiments" / "pendulum_reward_balance"
     plan = stages.load(folder / "pendulum_reward_balance_lineage.yaml", tmp_path)
-    assert [s.name for s in plan] == ["fast", "fast5", "fast6", "fast8", "fast15", "fast26", "fast28"]
-    assert all(s.ship == "snapshot" and s.rescore is None for s in plan)
+    assert [s.name for s in plan] == ["change2", "flip", "fast", "fast5", "fast6", "fast8", "fast15", "fast26",
+                                      "fast28"]
+    # change2's model is its best ever (generation 74), the best of its last generation here; the rest are snapshots
+    assert [s.ship for s in plan] == ["best"] + ["snapshot"] * 8 and all(s.rescore is None for s in plan)
     trainings = [cfg_mod.load(folder / f"pendulum_reward_balance_{s.name}.yaml") for s in plan]
     assert plan[0].config.ga.init_model == trainings[0].ga.init_model
     went_on = [alone.ga.init_model for alone in trainings[1:]] + [str(folder / "model.yaml")]

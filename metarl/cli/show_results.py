@@ -313,9 +313,9 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
             raise ModelFileError(f"{run_dir}: no generation completed yet")
         candidates, labels = state.searcher.candidates(k)
         generations = [state.generation - 1] * candidates.shape[0]
-        count = candidates.shape[0]
         noun = "elite" if cfg.search.name == "ga" else "candidate"
-        what = f"the {count} {noun}{'s' if count > 1 else ''}" + (
+        plural = "s" if candidates.shape[0] > 1 else ""
+        what = f"the {candidates.shape[0]} {noun}{plural}" + (
             "" if cfg.search.name == "ga" else
             f" (the {cfg.search.name} mean, then that generation's best by training fitness)") + \
             f" of generation {generations[0]}"
@@ -356,10 +356,11 @@ def snapshot_candidates(run_dir: Path, layout: GenomeLayout, k: int) -> tuple[to
     if k > len(found):
         raise UserError(f"--rescore must be in [1, {len(found)}] with --snapshots (the run's snapshots), got {k}")
     chosen = sorted(found)[-k:]
-    genomes = []
+
     def shape(g: GenomeLayout) -> str:
         return f"rule {g.rule.name}, S={g.signal_dim}, H={g.state_dim}"
 
+    genomes = []
     for _, path in chosen:
         model = load_model(path)
         if shape(model.layout) != shape(layout):

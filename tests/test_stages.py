@@ -319,14 +319,14 @@ def test_the_reward_balance_lineage_is_its_nine_trainings(tmp_path):
     trainings = [cfg_mod.load(folder / f"pendulum_reward_balance_{s.name}.yaml") for s in plan]
     assert plan[0].config.ga.init_model == trainings[0].ga.init_model
     went_on = [alone.ga.init_model for alone in trainings[1:]] + [str(folder / "model.yaml")]
+
+    def numbers(c):  # what a run's numbers depend on: all but its length, its warm start's path and logging
+        d = c.to_dict()
+        d["ga"].pop("generations")
+        d["ga"].pop("init_model")
+        d.pop("logging")
+        return d
+
     for stage, alone, model in zip(plan, trainings, went_on, strict=True):
         assert stage.config.ga.generations == io.load_model(ROOT / model).generation + 1, stage.name
-
-        def numbers(c):  # what the stage's numbers depend on: all but the length, the warm start's path, logging
-            d = c.to_dict()
-            d["ga"].pop("generations")
-            d["ga"].pop("init_model")
-            d.pop("logging")
-            return d
-
         assert numbers(stage.config) == numbers(alone), stage.name

@@ -47,23 +47,30 @@ class Backend:
     def why_not(self, config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int],
                 rule: RuleDeclaration | None = None) -> str | None:
         """Why this backend cannot run ``config`` (with ``rule``, default the config's) here, or None if it can."""
-        return self.declines(config, rule) or self._cannot_run(config, device, dtype, sizes)
+        return self.declines(config, rule) or self._cannot_run(config, device, dtype, sizes, rule)
 
-    def _cannot_run(self, config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int]) -> str | None:
+    def _cannot_run(self, config: Config, device: torch.device, dtype: torch.dtype, sizes: list[int],
+                    rule: RuleDeclaration | None = None) -> str | None:
         """`why_not` for what this backend implements: why it cannot run here (device, dtype, network, build)."""
         if self.name != "native":
             return None
         if torch.device(device).type != "cpu" or dtype != torch.float32:
             return "the native kernel runs float32 on CPU only"
-        return native_mod.supported(sizes, envs.env_class(config.env.name), config.rule.signal_dim,
-                                    config.rule.state_dim)
+        try:
+            prog = native_mod.program(config_rule(config) if rule is None else rule, sample_env(config),
+                                      config.rule.signal_dim)
+        except native_mod.NativeUnavailable as e:
+            return str(e)
+        return native_mod.supported(sizes, prog, config.rule.signal_dim, config.rule.state_dim)
 
     def declines(self, config: Config, rule: RuleDeclaration | None = None) -> str | None:
         """Why this backend does not implement the rule or the environment of ``config`` (one line), or None.
-        Only the native kernel declines: it states what it implements (`metarl.backends.native.implements`)."""
+        Only the native kernel declines: where its code generator (`metarl.backends.codegen`) meets an op with no
+        vector form, it names it."""
         if self.name != "native":
             return None
-        return native_mod.declines(config_rule(config) if rule is None else rule, config.env.name)
+        return native_mod.declines(config_rule(config) if rule is None else rule, sample_env(config),
+                                   config.rule.signal_dim)
 
     def chunk_size(self, config: Config, device: torch.device, population: int) -> int:
         """Individuals per chunk: ``runtime.chunk_size``, else the backend's default (on a GPU: all)."""
@@ -132,7 +139,7 @@ def _decide(config: Config, device: torch.device, dtype: torch.dtype, sizes: lis
     setting = config.runtime.native
     if setting is not False:
         declined = NATIVE.declines(config, rule)
-        why = declined or NATIVE._cannot_run(config, device, dtype, sizes)
+        why = declined or NATIVE._cannot_run(config, device, dtype, sizes, rule)
         if why is None:
             return NATIVE
         if setting and declined is None:
@@ -147,6 +154,14 @@ def _decide(config: Config, device: torch.device, dtype: torch.dtype, sizes: lis
     if compile and torch.device(device).type == "cpu" and not native_mod.compiler_found():
         compile = False
     return COMPILED if compile else SPEC
+
+
+def sample_env(config: Config) -> envs.BatchedEnv:
+    """One environment of ``config`` (its class and options; the draws of the first key), for the code generator,
+    which reads the class and the options only."""
+    from ..core import rng
+    from ..core.step import make_env  # imports the config, which imports this package
+    return make_env(config, rng.individual_keys(0, 0, 0, torch.arange(1)))
 
 
 def _round_up(n: int, multiple: int) -> int:

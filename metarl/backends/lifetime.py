@@ -75,7 +75,10 @@ class Lifetime:
         self.env = make_env(config, keys, dtype=dtype)
         self._keys = keys
         a = config.actor
-        lib = native_mod.library(layout.signal_dim, layout.state_dim) if self.backend == "native" else None
+        lib = None
+        if self.backend == "native":
+            lib = native_mod.library(layout.signal_dim, layout.state_dim,
+                                     prog=native_mod.program(layout.rule, self.env, layout.signal_dim))
         draw = None if lib is None else functools.partial(native_mod.normal, lib)  # the same numbers, faster
         actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
                                         weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype,
@@ -96,10 +99,11 @@ class Lifetime:
         self._native = None
         if lib is not None:
             self._native = native_mod.Runner(
-                lib, genomes, layout, self.env,
+                genomes, layout, self.env,
                 native_mod.FeatureMajor.of(actor, rule, rule_population_last=True), noise_keys, learning_rate=rate,
                 weight_limit=a.weight_limit, sigma_limit=a.sigma_limit, sigma_min=a.sigma_min,
-                reward_mean_time=config.rule.reward_mean_time, plastic=conditions.plastic,
+                reward_mean_time=config.rule.reward_mean_time, lifetime_steps=config.ga.lifetime_steps,
+                plastic=conditions.plastic,
                 zero_reward=conditions.zero_reward,
                 seen_rewards=self._seen, obs_keys=obs_keys)
             return

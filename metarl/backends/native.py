@@ -18,11 +18,11 @@ every offset and size by name, against the kernel's own table), built from the l
 `metarl.envs.base.EnvOptions`, `metarl.core.genome.GenomeLayout` and the tensors by name: nothing is
 matched by position. The buffers are feature-major (`FeatureMajor`: the population last).
 
-The kernel is hand-written for two rule declarations (the standard rule, and ``reward_change``: the standard
-rule with the input ``reward.change`` in the reward and the connection cell) and a set of environments, which it
-states (kernel/interface.h ``METARL_RULE``, ``METARL_RULE_REWARD_CHANGE``; kernel/physics.h ``ENVS``, by id:
-``Options.env``; `implements`):
-`declines` names what it does not implement, and `metarl.backends` then runs the spec's step instead.
+The kernel knows no rule declaration and no environment: what the rule's cells read, how its traces change and
+what the environment does is ``program.h``, generated from their Python definitions by `metarl.backends.codegen`
+(`program`); a library is built per program (cached by the hash of its code, the sizes and the flags). What
+the generator cannot turn into vector code, `declines` names in one line, and `metarl.backends` then runs the
+spec's step instead.
 
 Results equal the torch paths up to rounding (tests: within 1e-5 of `metarl.core.spec`
 over 50 steps), and are bit for bit the same on every x86-64 CPU with FMA, whatever the
@@ -33,10 +33,8 @@ individual's numbers do not depend on which individuals share its block, call or
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -48,6 +46,7 @@ import torch
 
 from .. import envs
 from ..core import rng
+from . import codegen
 from ..core.actor import ActorState
 from ..core.genome import GenomeLayout
 from ..core.rule import CELLS, REWARD_MEAN_TIME, RuleDeclaration, RuleState
@@ -55,7 +54,7 @@ from ..cpu import cpu_flags
 from ..envs.base import OBS_PER_LINK, BatchedEnv, EnvOptions
 from ..errors import UserError
 
-SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, interface.h, physics.h, rule.h, driver.cpp
+SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, interface.h, rule.h, driver.cpp (and program.h, generated)
 SOURCE = SOURCE_DIR / "driver.cpp"
 # -ffp-contract=off: the compiler never fuses a multiply and an add on its own; the kernel writes every
 # fused multiply-add it wants explicitly (vecmath.h `fma`), so its numbers are the same for every -march
@@ -66,9 +65,10 @@ FLAGS = ("-O3", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-
 # (e.g. x86-64-v3 for a library that any AVX2+FMA machine can load).
 DEFAULT_MARCH = "native"
 MAX_LAYERS = 8  # MAX_LAYERS of kernel/vecmath.h
+MAX_SCALARS = 16  # MAX_SCALARS of kernel/vecmath.h
 BUILD_TIMEOUT_S = 300
 
-_libraries: dict[tuple[int, int, str, int | None], ctypes.CDLL | str] = {}
+_libraries: dict[tuple[int, int, str, int | None, str], ctypes.CDLL | str] = {}
 _lock = threading.Lock()
 
 
@@ -82,15 +82,18 @@ def march() -> str:
     return os.environ.get("METARL_MARCH") or DEFAULT_MARCH
 
 
-def library(signal_dim: int, state_dim: int, target: str | None = None, lanes: int | None = None) -> ctypes.CDLL:
-    """The kernel for this rule shape, built or loaded once per process; raises `NativeUnavailable`.
-    ``target`` is the ``-march`` (default `march()`) and ``lanes`` the individuals per vector (default: one
-    register, 16 with AVX-512, else 8): both change the speed, never the numbers (tests compare them)."""
-    key = (signal_dim, state_dim, target or march(), lanes)
+def library(signal_dim: int, state_dim: int, target: str | None = None, lanes: int | None = None,
+            prog: codegen.Program | None = None) -> ctypes.CDLL:
+    """The kernel for this rule shape and program (default: `default_program`), built or loaded once per process;
+    raises `NativeUnavailable`. ``target`` is the ``-march`` (default `march()`) and ``lanes`` the individuals per
+    vector (default: one register, 16 with AVX-512, else 8): both change the speed, never the numbers (tests
+    compare them)."""
+    prog = default_program(signal_dim) if prog is None else prog
+    key = (signal_dim, state_dim, target or march(), lanes, prog.digest)
     with _lock:
         if key not in _libraries:
             try:
-                _libraries[key] = _load(_build(*key))
+                _libraries[key] = _load(_build(*key[:4], prog), prog)
             except NativeUnavailable as e:
                 _libraries[key] = str(e)
         lib = _libraries[key]
@@ -99,96 +102,58 @@ def library(signal_dim: int, state_dim: int, target: str | None = None, lanes: i
     return lib
 
 
-RULE_DEFINES = ("METARL_RULE", "METARL_RULE_REWARD_CHANGE")  # by id: Options.reward_change, metarl_rule(id)
+_programs: dict[tuple, codegen.Program | str] = {}
 
 
-@functools.cache
-def implements() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What the kernel's source states it implements: the signatures of its rule declarations
-    (`metarl.core.rule.RuleDeclaration.signature`, kernel/interface.h `RULE_DEFINES`, by id) and its environments'
-    names (kernel/physics.h ``ENVS``, in the order of their ids)."""
-    text = (SOURCE_DIR / "interface.h").read_text()
-    table = re.search(r"ENVS\[ENV_COUNT\] = \{(.*?)\};", (SOURCE_DIR / "physics.h").read_text(), re.DOTALL)
-    if table is None:
-        raise NativeUnavailable("kernel/physics.h has no ENVS table")
-
-    def define(name: str) -> str:
-        found = re.search(rf"^#define {name}((?:[^\n]*\\\n)*[^\n]*)$", text, re.MULTILINE)
-        if found is None:
-            raise NativeUnavailable(f"kernel/interface.h defines no {name}")
-        return "".join(re.findall(r'"([^"]*)"', found.group(1)))
-
-    return tuple(define(name) for name in RULE_DEFINES), tuple(re.findall(r'\{"(\w+)', table.group(1)))
-
-
-def _declines_rule(rule: RuleDeclaration) -> str | None:
-    """Why the kernel does not implement the rule declaration ``rule`` (one line), or None if it does."""
-    signatures = implements()[0]
-    if rule.signature() in signatures:
-        return None
-    from ..core.rule import STANDARD  # the declaration the kernel was written for, to say how ``rule`` differs
-    how = rule.difference(STANDARD) if STANDARD.signature() == signatures[0] else None
-    return (f"the native kernel implements the standard and the reward_change rule declarations, not the rule "
-            f"{rule.name!r} (fingerprint {rule.fingerprint}{': ' + how if how else ''})")
-
-
-def declines(rule: RuleDeclaration, env: str) -> str | None:
-    """Why the kernel does not implement ``rule`` or the environment ``env`` (one line), or None if it does."""
-    why = _declines_rule(rule)
-    if why is not None:
-        return why
-    env_names = implements()[1]
-    if env not in env_names:
-        return f"the native kernel does not implement the environment {env} (it implements {', '.join(env_names)})"
-    return None
-
-
-def supported(sizes: list[int], env: type[BatchedEnv], signal_dim: int, state_dim: int) -> str | None:
-    """Why the kernel cannot run this network, environment class and rule shape here (one line), or None if
-    it can. Builds or loads the kernel (`library`), which states the environments it implements (`kernel_envs`)."""
-    if not 1 <= len(sizes) - 1 <= MAX_LAYERS:
-        return f"the native kernel handles 1 to {MAX_LAYERS} layers, got {len(sizes) - 1}"
-    if not cpu_has_fma():
-        return "the native kernel needs a CPU with FMA (x86-64-v3: AVX2 and FMA); this one has none"
-    try:
-        lib = library(signal_dim, state_dim)
-    except NativeUnavailable as e:
-        return str(e)
-    return env_unsupported(lib, env)
-
-
-def kernel_envs(lib: ctypes.CDLL) -> dict[str, tuple[str, ...]]:
-    """The environments ``lib`` implements, in the order of their ids (`Options`' ``env``): each name (of a
-    class in `metarl.envs`) with its parameters, in the order the kernel reads them."""
-    found: dict[str, tuple[str, ...]] = {}
-    while (described := lib.metarl_env(len(found))) is not None:
-        name, *params = described.decode().split()
-        found[name] = tuple(params)
+def program(rule: RuleDeclaration, env: BatchedEnv, signal_dim: int) -> codegen.Program:
+    """The generated code (`metarl.backends.codegen.generate`) of ``rule`` and the environment ``env`` (its class
+    and options), once per process for each; raises `NativeUnavailable` naming what has no vector form."""
+    sources = tuple(id(codegen.SOURCES[i.source].fn) for c in rule.cells for i in c.inputs)
+    traces = tuple(id(codegen.TRACES[t].update) for t in rule.traces)
+    key = (rule.signature(), sources, traces, type(env), repr(env.options), signal_dim)
+    with _lock:
+        if key not in _programs:
+            try:
+                _programs[key] = codegen.generate(rule, env, signal_dim)
+            except codegen.Unsupported as e:
+                _programs[key] = (f"the native kernel cannot generate the rule {rule.name!r} with the environment "
+                                  f"{type(env).name or type(env).__name__}: {e}")
+        found = _programs[key]
+    if isinstance(found, str):
+        raise NativeUnavailable(found)
     return found
 
 
-def env_unsupported(lib: ctypes.CDLL, env: type[BatchedEnv]) -> str | None:
-    """Why ``lib`` cannot step ``env`` (an environment class), or None if it implements it: the env's
-    name, its parameters, and that it is the class `metarl.envs` registers under that name."""
-    known = kernel_envs(lib)
-    if env.name not in known:
-        return (f"the native kernel does not implement the environment {env.name or env.__name__} "
-                f"(it implements {', '.join(known)})")
-    if envs.ENVS.get(env.name) is not env:
-        return (f"the native kernel implements the {env.name} that metarl.envs registers, not "
-                f"{env.__module__}.{env.__qualname__}")
-    if tuple(env.param_defaults) != known[env.name]:
-        return (f"the native kernel's {env.name} takes the parameters {', '.join(known[env.name])}, "
-                f"metarl.envs' {', '.join(env.param_defaults)}")
+def default_program(signal_dim: int) -> codegen.Program:
+    """The standard rule on the Pendulum: the program of `library` calls that run no lifetime (tests, noise)."""
+    from ..core.rule import STANDARD
+    return program(STANDARD, envs.make("Pendulum", 1), signal_dim)
+
+
+def declines(rule: RuleDeclaration, env: BatchedEnv, signal_dim: int) -> str | None:
+    """Why the kernel cannot run ``rule`` with the environment ``env`` (one line: what has no vector form), or
+    None if it can (`program`)."""
+    try:
+        program(rule, env, signal_dim)
+    except NativeUnavailable as e:
+        return str(e)
     return None
 
 
-def env_id(lib: ctypes.CDLL, env: type[BatchedEnv]) -> int:
-    """The id ``lib`` knows ``env`` by (`Options`' ``env``); raises `NativeUnavailable` if it does not implement it."""
-    why = env_unsupported(lib, env)
-    if why is not None:
-        raise NativeUnavailable(why)
-    return list(kernel_envs(lib)).index(env.name)
+def supported(sizes: list[int], prog: codegen.Program, signal_dim: int, state_dim: int) -> str | None:
+    """Why the kernel cannot run this network and program with this rule shape here (one line), or None if it
+    can. Builds or loads the kernel (`library`)."""
+    if not 1 <= len(sizes) - 1 <= MAX_LAYERS:
+        return f"the native kernel handles 1 to {MAX_LAYERS} layers, got {len(sizes) - 1}"
+    if sizes[0] != prog.n_obs:
+        return f"the actor reads {sizes[0]} observations, the environment gives {prog.n_obs}"
+    if not cpu_has_fma():
+        return "the native kernel needs a CPU with FMA (x86-64-v3: AVX2 and FMA); this one has none"
+    try:
+        library(signal_dim, state_dim, prog=prog)
+    except NativeUnavailable as e:
+        return str(e)
+    return None
 
 
 def cache_dir() -> Path:
@@ -243,34 +208,37 @@ def default_lanes() -> int:
     return 16 if flags is not None and "avx512f" in flags else 8
 
 
-def _build(signal_dim: int, state_dim: int, target: str, lanes: int | None) -> Path:
+def _build(signal_dim: int, state_dim: int, target: str, lanes: int | None, prog: codegen.Program) -> Path:
     compiler = _compiler()
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
     except (OSError, subprocess.SubprocessError) as e:
         raise NativeUnavailable(f"{compiler} --version failed: {e}") from None
     flags = (*FLAGS, f"-march={target}", f"-DMETARL_S={signal_dim}", f"-DMETARL_H={state_dim}",
-             *([] if lanes is None else [f"-DMETARL_LANES={lanes}"]))
+             f"-DMETARL_PROGRAM={prog.digest}", *([] if lanes is None else [f"-DMETARL_LANES={lanes}"]))
     # The cache key: everything the library depends on. The numbers depend on the sources and the flags
     # alone; the compiler and the CPU (for -march=native) decide which instructions compute them.
     digest = hashlib.sha256()
     sources = [path.read_bytes() for path in sorted(SOURCE_DIR.iterdir()) if path.suffix in (".h", ".cpp")]
-    for part in (*sources, " ".join(flags).encode(), version.encode(), _cpu_id().encode()):
+    for part in (*sources, prog.code.encode(), " ".join(flags).encode(), version.encode(), _cpu_id().encode()):
         digest.update(part)
     directory = cache_dir()
     safe_target = "".join(c if c.isalnum() or c in "-_." else "_" for c in target)
     width = "" if lanes is None else f"_l{lanes}"
-    path = directory / f"native_s{signal_dim}_h{state_dim}_{safe_target}{width}_{digest.hexdigest()[:16]}.so"
+    path = directory / (f"native_{prog.rule}_{prog.env}_s{signal_dim}_h{state_dim}_{safe_target}{width}_"
+                        f"{digest.hexdigest()[:16]}.so")
     if path.exists():
         return path
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".so.tmp")
         os.close(fd)
+        include = Path(tempfile.mkdtemp(dir=directory, prefix="program."))
+        (include / "program.h").write_text(prog.code)
     except OSError as e:
         raise NativeUnavailable(f"cannot write to {directory}: {e}") from None
     try:
-        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", tmp], capture_output=True,
+        done = subprocess.run([compiler, *flags, f"-I{include}", str(SOURCE), "-o", tmp], capture_output=True,
                               text=True, timeout=BUILD_TIMEOUT_S)
         if done.returncode != 0:
             raise NativeUnavailable(f"{compiler} failed: {done.stderr.strip()[-500:]}")
@@ -280,6 +248,7 @@ def _build(signal_dim: int, state_dim: int, target: str, lanes: int | None) -> P
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        shutil.rmtree(include, ignore_errors=True)
     return path
 
 
@@ -301,30 +270,28 @@ class Network(ctypes.Structure):
 
 
 class Options(ctypes.Structure):
-    """The env's options (`metarl.envs.base.EnvOptions`), the rule's limits and the conditions."""
+    """The skeleton's options (sensor noise, the rule's limits, the conditions, the goal's switch) and the program's
+    runtime scalars (`metarl.backends.codegen.Program.scalars`)."""
 
-    _fields_ = [("max_torque", _f32), ("max_speed", _f32), ("obs_noise", _f32),
-                ("weight_limit", _f32), ("sigma_limit", _f32), ("sigma_min", _f32), ("reward_mean_time", _f32),
-                ("env", _i32), ("rk4", _i32), ("reward_delta", _i32), ("plastic", _i32), ("zero_reward", _i32),
-                ("noise", _i32), ("spin", _i32), ("gym", _i32), ("reward_change", _i32), ("goal_switch", _i64),
-                ("goal_switch_last", _i64)]
+    _fields_ = [("obs_noise", _f32), ("weight_limit", _f32), ("sigma_limit", _f32), ("sigma_min", _f32),
+                ("plastic", _i32), ("zero_reward", _i32), ("noise", _i32), ("n_scalars", _i32),
+                ("goal_switch", _i64), ("goal_switch_last", _i64), ("scalars", _f32 * MAX_SCALARS)]
 
     @classmethod
-    def of(cls, env: EnvOptions, env_id: int, *, weight_limit: float, sigma_limit: float, sigma_min: float = 0.0,
-           reward_mean_time: float = REWARD_MEAN_TIME, plastic: bool = True, zero_reward: bool = False,
-           rule_id: int = 0) -> Options:
-        """``env_id``: the environment's id in the kernel (`env_id`); ``rule_id``: the rule declaration's
-        (`rule_id`). The step ``dt`` and the learning rate are per individual: `Buffers` ``dt`` and
-        ``learning_rate``."""
-        return cls(max_torque=env.max_torque, max_speed=-1.0 if env.max_speed is None else env.max_speed,
-                   obs_noise=env.obs_noise, weight_limit=weight_limit, sigma_limit=sigma_limit,
-                   sigma_min=sigma_min, reward_mean_time=reward_mean_time,
-                   reward_change=RULE_DEFINES[rule_id] == "METARL_RULE_REWARD_CHANGE",
-                   env=env_id, rk4=env.integrator == "rk4", reward_delta=env.reward == "height_delta",
-                   plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0, spin=env.reward == "spin",
-                   gym=env.reward == "gym",
-                   goal_switch=-1 if env.goal_switch is None else env.switch_range[0],
-                   goal_switch_last=-1 if env.goal_switch is None else env.switch_range[1])
+    def of(cls, env: EnvOptions, prog: codegen.Program, *, weight_limit: float, sigma_limit: float,
+           sigma_min: float = 0.0, reward_mean_time: float = REWARD_MEAN_TIME, lifetime_steps: int = 1,
+           plastic: bool = True, zero_reward: bool = False) -> Options:
+        """The step ``dt`` and the learning rate are per individual: `Buffers` ``dt`` and ``learning_rate``."""
+        values = {"max_torque": env.max_torque, "max_speed": -1.0 if env.max_speed is None else env.max_speed,
+                  "reward_mean_time": reward_mean_time, "lifetime_steps": lifetime_steps}
+        scalars = prog.scalar_values(values)
+        if len(scalars) > MAX_SCALARS:
+            raise NativeUnavailable(f"the program reads {len(scalars)} runtime scalars, the kernel at most {MAX_SCALARS}")
+        return cls(obs_noise=env.obs_noise, weight_limit=weight_limit, sigma_limit=sigma_limit,
+                   sigma_min=sigma_min, plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0,
+                   n_scalars=len(scalars), goal_switch=-1 if env.goal_switch is None else env.switch_range[0],
+                   goal_switch_last=-1 if env.goal_switch is None else env.switch_range[1],
+                   scalars=(_f32 * MAX_SCALARS)(*scalars))
 
 
 def _goal_rows(env: BatchedEnv) -> torch.Tensor:
@@ -367,7 +334,7 @@ class Buffers(ctypes.Structure):
                 ("learning_rate", _ptr), ("state", _ptr), ("prev_height", _ptr), ("weights", _LAYER_PTRS),
                 ("biases", _LAYER_PTRS), ("sigmas", _LAYER_PTRS), ("sums", _LAYER_PTRS), ("samples", _LAYER_PTRS),
                 ("outputs", _LAYER_PTRS), ("rule_reward", _ptr), ("nodes", _LAYER_PTRS), ("edges", _LAYER_PTRS),
-                ("reward_mean", _ptr)]
+                ("traces", _ptr)]
 
     @classmethod
     def of(cls, tensors: dict[str, torch.Tensor | list[torch.Tensor]]) -> Buffers:
@@ -427,10 +394,13 @@ class FeatureMajor:
         return self.rule.map(lambda t: population_major(t).clone())
 
     def buffers(self, genomes: torch.Tensor) -> dict[str, torch.Tensor | list[torch.Tensor]]:
-        """The genome (transposed copy) and this state's tensors, by `Buffers` field (the trace reward.mean as a
-        ``(1, P)`` view, where the rule carries it)."""
-        mean = self.rule.traces.get("reward.mean")
-        traces = {} if mean is None else {"reward_mean": mean.view(1, -1)}
+        """The genome (transposed copy) and this state's tensors, by `Buffers` field (the traces as one ``(n, P)``
+        tensor whose rows the rule state's traces then are, so that the kernel's updates show there)."""
+        traces = {}
+        if self.rule.traces:
+            stacked = torch.stack(list(self.rule.traces.values())).contiguous()
+            self.rule.traces = {name: stacked[n] for n, name in enumerate(self.rule.traces)}
+            traces = {"traces": stacked}
         return {"genome": genomes.t().contiguous(), **{name: list(ts) for name, ts in self.actor.items()},
                 "rule_reward": self.rule.reward, "nodes": list(self.rule.nodes), "edges": list(self.rule.edges),
                 **traces}
@@ -469,7 +439,7 @@ def check_structures(lib: ctypes.CDLL, mirrors: dict[str, type[ctypes.Structure]
                                 f"metarl/backends/native.py's mirrors ({want})")
 
 
-def _load(path: Path) -> ctypes.CDLL:
+def _load(path: Path, prog: codegen.Program) -> ctypes.CDLL:
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as e:
@@ -483,21 +453,21 @@ def _load(path: Path) -> ctypes.CDLL:
     lib.metarl_elementwise.argtypes = [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 2
     lib.metarl_normal.restype = ctypes.c_int64
     lib.metarl_normal.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 2
-    lib.metarl_env.restype = ctypes.c_char_p
-    lib.metarl_env.argtypes = [ctypes.c_int64]
+    lib.metarl_program.restype = ctypes.c_char_p
+    lib.metarl_program.argtypes = [ctypes.c_void_p]
     lib.metarl_struct_sizes.restype = None
     lib.metarl_struct_sizes.argtypes = [ctypes.c_void_p]
     lib.metarl_struct_fields.restype = ctypes.c_int64
     lib.metarl_struct_fields.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64]
-    lib.metarl_rule.restype, lib.metarl_rule.argtypes = ctypes.c_char_p, [ctypes.c_int64]
     try:
         check_structures(lib)
     except NativeUnavailable as e:
         raise NativeUnavailable(f"{path}: {e}") from None
-    stated = (tuple(lib.metarl_rule(i).decode() for i in range(len(RULE_DEFINES))), tuple(kernel_envs(lib)))
-    if stated != implements():
-        raise NativeUnavailable(f"{path}: the library states another rule or environments than kernel/interface.h "
-                                "and kernel/physics.h")
+    sizes = (ctypes.c_int64 * 5)()
+    digest = lib.metarl_program(sizes)
+    want = [prog.n_state, prog.n_obs, prog.n_params, len(prog.traces), len(prog.scalars)]
+    if digest is None or digest.decode() != prog.digest or list(sizes) != want:
+        raise NativeUnavailable(f"{path}: the library was built from another program than {prog.digest}")
     return lib
 
 
@@ -508,17 +478,15 @@ class Runner:
     ``env.state`` takes effect.
     """
 
-    def __init__(self, lib: ctypes.CDLL, genomes: torch.Tensor, layout: GenomeLayout, env: BatchedEnv,
+    def __init__(self, genomes: torch.Tensor, layout: GenomeLayout, env: BatchedEnv,
                  state: FeatureMajor, noise_keys: torch.Tensor, *, learning_rate: float | torch.Tensor,
                  weight_limit: float, sigma_limit: float, plastic: bool, zero_reward: bool, sigma_min: float = 0.0,
-                 reward_mean_time: float = REWARD_MEAN_TIME, seen_rewards: torch.Tensor | None = None,
-                 obs_keys: torch.Tensor | None = None) -> None:
+                 reward_mean_time: float = REWARD_MEAN_TIME, lifetime_steps: int = 1,
+                 seen_rewards: torch.Tensor | None = None, obs_keys: torch.Tensor | None = None) -> None:
         if genomes.device.type != "cpu" or genomes.dtype != torch.float32:
             raise ValueError("the native kernel runs float32 on CPU")
-        why = declines(layout.rule, env.name)
-        if why is not None:
-            raise ValueError(why)
-        self.lib = lib
+        self.program = program(layout.rule, env, layout.signal_dim)
+        self.lib = library(layout.signal_dim, layout.state_dim, prog=self.program)
         self.env = env
         self.pop = genomes.shape[0]
         self.sizes = [state.actor["weights"][0].shape[0]] + [w.shape[1] for w in state.actor["weights"]]
@@ -526,8 +494,9 @@ class Runner:
         self.env_state = env.state.t().contiguous()
         self.prev_height = torch.full((1, self.pop), float("nan"))
         # The tensors the kernel reads and updates, kept alive here while it holds their pointers.
+        params = [env.params[name] for name in env.param_defaults]
         self._tensors = dict(state.buffers(genomes),
-                             env_params=torch.stack([env.params[name] for name in env.param_defaults]).contiguous(),
+                             env_params=torch.stack(params).contiguous() if params else torch.zeros(0, self.pop),
                              sign=env.action_sign.reshape(1, -1).contiguous(),
                              goal=_goal_rows(env),
                              dt=_per_individual(env.dt, self.pop),
@@ -536,10 +505,9 @@ class Runner:
         self._buffers = Buffers.of(self._tensors)
         self._network = Network.of(self.sizes)
         self._genome_map = GenomeMap.of(layout)
-        self._options = Options.of(env.options, env_id(lib, type(env)), weight_limit=weight_limit,
-                                   sigma_limit=sigma_limit, sigma_min=sigma_min,
-                                   reward_mean_time=reward_mean_time, plastic=plastic,
-                                   zero_reward=zero_reward, rule_id=rule_id(layout.rule))
+        self._options = Options.of(env.options, self.program, weight_limit=weight_limit, sigma_limit=sigma_limit,
+                                   sigma_min=sigma_min, reward_mean_time=reward_mean_time,
+                                   lifetime_steps=lifetime_steps, plastic=plastic, zero_reward=zero_reward)
         # (T, P): the rewards the rule sees instead of its own, or None.
         self._seen = None if seen_rewards is None else seen_rewards.t().float().contiguous()
         self._keys = _key_bits(noise_keys)
@@ -583,15 +551,6 @@ class Runner:
         env.restore(self.env_state.t().contiguous(), self.prev_height[0].clone(), t0 + steps)
 
 
-def rule_id(rule: RuleDeclaration) -> int:
-    """The kernel's id of the rule declaration ``rule`` (its index in `RULE_DEFINES`); ValueError says why there
-    is none."""
-    why = _declines_rule(rule)
-    if why is not None:
-        raise ValueError(why)
-    return implements()[0].index(rule.signature())
-
-
 def _per_individual(value: float | torch.Tensor, pop: int) -> torch.Tensor:
     """A float or ``(P,)`` value as the kernel's contiguous float32 ``(1, P)`` buffer."""
     return torch.as_tensor(value, dtype=torch.float32).expand(pop).reshape(1, pop).contiguous()
@@ -608,18 +567,18 @@ def rule_steps(genomes: torch.Tensor, layout: GenomeLayout, actor: ActorState, r
     """For tests: ``T`` actor passes and rule applications with given inputs from ``actor`` and ``rule``;
     returns the actor and rule state after them. ``x (T, P, n_0)``, ``noise (T, P, neurons)``, ``reward (T, P)``;
     ``dt``: the time step the rule's traces see."""
-    lib = library(layout.signal_dim, layout.state_dim)
     pop = genomes.shape[0]
     sizes = actor.sizes
-    env = (envs.Pendulum, envs.DoublePendulum)[sizes[0] // OBS_PER_LINK - 1]
+    env = envs.make(("Pendulum", "DoublePendulum")[sizes[0] // OBS_PER_LINK - 1], 1)
+    prog = program(layout.rule, env, layout.signal_dim)
+    lib = library(layout.signal_dim, layout.state_dim, prog=prog)
     state = FeatureMajor.of(actor, rule)
     x, noise = x.transpose(1, 2), noise.transpose(1, 2)
     tensors = dict(state.buffers(genomes), env_params=torch.zeros(len(env.param_defaults), pop),
-                   sign=torch.ones(1, pop), goal=torch.ones(2, pop), dt=_per_individual(dt, pop),
+                   sign=torch.ones(1, pop), goal=torch.ones(3, pop), dt=_per_individual(dt, pop),
                    learning_rate=_per_individual(learning_rate, pop), state=torch.zeros(env.state_size(), pop),
                    prev_height=torch.zeros(1, pop))
-    options = Options.of(EnvOptions(), env_id(lib, env), weight_limit=weight_limit, sigma_limit=sigma_limit,
-                         rule_id=rule_id(layout.rule))
+    options = Options.of(EnvOptions(), prog, weight_limit=weight_limit, sigma_limit=sigma_limit)
     x, noise, reward = (t.float().contiguous() for t in (x, noise, reward))
     code = lib.metarl_rule_steps(Network.of(sizes), options, GenomeMap.of(layout), Buffers.of(tensors), pop,
                                  x.shape[0], x.data_ptr(), noise.data_ptr(), reward.data_ptr())

@@ -417,11 +417,11 @@ class BatchedEnv:
             reward = height
         elif kind == "spin":
             reward = state[:, 1]  # angular speed of the first link (rad/s)
-        elif kind == "gym":
-            from_up = wrap_angle(start[:, 0::2] - math.pi)
-            reward = -(from_up.square() + GYM_SPEED_COST * start[:, 1::2].square()).sum(dim=1)
-            if torque is not None:
-                reward = reward - GYM_TORQUE_COST * torque.square()
+        elif kind == "gym":  # the torque's cost, then each link's, in this order (the native kernel's sums)
+            reward = torch.zeros_like(height) if torque is None else -(GYM_TORQUE_COST * torque * torque)
+            for i in range(start.shape[1] // 2):
+                from_up, omega = wrap_angle(start[:, 2 * i] - math.pi), start[:, 2 * i + 1]
+                reward = reward - (from_up * from_up + GYM_SPEED_COST * omega * omega)
         elif prev_height is None:
             reward = torch.zeros_like(height)
         else:

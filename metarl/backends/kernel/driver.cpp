@@ -1,11 +1,12 @@
 // metarl's native lifetime kernel: whole lifetimes of one vector of individuals (8 or 16) at a time.
 //
 // Files: vecmath.h (vector types and elementary functions), interface.h (the described
-// structures of a call), physics.h (environments), rule.h (the step and the learning rule),
-// driver.cpp (this: blocks, threads and the exported functions).
+// structures of a call), rule.h (the step and the learning rule), driver.cpp (this: blocks, threads
+// and the exported functions), and program.h, generated for each rule declaration and environment from
+// their Python definitions by metarl/backends/codegen.py (what the cells read, the traces, the environment).
 //
 // The same mathematics as metarl/core/spec.py (the learning rule split by input block) plus
-// the environment step and the sampling noise of metarl/backends/lifetime.py, written with GCC
+// the environment step and the sampling noise of metarl/core/step.py, written with GCC
 // vector extensions: every value is a vector of LANES individuals (one register: 16 with
 // AVX-512, else 8), so each instruction advances LANES individuals and an individual's
 // arithmetic never depends on its neighbours. A block of LANES individuals is copied into a
@@ -15,14 +16,14 @@
 // Portable: compiled with -ffp-contract=off, every fused multiply-add explicit (vecmath.h),
 // no approximate instructions, so the results are the same bits on every x86-64 CPU with FMA.
 //
-// Compiled by metarl/backends/native.py with -DMETARL_S=<signal size> -DMETARL_H=<state size>;
+// Compiled by metarl/backends/native.py with -DMETARL_S=<signal size> -DMETARL_H=<state size>,
+// -DMETARL_PROGRAM=<program.h's digest> and -I<the folder of program.h>;
 // everything else is a runtime argument, passed as the described structures of interface.h
 // (Network, Options, GenomeMap, Buffers), which metarl/backends/native.py mirrors field by field as
 // ctypes.Structure classes of the same names; metarl_struct_sizes and metarl_struct_fields
 // (every field's offset and size, by name) let it check that they agree. Nothing is passed
-// by position in an array. It implements the rule declarations and the environments it names
-// (interface.h METARL_RULE and METARL_RULE_REWARD_CHANGE, physics.h ENVS); metarl/backends/native.py declines any
-// other.
+// by position in an array. It runs the rule declaration and the environment program.h was generated from
+// (metarl_program states its digest).
 //
 // Buffers are float32, feature-major: feature f of individual p at [f * P + p].
 
@@ -50,14 +51,13 @@ struct Driver {
     Options o{};
     GenomeMap genome{};
     std::vector<Entry> order;  // every buffer, in one order for copying in and out
-    int max_n = 0, neurons = 0, links = 0;
+    int max_n = 0, neurons = 0;
 
     int init(const Network& net, const Options& options, const GenomeMap& map, const Buffers& b) {
         if (net.layers < 1 || net.layers > MAX_LAYERS) return -1;
         o = options;
         genome = map;
-        if (o.env < 0 || o.env >= ENV_COUNT) return -2;  // an env this kernel does not implement
-        links = ENVS[o.env].links;
+        if (o.n_scalars != N_SCALARS) return -2;  // options made for another program
         if (!Kernel(L, o, genome).fits(genome.size)) return -3;
         L.layers = (int)net.layers;
         for (int k = 0; k <= L.layers; ++k) {
@@ -68,12 +68,12 @@ struct Driver {
         }
         const int layers = L.layers;
         order.push_back({&L.genome, genome.size, b.genome, false});
-        order.push_back({&L.env_params, ENVS[o.env].n_params, b.env_params, false});
+        order.push_back({&L.env_params, N_PARAMS, b.env_params, false});
         order.push_back({&L.sign, 1, b.sign, false});
         order.push_back({&L.goal, 3, b.goal, false});  // before and from the switch on, the switch step
         order.push_back({&L.dt, 1, b.dt, false});
         order.push_back({&L.learning_rate, 1, b.learning_rate, false});
-        order.push_back({&L.state, 2 * links, b.state, true});
+        order.push_back({&L.state, N_STATE, b.state, true});
         order.push_back({&L.prev_height, 1, b.prev_height, true});
         for (int k = 0; k < layers; ++k) {
             const int n = L.sizes[k + 1];
@@ -87,7 +87,7 @@ struct Driver {
             order.push_back({&L.edges[k], L.sizes[k] * n * H, b.edges[k], true});
         }
         order.push_back({&L.rule_reward, L.sizes[layers] * H, b.rule_reward, true});
-        order.push_back({&L.reward_mean, o.reward_change ? 1 : 0, b.reward_mean, true});
+        order.push_back({&L.traces, N_TRACES, b.traces, true});
         int total = 0;
         for (auto& entry : order) {
             if (!entry.global && entry.features > 0) return -5;  // a buffer the call did not describe
@@ -109,7 +109,7 @@ struct Driver {
         auto work = [&]() {
             const Kernel kernel(L, o, genome);
             Scratch sc;
-            sc.allocate((size_t)L.total, max_n, neurons, links);
+            sc.allocate((size_t)L.total, max_n, neurons);
             vf* v = sc.local.data();
             for (int64_t blk = next.fetch_add(1, std::memory_order_relaxed); blk < blocks;
                  blk = next.fetch_add(1, std::memory_order_relaxed)) {
@@ -161,8 +161,18 @@ void metarl_struct_sizes(int64_t* out) {
     out[5] = H;
 }
 
-// The environment with id `id` (Options::env) as "Name param1 param2 ..." (physics.h ENVS), or null past the last.
-const char* metarl_env(int64_t id) { return id >= 0 && id < ENV_COUNT ? ENVS[id].signature : nullptr; }
+#define METARL_STR2(x) #x
+#define METARL_STR(x) METARL_STR2(x)
+// The digest of the program.h this library was built from (metarl/backends/codegen.py Program.digest), and its
+// sizes: out[0..4] = N_STATE, N_OBS, N_PARAMS, N_TRACES, N_SCALARS.
+const char* metarl_program(int64_t* out) {
+    out[0] = N_STATE;
+    out[1] = N_OBS;
+    out[2] = N_PARAMS;
+    out[3] = N_TRACES;
+    out[4] = N_SCALARS;
+    return METARL_STR(METARL_PROGRAM);
+}
 
 // The fields of the described structures (interface.h METARL_FIELDS): up to `capacity` names, offsets and sizes.
 // Returns the number of fields.
@@ -176,16 +186,11 @@ int64_t metarl_struct_fields(const char** names, int64_t* offsets, int64_t* size
     return n;
 }
 
-// What this build implements: the signatures of its rule declarations (interface.h; id 0 METARL_RULE, 1
-// METARL_RULE_REWARD_CHANGE: Options::reward_change), or null past the last; its environments: metarl_env.
-const char* metarl_rule(int64_t id) {
-    return id == 0 ? METARL_RULE : id == 1 ? METARL_RULE_REWARD_CHANGE : nullptr;
-}
 
 // Run `steps` steps from step number t0 for P individuals, in place.
 //   keys: noise stream keys (P,); obs_keys: sensor-noise stream keys (P,), or null when options->obs_noise is 0;
 //   fitness (P,) float64 += each reward; rewards (steps, P) float32 or null;
-//   states (steps, 2 * links, P) float32 or null receives the env state after each step; seen (steps, P)
+//   states (steps, N_STATE, P) float32 or null receives the env state after each step; seen (steps, P)
 //   float32 or null: the rewards the rule sees instead of its own.
 // Returns 0, or a negative error code.
 int64_t metarl_run(const Network* net, const Options* options, const GenomeMap* map, const Buffers* bufs,
@@ -202,7 +207,7 @@ int64_t metarl_run(const Network* net, const Options* options, const GenomeMap* 
             if (obs_keys) obs_base[l] = obs_keys[p0 + (l < lanes ? l : 0)];
             total[l] = fitness[p0 + (l < lanes ? l : 0)];
         }
-        const int n_state = 2 * d.links;
+        const int n_state = N_STATE;
         for (int64_t s = 0; s < steps; ++s) {
             vf seen_s;
             if (seen) seen_s = Driver::gather(seen + s * P + p0, lanes);
@@ -232,7 +237,7 @@ int64_t metarl_rule_steps(const Network* net, const Options* options, const Geno
             for (int i = 0; i < n0; ++i) xs[i] = Driver::gather(x + (s * n0 + i) * P + p0, lanes);
             for (int j = 0; j < neurons; ++j) zs[j] = Driver::gather(noise + (s * neurons + j) * P + p0, lanes);
             kernel.act(v, xs.data(), zs.data());
-            kernel.rule(v, xs.data(), Driver::gather(reward + s * P + p0, lanes), sc);
+            kernel.rule(v, xs.data(), Driver::gather(reward + s * P + p0, lanes), (uint32_t)s, sc);
         }
     });
     return 0;

@@ -1,13 +1,15 @@
 #pragma once
-// One step of a block of LANES individuals: observation, noise, actor, env step, reward and the
-// learning rule (the mathematics of metarl/core/spec.py, the standard declaration of metarl/core/rule.py, with
-// the cells' input blocks that belong to a neuron multiplied once per neuron), and the standard declaration with
-// the input reward.change in the reward and the connection cell (Options::reward_change).
+// One step of a block of LANES individuals: observation, noise, actor, env step, reward and the learning rule
+// (the mathematics of metarl/core/step.py and metarl/core/spec.py), for any rule declaration and environment:
+// what the cells read, how the traces change and what the environment does is program.h, generated from their
+// Python definitions (metarl/backends/codegen.py). Written here: the actor, the cells' products (each input block
+// that belongs to a neuron multiplied once per neuron, not once per connection), the updates, the noise, the goal.
 
+#include <array>
 #include <type_traits>
 #include <utility>
 
-#include "physics.h"
+#include "interface.h"
 
 namespace {
 
@@ -17,6 +19,26 @@ inline vf vnormal(vu base, uint32_t counter) {
     vf u1 = vuniform(base, counter), u2 = vuniform(base, counter + 1);
     return vsqrt(-2.0f * vlog(u1)) * vcos((2.0f * PI) * u2);
 }
+
+// Where one individual-block's values live in the local buffer (offsets in vectors).
+struct Layout {
+    int layers;
+    int sizes[MAX_LAYERS + 1];
+    int genome, env_params, sign, goal, dt, learning_rate, state, prev_height;
+    int weights[MAX_LAYERS], biases[MAX_LAYERS], sigmas[MAX_LAYERS];
+    int sums[MAX_LAYERS], samples[MAX_LAYERS], outputs[MAX_LAYERS];
+    int rule_reward, nodes[MAX_LAYERS], edges[MAX_LAYERS];
+    int traces;  // the rule's traces (program.h N_TRACES)
+    int total;
+};
+
+}  // namespace
+
+#include "program.h"  // generated: the rule's inputs and traces, the environment (metarl/backends/codegen.py)
+
+static_assert(N_SCALARS <= MAX_SCALARS, "too many runtime scalars");
+
+namespace {
 
 // Offsets of the genome parts of one cell (metarl/core/genome.py order).
 struct Cell {
@@ -32,18 +54,6 @@ struct Cell {
                && b_output >= 0 && w_state + (i + H) * H <= genes && b_state + H <= genes
                && w_output + (i + H) * o <= genes && b_output + o <= genes;
     }
-};
-
-// Where one individual-block's values live in the local buffer (offsets in vectors).
-struct Layout {
-    int layers;
-    int sizes[MAX_LAYERS + 1];
-    int genome, env_params, sign, goal, dt, learning_rate, state, prev_height;
-    int weights[MAX_LAYERS], biases[MAX_LAYERS], sigmas[MAX_LAYERS];
-    int sums[MAX_LAYERS], samples[MAX_LAYERS], outputs[MAX_LAYERS];
-    int rule_reward, nodes[MAX_LAYERS], edges[MAX_LAYERS];
-    int reward_mean;  // trace reward.mean (Options::reward_change)
-    int total;
 };
 
 // Large states (H above this) read the cells' matrices row by row: acc[m] += x[q] W[q][m] for q outer, m
@@ -113,13 +123,13 @@ struct Buf {
 // from one call to the next.
 struct Scratch {
     std::vector<vf> arena;
-    Buf local, post_h, post_o, pre_h, pre_o, post_features, signal, next_signal, noise, obs;
-    void allocate(size_t total, int max_n, int neurons, int links) {
+    Buf local, post_h, post_o, pre_h, pre_o, csig, signal, next_signal, noise, obs;
+    void allocate(size_t total, int max_n, int neurons) {
         const size_t n = (size_t)max_n;
         const std::pair<Buf*, size_t> parts[] = {
-            {&post_h, n * HS}, {&pre_h, n * HS}, {&post_o, n * (S + 1)}, {&pre_o, n * (S + 1)}, {&signal, n * S},
-            {&next_signal, n * S}, {&post_features, n * (NODE_INFO + S)}, {&noise, (size_t)neurons},
-            {&obs, (size_t)(3 * links)}, {&local, total}};
+            {&post_h, n * HS}, {&pre_h, n * HS}, {&post_o, n * CONN_OUTPUTS}, {&pre_o, n * CONN_OUTPUTS},
+            {&signal, n * S}, {&next_signal, n * S}, {&csig, n * S}, {&noise, (size_t)neurons},
+            {&obs, (size_t)N_OBS}, {&local, total}};
         size_t all = 0;
         for (const auto& part : parts) all += part.second;
         arena.assign(all, vf{});
@@ -136,23 +146,13 @@ struct Kernel {
     const Options& o;
     Cell reward_cell, node_cell, edge_cell;
 
-    int links;  // of the env (o.env, checked by the driver)
-
     Kernel(const Layout& layout, const Options& options, const GenomeMap& genome)
-        : L(layout), o(options), reward_cell(genome.reward), node_cell(genome.node),
-          edge_cell(genome.connection), links(ENVS[options.env].links) {}
+        : L(layout), o(options), reward_cell(genome.reward), node_cell(genome.node), edge_cell(genome.connection) {}
 
+    // Whether the genome's cells have the shapes of program.h's rule.
     bool fits(int genes) const {
-        const int change = o.reward_change ? 1 : 0;  // reward.change: one more input of the reward and edge cells
-        return reward_cell.fits(1 + NODE_INFO + change, S, genes) && node_cell.fits(NODE_INFO + S, S + 2, genes)
-               && edge_cell.fits(2 * NODE_INFO + S + 2 + change, S + 1, genes);
-    }
-
-    // Node info feature f of neuron j of layer k (1-based): s, z, y, b, sigma.
-    static vf* info(vf* v, const Layout& L, int k, int f) {
-        const int i = k - 1;
-        const int off[NODE_INFO] = {L.sums[i], L.samples[i], L.outputs[i], L.biases[i], L.sigmas[i]};
-        return v + off[f];
+        return reward_cell.fits(REWARD_INPUTS, REWARD_OUTPUTS, genes) && node_cell.fits(NODE_INPUTS, NODE_OUTPUTS, genes)
+               && edge_cell.fits(CONN_INPUTS, CONN_OUTPUTS, genes);
     }
 
     // The actor's forward pass on observation x (n_0) with standard-normal noise (neurons).
@@ -177,23 +177,17 @@ struct Kernel {
         }
     }
 
-    // One step of a block: act, step the env, apply the rule. Returns the reward. The rule sees
-    // *seen instead of the reward when seen is not null.
+    // One step of a block: observe, act, step the env (program.h), apply the rule. Returns the reward. The rule
+    // sees *seen instead of the reward when seen is not null.
     vf step(vf* v, vu noise_base, vu obs_base, uint32_t t, Scratch& sc, const vf* seen) const {
         const int layers = L.layers, neurons = (int)sc.noise.size();
-
-        // Observation [sin, cos, omega] per link.
         vf* st = v + L.state;
         vf* x = sc.obs.data();
-        for (int i = 0; i < links; ++i) {
-            vsincos(st[2 * i], &x[3 * i], &x[3 * i + 1]);
-            x[3 * i + 2] = st[2 * i + 1];
-        }
+        env_observe(v, L, st, o.scalars, x);
         // Sensor noise: obs_noise times normal number t * n_obs + i of the sensor-noise stream (metarl.core.step.observe).
         if (o.obs_noise > 0.0f) {
-            const int n_obs = 3 * links;
-            for (int i = 0; i < n_obs; ++i) {
-                uint32_t c = 2u * (t * (uint32_t)n_obs + (uint32_t)i);
+            for (int i = 0; i < N_OBS; ++i) {
+                uint32_t c = 2u * (t * (uint32_t)N_OBS + (uint32_t)i);
                 x[i] = x[i] + o.obs_noise * vnormal(obs_base, c);
             }
         }
@@ -205,34 +199,6 @@ struct Kernel {
             noise[j] = vnormal(noise_base, c);
         }
         act(v, x, noise);
-        // Environment.
-        vf action = v[L.outputs[layers - 1]];
-        vf torque = clampv(action, -1.0f, 1.0f) * (o.max_torque * v[L.sign]);
-        // `gym`: -(angle from upright^2 + 0.1 omega^2) per link - 0.001 torque^2 of the state the step starts
-        // from, as Gymnasium's Pendulum-v1 scores it (metarl/envs/base.py `reward`).
-        vf gym_reward = splat(0.0f);
-        if (o.gym) {
-            gym_reward = -(GYM_TORQUE_COST * torque * torque);
-            for (int i = 0; i < links; ++i) {
-                vf up = vwrap(st[2 * i] - PI);  // angle from upright
-                gym_reward -= up * up + GYM_SPEED_COST * st[2 * i + 1] * st[2 * i + 1];
-            }
-        }
-        Physics phys{v + L.env_params, o.env};
-        phys.advance(st, torque, v[L.dt], o);
-        vf height = splat(0.0f);
-        for (int i = 0; i < links; ++i) height += 1.0f - vcos(st[2 * i]);
-        vf reward = height;
-        if (o.spin) {
-            reward = st[1];  // angular speed of the first link
-        } else if (o.gym) {
-            reward = gym_reward;
-        } else if (o.reward_delta) {
-            vf prev = v[L.prev_height];
-            vf delta = height - prev;
-            reward = delta < 0.0f ? DOWN_PENALTY * delta : delta;
-            reward = prev == prev ? reward : splat(0.0f);  // NaN: no previous height
-        }
         // The hidden goal's sign; from the switch on its second row, flipped in the lifetimes that reverse
         // (metarl/envs/base.py `goal_at`). A step drawn per lifetime (first <= step <= last) is the third row, as
         // step - first, compared lane by lane in between (exact in float32: last - first <= 2^24, the config's
@@ -243,128 +209,126 @@ struct Kernel {
             if ((int64_t)t < o.goal_switch_last)
                 goal = splat((float)((int64_t)t - o.goal_switch)) >= v[L.goal + 2] ? v[L.goal + 1] : v[L.goal];
         }
-        reward = reward * goal;
+        vf height, reward;
+        env_transition(v, L, st, v[L.outputs[layers - 1]], v[L.prev_height], goal, o.scalars, &height, &reward);
         v[L.prev_height] = height;
-        if (o.plastic) rule(v, x, o.zero_reward ? splat(0.0f) : (seen ? *seen : reward), sc);
+        if (o.plastic) rule(v, x, o.zero_reward ? splat(0.0f) : (seen ? *seen : reward), t, sc);
         return reward;
     }
 
-    void rule(vf* v, const vf* x, vf reward, Scratch& sc) const {
+    void rule(vf* v, const vf* x, vf reward, uint32_t t, Scratch& sc) const {
         const int layers = L.layers;
         const int* n = L.sizes;
         const vf* g = v + L.genome;
         const vf lr = v[L.learning_rate];
         const float wl = o.weight_limit, sl = o.sigma_limit, smin = o.sigma_min;
         vf* e = sc.signal.data();  // e_k: (n_k, S)
-        // reward.change: the reward minus trace reward.mean as it was before this step (metarl/core/rule.py).
-        const vf change = o.reward_change ? reward - v[L.reward_mean] : splat(0.0f);
 
-        // Reward cell on each output neuron: [r, s, z, y, b, sigma(, reward.change)] -> e_L.
+        // Reward cell on each output neuron -> e_L.
         for (int j = 0; j < n[layers]; ++j) {
-            vf in[1 + NODE_INFO + 1];
-            in[0] = reward;
-            for (int f = 0; f < NODE_INFO; ++f) in[1 + f] = info(v, L, layers, f)[j];
-            in[1 + NODE_INFO] = change;  // read only where the cell has that input (reward_cell.inputs)
-            cell(g, reward_cell, v + L.rule_reward + j * H, in, e + j * S);
+            vf in[REWARD_INPUTS > 0 ? REWARD_INPUTS : 1], out[REWARD_OUTPUTS];
+            (layers == 1 ? reward_inputs_first : reward_inputs_rest)(v, L, layers, j, reward, nullptr, t, o.scalars,
+                                                                      in);
+            cell(g, reward_cell, v + L.rule_reward + j * H, in, out);
+            for (int s = 0; s < S; ++s) e[j * S + s] = out[REWARD_SIGNAL + s];
         }
 
         for (int k = layers; k >= 1; --k) {
             const int i = k - 1, no = n[k];
             vf *b = v + L.biases[i], *sg = v + L.sigmas[i];
-            // Node cell: [s, z, y, b, sigma, e] -> [c, db, dsigma]; post features [s, z, y, b', sigma', c].
-            vf* pf = sc.post_features.data();
+            // Node cell on each neuron of layer k: its signal c (for the connections into it), its updates.
+            vf* csig = sc.csig.data();
             for (int j = 0; j < no; ++j) {
-                vf in[NODE_INFO + S], out[S + 2];
-                for (int f = 0; f < NODE_INFO; ++f) in[f] = info(v, L, k, f)[j];
-                for (int s = 0; s < S; ++s) in[NODE_INFO + s] = e[j * S + s];
+                vf in[NODE_INPUTS > 0 ? NODE_INPUTS : 1], out[NODE_OUTPUTS];
+                (k == 1 ? node_inputs_first : node_inputs_rest)(v, L, k, j, reward, e, t, o.scalars, in);
                 cell(g, node_cell, v + L.nodes[i] + j * H, in, out);
-                b[j] = clampv(fma(out[S], lr, b[j]), -wl, wl);
-                sg[j] = clampv(fma(out[S + 1], lr, sg[j]), smin, sl);
-                vf* p = pf + j * (NODE_INFO + S);
-                for (int f = 0; f < 3; ++f) p[f] = in[f];
-                p[3] = b[j];
-                p[4] = sg[j];
-                for (int s = 0; s < S; ++s) p[NODE_INFO + s] = out[s];
+                if constexpr (NODE_BIAS >= 0) b[j] = clampv(fma(out[NODE_BIAS], lr, b[j]), -wl, wl);
+                if constexpr (NODE_SIGMA >= 0) sg[j] = clampv(fma(out[NODE_SIGMA], lr, sg[j]), smin, sl);
+                for (int s = 0; s < S; ++s) csig[j * S + s] = out[NODE_SIGNAL + s];
             }
-            edge_layer(v, g, k, pf, x, change, sc);
+            if (k == 1) edge_layer<Conn_first>(v, g, k, x, reward, t, sc);
+            else edge_layer<Conn_rest>(v, g, k, x, reward, t, sc);
             std::swap(sc.signal, sc.next_signal);
             e = sc.signal.data();
         }
-        // Trace reward.mean after the cells: m + (1 - exp(-dt / time)) (r - m), the reward the rule saw
-        // (metarl/core/rule.py `_reward_mean`).
-        if (o.reward_change) {
-            const vf m = v[L.reward_mean];
-            const vf rate = 1.0f - vexp(-v[L.dt] / o.reward_mean_time);
-            v[L.reward_mean] = m + rate * (reward - m);
+        // The traces, after the cells, from their values before the step (metarl/core/rule.py TRACES).
+        if constexpr (N_TRACES > 0) {
+            vf after[N_TRACES > 0 ? N_TRACES : 1];
+            trace_updates(v, L, reward, t, o.scalars, after);
+            for (int q = 0; q < N_TRACES; ++q) v[L.traces + q] = after[q];
         }
     }
 
-    // The edge cell on every connection of layer k; writes e_{k-1} to sc.next_signal.
-    void edge_layer(vf* v, const vf* g, int k, const vf* pf, const vf* x, vf change, Scratch& sc) const {
+    // The connection cell on every connection of layer k (C: program.h's inputs of the first layer, Conn_first,
+    // or of the others, Conn_rest); writes e_{k-1} to sc.next_signal. Each sum starts from the bias, adds the
+    // constant inputs' rows, the inputs of the post neuron and of the individual (C::POST, once per post neuron),
+    // then those of the pre neuron (C::PRE, once per pre neuron), then the connection's own (C::EDGE), then the state.
+    template <class C>
+    void edge_layer(vf* v, const vf* g, int k, const vf* x, vf reward, uint32_t t, Scratch& sc) const {
         const int i0 = k - 1, ni = L.sizes[k - 1], no = L.sizes[k];
-        constexpr int O = S + 1;
-        const int PF = NODE_INFO + S;
+        constexpr int O = CONN_OUTPUTS;
+        constexpr int NPOST = (int)C::POST.size(), NPRE = (int)C::PRE.size(), NEDGE = (int)C::EDGE.size();
         const Cell& c = edge_cell;
-        const vf* ws = g + c.w_state;  // rows: H state rows, then inputs [post 0:5, pre 5:10, c 10:10+S, w, flag
-                                       // (, reward.change)]
+        const vf* ws = g + c.w_state;  // rows: H state rows, then one per input (declaration order)
         const vf* wo = g + c.w_output;
         const vf* bs = g + c.b_state;
         const vf* bo = g + c.b_output;
         auto ws_row = [&](int r) { return ws + (H + r) * H; };
         auto wo_row = [&](int r) { return wo + (H + r) * O; };
-        const int row_c = 2 * NODE_INFO, row_w = 2 * NODE_INFO + S, row_flag = 2 * NODE_INFO + S + 1;
-        const int row_change = row_flag + 1;  // Options::reward_change only
         const vf lr = v[L.learning_rate];
         const float wl = o.weight_limit;
+        const vf* csig = sc.csig.data();
 
-        // Per post neuron j: bias (+ flag row in the first layer) + [post info, c] rows (+ the reward.change row:
-        // the same for every connection of the individual).
+        // Per post neuron j: bias, constant rows, the post neuron's and the individual's inputs.
         vf* post_h = sc.post_h.data();
         vf* post_o = sc.post_o.data();
         for (int j = 0; j < no; ++j) {
-            const vf* p = pf + j * PF;
+            vf p[NPOST > 0 ? NPOST : 1];
+            C::post(v, L, k, j, reward, x, csig, t, o.scalars, p);
             for (int m = 0; m < H; ++m) {
-                vf acc = k == 1 ? bs[m] + ws_row(row_flag)[m] : bs[m];
-                for (int f = 0; f < NODE_INFO; ++f) acc = fma(p[f], ws_row(f)[m], acc);
-                for (int s = 0; s < S; ++s) acc = fma(p[NODE_INFO + s], ws_row(row_c + s)[m], acc);
-                if (o.reward_change) acc = fma(change, ws_row(row_change)[m], acc);
+                vf acc = bs[m];
+                for (int r : C::ONE) acc = acc + ws_row(r)[m];
+                for (size_t q = 0; q < C::CONST.size(); ++q) acc = fma(splat(C::CONST_VALUE[q]), ws_row(C::CONST[q])[m], acc);
+                for (int f = 0; f < NPOST; ++f) acc = fma(p[f], ws_row(C::POST[f])[m], acc);
                 post_h[j * HS + m] = acc;
             }
             for (int m = 0; m < O; ++m) {
-                vf acc = k == 1 ? bo[m] + wo_row(row_flag)[m] : bo[m];
-                for (int f = 0; f < NODE_INFO; ++f) acc = fma(p[f], wo_row(f)[m], acc);
-                for (int s = 0; s < S; ++s) acc = fma(p[NODE_INFO + s], wo_row(row_c + s)[m], acc);
-                if (o.reward_change) acc = fma(change, wo_row(row_change)[m], acc);
+                vf acc = bo[m];
+                for (int r : C::ONE) acc = acc + wo_row(r)[m];
+                for (size_t q = 0; q < C::CONST.size(); ++q) acc = fma(splat(C::CONST_VALUE[q]), wo_row(C::CONST[q])[m], acc);
+                for (int f = 0; f < NPOST; ++f) acc = fma(p[f], wo_row(C::POST[f])[m], acc);
                 post_o[j * O + m] = acc;
             }
         }
-        // Per pre neuron i: its node info rows, or the observation row [0, 0, x_i, 0, 0] in the first layer.
+        // Per pre neuron i: its inputs (the first a product, then fused multiply-adds).
         vf* pre_h = sc.pre_h.data();
         vf* pre_o = sc.pre_o.data();
-        for (int i = 0; i < ni; ++i) {
-            if (k == 1) {
-                for (int m = 0; m < H; ++m) pre_h[i * HS + m] = x[i] * ws_row(NODE_INFO + 2)[m];
-                for (int m = 0; m < O; ++m) pre_o[i * O + m] = x[i] * wo_row(NODE_INFO + 2)[m];
-                continue;
-            }
-            vf q[NODE_INFO];
-            for (int f = 0; f < NODE_INFO; ++f) q[f] = info(v, L, k - 1, f)[i];
-            for (int m = 0; m < H; ++m) {
-                vf acc = q[0] * ws_row(NODE_INFO)[m];
-                for (int f = 1; f < NODE_INFO; ++f) acc = fma(q[f], ws_row(NODE_INFO + f)[m], acc);
-                pre_h[i * HS + m] = acc;
-            }
-            for (int m = 0; m < O; ++m) {
-                vf acc = q[0] * wo_row(NODE_INFO)[m];
-                for (int f = 1; f < NODE_INFO; ++f) acc = fma(q[f], wo_row(NODE_INFO + f)[m], acc);
-                pre_o[i * O + m] = acc;
+        if constexpr (NPRE > 0) {
+            for (int i = 0; i < ni; ++i) {
+                vf q[NPRE];
+                C::pre(v, L, k, i, reward, x, csig, t, o.scalars, q);
+                for (int m = 0; m < H; ++m) {
+                    vf acc = q[0] * ws_row(C::PRE[0])[m];
+                    for (int f = 1; f < NPRE; ++f) acc = fma(q[f], ws_row(C::PRE[f])[m], acc);
+                    pre_h[i * HS + m] = acc;
+                }
+                for (int m = 0; m < O; ++m) {
+                    vf acc = q[0] * wo_row(C::PRE[0])[m];
+                    for (int f = 1; f < NPRE; ++f) acc = fma(q[f], wo_row(C::PRE[f])[m], acc);
+                    pre_o[i * O + m] = acc;
+                }
             }
         }
-        // Per connection: only the weight and the recurrent state.
+        // The outputs a connection computes: all, or in the first layer all but the signal (e_0 feeds nothing).
+        const bool signal_used = k > 1;
+        constexpr int SIG0 = CONN_SIGNAL, SIG1 = CONN_SIGNAL + S;
+        auto computed = [&](int m) { return signal_used || m < SIG0 || m >= SIG1; };
+        // A contiguous range holding every computed output (row form of large states).
+        const int lo = signal_used || SIG0 > 0 ? 0 : SIG1, hi = signal_used || SIG1 < O ? O : SIG0;
+        // Per connection: its own inputs and the recurrent state.
         vf* w = v + L.weights[i0];
         vf* hs = v + L.edges[i0];
         vf* e_prev = sc.next_signal.data();
-        const bool signal_used = k > 1;  // e_0 feeds nothing
         for (int i = 0; i < ni; ++i) {
             vf e_acc[S] = {};
             // Four connections at a time, then two, then one (independent chains for the out-of-order core;
@@ -372,27 +336,31 @@ struct Kernel {
             auto connections = [&](auto width, int j0) {
                 constexpr int NJ = decltype(width)::value;
                 vf wij[NJ];
+                vf ev[NJ][NEDGE > 0 ? NEDGE : 1];
                 vf* h[NJ];
                 vf hn[NJ][HS];
                 for (int u = 0; u < NJ; ++u) {
                     wij[u] = w[i * no + j0 + u];
+                    if constexpr (NEDGE > 0) C::edge(v, L, k, i, j0 + u, reward, x, csig, t, o.scalars, ev[u]);
                     h[u] = hs + (i * no + j0 + u) * H;
                 }
-                const int m0 = signal_used ? 0 : S;
+                // The sum's start: post + pre, then the connection's inputs.
+                auto start = [&](const vf* post, const vf* pre, int stride, int u, int m, auto row) {
+                    vf acc = NPRE > 0 ? post[(j0 + u) * stride + m] + pre[i * stride + m] : post[(j0 + u) * stride + m];
+                    for (int f = 0; f < NEDGE; ++f) acc = fma(ev[u][f], row(C::EDGE[f])[m], acc);
+                    return acc;
+                };
                 vf acc_o[ROWWISE ? O : 1];  // the output sums of one connection (large states only)
                 if constexpr (ROWWISE) {  // NJ == 1 (see below): the same sums, read row by row
-                    for (int m = 0; m < H; ++m)
-                        hn[0][m] = fma(wij[0], ws_row(row_w)[m], post_h[j0 * HS + m] + pre_h[i * HS + m]);
+                    for (int m = 0; m < H; ++m) hn[0][m] = start(post_h, pre_h, HS, 0, m, ws_row);
                     accumulate_rows(hn[0], h[0], ws, H, H, H);
                     for (int m = 0; m < H; ++m) h[0][m] = hn[0][m] = vtanh(hn[0][m]);
-                    for (int m = m0; m < O; ++m)
-                        acc_o[m] = fma(wij[0], wo_row(row_w)[m], post_o[j0 * O + m] + pre_o[i * O + m]);
-                    accumulate_rows(acc_o + m0, hn[0], wo + m0, H, O - m0, O);
+                    for (int m = lo; m < hi; ++m) acc_o[m] = start(post_o, pre_o, O, 0, m, wo_row);
+                    accumulate_rows(acc_o + lo, hn[0], wo + lo, H, hi - lo, O);
                 } else {
                     for (int m = 0; m < H; ++m) {
                         vf acc[NJ];
-                        for (int u = 0; u < NJ; ++u)
-                            acc[u] = fma(wij[u], ws_row(row_w)[m], post_h[(j0 + u) * HS + m] + pre_h[i * HS + m]);
+                        for (int u = 0; u < NJ; ++u) acc[u] = start(post_h, pre_h, HS, u, m, ws_row);
                         for (int q = 0; q < H; ++q)
                             for (int u = 0; u < NJ; ++u) acc[u] = fma(h[u][q], ws[q * H + m], acc[u]);
                         for (int u = 0; u < NJ; ++u) hn[u][m] = vtanh(acc[u]);
@@ -400,22 +368,22 @@ struct Kernel {
                     for (int u = 0; u < NJ; ++u)
                         for (int m = 0; m < H; ++m) h[u][m] = hn[u][m];
                 }
-                for (int m = m0; m < O; ++m) {
+                for (int m = 0; m < O; ++m) {
+                    if (!computed(m)) continue;
                     vf acc[NJ];
                     if constexpr (ROWWISE) {
                         acc[0] = acc_o[m];
                     } else {
-                        for (int u = 0; u < NJ; ++u)
-                            acc[u] = fma(wij[u], wo_row(row_w)[m], post_o[(j0 + u) * O + m] + pre_o[i * O + m]);
+                        for (int u = 0; u < NJ; ++u) acc[u] = start(post_o, pre_o, O, u, m, wo_row);
                         for (int q = 0; q < H; ++q)
                             for (int u = 0; u < NJ; ++u) acc[u] = fma(hn[u][q], wo[q * O + m], acc[u]);
                     }
                     for (int u = 0; u < NJ; ++u) {
                         vf out = vtanh(acc[u]);
-                        if (m == S) {
+                        if (m == CONN_WEIGHT) {
                             w[i * no + j0 + u] = clampv(fma(out, lr, wij[u]), -wl, wl);
-                        } else {
-                            e_acc[m] = j0 + u == 0 ? out : e_acc[m] + out;
+                        } else if (m >= SIG0 && m < SIG1) {
+                            e_acc[m - SIG0] = j0 + u == 0 ? out : e_acc[m - SIG0] + out;
                         }
                     }
                 }

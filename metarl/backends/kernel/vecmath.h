@@ -39,8 +39,9 @@ constexpr int HS = H > 0 ? H : 1;  // storage size of a state (arrays of size 0 
 #endif
 #endif
 constexpr int LANES = METARL_LANES;
-constexpr int NODE_INFO = 5;
 constexpr int MAX_LAYERS = 8;
+constexpr int MAX_SCALARS = 16;  // runtime scalars of a program (Options::scalars)
+constexpr float PI = 3.14159265358979323846f;
 static_assert(S >= 1, "signal_dim must be >= 1");
 
 typedef float vf __attribute__((vector_size(4 * LANES)));

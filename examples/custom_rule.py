@@ -9,8 +9,10 @@ more in ``node_network``, read from the source ``lifetime_fraction`` (``t / life
 the built-in sources of `metarl.core.rule.SOURCES`; a new one is a function registered with
 ``@metarl.core.rule.register_source("name")``). The genome grows by the new input's rows (8 + 3 genes for
 S=1, H=8), the spec assembles the new input, and a saved model records the declaration, so
-`metarl.runs.io.load_model` reloads it with no code at all. The native kernel implements the standard
-rule and reward_change only: it declines this one by name, and the run uses the torch step (docs/extending.md).
+`metarl.runs.io.load_model` reloads it with no code at all. The native kernel runs it: the cells' input
+code is generated from the declaration and the sources' Python (`metarl.backends.codegen`; docs/extending.md).
+From the scripts: ``python3 run_config.py configs/tiny.yaml --plugin examples/custom_rule.py --set
+rule.declaration=clocked``.
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ def main() -> None:
     config = load(ROOT / "configs/tiny.yaml", [f"rule.declaration={CLOCKED.name}",
                                                f"ga.generations={args.generations}"])
     print(f"rule {CLOCKED.name} (fingerprint {CLOCKED.fingerprint}); native kernel: "
-          f"{backends.NATIVE.declines(config) or 'implements it'}")
+          f"{backends.NATIVE.declines(config) or 'runs it (generated from the declaration)'}")
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "run"
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the one-line decline above, given again as a warning
+            warnings.simplefilter("always")  # a fall-back to the torch step would be said here
             trainer = Trainer(new_run(config), out)
             print(f"genes per individual: {trainer.layout.size} (the standard rule: "
                   f"{type(trainer.layout)(config.rule.signal_dim, config.rule.state_dim).size})")

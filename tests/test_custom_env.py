@@ -1,11 +1,10 @@
 """A new task in Python alone: the cart-pole of examples/custom_env.py (its physics, the backends that run
-it, the native kernel declining it by name) and the example itself, end to end."""
+it, the native kernel generated from its Python) and the example itself, end to end."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
-import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -17,9 +16,11 @@ import torch
 from conftest import NATIVE_MISSING, ROOT, assert_close, lifetime_traces, needs_native, run_script
 
 from metarl import backends, envs
+from metarl.backends import lifetime, native
 from metarl.config import from_dict
 from metarl.core import rng
 from metarl.core.genome import GenomeLayout
+from metarl.core.rule import STANDARD
 from metarl.errors import ConfigError
 
 F64 = torch.float64
@@ -172,20 +173,25 @@ def test_spec_and_compiled_steps_agree_on_the_cart_pole(example: ModuleType) -> 
 
 
 @needs_native
-def test_backend_selection_declines_the_cart_pole_by_name(example: ModuleType) -> None:
-    config = from_dict(example.CONFIG)
+def test_the_cart_pole_runs_on_the_native_kernel_generated_from_its_python(example: ModuleType) -> None:
+    config = from_dict({**example.CONFIG, "runtime": {"native": None}})
     cpu = torch.device("cpu")
-    why = "the native kernel does not implement the environment CartPole (it implements Pendulum, DoublePendulum)"
-    assert backends.NATIVE.why_not(config, cpu, torch.float32, config.layer_sizes) == why
-    with pytest.warns(UserWarning, match=re.escape(f"native lifetime kernel not used ({why})")):
-        assert backends.select_backend(config, cpu) is backends.SPEC
-    # What the kernel does not implement is not a failure, even with runtime.native: true (the torch step runs).
-    forced = from_dict({**example.CONFIG, "runtime": {"native": True}})
-    assert backends.select_backend(forced, cpu) is backends.SPEC
+    assert backends.NATIVE.why_not(config, cpu, torch.float32, config.layer_sizes) is None
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert backends.select_backend(from_dict({**example.CONFIG, "env": {"name": "Pendulum"}}), cpu) \
-            is backends.NATIVE
+        warnings.simplefilter("error")  # no fall-back line
+        assert backends.select_backend(config, cpu) is backends.NATIVE  # and checked against the spec
+    prog = native.program(STANDARD, backends.sample_env(config), 1)
+    assert (prog.env, prog.n_state, prog.n_obs, prog.n_params) == ("CartPole", 4, 5, 6)
+    # The end stops (a Python override of advance) and the reward's position cost are in the generated code.
+    assert "0x1.3333340000000p+1f /* 2.4000000953674316 */" in prog.code and "0.05000000074505806" in prog.code
+    layout = GenomeLayout(1, 8)
+    g, keys = layout.random(6, 0.5, torch.Generator().manual_seed(1)), rng.individual_keys(3, 0, 0, torch.arange(6))
+    states = {}
+    for backend in ("spec", "native"):
+        states[backend] = torch.zeros(6, 150, 4)
+        lifetime.run_lifetimes(g, layout, config, keys, steps=150, backend=backend, states=states[backend])
+    assert states["native"][:, :, 0].abs().max() <= example.TRACK  # the end stops hold
+    torch.testing.assert_close(states["native"][:, :20], states["spec"][:, :20], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.slow
@@ -194,9 +200,8 @@ def test_the_example_evolves_a_rule_on_the_cart_pole() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     if NATIVE_MISSING is None:
-        assert lines[0] == ("native kernel: the native kernel does not implement the environment CartPole "
-                            "(it implements Pendulum, DoublePendulum)")
-    assert lines[1] == "backend: spec"
+        assert lines[0] == "native kernel: runs it (generated from the Python above)"
+        assert lines[1] == "backend: native"
     generations = [line for line in lines if line.startswith("generation ")]
     assert [line.split(":")[0] for line in generations] == [f"generation {g}" for g in range(4)]
     best = [float(line.split("best fitness ")[1].split()[0]) for line in generations]

@@ -5,6 +5,7 @@ Its rule steps on given inputs are checked with the other paths in `test_fast_pa
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import warnings
 
@@ -173,8 +174,10 @@ def test_native_is_not_used_where_it_cannot_run() -> None:
         assert backends.select_backend(config, torch.device("cpu"), torch.float64) is backends.SPEC
         assert backends.select_backend(config.replace(runtime=RuntimeConfig(native=False)), torch.device("cpu"),
                                        torch.float32) is backends.SPEC
-    assert native.supported([3, *[8] * 9, 1], envs.Pendulum, 1, 8) is not None  # 10 layers
-    assert native.supported([3, 8, 8, 1], envs.Pendulum, 1, 8) is None
+    prog = native.default_program(1)
+    assert native.supported([3, *[8] * 9, 1], prog, 1, 8) is not None  # 10 layers
+    assert native.supported([5, 8, 1], prog, 1, 8) == "the actor reads 5 observations, the environment gives 3"
+    assert native.supported([3, 8, 8, 1], prog, 1, 8) is None
 
 
 def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for() -> None:
@@ -184,7 +187,7 @@ def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for
         [layout.slices[name, "w_state"][0].start for name in CELLS]
     assert (genome_map.connection.inputs, genome_map.connection.outputs, genome_map.size) == (13, 2, layout.size)
     lib = native.library(1, 8)
-    options = native.Options.of(EnvOptions(), native.env_id(lib, envs.Pendulum), weight_limit=4.0, sigma_limit=1.0)
+    options = native.Options.of(EnvOptions(), native.default_program(1), weight_limit=4.0, sigma_limit=1.0)
 
     def call(m: native.GenomeMap) -> int:
         return lib.metarl_rule_steps(native.Network.of([3, 5, 1]), options, m, native.Buffers(), 16, 0, None, None,
@@ -196,33 +199,37 @@ def test_native_kernel_reads_the_genome_map_and_rejects_one_it_was_not_built_for
     beyond = native.GenomeMap.of(layout)
     beyond.connection.b_output = layout.size
     assert call(wrong_shape) == -3 and call(beyond) == -3
-    options.env = len(native.kernel_envs(lib))  # past the kernel's environments
+    options.n_scalars += 1  # options made for another program
     assert call(genome_map) == -2
 
 
 @needs_native
-def test_native_kernel_states_its_environments_and_declines_any_other_by_name(monkeypatch) -> None:
-    lib = native.library(1, 8)
-    shipped = {"Pendulum": envs.Pendulum, "DoublePendulum": envs.DoublePendulum}
-    assert native.kernel_envs(lib) == {name: tuple(cls.param_defaults) for name, cls in shipped.items()}
-    assert [native.env_id(lib, cls) for cls in shipped.values()] == [0, 1]
-    assert [native.env_unsupported(lib, cls) for cls in shipped.values()] == [None, None]
-
-    class Swapped(envs.Pendulum):
-        name = "Swapped"
-
-    assert native.env_unsupported(lib, Swapped) == ("the native kernel does not implement the environment Swapped "
-                                                    "(it implements Pendulum, DoublePendulum)")
-    with pytest.raises(native.NativeUnavailable, match="environment Swapped"):
-        native.env_id(lib, Swapped)
-
-    class Impostor(envs.Pendulum):  # called Pendulum, but not the class metarl.envs registers under that name
-        pass
-
-    assert native.env_unsupported(lib, Impostor) == ("the native kernel implements the Pendulum that metarl.envs "
-                                                     f"registers, not {__name__}.{Impostor.__qualname__}")
+def test_any_registered_environment_is_generated_and_one_with_no_vector_form_is_declined_by_name() -> None:
+    # Every shipped environment, a subclass with its parameters in another order, and one whose dynamics need an
+    # op the generator lacks: generated from the Python (the library states the digest of what it was built from),
+    # or declined in one line naming the op.
+    from metarl.core.rule import STANDARD
+    for name in ("Pendulum", "DoublePendulum"):
+        env = envs.make(name, 1)
+        prog = native.program(STANDARD, env, 1)
+        assert (prog.env, prog.n_state, prog.n_params) == (name, env.state_size(), len(env.param_defaults))
+        sizes = (ctypes.c_int64 * 5)()
+        assert native.library(1, 8, prog=prog).metarl_program(sizes).decode() == prog.digest
+        assert list(sizes)[:3] == [prog.n_state, prog.n_obs, prog.n_params]
     reversed_params = dict(reversed(envs.Pendulum.param_defaults.items()))
-    reordered = type("Reordered", (envs.Pendulum,), {"param_defaults": reversed_params})
-    monkeypatch.setitem(envs.ENVS, "Pendulum", reordered)
-    assert native.env_unsupported(lib, reordered) == ("the native kernel's Pendulum takes the parameters length, mass, "
-                                                      "gravity, damping, metarl.envs' damping, gravity, mass, length")
+    reordered = type("Reordered", (envs.Pendulum,), {"param_defaults": reversed_params, "name": "Reordered"})
+    assert native.declines(STANDARD, reordered(1, {k: torch.ones(1) for k in reversed_params}, EnvOptions()), 1) \
+        is None
+
+    class Twisted(envs.Pendulum):
+        name = "Twisted"
+
+        def derivatives(self, state: torch.Tensor, torque: torch.Tensor) -> torch.Tensor:
+            return torch.stack((state[:, 1], torch.atan2(state[:, 0], state[:, 1]) + torque), dim=1)
+
+    twisted = Twisted(1, {k: torch.ones(1) for k in envs.Pendulum.param_defaults}, EnvOptions())
+    assert native.declines(STANDARD, twisted, 1) == (
+        "the native kernel cannot generate the rule 'standard' with the environment Twisted: the environment Twisted: "
+        "torch.atan2 (the generator has no vector form of it)")
+    with pytest.raises(native.NativeUnavailable, match="torch.atan2"):
+        native.program(STANDARD, twisted, 1)

@@ -19,9 +19,11 @@ import pytest
 import torch
 from conftest import needs_native, run_script
 
+from metarl import envs
 from metarl.backends import lifetime, native
 from metarl.config import RuntimeConfig
 from metarl.core import rng
+from metarl.core.rule import RULES
 from metarl.runs import io
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +35,9 @@ def _lifetime(monkeypatch: pytest.MonkeyPatch, target: str | None, lanes: int | 
               pop: int, steps: int) -> list[torch.Tensor]:
     """Fitness, rewards, states and every learned actor parameter of ``pop`` lifetimes on the kernel
     built for ``target`` with ``lanes`` individuals per vector."""
-    def library(signal_dim: int, state_dim: int) -> object:
-        return BUILD(signal_dim, state_dim, target, lanes)
+    def library(signal_dim: int, state_dim: int, target_: object = None, lanes_: object = None,
+                prog: native.codegen.Program | None = None) -> object:
+        return BUILD(signal_dim, state_dim, target, lanes, prog)
 
     monkeypatch.setattr(native, "library", library)
     saved = io.load_model(ROOT / model)
@@ -102,8 +105,8 @@ def test_the_cache_key_holds_what_changes_the_build(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("FAKE_LOG", str(log))
     monkeypatch.setenv("METARL_CACHE", str(tmp_path / "cache"))
 
-    def build(*args) -> str:
-        return native._build(*args).name
+    def build(*args, rule: str = "standard") -> str:
+        return native._build(*args, native.program(RULES[rule], envs.make("Pendulum", 1), args[0])).name
 
     base = build(1, 0, "native", None)
     assert build(1, 0, "native", None) == base  # cached: built once
@@ -123,8 +126,9 @@ def test_the_cache_key_holds_what_changes_the_build(tmp_path: Path, monkeypatch:
     (sources / "rule.h").write_text((sources / "rule.h").read_text() + "\n// a change\n")
     monkeypatch.setattr(native, "SOURCE_DIR", sources)
     assert build(1, 0, "native", None) not in keys  # an edited source: another library
+    assert build(1, 0, "native", None, rule="reward_change") not in keys  # another program: another library
     builds = log.read_text().splitlines()
-    assert len(builds) == 9 and all("-ffp-contract=off" in b for b in builds)
+    assert len(builds) == 10 and all("-ffp-contract=off" in b for b in builds)
     assert sum("-march=x86-64-v3" in b and "-DMETARL_LANES=16" in b for b in builds) == 1
 
 
@@ -178,6 +182,7 @@ def test_fma32_rounds_once_and_sqrt32_is_correctly_rounded() -> None:
 DRAWS = """
 import hashlib, sys, torch
 from metarl.core import rng
+from metarl.core.rule import RULES
 keys = rng.individual_keys(2024, 0, 0, torch.arange(64))
 t = torch.cat([rng.normal(keys, s, 3000).flatten() for s in (1, 4, 5)])
 print(hashlib.sha256(t.numpy().tobytes()).hexdigest())

@@ -346,7 +346,7 @@ _HANDLERS: dict[str, Callable[..., Any]] = {
     "pow": _pow, "__pow__": _pow, "__rpow__": _rpow, "square": lambda a: _pow(a, 2),
     "sqrt": _unary("sqrt"), "sin": _unary("sin"), "cos": _unary("cos"), "exp": _unary("exp"), "log": _unary("log"),
     "tanh": _unary("tanh"), "abs": _unary("abs"), "__abs__": _unary("abs"), "floor": _unary("floor"),
-    "remainder": _remainder, "fmod": None, "clamp": _clamp, "clip": _clamp, "where": _where, "isnan": _isnan,
+    "remainder": _remainder, "clamp": _clamp, "clip": _clamp, "where": _where, "isnan": _isnan,
     "lt": _binary("lt", mask=True), "__lt__": _binary("lt", mask=True), "le": _binary("le", mask=True),
     "__le__": _binary("le", mask=True), "gt": _binary("gt", mask=True), "__gt__": _binary("gt", mask=True),
     "ge": _binary("ge", mask=True), "__ge__": _binary("ge", mask=True), "eq": _binary("eq", mask=True),
@@ -371,7 +371,8 @@ class Sym(torch.Tensor):
 
     @staticmethod
     def __new__(cls, a: np.ndarray, dtype: torch.dtype = torch.float32) -> Sym:
-        t = torch.Tensor._make_wrapper_subclass(cls, a.shape, dtype=dtype, device="cpu")  # type: ignore[attr-defined]
+        t = torch.Tensor._make_wrapper_subclass(cls, a.shape, dtype=dtype,  # type: ignore[attr-defined]
+                                                 device=torch.device("cpu"))
         t.a = a
         return t  # type: ignore[no-any-return]
 
@@ -380,7 +381,8 @@ class Sym(torch.Tensor):
         return cls(np.asarray(a, dtype=object) if not isinstance(a, np.ndarray) else a, dtype)
 
     @classmethod
-    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+    def __torch_dispatch__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None  # type: ignore[override]
+                           ) -> Any:
         raise Unsupported(f"the torch op {func} (reached the dispatcher)")
 
     @classmethod
@@ -620,20 +622,31 @@ class _Scalars:
         return scalar(name, self.names.index(name))
 
 
+def _poisoned(why: str) -> Sym:
+    """A ``(1, 1)`` value that no generated code may read (`poison`)."""
+    return Sym(np.array([[poison(why)]], dtype=object))
+
+
+def _site(cell: str, layer: int, x: Sym, signal: Sym | None, scalars: _Scalars, traces: dict[str, Sym]) -> Site:
+    """The symbolic `Site` of ``cell`` at ``layer``: the kernel's values as the sources and traces read them."""
+    t = Sym(np.array(load("splat((float)t)"), dtype=object).reshape(()))
+    return Site(cell, layer, _SymActor(cell, layer), x, sym("reward"), signal, t,  # type: ignore[arg-type]
+                scalars.get("lifetime_steps"), traces, sym("v[L.dt]"),  # type: ignore[arg-type]
+                scalars.get("reward_mean_time"))  # type: ignore[arg-type]
+
+
 def _cell_inputs(rule: RuleDeclaration, cell: str, layer: int, signal_dim: int, scalars: _Scalars,
                  traces: dict[str, Sym]) -> CellInputs:
     conn = cell == "connection_network"
-    actor = _SymActor(cell, layer)
+    signal: Sym | None
     if conn:
-        x = sym("x[i]", (1, 1), "i") if layer == 1 else Sym(np.array([[poison(
-            "a connection cell reads the observation beyond the first layer")]], dtype=object))
+        x = sym("x[i]", (1, 1), "i") if layer == 1 else _poisoned(
+            "a connection cell reads the observation beyond the first layer")
         signal = sym(lambda _, s: f"csig[j * S + {s}]", (1, 1, signal_dim), "j")
     else:
-        x = Sym(np.array([[poison("a neuron cell reads the observation")]], dtype=object))
+        x = _poisoned("a neuron cell reads the observation")
         signal = None if cell == "reward_network" else sym(lambda _, s: f"e[j * S + {s}]", (1, 1, signal_dim), "j")
-    t = Sym(np.array(load("splat((float)t)"), dtype=object).reshape(()))
-    site = Site(cell, layer, actor, x, sym("reward"), signal, t, scalars.get("lifetime_steps"),  # type: ignore[arg-type]
-                traces, sym("v[L.dt]"), scalars.get("reward_mean_time"))  # type: ignore[arg-type]
+    site = _site(cell, layer, x, signal, scalars, traces)
     features: list[Expr] = []
     for block in rule.cell(cell).inputs:
         try:
@@ -685,8 +698,8 @@ def rule_code(rule: RuleDeclaration, signal_dim: int, scalars: _Scalars) -> tupl
         lines.append(f"struct Conn_{variant} {{")
         lines.append("    " + _array("ONE", [f for f, c in consts if c == 1.0]))
         lines.append("    " + _array("CONST", [f for f, c in consts if c != 1.0]))
-        lines.append("    static constexpr std::array<float, {0}> CONST_VALUE = {{{1}}};".format(
-            len([c for _, c in consts if c != 1.0]), ", ".join(f"{c!r}f" for _, c in consts if c != 1.0)))
+        values = [f"{c!r}f" for _, c in consts if c != 1.0]
+        lines.append(f"    static constexpr std::array<float, {len(values)}> CONST_VALUE = {{{', '.join(values)}}};")
         for level in ("post", "pre", "edge"):
             idx = g[level]
             lines.append("    " + _array(level.upper(), idx))
@@ -706,10 +719,7 @@ def rule_code(rule: RuleDeclaration, signal_dim: int, scalars: _Scalars) -> tupl
         for what in ("signal", "bias", "sigma", "weight"):
             lines.append(f"constexpr int {upper}_{what.upper()} = {slices[what].start if what in slices else -1};")
     # Traces: after the cells, from their values before the step (site: the reward cell's).
-    site = Site("reward_network", 1, _SymActor("reward_network", 1), Sym(np.array([[poison(
-        "a trace reads the observation")]], dtype=object)), sym("reward"), None, Sym(np.array(load(
-            "splat((float)t)"), dtype=object).reshape(())), scalars.get("lifetime_steps"),  # type: ignore[arg-type]
-        traces, sym("v[L.dt]"), scalars.get("reward_mean_time"))  # type: ignore[arg-type]
+    site = _site("reward_network", 1, _poisoned("a trace reads the observation"), None, scalars, traces)
     updates = []
     for n, name in enumerate(names):
         try:

@@ -46,13 +46,13 @@ import torch
 
 from .. import envs
 from ..core import rng
-from . import codegen
 from ..core.actor import ActorState
 from ..core.genome import GenomeLayout
 from ..core.rule import CELLS, REWARD_MEAN_TIME, RuleDeclaration, RuleState
 from ..cpu import cpu_flags
 from ..envs.base import OBS_PER_LINK, BatchedEnv, EnvOptions
 from ..errors import UserError
+from . import codegen
 
 SOURCE_DIR = Path(__file__).with_name("kernel")  # vecmath.h, interface.h, rule.h, driver.cpp (and program.h, generated)
 SOURCE = SOURCE_DIR / "driver.cpp"
@@ -286,7 +286,8 @@ class Options(ctypes.Structure):
                   "reward_mean_time": reward_mean_time, "lifetime_steps": lifetime_steps}
         scalars = prog.scalar_values(values)
         if len(scalars) > MAX_SCALARS:
-            raise NativeUnavailable(f"the program reads {len(scalars)} runtime scalars, the kernel at most {MAX_SCALARS}")
+            raise NativeUnavailable(f"the program reads {len(scalars)} runtime scalars, the kernel takes at most "
+                                    f"{MAX_SCALARS}")
         return cls(obs_noise=env.obs_noise, weight_limit=weight_limit, sigma_limit=sigma_limit,
                    sigma_min=sigma_min, plastic=plastic, zero_reward=zero_reward, noise=sigma_limit != 0,
                    n_scalars=len(scalars), goal_switch=-1 if env.goal_switch is None else env.switch_range[0],

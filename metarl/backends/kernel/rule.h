@@ -227,8 +227,8 @@ struct Kernel {
         // Reward cell on each output neuron -> e_L.
         for (int j = 0; j < n[layers]; ++j) {
             vf in[REWARD_INPUTS > 0 ? REWARD_INPUTS : 1], out[REWARD_OUTPUTS];
-            (layers == 1 ? reward_inputs_first : reward_inputs_rest)(v, L, layers, j, reward, nullptr, t, o.scalars,
-                                                                      in);
+            if (layers == 1) reward_inputs_first(v, L, layers, j, reward, nullptr, t, o.scalars, in);
+            else reward_inputs_rest(v, L, layers, j, reward, nullptr, t, o.scalars, in);
             cell(g, reward_cell, v + L.rule_reward + j * H, in, out);
             for (int s = 0; s < S; ++s) e[j * S + s] = out[REWARD_SIGNAL + s];
         }
@@ -240,7 +240,8 @@ struct Kernel {
             vf* csig = sc.csig.data();
             for (int j = 0; j < no; ++j) {
                 vf in[NODE_INPUTS > 0 ? NODE_INPUTS : 1], out[NODE_OUTPUTS];
-                (k == 1 ? node_inputs_first : node_inputs_rest)(v, L, k, j, reward, e, t, o.scalars, in);
+                if (k == 1) node_inputs_first(v, L, k, j, reward, e, t, o.scalars, in);
+                else node_inputs_rest(v, L, k, j, reward, e, t, o.scalars, in);
                 cell(g, node_cell, v + L.nodes[i] + j * H, in, out);
                 if constexpr (NODE_BIAS >= 0) b[j] = clampv(fma(out[NODE_BIAS], lr, b[j]), -wl, wl);
                 if constexpr (NODE_SIGMA >= 0) sg[j] = clampv(fma(out[NODE_SIGMA], lr, sg[j]), smin, sl);

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from metarl import backends  # noqa: E402
 from metarl.backends import lifetime, native  # noqa: E402  (before torch: sets its OpenMP wait policy)
 from metarl.config import Config, GAConfig, RuleConfig, RuntimeConfig  # noqa: E402
 from metarl.core import rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
@@ -80,15 +81,18 @@ def kernel_sources(revision: str, into: Path) -> Path:
 
 def against(args: argparse.Namespace, config: Config, layout: GenomeLayout, genomes: torch.Tensor,
             keys: torch.Tensor) -> None:
-    """Time this checkout's kernel and a git revision's in turn (1 thread), and check they give the same bits."""
+    """Time this checkout's kernel and a git revision's in turn (1 thread), and check they give the same bits. The
+    revision's kernel skeleton is built with this checkout's generated program.h (revisions since the generator;
+    against an earlier one, whose kernel was hand-written, use bench/generated.py --baseline)."""
     torch.set_num_threads(1)
-    shape = (layout.signal_dim, layout.state_dim, native.march(), None)
+    prog = native.program(layout.rule, backends.sample_env(config), layout.signal_dim)
+    shape = (layout.signal_dim, layout.state_dim, native.march(), None, prog.digest)
     libraries = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, source in (("current", native.SOURCE_DIR), (args.against, kernel_sources(args.against, Path(tmp)))):
             native.SOURCE_DIR, native.SOURCE = source, source / "driver.cpp"  # only this process, only here
             native._libraries.clear()
-            libraries[name] = native.library(layout.signal_dim, layout.state_dim)
+            libraries[name] = native.library(layout.signal_dim, layout.state_dim, prog=prog)
     rates: dict[str, list[float]] = {name: [] for name in libraries}
     fitness = {}
     load_before = os.getloadavg()

@@ -7,13 +7,13 @@ numbers of the spec up to float rounding:
   single Python definition of the step and the oracle of the others; any device and dtype.
 - ``compiled``: the spec's own step (`metarl.core.step.transition`) under `torch.compile`. The torch
   path for CUDA (large populations); any rule declaration. NOT YET MEASURED ON A GPU.
-- ``native``: the C++ kernel `metarl.backends.native`, float32 on CPU. The default on CPU, for the rule
-  declaration and the environments it states it implements (`metarl.backends.native.implements`).
+- ``native``: the C++ kernel `metarl.backends.native`, float32 on CPU. The default on CPU, for any rule
+  declaration and environment whose Python its code generator can vectorise (`metarl.backends.codegen`).
 
 `select_backend` decides from the config and the rule alone (``runtime.native``,
 ``runtime.compile``, ``rule.declaration``), so every chunk, shard and lone re-evaluation under
-one config runs the same code. A rule or environment the kernel does not implement runs on the
-torch step, with one warning line saying why. Before a backend other than the spec first runs
+one config runs the same code. A rule or environment the kernel cannot generate runs on the
+torch step, with one warning line naming the op. Before a backend other than the spec first runs
 for a config, `metarl.backends.lifetime` checks it against the spec (`metarl.backends.lifetime.self_check`).
 """
 

@@ -14,9 +14,9 @@ That order of the step is fixed. What a cell *reads* and what its outputs *updat
 `RuleDeclaration`: per cell, its inputs (name, width, source) and its outputs (name, width,
 what they update). Everything else follows from it: the spec's input assembly
 (`metarl.core.spec` concatenates the declared sources, looked up in `SOURCES`), the genome's
-cell shapes (`metarl.core.genome.GenomeLayout`), the saved-model record (`metarl.runs.io`) and which
-rules the native kernel implements (`metarl.backends.native`: it states the `signature`s it was written
-for, the standard rule's and `reward_change`'s; any other declaration runs on the spec or compiled backend).
+cell shapes (`metarl.core.genome.GenomeLayout`), the saved-model record (`metarl.runs.io`) and the native
+kernel's code for the cells' inputs and the traces (`metarl.backends.codegen` generates it from the declaration
+and the sources' functions; a source with no vector form runs on the spec or compiled backend).
 
 A width is a number or ``"S"`` (the signal size, ``rule.signal_dim``). A source is a function
 of the `Site` a cell instance runs at (`register_source`); the standard declaration reads the
@@ -329,7 +329,7 @@ class RuleDeclaration:
 
     def signature(self) -> str:
         """What the rule computes, in one line: per cell, the inputs' widths and sources and the outputs' widths
-        and updates (not the names, which are labels). The native kernel states the signature it implements."""
+        and updates (not the names, which are labels)."""
         return ";".join(f"{c.name}({','.join(f'{i.width}:{i.source}' for i in c.inputs)})"
                         f"->({','.join(f'{o.width}:{o.updates}' for o in c.outputs)})" for c in self.cells)
 

@@ -34,7 +34,7 @@ __all__ = ["ENVS", "BatchedEnv", "DoublePendulum", "EnvOptions", "Pendulum", "en
 def register(name: str, cls: type[BatchedEnv]) -> type[BatchedEnv]:
     """Make ``cls`` the environment called ``name`` (its ``cls.name``): `make`, the config's ``env.name``
     and the torch backends then take it. Registering the same class again does nothing; another class
-    under a taken name is refused (the native kernel knows the shipped envs by name). Returns ``cls``."""
+    under a taken name is refused (configs and saved models name an env by its name). Returns ``cls``."""
     if not (isinstance(cls, type) and issubclass(cls, BatchedEnv)):
         raise TypeError(f"register({name!r}, ...): an environment is a subclass of metarl.envs.BatchedEnv, "
                         f"got {cls!r}")

@@ -96,7 +96,7 @@ def load(entries: list[str] | tuple[str, ...], key: str = "plugins") -> list[str
         raise PluginError(f"{key}: at most {MAX_PLUGINS} plugins, got {len(entries)}")
     out: list[str] = []
     for entry in entries:
-        recorded = _load_one(check(entry, key))
+        recorded = _load_one(check(entry, key), key)
         if recorded not in out:
             out.append(recorded)
     return out
@@ -120,7 +120,7 @@ def merged(*lists: list[str] | tuple[str, ...]) -> list[str]:
     return out
 
 
-def _load_one(entry: str) -> str:
+def _load_one(entry: str, key: str) -> str:
     recorded = resolve(entry)
     if recorded in _loaded and _loaded[recorded] in sys.modules:
         return recorded
@@ -133,7 +133,8 @@ def _load_one(entry: str) -> str:
             where = "" if os.path.isabs(os.path.expanduser(entry)) else f" (relative to the current directory " \
                 f"{shown(os.getcwd())})"
             what = "is a folder, not a .py file" if path.is_dir() else "no such file"
-            raise PluginError(f"plugin {shown(entry)}: {what}{where}")
+            moved = " (moved? give it again: --plugin NEW_PATH)" if key == "plugins" and not path.is_dir() else ""
+            raise PluginError(f"plugin {shown(entry)}: {what}{where}{moved}")
         if path.suffix != ".py":
             raise PluginError(f"plugin {shown(entry)}: a plugin file is a Python source file ending in .py")
         name = module_name(recorded)

@@ -114,11 +114,31 @@ def test_a_moved_plugin_is_one_error_line_and_given_again_with_plugin_it_stands_
     first.rename(second)
     fresh()
     done = run_script("run_config.py", "--resume", str(run), "--generations", "2", "--quiet")
-    one_error_line(done, f"plugin {first}: no such file")
+    one_error_line(done, f"plugin {first}: no such file (moved? give it again: --plugin NEW_PATH)")
     fresh()
     done = run_script("run_config.py", "--resume", str(run), "--generations", "2", "--quiet", "--plugin", str(second))
     assert done.returncode == 0, done.stderr
     assert log_rows(run) == 2
+
+
+def test_a_multi_stage_run_records_its_plugins_once_and_resumes_with_them(tmp_path: Path, fresh) -> None:
+    config = tmp_path / "stages.yaml"
+    config.write_text("device: cpu\nactor: {hidden: [4]}\nrule: {declaration: clocked}\n"
+                      "ga: {population_size: 8, num_survivors: 2, lifetime_steps: 10, generations: 1}\n"
+                      "stages:\n  - {name: first}\n  - {name: second, ga.generations: 2}\n")
+    run = tmp_path / "run"
+    done = run_script("run_config.py", str(config), "--plugin", "examples/custom_rule.py", "--out", str(run), "--quiet")
+    assert done.returncode == 0, done.stderr
+    recorded = yaml.safe_load((run / "stages.yaml").read_text())
+    assert recorded["plugins"] == [str(CUSTOM_RULE)] and all("plugins" not in s for s in recorded["stages"])
+    assert yaml.safe_load((run / "model.yaml").read_text())["config"]["plugins"] == [str(CUSTOM_RULE)]
+    (run / "second" / "checkpoint.pt").unlink()  # as if stopped before the second stage's first checkpoint
+    (run / "second" / "log.csv").unlink()
+    (run / "model.yaml").unlink()
+    fresh()
+    done = run_script("run_config.py", "--resume", str(run), "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert log_rows(run / "second") == 2
 
 
 # ---------------------------------------------------------------------------- by module name, and the config key

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import ROOT, TINY, run_script
 
-from metarl import envs, plugins
+from metarl import backends, envs, plugins
 from metarl.analysis import controllers
 from metarl.cli.main import run_main
 from metarl.config import from_dict
@@ -46,12 +46,14 @@ def fresh() -> Iterator[Callable[[], None]]:
     the fixture's value forgets every plugin, as a new process would."""
     saved = {"envs": dict(envs.ENVS), "rules": dict(rule.RULES), "sources": dict(rule.SOURCES),
              "traces": dict(rule.TRACES)}
-    path = list(sys.path)
+    path, warned = list(sys.path), set(backends._warned)
     try:
         yield lambda: forget_plugins(saved)
     finally:
         forget_plugins(saved)
         sys.path[:] = path
+        backends._warned.clear()  # the once-per-process warnings (the kernel declining a plugin's rule or env)
+        backends._warned.update(warned)
 
 
 def one_error_line(done, *parts: str) -> str:

@@ -5,8 +5,12 @@
     python3 bench/throughput.py --population 10000 --steps 100 --reference   # the plain rule
     python3 bench/throughput.py --population 10000 --steps 100 --compare     # both, and the speed-up
     python3 bench/throughput.py --population 100000 --steps 50 --repeats 1   # memory per individual
+    python3 bench/throughput.py --plugin examples/custom_rule.py --set rule.declaration=clocked   # your own rule
+    python3 bench/throughput.py --plugin examples/custom_env.py --set env.name=CartPole --set env.init=down
 
-The config is SPEC's default with the given population, lifetime steps and env. After a
+The config is SPEC's default with the given population, lifetime steps and env, then the
+``--set KEY=VALUE`` overrides (as run_config.py's; ``--plugin`` imports a rule or environment
+first). The first line names the backend that runs (spec, compiled or native). After a
 warm-up (one chunk, a few steps, so compilation is not timed), the whole population is
 evaluated ``--repeats`` times and the median is reported. The last line is
 ``individual-steps/s: X  peak-rss-MiB: Y`` (with ``--compare``, the line before it gives
@@ -28,18 +32,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from metarl import backends  # noqa: E402  (before torch: sets its OpenMP wait policy)
+from metarl import (
+    backends,  # noqa: E402  (before torch: sets its OpenMP wait policy)
+    plugins,  # noqa: E402
+)
 from metarl.backends import (
+    compiled,  # noqa: E402
     lifetime,  # noqa: E402  (before torch: sets its OpenMP wait policy)
     use_threads,  # noqa: E402
 )
-from metarl.config import Config, EnvConfig, GAConfig, RuleConfig, RuntimeConfig  # noqa: E402
+from metarl.cli.main import run_main  # noqa: E402
+from metarl.config import (  # noqa: E402
+    Config,
+    EnvConfig,
+    GAConfig,
+    RuleConfig,
+    RuntimeConfig,
+    apply_overrides,
+    from_dict,
+)
 from metarl.core import rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
 from metarl.core.genome import layout_of  # noqa: E402
+from metarl.core.step import transition  # noqa: E402
+from metarl.errors import UserError  # noqa: E402
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+class ArgumentParser(argparse.ArgumentParser):
+    """Usage mistakes are one ``error:`` line, as in the scripts."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see --help)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--population", type=int, default=10000)
     p.add_argument("--steps", type=int, default=100, help="lifetime steps")
     p.add_argument("--env", default="Pendulum", help="Pendulum | DoublePendulum")
@@ -56,18 +82,24 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--rule", default="standard", help="a registered rule declaration (rule.declaration), e.g. "
                                                       "reward_change")
-    return p.parse_args()
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value (parsed as YAML), as run_config.py's --set; repeatable")
+    p.add_argument("--plugin", action="append", default=[], metavar="PATH_OR_MODULE",
+                   help="a .py file or module to import first (it registers rules and environments); repeatable")
+    return p.parse_args(argv)
 
 
-def main() -> None:
-    args = parse_args()
-    use_threads(args.threads)
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plugins.given(args.plugin)  # before the config names their rule or environment
     runtime = RuntimeConfig(chunk_size=args.chunk_size, threads=args.threads, compile=args.compile,
                             native=args.native)
     config = Config(device=args.device, env=EnvConfig(name=args.env),
                     ga=GAConfig(population_size=args.population, num_survivors=1, lifetime_steps=args.steps),
                     rule=RuleConfig(declaration=args.rule), runtime=runtime)
-    config.validate()
+    config = from_dict(apply_overrides(config.to_dict(), args.set))  # validated, one line per problem
+    args.population, args.steps = config.ga.population_size, config.ga.lifetime_steps
+    use_threads(config.runtime.threads)
     layout = layout_of(config)
     gen = torch.Generator().manual_seed(0)
     genomes = layout.random(args.population, config.rule.init_std, gen).to(args.device)
@@ -80,8 +112,8 @@ def main() -> None:
                                backend="spec" if reference else path)
 
     path = "spec" if args.reference else backends.select_backend(config, genomes.device, genomes.dtype).name
-    print(f"path: {path}  env: {args.env}  population: {args.population}  steps: {args.steps}  "
-          f"threads: {torch.get_num_threads()}")
+    print(f"backend: {path}  env: {config.env.name}  rule: {config.rule.declaration}  population: {args.population}  "
+          f"steps: {args.steps}  threads: {torch.get_num_threads()}", flush=True)
     paths = [args.reference] + ([True] if args.compare else [])
     start = time.perf_counter()
     for reference in paths:
@@ -102,7 +134,11 @@ def main() -> None:
         ratios = [a / b for a, b in zip(rates[args.reference], rates[True], strict=True)]
         print(f"reference individual-steps/s: {statistics.median(rates[True]):.4g}  "
               f"speed-up: {statistics.median(ratios):.2f}x (median of per-repeat ratios)")
+    if path == "compiled" and compiled.fell_back(transition):
+        print("backend: compiled fell back to the eager step (torch.compile failed; the warning above says why)")
     print(f"individual-steps/s: {statistics.median(rates[args.reference]):.4g}  peak-rss-MiB: {peak_mib:.1f}")
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_main(main))

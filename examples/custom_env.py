@@ -1,6 +1,7 @@
 """A new task in Python alone: a cart-pole swing-up, registered and evolved on in one file.
 
     python3 examples/custom_env.py
+    python3 run_config.py configs/tiny.yaml --plugin examples/custom_env.py --set env.name=CartPole   # as a plugin
 
 A cart on a track with end stops carries a pole (a point mass on a massless rod) on a free
 joint; the motor pushes the cart, not the pole. The pole starts hanging and the reward is

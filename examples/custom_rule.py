@@ -3,6 +3,10 @@
 
     python3 examples/custom_rule.py                      # a few generations of configs/tiny.yaml (seconds)
     python3 examples/custom_rule.py --out DIR --generations 8
+    python3 run_config.py configs/tiny.yaml --plugin examples/custom_rule.py --set rule.declaration=clocked
+
+As a plugin (the last line; docs/running.md, "Your own code") the file is imported: the rule is registered, the
+demo under ``if __name__ == "__main__":`` does not run.
 
 The whole change is the declaration below: the standard rule (`metarl.core.rule.STANDARD`) with one input
 more in ``node_network``, read from the source ``lifetime_fraction`` (``t / lifetime_steps``, one of

@@ -28,6 +28,11 @@ import torch
 from ..core import rng
 from ..core.step import observe, reset_episode
 from ..envs.base import RANDOM_INITS, BatchedEnv, wrap_angle
+from ..errors import ConfigError
+
+# The environments whose physics the controller knows (by name: a subclass registered under another name may
+# have other physics).
+KNOWN_ENVS = ("Pendulum", "DoublePendulum")
 
 # Energy pumping: torque fraction per joule missing (saturates at the torque limit).
 PUMP_GAIN = 5.0
@@ -47,10 +52,22 @@ SPIN_NEAR = 0.1
 DAMP_GAIN = 1.0
 
 
+def check_env(name: str) -> None:
+    """A one-line `ConfigError` unless the controller knows the environment ``name`` (`KNOWN_ENVS`)."""
+    if name not in KNOWN_ENVS:
+        shown = name if len(name) <= 100 and name.isprintable() else f"{name[:60]!r}..."
+        known = " and ".join(KNOWN_ENVS)
+        raise ConfigError(f"the reference controller (metarl/analysis/controllers.py) knows {known}, "
+                          f"not the environment {shown}: the evaluation and the robustness report compare the rule "
+                          f"with it, so they cannot run on {shown} (a replay and --plot can)")
+
+
 class ReferenceController:
-    """Energy pumping + LQR balance (Pendulum) or pumping (DoublePendulum) for the batch of ``env``."""
+    """Energy pumping + LQR balance (Pendulum) or pumping (DoublePendulum) for the batch of ``env``; any other
+    environment is declined in one line (`check_env`)."""
 
     def __init__(self, env: BatchedEnv) -> None:
+        check_env(env.name)
         self.env = env
         p = env.params
         if env.links == 1:

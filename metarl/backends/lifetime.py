@@ -116,7 +116,17 @@ class Lifetime:
             obs_keys, None if isinstance(rate, float) else rate)
         self._spec = spec
         compile = self.backend == "compiled" and not eager
-        self._transition = compiled.compiled_transition(transition) if compile else transition
+        self._transition = compiled.compiled_transition(transition, self._specialisation()) if compile \
+            else transition
+
+    def _specialisation(self) -> tuple:
+        """What the compiled step is specialised on (its compile-failure fallback is kept per this key,
+        `metarl.backends.compiled`): the env's class and options, the rule, the actor's sizes, the population,
+        dtype, device, the step's constants and which optional inputs it takes."""
+        obs_keys, rates = self._step_extra
+        return (type(self.env), repr(self.env.options), self._step_args[1], tuple(self.sizes),
+                self.genomes.shape[0], self.genomes.dtype, str(self.genomes.device), self._spec,
+                self._seen is not None, obs_keys is not None, rates is not None)
 
     @property
     def actor(self) -> ActorState:

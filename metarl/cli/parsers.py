@@ -17,6 +17,7 @@ TRAIN = """Evolve a learning rule with the genetic algorithm described by a YAML
     python3 run_config.py configs/base.yaml --quiet --log-every 10 --tensorboard
     python3 run_config.py --resume results/<run>         # continue a stopped run
     python3 run_config.py pendulum_balance --out results/balance   # a multi-stage config (stages:): one run folder
+    python3 run_config.py tiny --plugin examples/custom_rule.py --set rule.declaration=clocked   # your own rule
     torchrun --nproc_per_node=2 run_config.py CONFIG     # shard the population over processes
 """
 
@@ -26,6 +27,7 @@ SHOW_ENVIRONMENT = """Animate an environment (batch element 0) at real time in a
     python3 show_environment.py DoublePendulum --torque 0.5 --set env.init=down
     python3 show_environment.py Pendulum --random --seed 3 --set env.params.length=1.5
     python3 show_environment.py DoublePendulum --seconds 5 --save double.gif   # headless, no window
+    python3 show_environment.py CartPole --plugin examples/custom_env.py --set init=down   # your own environment
 
 Close the window or press Esc / q to stop.
 """
@@ -61,6 +63,15 @@ def _parser(doc: str, script: str) -> ArgumentParser:
     return ArgumentParser(description=described(doc, script), formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+PLUGIN_HELP = ("a .py file (relative: to the current directory) or a module name to import first: it registers rules "
+               "and environments (metarl.core.rule.register_rule, metarl.envs.register); repeatable")
+
+
+def add_plugin(p: argparse.ArgumentParser, help: str = PLUGIN_HELP) -> None:
+    """``--plugin PATH_OR_MODULE`` (repeatable), as every script takes it (`metarl.plugins`)."""
+    p.add_argument("--plugin", action="append", default=[], metavar="PATH_OR_MODULE", help=help)
+
+
 def train() -> ArgumentParser:
     """``run_config.py`` / ``metarl-train``."""
     p = _parser(TRAIN, "run_config.py")
@@ -79,6 +90,8 @@ def train() -> ArgumentParser:
                    help="also log to TensorBoard in RUN/tensorboard/ (logging.tensorboard; needs tensorboard)")
     p.add_argument("--allow-large", action="store_true",
                    help="run even if the memory estimate exceeds the memory available (a deliberate huge run)")
+    add_plugin(p, PLUGIN_HELP + "; recorded in the run folder's config (plugins:), so --resume and show_results.py "
+                                "find it again")
     return p
 
 
@@ -96,6 +109,7 @@ def show_environment() -> ArgumentParser:
                    help="override an env option or parameter (parsed as YAML), e.g. env.init=down, "
                         "env.params.length=1.5; repeatable")
     p.add_argument("--save", metavar="FILE", help="render headless to an animated .gif (or last frame .png)")
+    add_plugin(p, PLUGIN_HELP.replace("rules and environments", "environments (NAME)"))
     return p
 
 
@@ -133,6 +147,7 @@ def show_results() -> ArgumentParser:
     p.add_argument("--allow-large", action="store_true",
                    help="run even if the memory or work estimate exceeds what this machine allows (a deliberate "
                         "huge evaluation)")
+    add_plugin(p, PLUGIN_HELP + " (a model or run records its plugins and imports them itself)")
     g = p.add_argument_group("on Gymnasium's Pendulum-v1 (metarl.analysis.gym_rule; needs gymnasium)")
     g.add_argument("--gymnasium", metavar="ENV_ID", help="run the rule's actor through gymnasium.make(ENV_ID) "
                    "(Pendulum-v1, or metarl/Pendulum-v0 with dynamics='gymnasium') over lifetimes of several "

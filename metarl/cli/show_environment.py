@@ -10,7 +10,7 @@ import sys
 import torch
 
 from metarl import config as cfg_mod
-from metarl import envs
+from metarl import envs, plugins
 from metarl.analysis.render import Renderer, check_animation_path, play, save_animation
 from metarl.cli import parsers
 from metarl.cli.main import run_main
@@ -38,6 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    plugins.given(args.plugin)  # before NAME is checked: a plugin registers its environment
     # Only the env section applies here, so `init=down` is read as `env.init=down`.
     overrides = [item if item.startswith("env.") else f"env.{item}" for item in args.set]
     cfg = cfg_mod.from_dict(cfg_mod.apply_overrides({"env": {"name": args.name}}, overrides))

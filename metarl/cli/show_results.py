@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from metarl import config as cfg_mod
-from metarl import envs, resources
-from metarl.analysis import evaluation, gym_rule, plots, robustness
+from metarl import envs, plugins, resources
+from metarl.analysis import controllers, evaluation, gym_rule, plots, robustness
 from metarl.analysis.render import ANIMATION_SUFFIXES, VIEW_MARGIN, Renderer, open_window, save_animation, window_open
 from metarl.backends import select_backend, use_threads
 from metarl.backends.lifetime import Conditions, Lifetime
@@ -106,6 +106,7 @@ def check_gymnasium_options(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    plugins.given(args.plugin)  # before a model or run is read; what they record is imported as they are read
     path = Path(shipped_model(args.path))
     if args.gymnasium is not None and path.is_dir():
         raise UserError(f"--gymnasium needs a MODEL.yaml, but {path} is a run folder (its model: "
@@ -131,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.gymnasium is not None:
         use_threads(1)  # batches of a few dozen actors
         return on_gymnasium(path, model, config, sizes, args)
+    if args.evaluate or args.robustness:
+        controllers.check_env(config.env.name)  # before any lifetime: they compare the rule with the controller
     check_size(config, sizes, steps, args)  # before anything is allocated
     if args.evaluate:
         use_threads(config.runtime.threads)
@@ -272,7 +275,7 @@ def run_config_key(run_dir: Path) -> str:
     if not path.is_file():
         return str(run_dir.resolve())  # a log without a config is its own group
     data = cfg_mod.from_dict(cfg_mod.read_yaml(path)).to_dict()
-    for key in ("seed", "logging"):
+    for key in ("seed", "logging", "plugins"):  # plugins: where the code is
         data.pop(key, None)
     data["ga"].pop("generations", None)
     data.pop("runtime", None)  # chunks and threads never change results; the step path only by rounding

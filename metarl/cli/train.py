@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
 
-from metarl import backends, resources
+from metarl import backends, plugins, resources
 from metarl import config as cfg_mod
 from metarl.analysis import evaluation
 from metarl.backends import use_threads
@@ -32,8 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.resume is None and args.config is None:
         p.error("a CONFIG file is required (or --resume DIR)")
     if args.resume is not None and (args.config or args.set or args.seed is not None or args.out):
-        p.error("--resume DIR takes the config from DIR; only --generations, --device, --allow-large and the "
-                "logging options may be given with it")
+        p.error("--resume DIR takes the config from DIR; only --generations, --device, --allow-large, --plugin and "
+                "the logging options may be given with it")
     if args.generations is not None and args.generations < 1:
         p.error(f"--generations must be >= 1, got {args.generations}")
     if args.log_every is not None and args.log_every < 1:
@@ -89,8 +90,16 @@ def with_logging(config: cfg_mod.Config, args: argparse.Namespace) -> cfg_mod.Co
     return cfg_mod.from_dict(cfg_mod.apply_overrides(config.to_dict(), extra)) if extra else config
 
 
+def with_plugins(config: cfg_mod.Config, given: list[str]) -> cfg_mod.Config:
+    """``config`` with the ``--plugin`` plugins (already imported) after its own: what the run folder records."""
+    every = plugins.merged(config.plugins, given)
+    return config if every == config.plugins else config.replace(plugins=every)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Before any config is read: they register the rules and environments the config names.
+    args.plugin = plugins.given(args.plugin)
     overrides = list(args.set)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
@@ -111,12 +120,12 @@ def main(argv: list[str] | None = None) -> int:
                 lock = training.claim_run_dir(run_dir, new=False) if run_dir.is_dir() else None
             state = training.load_run(run_dir, generations=args.generations, device=args.device)
             resources.check(state.config, resources.device_of(state.config), allow_large=args.allow_large)
-            state.config = with_logging(state.config, args)
+            state.config = with_plugins(with_logging(state.config, args), args.plugin)
         else:
             config_file = config_path(args.config)
             if stages.is_multi_stage(cfg_mod.read_yaml(config_file)):
                 return new_stages(config_file, args, overrides + logging_overrides(args))
-            config = cfg_mod.load(config_file, overrides + logging_overrides(args))
+            config = with_plugins(cfg_mod.load(config_file, overrides + logging_overrides(args)), args.plugin)
             # Before the population is drawn: a run that cannot fit stops here, with nothing written.
             resources.check(config, resources.device_of(config), allow_large=args.allow_large)
             run_dir = Path(args.out) if args.out else training.default_run_dir(args.config)
@@ -172,7 +181,7 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, 
         print(note, file=sys.stderr, flush=True)
     say(f"run folder: {run_dir}  seed: {state.seed}  device: {ctx.device}  "
         f"population: {cfg.ga.population_size}  search: {cfg.search.name}  processes: {ctx.world_size}  "
-        f"step: {step}", flush=True)
+        f"step: {step}" + (f"  plugins: {', '.join(cfg.plugins)}" if cfg.plugins else ""), flush=True)
     steps_per_gen = cfg.ga.population_size * cfg.ga.lifetime_steps * cfg.ga.evals_per_individual
     trainer.hooks.append(logs.Progress(total=total, initial=state.generation, every=cfg.logging.every, quiet=quiet,
                                        steps_per_generation=steps_per_gen // ctx.world_size, enabled=ctx.is_writer))
@@ -200,7 +209,8 @@ def new_stages(config_file: str, args: argparse.Namespace, overrides: list[str])
     """A new run of a multi-stage config (`metarl.evolve.stages`): checked whole (every stage's config and memory)
     before ``RUN/stages.yaml`` is written."""
     run_dir = Path(args.out) if args.out else training.default_run_dir(args.config)
-    plan = stages.load(config_file, run_dir, overrides)
+    plan = [dataclasses.replace(stage, config=with_plugins(stage.config, args.plugin))
+            for stage in stages.load(config_file, run_dir, overrides)]
     for stage in plan:
         try:
             resources.check(stage.config, resources.device_of(stage.config), allow_large=args.allow_large)
@@ -224,7 +234,8 @@ def resume_stages(run_dir: Path, args: argparse.Namespace) -> int:
         raise UserError(f"--generations: {run_dir} is a multi-stage run, whose stages' lengths are part of its "
                         f"config ({run_dir / stages.STAGES_FILE}); it cannot be changed on resume")
     with training.claim_run_dir(run_dir, new=False):
-        plan = stages.load_run(run_dir)
+        plan = [dataclasses.replace(stage, config=with_plugins(stage.config, args.plugin))
+                for stage in stages.load_run(run_dir)]
         return run_stages(plan, run_dir, args, resumed=True)
 
 

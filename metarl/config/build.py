@@ -32,14 +32,24 @@ SECTIONS = {"env": EnvConfig, "actor": ActorConfig, "rule": RuleConfig, "ga": GA
             "runtime": RuntimeConfig, "logging": LoggingConfig}
 
 
-def from_dict(data: Any) -> Config:
-    """Validated `Config` from a nested (or original flat) dict."""
+def from_dict(data: Any, *, import_plugins: bool = True) -> Config:
+    """Validated `Config` from a nested (or original flat) dict. Its ``plugins`` are imported first
+    (`metarl.plugins.load`: they register the rules and environments the rest names) and recorded as resolved
+    (files by absolute path); ``import_plugins=False`` only checks them (a config read to be compared)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config: expected a mapping of keys, got {type(data).__name__}")
     if is_legacy(data):
         data = from_legacy(data)
+    if data.get("plugins") is not None:
+        from .. import plugins
+
+        entries = _coerce("plugins", data["plugins"], list[str])
+        if len(entries) > plugins.MAX_PLUGINS:  # before a long list is walked
+            raise ConfigError(f"plugins: at most {plugins.MAX_PLUGINS} plugins, got {len(entries)}")
+        if import_plugins:
+            data = {**data, "plugins": plugins.load(entries)}
     config = _build(Config, data, "")
     config.validate()
     return config

@@ -32,6 +32,13 @@ def _choices(values: tuple) -> str:
 
 # key -> (range, meaning)
 MEANINGS: dict[str, tuple[str, str]] = {
+    "plugins": (f"at most {S.MAX_PLUGINS} entries: paths of .py files (relative: to the current directory) or "
+                f"module names",
+                "user code imported before the rest of the config is read, to register rules, sources, traces and "
+                "environments (docs/extending.md, \"Plugins\"); also `--plugin` on the scripts. Recorded in the run "
+                "folder and its models with each file's absolute path, so --resume and show_results.py find them "
+                "again; a missing plugin, or one that raises, is one error line naming it. Plugins run code: load "
+                "configs and models from sources you trust"),
     "seed": (f"integer in [0, {S._bound(S.MAX_SEED)}], or null",
              "random seed of the whole run; null = draw one and record it in the run folder"),
     "device": ("auto \\| cpu \\| cuda \\| cuda:N", "auto = the GPU when there is one (cuda without CUDA warns and "

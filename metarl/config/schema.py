@@ -46,6 +46,7 @@ MAX_HIDDEN_LAYERS = 64
 MAX_RULE_DIM = 1024  # signal_dim and state_dim
 MAX_THREADS = 1024
 MAX_SEED = 2**63 - 1  # the generators take a signed 64-bit seed
+MAX_PLUGINS = 64  # entries of plugins: (metarl.plugins.MAX_PLUGINS)
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,9 @@ class LoggingConfig:
 class Config:
     """A whole experiment."""
 
+    # Files or modules imported before the rest is read (`metarl.plugins`): they register rules and environments.
+    # Files are recorded by absolute path; an empty list is left out of the YAML written.
+    plugins: list[str] = field(default_factory=list)
     seed: int | None = 0
     device: str = "auto"
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -327,6 +331,12 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
     def validate(self) -> None:
+        from .. import plugins
+
+        if len(self.plugins) > plugins.MAX_PLUGINS:
+            raise ConfigError(f"plugins: at most {plugins.MAX_PLUGINS} plugins, got {len(self.plugins)}")
+        for entry in self.plugins:
+            plugins.check(entry)
         if self.seed is not None:
             _integer("seed", self.seed, 0, MAX_SEED)
         if self.device != "auto" and not _is_device(self.device):
@@ -349,8 +359,12 @@ class Config:
         return [self.env.obs_dim, *self.actor.hidden, 1]
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (the YAML form)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (the YAML form); ``plugins`` only when there are any (files written without
+        plugins are as before)."""
+        data = dataclasses.asdict(self)
+        if not data["plugins"]:
+            del data["plugins"]
+        return data
 
     def replace(self, **sections: Any) -> Config:
         """A copy with whole sections or top-level keys replaced."""

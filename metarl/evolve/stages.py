@@ -224,13 +224,16 @@ def recorded(stages: list[Stage]) -> str:
     for i, stage in enumerate(stages):
         config = stage.config.to_dict()
         del config["device"]  # the run's, given once
+        config.pop("plugins", None)  # the run's too (the top level's apply to every stage)
         if i > 0:
             del config["ga"]["init_model"]
         items.append({"name": stage.name, **({"rescore": stage.rescore} if stage.rescore else {}),
                       **({"ship": stage.ship} if stage.ship != "best" else {}), **config})
     head = ("# The resolved stages of this run (each stage's whole config; a later stage starts from the model the\n"
             "# stage before it ships). Written by run_config.py; --resume reads it.\n")
-    return head + yaml.safe_dump({"device": stages[0].config.device, "stages": items}, sort_keys=False)
+    run = {"device": stages[0].config.device, **({"plugins": stages[0].config.plugins} if stages[0].config.plugins
+                                                   else {})}
+    return head + yaml.safe_dump({**run, "stages": items}, sort_keys=False)
 
 
 def load_run(run_dir: str | Path) -> list[Stage]:

@@ -183,7 +183,8 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
 
 # Keys of config.yaml that a resumed run may change: they do not change any number of the log
 # (how many generations, what is printed or logged, how the work is split, which device and step path).
-FREE_KEYS = ("ga.generations", "logging", "runtime", "device")
+# plugins: where the code is (a moved plugin may be named anew), not what it does (rule and env are checked by name)
+FREE_KEYS = ("ga.generations", "logging", "runtime", "device", "plugins")
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -206,7 +207,7 @@ def check_same_config(config_path: Path, checkpoint_config: Any, recorded: Confi
     from ..config.schema import _show
 
     try:
-        old = from_dict(checkpoint_config).to_dict()
+        old = from_dict(checkpoint_config, import_plugins=False).to_dict()  # config.yaml's plugins are loaded
     except ConfigError as e:
         raise ModelFileError(f"{config_path.parent / CHECKPOINT}: corrupt checkpoint (its config: {e})") from None
     diffs = config_differences(old, recorded.to_dict())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY, run_script
+from conftest import ROOT, TINY, needs_native, run_script
 
 from metarl import backends, envs, plugins
 from metarl.analysis import controllers
@@ -205,6 +205,20 @@ def test_the_example_command_of_the_issue_runs(tmp_path: Path, fresh) -> None:
                       "--set", "ga.generations=1", "--out", str(tmp_path / "run"), "--quiet")
     assert done.returncode == 0, done.stderr
     assert "env:\n  name: CartPole" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@needs_native
+@pytest.mark.parametrize("plugin, setting", [("examples/custom_rule.py", "rule.declaration=clocked"),
+                                             ("examples/custom_env.py", "env.name=CartPole")])
+def test_both_examples_run_natively_from_the_scripts_with_no_fall_back(tmp_path: Path, fresh, plugin: str,
+                                                                        setting: str) -> None:
+    # The rule and the env are generated into the native kernel, checked against the spec (the self-check at
+    # backend selection), and no line says the torch step runs instead.
+    done = run_script("run_config.py", TINY, "--plugin", plugin, "--set", setting, "--set", "ga.generations=1",
+                      "--set", "runtime.native=true", "--out", str(tmp_path / "run"))
+    assert done.returncode == 0, done.stderr
+    assert "  step: native  " in done.stdout.splitlines()[0]
+    assert "not used" not in done.stderr and "torch step" not in done.stderr and "self-check" not in done.stderr
 
 
 # ---------------------------------------------------------------------------- failures: one line each

@@ -504,9 +504,24 @@ def emit(outputs: Sequence[tuple[str, Expr]], indent: str = "    ", prefix: str 
             return f"{_CALL[e.op]}({', '.join(args)})"
         raise Unsupported(f"the op {e.op}")
 
+    # sin and cos of one value: one vsincos (both come out of the same range reduction, the same bits).
+    trig: dict[int, dict[str, Expr]] = {}
+    for node in order:
+        if node.op in ("sin", "cos"):
+            trig.setdefault(id(node.args[0]), {})[node.op] = node
+    paired = {id(n) for pair in trig.values() if len(pair) == 2 for n in pair.values()}
     count = 0
     for node in order:
         if node.op in ("const", "load"):
+            continue
+        if id(node) in paired:
+            if id(node) not in names:
+                pair = trig[id(node.args[0])]
+                sin, cos = f"{prefix}{count}", f"{prefix}{count + 1}"
+                count += 2
+                lines.append(f"{indent}vf {sin}, {cos};")
+                lines.append(f"{indent}vsincos({text(node.args[0])}, &{sin}, &{cos});")
+                names[id(pair["sin"])], names[id(pair["cos"])] = sin, cos
             continue
         if uses.get(id(node), 0) > 1:
             value = text(node)

@@ -138,6 +138,46 @@ def test_a_source_written_in_python_runs_natively_and_one_with_no_vector_form_is
     assert [str(w.message) for w in caught] == [f"native lifetime kernel not used ({why}); using the torch step"]
 
 
+# docs/extending.md's examples, verbatim: a source on the connection, a trace and a source reading it.
+@register_source("test.abs_weight", ("connection_network",))
+def _abs_weight(site):  # type: ignore[no-untyped-def]
+    """|w| of the connection."""
+    return site.actor.weights[site.layer - 1].abs().unsqueeze(3)
+
+
+@register_trace("test.reward.peak")
+def _reward_peak(before, site):  # type: ignore[no-untyped-def]
+    """The highest reward so far."""
+    return torch.maximum(before, site.reward)
+
+
+@register_source("test.below_peak", traces=("test.reward.peak",))
+def _below_peak(site):  # type: ignore[no-untyped-def]
+    """How far this step's reward is below the best so far."""
+    return site.per_individual(site.traces["test.reward.peak"] - site.reward)
+
+
+PEAKED = register_rule(with_input(with_input(STANDARD, "connection_network", Input("aw", 1, "test.abs_weight"),
+                                             name="test_peaked"),
+                                  "reward_network", Input("below", 1, "test.below_peak"), name="test_peaked"))
+
+
+@needs_native
+def test_the_documented_source_and_trace_run_natively_as_the_spec_computes_them() -> None:
+    config = small_config(native=None)
+    config = config.replace(rule=dataclasses.replace(config.rule, declaration=PEAKED.name))
+    assert PEAKED.traces == ("test.reward.peak",)
+    assert backends.NATIVE.declines(config) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert backends.select_backend(config, torch.device("cpu")) is backends.NATIVE  # self-checked
+    layout = GenomeLayout(1, 8, PEAKED)
+    g, keys = genomes(layout, 6), rng.individual_keys(1, 0, 0, torch.arange(6))
+    spec, _ = lifetime.run_lifetimes(g, layout, config, keys, steps=25, backend="spec")
+    fast, _ = lifetime.run_lifetimes(g, layout, config, keys, steps=25, backend="native")
+    torch.testing.assert_close(fast, spec, rtol=1e-4, atol=1e-4)
+
+
 def test_no_rule_source_trace_or_environment_is_named_in_the_hand_written_kernel() -> None:
     from metarl import envs
     from metarl.core.rule import SOURCES, TRACES

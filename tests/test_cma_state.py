@@ -247,3 +247,55 @@ def test_encode_refuses_what_is_not_data():
         like = type("Strategy", (), {"__module__": "cma.x"})()
         like.o = object()
         cma_state.encode(like)
+
+
+# ---------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(("population", "fits"), [(1, False), (2, False), (3, True)])
+def test_cma_needs_three_samples_a_generation(tmp_path, population, fits):
+    # pycma's step-size rule in 300 or more genes spends two samples a generation: with 2 it stopped in a traceback.
+    args = [str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", "search.name=cma", "--set",
+            f"ga.population_size={population}", "--set", "ga.num_survivors=1", "--generations", "2", "--quiet"]
+    code, err = run_in_process(args)
+    if fits:
+        assert code == 0 and len(fitness_columns(tmp_path / "r")) == 2, err
+    else:
+        assert code == 2 and err.strip().splitlines() == [
+            f"error: ga.population_size: search.name: cma needs at least 3 samples a generation (its step-size rule "
+            f"spends two of them), got {population}"] and not (tmp_path / "r").exists()
+
+
+def test_the_memory_estimate_holds_cma_s_covariance():
+    from metarl import resources
+
+    cpu = torch.device("cpu")
+    small, big = (C.load(ROOT / TINY, ["search.name=cma", f"rule.state_dim={h}"]) for h in (16, 64))
+    genes = [training.layout_of(c).size for c in (small, big)]
+    a, b = resources.estimate(small, cpu), resources.estimate(big, cpu)
+    assert b.searcher >= 12 * 8 * genes[1] ** 2 and b.host > b.searcher + b.population
+    assert b.searcher / a.searcher == pytest.approx((genes[1] / genes[0]) ** 2, rel=0.05)
+    diagonal = resources.estimate(big.replace(search=C.SearchConfig(name="cma", diagonal=True)), cpu)
+    assert diagonal.searcher < b.searcher / 100
+    assert resources.estimate(C.load(ROOT / TINY, ["rule.state_dim=64"]), cpu).searcher == 0  # the GA
+
+
+def test_a_covariance_beyond_memory_is_one_line_that_offers_the_diagonal(tmp_path):
+    code, err = run_in_process([str(ROOT / TINY), "--out", str(tmp_path / "r"), "--set", "search.name=cma",
+                                "--set", "rule.state_dim=256"])
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: memory: the run needs about "), err
+    assert "CMA-ES's state (covariance 205368 x 205368, float64)" in err and "set search.diagonal: true" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(("argv", "blames"), [(["x.yaml"], False), (["x.yaml", "--allow-large"], True)])
+def test_out_of_memory_names_allow_large_only_where_it_was_given(capsys, argv, blames):
+    from metarl.cli.main import run_main
+
+    def main(args: list[str] | None) -> int:
+        raise MemoryError
+
+    assert run_main(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: out of memory: an allocation failed") and ("--allow-large" in err) == blames

@@ -33,12 +33,12 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         print(f"error: {printable(str(e))}", file=sys.stderr)
         return ERROR
     except MemoryError:
-        print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
+        print(f"error: {out_of_memory(argv)}", file=sys.stderr)
         return ERROR
     except RuntimeError as e:
         if not is_allocation_failure(e):
             raise
-        print(f"error: {OUT_OF_MEMORY} ({printable(str(e).strip().splitlines()[0][:200])})", file=sys.stderr)
+        print(f"error: {out_of_memory(argv)} ({printable(str(e).strip().splitlines()[0][:200])})", file=sys.stderr)
         return ERROR
     except KeyboardInterrupt as e:
         print("interrupted", file=sys.stderr)
@@ -47,6 +47,14 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
 
 OUT_OF_MEMORY = ("out of memory: an allocation failed (with --allow-large the memory estimate was skipped; "
                  "reduce the population, episodes, steps or actor, or run on a machine with more memory)")
+OUT_OF_MEMORY_ESTIMATED = ("out of memory: an allocation failed although the memory estimate let the job start (it "
+                           "is an estimate, and other programs use memory too); reduce the population, episodes, "
+                           "steps or actor, or run on a machine with more memory")
+
+
+def out_of_memory(argv: list[str] | None) -> str:
+    """The out-of-memory line: it names --allow-large only where it was given."""
+    return OUT_OF_MEMORY if "--allow-large" in (sys.argv[1:] if argv is None else argv) else OUT_OF_MEMORY_ESTIMATED
 
 
 def is_allocation_failure(e: BaseException) -> bool:

@@ -256,6 +256,11 @@ class GAConfig:
 SEARCHERS = ("ga", "cma")
 
 
+# pycma needs two recombination weights, and from 300 genes on its step-size rule (TPA) spends two samples a
+# generation on the mean's shift: with 2 it has none left and stops with a traceback.
+CMA_MIN_POPULATION = 3
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Which searcher proposes the genomes (`metarl.evolve.searchers`): ``ga``, the genetic algorithm of the
@@ -337,6 +342,9 @@ class Config:
         self.rule.validate("rule")
         self.ga.validate("ga")
         self.search.validate("search")
+        if self.search.name == "cma" and self.ga.population_size < CMA_MIN_POPULATION:
+            raise ConfigError(f"ga.population_size: search.name: cma needs at least {CMA_MIN_POPULATION} samples a "
+                              f"generation (its step-size rule spends two of them), got {self.ga.population_size}")
         self.runtime.validate("runtime")
         for flipped in self.ga.flips:
             if getattr(self.env, flipped) == "random":

@@ -66,6 +66,8 @@ def encode(root: Any) -> Any:
             return {"~": "ref", "i": memo[id(x)]}
         if isinstance(x, tuple):
             return {"~": "tuple", "v": [enc(v) for v in x]}
+        if type(x) is range:  # pycma's index ranges of small populations
+            return {"~": "range", "v": [x.start, x.stop, x.step]}
         i = memo[id(x)] = len(memo)
         alive.append(x)
         if isinstance(x, np.ndarray):
@@ -233,6 +235,12 @@ def decode(tree: Any, fresh: Any) -> Any:
                 except (ValueError, TypeError, KeyError, OverflowError):
                     raise bad(path, "a view outside its array") from None
                 memo[i] = value
+            elif kind == "range":
+                bounds = node.get("v")
+                if not isinstance(bounds, list) or len(bounds) != 3 or not all(type(b) is int for b in bounds) \
+                        or bounds[2] == 0:
+                    raise bad(path, "a range that is not three integers")
+                value = range(*bounds)
             elif kind == "tuple":
                 value = tuple(dec(v, _MISSING, f"{path}[{j}]") for j, v in enumerate(_items(node, "v", path)))
             elif kind == "list":

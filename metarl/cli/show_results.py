@@ -292,6 +292,7 @@ def window_pyplot():  # noqa: ANN201 - matplotlib.pyplot
 
 def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     """Score the candidates of a run's last generation on held-out lifetimes; save the best."""
+    stages.refuse_stage_folder(run_dir, "--rescore")  # a stage's model is the next stage's warm start
     with training.claim_run_dir(run_dir, new=False):  # it writes RUN/rescored_model.yaml: one writer at a time
         return _rescore_run(run_dir, args)
 
@@ -336,8 +337,9 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     for i in order[:min(count, 10)].tolist():
         print(f"{labels[i]:>14}{float(scores[i]):>16.3f}")
     out = run_dir / "rescored_model.yaml"
-    io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generations[best],
-                  seed=state.seed)
+    with training.writing(out, "run the command again"):
+        io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generations[best],
+                      seed=state.seed)
     print(f"wrote {out} ({labels[best]}; its fitness field is the held-out score)")
     return 0
 

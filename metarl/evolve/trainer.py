@@ -46,7 +46,8 @@ from .searchers import Searcher
 CHECKPOINT = "checkpoint.pt"
 # The files a run writes; a folder holding one of them (or a folder where one belongs) is a run folder.
 # stages.yaml: a multi-stage run's (metarl.evolve.stages).
-RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT, "stages.yaml")
+RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT, "stages.yaml",
+             ".stages_started.yaml")
 SNAPSHOTS = "snapshots"  # logging.snapshot_every: one model per N generations, gen_NNNNNN.yaml
 # Show a progress bar inside a generation when it has at least this many individual-steps.
 INNER_PROGRESS_MIN = 2_000_000
@@ -186,16 +187,17 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
 FREE_KEYS = ("ga.generations", "logging", "runtime", "device")
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(key, old value, new value)`` of the keys where two config dicts differ, except `FREE_KEYS`."""
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
+                       free: tuple[str, ...] = FREE_KEYS) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` of the keys where two config dicts differ, except ``free``."""
     out = []
     for key in sorted(set(old) | set(new), key=str):
         name = f"{prefix}{key}"
-        if any(name == free or name.startswith(free + ".") for free in FREE_KEYS):
+        if any(name == f or name.startswith(f + ".") for f in free):
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, name + ".")
+            out += config_differences(a, b, name + ".", free=free)
         elif a != b:
             out.append((name, a, b))
     return out
@@ -316,19 +318,34 @@ def claim_run_dir(run_dir: str | Path, *, new: bool) -> RunLock:
     return lock
 
 
-def write_error(path: Path, e: OSError, run_dir: Path, saved: int) -> RunFolderError:
-    """One line for a failed write of ``path`` in a run folder whose checkpoint holds ``saved`` generations."""
-    if not run_dir.is_dir():
-        return RunFolderError(f"{path}: cannot write ({_why(e)}): the run folder {run_dir} was removed during "
-                              f"the run; nothing is left to resume")
+def _advice(path: Path, e: OSError, folder: Path) -> str:
     by_errno: dict[int | None, str] = {  # e.errno is None for an OSError raised without one
         errno.ENOSPC: "free disk space", errno.EDQUOT: "free space within your disk quota",
         errno.EISDIR: f"move the folder {path.name} out of the way",
-        errno.EACCES: f"make {run_dir} writable", errno.EROFS: f"make {run_dir} writable"}
-    advice = by_errno.get(e.errno, "fix this")
-    return RunFolderError(f"{path}: cannot write ({_why(e)}); the previous checkpoint ({saved} complete "
-                          f"generations) is kept: {advice}, then resume with: python3 run_config.py --resume "
-                          f"{run_dir}")
+        errno.EACCES: f"make {io.clip_path(folder)} writable", errno.EROFS: f"make {io.clip_path(folder)} writable",
+        errno.ENAMETOOLONG: "use a shorter path"}
+    return by_errno.get(e.errno, "fix this")
+
+
+def write_error(path: Path, e: OSError, run_dir: Path, saved: int) -> RunFolderError:
+    """One line for a failed write of ``path`` in a run folder whose checkpoint holds ``saved`` generations."""
+    if not run_dir.is_dir():
+        return RunFolderError(f"{io.clip_path(path)}: cannot write ({_why(e)}): the run folder "
+                              f"{io.clip_path(run_dir)} was removed during the run; nothing is left to resume")
+    return RunFolderError(f"{io.clip_path(path)}: cannot write ({_why(e)}); the previous checkpoint ({saved} "
+                          f"complete generations) is kept: {_advice(path, e, run_dir)}, then resume with: python3 "
+                          f"run_config.py --resume {io.clip_path(run_dir)}")
+
+
+@contextmanager
+def writing(path: Path, then: str) -> Iterator[None]:
+    """An OSError while writing ``path`` (disk full, a folder in the way, a read-only folder) -> one line: the
+    file, why, what to do and ``then`` (what to run after)."""
+    try:
+        yield
+    except OSError as e:
+        raise RunFolderError(f"{io.clip_path(path)}: cannot write ({_why(e)}); nothing else was changed: "
+                             f"{_advice(path, e, path.parent)}, then {then}") from None
 
 
 @dataclass

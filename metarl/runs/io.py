@@ -56,15 +56,16 @@ def check_path(path: str | Path, what: str, error: type[Exception] = UserError) 
     path = Path(path)
     text = os.fsencode(str(path))
     if len(text) >= 4096 or any(len(part) > 255 for part in text.split(b"/")):
-        raise error(f"{_clip_path(path)}: {what}: file name too long (at most 255 bytes per name)")
+        raise error(f"{clip_path(path)}: {what}: file name too long (at most 255 bytes per name)")
     resolved = os.path.abspath(path)
     for root in VIRTUAL_ROOTS:
         if (resolved == root or resolved.startswith(root + "/")) and not resolved.startswith("/dev/shm/"):
-            raise error(f"{_clip_path(path)}: {what}: {root} is a kernel file system, not a place for files; "
+            raise error(f"{clip_path(path)}: {what}: {root} is a kernel file system, not a place for files; "
                         f"choose a folder on a disk")
 
 
-def _clip_path(path: Path) -> str:
+def clip_path(path: str | Path) -> str:
+    """A path as an error line quotes it: whole up to 100 characters, else its start and its length."""
     text = str(path)
     return text if len(text) <= 100 else f"{text[:60]}... ({len(text)} characters)"
 
@@ -80,20 +81,20 @@ def check_output_file(path: str | Path, what: str) -> Path:
     except FileNotFoundError:
         mode = None
     except NotADirectoryError:
-        raise UserError(f"{_clip_path(path)}: {what}: a part of the path is a file, not a folder") from None
+        raise UserError(f"{clip_path(path)}: {what}: a part of the path is a file, not a folder") from None
     except OSError as e:
-        raise UserError(f"{_clip_path(path)}: {what}: cannot write ({e.strerror or e.__class__.__name__})") from None
+        raise UserError(f"{clip_path(path)}: {what}: cannot write ({e.strerror or e.__class__.__name__})") from None
     if mode is not None and stat.S_ISDIR(mode):
-        raise UserError(f"{_clip_path(path)}: {what}: is a folder; give a file name")
+        raise UserError(f"{clip_path(path)}: {what}: is a folder; give a file name")
     if mode is not None and not stat.S_ISREG(mode):
-        raise UserError(f"{_clip_path(path)}: {what}: is a special file, not a regular file")
+        raise UserError(f"{clip_path(path)}: {what}: is a special file, not a regular file")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise UserError(f"{_clip_path(path)}: {what}: {parent} is a file, not a folder")
+        raise UserError(f"{clip_path(path)}: {what}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{_clip_path(path)}: {what}: the folder {parent} is not writable")
+        raise UserError(f"{clip_path(path)}: {what}: the folder {parent} is not writable")
     return path
 
 

@@ -248,12 +248,13 @@ def step_cost(config: Config, sizes: list[int]) -> int:
 
 
 def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: int, what: str,
-                    traced_floats_per_step: int = 0, replay: bool = False, allow_large: bool = False) -> int:
+                    traced_floats_per_step: int = 0, replay: bool = False, allow_large: bool = False,
+                    reduce: str = "--episodes, --steps or --hidden") -> int:
     """Refuse (`ResourceError`, one line naming the figure and ``--allow-large``) a job of ``lifetimes``
     lifetimes of ``steps`` steps on an actor of ``sizes`` that would not fit in memory, or would take
     hours: the same estimate as `check`, for the lifetimes of evaluation, rescoring, plots and replays.
-    ``traced_floats_per_step``: floats kept per lifetime and step (rewards, states, heights). Returns the
-    estimated bytes."""
+    ``traced_floats_per_step``: floats kept per lifetime and step (rewards, states, heights); ``reduce``: the
+    options that make the job smaller. Returns the estimated bytes."""
     work = lifetimes * steps * step_cost(config, sizes)
     if replay and steps > MAX_REPLAY_STEPS and not allow_large:
         raise ResourceError(f"work: {what} steps one actor {steps} times, more than {MAX_REPLAY_STEPS:.0e} "
@@ -261,8 +262,8 @@ def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: 
                             f"try anyway")
     if work > MAX_WORK and not allow_large:
         raise ResourceError(f"work: {what} needs about {work:.3g} multiply-adds ({lifetimes} lifetimes x {steps} "
-                            f"steps on actor {_brief(sizes)}), more than {MAX_WORK:.0e} (hours); reduce --episodes, "
-                            f"--steps or --hidden, or pass --allow-large to try anyway")
+                            f"steps on actor {_brief(sizes)}), more than {MAX_WORK:.0e} (hours); reduce {reduce}, or "
+                            f"pass --allow-large to try anyway")
     shaped = config.replace(actor=replace(config.actor, hidden=list(sizes[1:-1])),
                             ga=replace(config.ga, population_size=max(1, lifetimes)))
     est = estimate(shaped, device_of(config))
@@ -276,8 +277,8 @@ def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: 
         if need > limit:
             raise ResourceError(f"memory: {what} needs about {_size(need)} (lifetimes of {est.alive} individuals "
                                 f"at a time on actor {sizes}: {_size(est.lifetimes)}; kept per step: "
-                                f"{_size(traced)}) but {_size(limit)} is available ({source}); reduce --episodes, "
-                                f"--steps or --hidden, or pass --allow-large to try anyway")
+                                f"{_size(traced)}) but {_size(limit)} is available ({source}); reduce {reduce}, or "
+                                f"pass --allow-large to try anyway")
     return need
 
 

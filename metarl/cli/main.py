@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import warnings
 from collections.abc import Callable
@@ -39,6 +40,13 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         if not is_allocation_failure(e):
             raise
         print(f"error: {out_of_memory(argv)} ({printable(str(e).strip().splitlines()[0][:200])})", file=sys.stderr)
+        return ERROR
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        name = printable(str(e.filename))
+        shown = name if len(name) <= 100 else f"{name[:60]}... ({len(name)} characters)"
+        print(f"error: {shown}: file name too long (at most 255 bytes a name, 4,096 a path)", file=sys.stderr)
         return ERROR
     except KeyboardInterrupt as e:
         print("interrupted", file=sys.stderr)

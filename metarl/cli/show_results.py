@@ -459,6 +459,13 @@ def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int]
     episodes = args.episodes_per_lifetime or DEFAULT_GYM_EPISODES
     lifetimes = args.lifetimes or DEFAULT_GYM_LIFETIMES
     seed = args.seed if args.seed is not None else 0
+    # The same memory and work estimate as --evaluate's, for every lifetime's episodes of the env's length.
+    env = gym_rule.make_env(args.gymnasium)
+    episode_steps = getattr(env.spec, "max_episode_steps", None) or config.ga.lifetime_steps
+    env.close()
+    resources.check_lifetimes(config, sizes, lifetimes=lifetimes * len(gym_rule.POLICIES),
+                              steps=episodes * episode_steps, what="--gymnasium", allow_large=args.allow_large,
+                              reduce="--lifetimes, --episodes-per-lifetime or --hidden")
     reward = args.reward or "env"
     sees = "the env's reward (Pendulum-v1: -cost)" if reward == "env" else "metarl's height reward 1 - cos theta"
     print(f"{path}: {provenance(model)}; actor {sizes}\non {args.gymnasium} (gymnasium {gymnasium.__version__}): "

@@ -44,11 +44,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def config_path(name: str) -> str:
     """``name`` if it exists, else the shipped config it names (``base`` -> configs/base.yaml, also outside the
     repository), else a one-line error that lists the shipped names."""
+    from metarl.config.schema import _clip
+    from metarl.shipped import exists
+
     found = shipped_config(name)
-    if Path(found).exists():
+    if exists(found):
         return found
-    names = ", ".join(sorted(shipped_configs()))
-    raise UserError(f"{name}: no such file, nor a shipped config (shipped: {names})")
+    names = sorted(shipped_configs())
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more, in configs/ and experiments/" if len(names) > 8
+                                     else "")
+    raise UserError(f"{_clip(name)}: no such file, nor a shipped config (shipped: {shown})")
 
 
 # Measured rates of one thread (docs/performance.md): the native kernel and the torch step.

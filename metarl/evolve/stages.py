@@ -100,7 +100,10 @@ def is_multi_stage(data: Any) -> bool:
 
 def is_stage_run(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` is the run folder of a multi-stage config."""
-    return (Path(run_dir) / STAGES_FILE).is_file()
+    try:
+        return (Path(run_dir) / STAGES_FILE).is_file()
+    except OSError:  # a name too long: no such folder
+        return False
 
 
 def load(path: str | Path, run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> list[Stage]:

@@ -160,8 +160,12 @@ def load_model(path: str | Path) -> SavedModel:
     (no duplicate keys, bounded nesting), the rule sizes in the config's ranges, every cell part of
     exactly its shape with finite numbers, and the provenance fields of their types."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        raise ModelFileError(f"{path}: no such model file")
+    try:
+        missing = not path.exists() and not path.is_symlink()
+    except OSError as e:  # a name too long
+        raise ModelFileError(f"{clip_path(path)}: cannot read the model ({e.strerror})") from None
+    if missing:
+        raise ModelFileError(f"{clip_path(path)}: no such model file")
     text = read_text_file(path, MAX_MODEL_BYTES, "saved model", ModelFileError)
     try:
         data = parse_yaml(text)

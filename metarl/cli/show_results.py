@@ -12,6 +12,7 @@ import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -363,10 +364,13 @@ def snapshot_candidates(run_dir: Path, layout: GenomeLayout, k: int) -> tuple[to
         return f"rule {g.rule.name}, S={g.signal_dim}, H={g.state_dim}"
 
     genomes = []
-    for _, path in chosen:
+    for generation, path in chosen:
         model = load_model(path)
         if shape(model.layout) != shape(layout):
             raise ModelFileError(f"{path}: not a model of this run ({shape(model.layout)}; the run's: {shape(layout)})")
+        if model.generation != generation:  # the name is what the rescored model records: it must be the model's
+            raise ModelFileError(f"{path}: not a snapshot of this run: named generation {_show(generation)}, saved at "
+                                 f"generation {_show(model.generation)}")
         genomes.append(model.genome)
     return torch.stack(genomes), [path.stem for _, path in chosen], [generation for generation, _ in chosen]
 
@@ -439,13 +443,42 @@ def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list
 
 
 def write_json(path: str, data: dict) -> None:
-    """``--json``: written atomically, one line if it cannot be."""
+    """``--json``: written atomically, one line if it cannot be; JSON has no NaN or infinity, so a non-finite
+    number is written as null and a ``notes`` entry says where (`finite_json`)."""
+    data, nonfinite = finite_json(data)
+    if nonfinite:
+        shown = ", ".join(nonfinite[:5]) + (f" and {len(nonfinite) - 5} more" if len(nonfinite) > 5 else "")
+        data = {**data, "notes": [*data.get("notes", []), f"{len(nonfinite)} values were not finite numbers (NaN "
+                                  f"or infinite: a score divided by a zero reference, an overflow) and are null: "
+                                  f"{shown}"]}
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
     except OSError as e:
         raise UserError(f"{path}: cannot write ({e.strerror})") from None
     print(f"wrote {path}")
+
+
+def finite_json(data: Any, where: str = "") -> tuple[Any, list[str]]:
+    """``data`` with every non-finite float replaced by None, and the paths (``points[0].reference.mean``) of
+    those replaced."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None, [where or "the value"]
+    found: list[str] = []
+    if isinstance(data, dict):
+        out = {}
+        for k, v in data.items():
+            out[k], more = finite_json(v, f"{where}.{k}" if where else str(k))
+            found += more
+        return out, found
+    if isinstance(data, (list, tuple)):
+        items = []
+        for i, v in enumerate(data):
+            item, more = finite_json(v, f"{where}[{i}]")
+            items.append(item)
+            found += more
+        return items, found
+    return data, found
 
 
 # ---------------------------------------------------------------------------- Gymnasium

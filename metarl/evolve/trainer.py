@@ -148,8 +148,9 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
         raise ModelFileError(f"{run_dir}: no such run folder")
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise ModelFileError(f"{run_dir}: not a run folder (no config.yaml)")
-    recorded = from_dict(read_yaml(config_path))
+        recorded = config_from_checkpoint(run_dir)  # config.yaml lost mid-run: the checkpoint's copy, if any
+    else:
+        recorded = from_dict(read_yaml(config_path))
     config = recorded
     if generations is not None:
         config = config.replace(ga=dataclasses.replace(config.ga, generations=generations))
@@ -180,6 +181,31 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
     except ModelFileError as e:
         raise ModelFileError(f"{run_dir / CHECKPOINT}: {e}; restore it, or start a new run") from None
     return RunState(config, int(state["generation"]), searcher, list(state["rows"]), best_ever)
+
+
+def config_from_checkpoint(run_dir: Path) -> Config:
+    """The config of a run folder whose ``config.yaml`` is missing (deleted during the run), from the copy its
+    checkpoint holds (format 2); the `Trainer` writes ``config.yaml`` again. A folder without a checkpoint, or
+    with one of format 1 (no copy), is one line."""
+    import warnings
+
+    config_path = run_dir / "config.yaml"
+    if config_path.exists() or config_path.is_symlink():
+        raise ModelFileError(f"{config_path}: not a regular file; a run folder's config.yaml must be a plain file "
+                             f"(move it away)")
+    if not (run_dir / CHECKPOINT).exists():
+        raise ModelFileError(f"{run_dir}: not a run folder (no config.yaml)")
+    state = io.load_checkpoint(run_dir / CHECKPOINT)
+    if not isinstance(state.get("config"), dict):
+        raise ModelFileError(f"{run_dir}: config.yaml is missing and its checkpoint (written by a metarl before "
+                             f"checkpoint format 2) holds no copy: put the run's config.yaml back")
+    try:
+        config = from_dict(state["config"])
+    except ConfigError as e:
+        raise ModelFileError(f"{run_dir / CHECKPOINT}: corrupt checkpoint (its config: {e})") from None
+    warnings.warn(f"{config_path} is missing: the run continues with the config its checkpoint holds (written "
+                  f"again as config.yaml)", stacklevel=2)
+    return config
 
 
 # Keys of config.yaml that a resumed run may change: they do not change any number of the log

@@ -208,6 +208,9 @@ HOSTILE = [
                                                                          "v": torch.ones(4, dtype=torch.float64)},
                                     "offset": 0, "shape": [56], "strides": [8]}), "es.dC: a view outside its array"),
     ("keep-where-none", replace("nonexistent", {"~": "keep"}), "es.nonexistent: no such part in the config's state"),
+    ("method-shadow", replace("tell", 1.0), "es.tell: an attribute that would hide the object's code"),
+    ("dunder", replace("__class__", "x"), "es.__class__: an attribute that would hide the object's code"),
+    ("range-zero-step", replace("countiter", {"~": "range", "v": [0, 3, 0]}), "es.countiter: a range that is not"),
     ("pending-shape", pending(lambda t: t[:3]), "its cma_pending must be the samples asked"),
     ("pending-nan", pending(lambda t: t.fill_(math.nan)), "its cma_pending must be the samples asked"),
     ("pending-other", pending(lambda t: t + 1), "its population is not its cma_pending samples"),
@@ -299,3 +302,21 @@ def test_out_of_memory_names_allow_large_only_where_it_was_given(capsys, argv, b
     assert run_main(main, argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: out of memory: an allocation failed") and ("--allow-large" in err) == blames
+
+
+def test_a_state_nested_too_deep_is_one_line(cma_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(cma_run, run)
+    state = torch.load(run / training.CHECKPOINT, weights_only=True)
+    node: Any = 1.0
+    for _ in range(3000):
+        node = {"~": "list", "i": 10**6, "v": [node]}
+    state["cma_state"]["a"]["deep"] = node
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # only to write it: a hostile file is made however its maker likes
+    try:
+        io.save_checkpoint(run / training.CHECKPOINT, {k: v for k, v in state.items() if k not in ("format", "sha256")})
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(io.ModelFileError, match=r"corrupt checkpoint \(its data is nested too deep\)"):
+        training.load_run(run)

@@ -139,6 +139,9 @@ def decode(tree: Any, fresh: Any) -> Any:
         if not isinstance(attrs, dict) or not all(isinstance(k, str) for k in attrs):
             raise bad(path, "an object without its attributes")
         now = vars(old)
+        for name in attrs:  # data only: never a name that would hide one of the class's methods
+            if name.startswith("__") or name not in now and callable(getattr(cls, name, None)):
+                raise bad(f"{path}.{name[:40]}", "an attribute that would hide the object's code")
         filled = {name: dec(v, now.get(name, _MISSING), f"{path}.{name}") for name, v in attrs.items()}
         if kind == "solutions":
             data: dict[Any, Any] = {}
@@ -269,7 +272,10 @@ def decode(tree: Any, fresh: Any) -> Any:
         check_fits(value, old, path)
         return value
 
-    return dec(tree, fresh, "es")
+    try:
+        return dec(tree, fresh, "es")
+    except RecursionError:
+        raise bad("es", "nested too deep") from None
 
 
 _DTYPES_BY_NAME = {str(d) for d in _DTYPES}

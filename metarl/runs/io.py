@@ -290,7 +290,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if key not in state:
             raise bad(f"missing {key!r}")
     if "sha256" in state:
-        if not isinstance(state["sha256"], str) or state["sha256"] != checkpoint_digest(state):
+        try:
+            digest = checkpoint_digest(state)
+        except RecursionError:
+            raise bad("its data is nested too deep") from None
+        if not isinstance(state["sha256"], str) or state["sha256"] != digest:
             raise bad("its data does not match its integrity hash: the file was changed or damaged")
     elif state.get("format", 1) != 1:
         raise bad("no integrity hash")

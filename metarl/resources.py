@@ -31,6 +31,12 @@ TORCH_CPU_CHUNK = 1024  # the largest automatic chunk of the torch steps on CPU
 PROCESS = 300 * 2**20  # the interpreter with torch and metarl loaded (measured: 221 MiB)
 # Drawing a weight takes int64 hashes (`metarl.core.rng`): about 10 floats' worth at the peak, for a moment.
 INIT_DRAW_FLOATS = 10
+# CMA-ES (pycma, float64): measured peaks (tracemalloc, 1,368 genes, 8 and 200 samples, a tell and a checkpoint)
+# of 10-12 genes x genes matrices with the full covariance (C, its eigenvectors B, the eigendecomposition's
+# copies, the rank-mu update, the checkpoint's copies) and 21-30 samples x genes arrays with either.
+CMA_MATRICES = 12
+CMA_SAMPLE_COPIES = 32
+DOUBLE = 8
 
 
 class ResourceError(UserError):
@@ -46,6 +52,7 @@ class Estimate:
     population: int  # of which: the population and its copies (host)
     lifetimes: int  # of which: the lifetime state (host on CPU, device on CUDA)
     alive: int  # individuals whose lifetimes run at the same time
+    searcher: int = 0  # of which: CMA-ES's state (host; 0 for the GA)
 
 
 def lifetime_floats(config: Config) -> tuple[int, int]:
@@ -80,14 +87,26 @@ def estimate(config: Config, device: torch.device) -> Estimate:
     pop = config.ga.population_size
     genes = layout_of(config).size
     population = POPULATION_COPIES * pop * genes * FLOAT + 64 * pop  # + fitness, keys, ranks
+    searcher = searcher_bytes(config)
     kept, work = lifetime_floats(config)
     if device.type == "cuda":
         lifetimes = pop * (kept + work) * FLOAT
-        return Estimate(PROCESS + population, lifetimes + 2 * pop * genes * FLOAT, population, lifetimes, pop)
+        return Estimate(PROCESS + population + searcher, lifetimes + 2 * pop * genes * FLOAT, population, lifetimes,
+                        pop, searcher)
     native = config.runtime.native is not False and len(config.layer_sizes) - 1 <= MAX_NATIVE_LAYERS
     alive = min(pop, config.runtime.chunk_size or (NATIVE_CPU_CHUNK if native else TORCH_CPU_CHUNK))
     lifetimes = alive * (kept + (0 if native else work)) * FLOAT
-    return Estimate(PROCESS + population + lifetimes, 0, population, lifetimes, alive)
+    return Estimate(PROCESS + population + lifetimes + searcher, 0, population, lifetimes, alive, searcher)
+
+
+def searcher_bytes(config: Config) -> int:
+    """Host memory of the searcher's own state beyond the population: CMA-ES's (float64) samples and, with the
+    full covariance, its genes x genes matrices; 0 for the GA."""
+    if config.search.name != "cma":
+        return 0
+    genes = layout_of(config).size
+    matrices = 0 if config.search.diagonal else CMA_MATRICES * genes * genes
+    return (matrices + CMA_SAMPLE_COPIES * config.ga.population_size * genes) * DOUBLE
 
 
 def available_memory() -> tuple[int, str]:
@@ -176,10 +195,15 @@ def check(config: Config, device: torch.device, *, allow_large: bool = False) ->
     genes = layout_of(config).size
     parts = (f"population {config.ga.population_size} x {genes} genes: {_size(est.population)}; "
              f"lifetimes of {est.alive} individuals at a time: {_size(est.lifetimes)}")
+    reduce = "reduce ga.population_size, actor.hidden or the rule sizes"
+    if est.searcher:
+        full = not config.search.diagonal
+        parts += f"; CMA-ES's state{f' (covariance {genes} x {genes}, float64)' if full else ''}: " \
+                 f"{_size(est.searcher)}"
+        reduce = f"set search.diagonal: true, {reduce}" if full else reduce
     if est.host > limit:
         raise ResourceError(f"memory: the run needs about {_size(est.host)} ({parts}) but {_size(limit)} is "
-                            f"available ({source}); reduce ga.population_size, actor.hidden or the rule sizes, "
-                            f"or pass --allow-large to try anyway")
+                            f"available ({source}); {reduce}, or pass --allow-large to try anyway")
     if device.type == "cuda":
         free = device_memory(device)
         if est.device > free:
@@ -224,12 +248,13 @@ def step_cost(config: Config, sizes: list[int]) -> int:
 
 
 def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: int, what: str,
-                    traced_floats_per_step: int = 0, replay: bool = False, allow_large: bool = False) -> int:
+                    traced_floats_per_step: int = 0, replay: bool = False, allow_large: bool = False,
+                    reduce: str = "--episodes, --steps or --hidden") -> int:
     """Refuse (`ResourceError`, one line naming the figure and ``--allow-large``) a job of ``lifetimes``
     lifetimes of ``steps`` steps on an actor of ``sizes`` that would not fit in memory, or would take
     hours: the same estimate as `check`, for the lifetimes of evaluation, rescoring, plots and replays.
-    ``traced_floats_per_step``: floats kept per lifetime and step (rewards, states, heights). Returns the
-    estimated bytes."""
+    ``traced_floats_per_step``: floats kept per lifetime and step (rewards, states, heights); ``reduce``: the
+    options that make the job smaller. Returns the estimated bytes."""
     work = lifetimes * steps * step_cost(config, sizes)
     if replay and steps > MAX_REPLAY_STEPS and not allow_large:
         raise ResourceError(f"work: {what} steps one actor {steps} times, more than {MAX_REPLAY_STEPS:.0e} "
@@ -237,8 +262,8 @@ def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: 
                             f"try anyway")
     if work > MAX_WORK and not allow_large:
         raise ResourceError(f"work: {what} needs about {work:.3g} multiply-adds ({lifetimes} lifetimes x {steps} "
-                            f"steps on actor {_brief(sizes)}), more than {MAX_WORK:.0e} (hours); reduce --episodes, "
-                            f"--steps or --hidden, or pass --allow-large to try anyway")
+                            f"steps on actor {_brief(sizes)}), more than {MAX_WORK:.0e} (hours); reduce {reduce}, or "
+                            f"pass --allow-large to try anyway")
     shaped = config.replace(actor=replace(config.actor, hidden=list(sizes[1:-1])),
                             ga=replace(config.ga, population_size=max(1, lifetimes)))
     est = estimate(shaped, device_of(config))
@@ -252,8 +277,8 @@ def check_lifetimes(config: Config, sizes: list[int], *, lifetimes: int, steps: 
         if need > limit:
             raise ResourceError(f"memory: {what} needs about {_size(need)} (lifetimes of {est.alive} individuals "
                                 f"at a time on actor {sizes}: {_size(est.lifetimes)}; kept per step: "
-                                f"{_size(traced)}) but {_size(limit)} is available ({source}); reduce --episodes, "
-                                f"--steps or --hidden, or pass --allow-large to try anyway")
+                                f"{_size(traced)}) but {_size(limit)} is available ({source}); reduce {reduce}, or "
+                                f"pass --allow-large to try anyway")
     return need
 
 

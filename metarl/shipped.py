@@ -58,13 +58,22 @@ def models() -> dict[str, Path]:
     return found
 
 
+def exists(path: str | os.PathLike) -> bool:
+    """``Path(path).exists()``, False where the path cannot be looked up at all (a name longer than 255 bytes, a
+    path longer than 4,096: ``OSError: File name too long``): whoever opens it reports it in one line."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _find(name: str | os.PathLike, by_name: dict[str, Path]) -> str:
     text = os.fspath(name)
-    if not text or Path(text).exists():
+    if not text or exists(text):
         return text
     if not Path(text).is_absolute():
         for root in roots():
-            if (root / text).exists():
+            if exists(root / text):
                 return str(root / text)
     stem = text[:-5] if text.endswith(".yaml") else text
     if stem in by_name and "/" not in stem and os.sep not in stem:

@@ -679,9 +679,13 @@ def test_allocator_errors_are_one_line(capsys):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory: "
                            "you tried to allocate 208000000000 bytes.")
 
-    code = run_main(main, [])  # run_main's handling of what a script's main raises
+    code = run_main(main, ["--allow-large"])  # run_main's handling of what a script's main raises
     assert code == 2
     one_line(capsys.readouterr().err, "out of memory", "--allow-large")
+    assert run_main(main, []) == 2  # without --allow-large the line does not blame it (issue 46)
+    err = capsys.readouterr().err
+    one_line(err, "out of memory", "although the memory estimate let the job start")
+    assert "--allow-large" not in err
 
     def other(argv):
         raise RuntimeError("a bug")

@@ -240,15 +240,16 @@ def test_a_damaged_cma_state_is_one_line(tmp_path):
     config = cma_config()
     training.Trainer(training.new_run(config), tmp_path, evaluator=toy).run(1)
     state = torch.load(tmp_path / training.CHECKPOINT, weights_only=True)
-    state["cma"] = state["cma"][:100]
+    state["cma_state"] = {"~": "obj", "i": 0, "a": {"mean": {"~": "list", "i": 1, "v": [1.0]}}}
     io.save_checkpoint(tmp_path / training.CHECKPOINT, {k: v for k, v in state.items()
                                                         if k not in ("format", "sha256")})
-    with pytest.raises(io.ModelFileError, match=r"checkpoint.pt: corrupt checkpoint \(its cma state does not load"):
+    with pytest.raises(io.ModelFileError, match=r"checkpoint.pt: corrupt checkpoint \(its cma state at es.mean: a "
+                                                r"list where the config's state has a float64 array"):
         training.load_run(tmp_path)
-    state.pop("cma")
+    state.pop("cma_state")
     io.save_checkpoint(tmp_path / training.CHECKPOINT, {k: v for k, v in state.items()
                                                         if k not in ("format", "sha256")})
-    with pytest.raises(io.ModelFileError, match="needs its 'cma' state"):
+    with pytest.raises(io.ModelFileError, match="needs its 'cma_state' and 'cma_pending'"):
         training.load_run(tmp_path)
 
 

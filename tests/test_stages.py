@@ -264,6 +264,9 @@ def test_resume_refuses_a_stage_folder_that_is_not_the_recorded_stage(tmp_path):
     text = (out / "stages.yaml").read_text()
     (out / "stages.yaml").write_text(text.replace("seed: 5", "seed: 6"))
     code, err = run(["--resume", out])
+    assert code == 2 and "stages.yaml: stages[1] (two): seed is 6 but was 5 when the run started" in err
+    (out / stages.STARTED_FILE).unlink()  # a run of an earlier version: the stage's own config.yaml decides
+    code, err = run(["--resume", out])
     assert code == 2 and "stages[1] (two): seed is 6 there but 5 in" in err
 
 

@@ -142,7 +142,10 @@ def make_env(env_id: str) -> Any:
         raise UserError("running on Gymnasium needs gymnasium: pip install gymnasium (or pip install "
                         "\".[gymnasium]\")") from None
     if env_id not in ENV_IDS:
-        raise UserError(f"Gymnasium env {env_id!r}: a rule's pendulum actor runs on {' or '.join(ENV_IDS)} only")
+        from ..config.schema import _clip
+
+        raise UserError(f"Gymnasium env {_clip(repr(env_id))}: a rule's pendulum actor runs on {' or '.join(ENV_IDS)} "
+                        f"only")
     if env_id == "metarl/Pendulum-v0":
         from ..gym import register
 

@@ -16,7 +16,9 @@ class ArgumentParser(argparse.ArgumentParser):
     """Usage mistakes become one ``error: ...`` line like every other bad input."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UserError(f"{message} (see --help)")
+        # argparse quotes the value it could not read whole: a 5,000-digit --generations stays a short line.
+        shown = message if len(message) <= 300 else f"{message[:200]}... ({len(message)} characters)"
+        raise UserError(f"{shown} (see --help)")
 
 
 def described(doc: str, script: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 import warnings
 from collections.abc import Callable
@@ -33,12 +34,19 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
         print(f"error: {printable(str(e))}", file=sys.stderr)
         return ERROR
     except MemoryError:
-        print(f"error: {OUT_OF_MEMORY}", file=sys.stderr)
+        print(f"error: {out_of_memory(argv)}", file=sys.stderr)
         return ERROR
     except RuntimeError as e:
         if not is_allocation_failure(e):
             raise
-        print(f"error: {OUT_OF_MEMORY} ({printable(str(e).strip().splitlines()[0][:200])})", file=sys.stderr)
+        print(f"error: {out_of_memory(argv)} ({printable(str(e).strip().splitlines()[0][:200])})", file=sys.stderr)
+        return ERROR
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        name = printable(str(e.filename))
+        shown = name if len(name) <= 100 else f"{name[:60]}... ({len(name)} characters)"
+        print(f"error: {shown}: file name too long (at most 255 bytes a name, 4,096 a path)", file=sys.stderr)
         return ERROR
     except KeyboardInterrupt as e:
         print("interrupted", file=sys.stderr)
@@ -47,6 +55,14 @@ def run_main(main: Callable[[list[str] | None], int | None], argv: list[str] | N
 
 OUT_OF_MEMORY = ("out of memory: an allocation failed (with --allow-large the memory estimate was skipped; "
                  "reduce the population, episodes, steps or actor, or run on a machine with more memory)")
+OUT_OF_MEMORY_ESTIMATED = ("out of memory: an allocation failed although the memory estimate let the job start (it "
+                           "is an estimate, and other programs use memory too); reduce the population, episodes, "
+                           "steps or actor, or run on a machine with more memory")
+
+
+def out_of_memory(argv: list[str] | None) -> str:
+    """The out-of-memory line: it names --allow-large only where it was given."""
+    return OUT_OF_MEMORY if "--allow-large" in (sys.argv[1:] if argv is None else argv) else OUT_OF_MEMORY_ESTIMATED
 
 
 def is_allocation_failure(e: BaseException) -> bool:

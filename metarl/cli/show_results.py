@@ -12,6 +12,7 @@ import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -295,6 +296,7 @@ def window_pyplot():  # noqa: ANN201 - matplotlib.pyplot
 
 def rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     """Score the candidates of a run's last generation on held-out lifetimes; save the best."""
+    stages.refuse_stage_folder(run_dir, "--rescore")  # a stage's model is the next stage's warm start
     with training.claim_run_dir(run_dir, new=False):  # it writes RUN/rescored_model.yaml: one writer at a time
         return _rescore_run(run_dir, args)
 
@@ -339,8 +341,9 @@ def _rescore_run(run_dir: Path, args: argparse.Namespace) -> int:
     for i in order[:min(count, 10)].tolist():
         print(f"{labels[i]:>14}{float(scores[i]):>16.3f}")
     out = run_dir / "rescored_model.yaml"
-    io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generations[best],
-                  seed=state.seed)
+    with training.writing(out, "run the command again"):
+        io.save_model(out, candidates[best], layout, cfg, fitness=float(scores[best]), generation=generations[best],
+                      seed=state.seed)
     print(f"wrote {out} ({labels[best]}; its fitness field is the held-out score)")
     return 0
 
@@ -364,10 +367,13 @@ def snapshot_candidates(run_dir: Path, layout: GenomeLayout, k: int) -> tuple[to
         return f"rule {g.rule.name}, S={g.signal_dim}, H={g.state_dim}"
 
     genomes = []
-    for _, path in chosen:
+    for generation, path in chosen:
         model = load_model(path)
         if shape(model.layout) != shape(layout):
             raise ModelFileError(f"{path}: not a model of this run ({shape(model.layout)}; the run's: {shape(layout)})")
+        if model.generation != generation:  # the name is what the rescored model records: it must be the model's
+            raise ModelFileError(f"{path}: not a snapshot of this run: named generation {_show(generation)}, saved at "
+                                 f"generation {_show(model.generation)}")
         genomes.append(model.genome)
     return torch.stack(genomes), [path.stem for _, path in chosen], [generation for generation, _ in chosen]
 
@@ -440,13 +446,42 @@ def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list
 
 
 def write_json(path: str, data: dict) -> None:
-    """``--json``: written atomically, one line if it cannot be."""
+    """``--json``: written atomically, one line if it cannot be; JSON has no NaN or infinity, so a non-finite
+    number is written as null and a ``notes`` entry says where (`finite_json`)."""
+    data, nonfinite = finite_json(data)
+    if nonfinite:
+        shown = ", ".join(nonfinite[:5]) + (f" and {len(nonfinite) - 5} more" if len(nonfinite) > 5 else "")
+        data = {**data, "notes": [*data.get("notes", []), f"{len(nonfinite)} values were not finite numbers (NaN "
+                                  f"or infinite: a score divided by a zero reference, an overflow) and are null: "
+                                  f"{shown}"]}
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
     except OSError as e:
         raise UserError(f"{path}: cannot write ({e.strerror})") from None
     print(f"wrote {path}")
+
+
+def finite_json(data: Any, where: str = "") -> tuple[Any, list[str]]:
+    """``data`` with every non-finite float replaced by None, and the paths (``points[0].reference.mean``) of
+    those replaced."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None, [where or "the value"]
+    found: list[str] = []
+    if isinstance(data, dict):
+        out = {}
+        for k, v in data.items():
+            out[k], more = finite_json(v, f"{where}.{k}" if where else str(k))
+            found += more
+        return out, found
+    if isinstance(data, (list, tuple)):
+        items = []
+        for i, v in enumerate(data):
+            item, more = finite_json(v, f"{where}[{i}]")
+            items.append(item)
+            found += more
+        return items, found
+    return data, found
 
 
 # ---------------------------------------------------------------------------- Gymnasium
@@ -460,6 +495,13 @@ def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int]
     episodes = args.episodes_per_lifetime or DEFAULT_GYM_EPISODES
     lifetimes = args.lifetimes or DEFAULT_GYM_LIFETIMES
     seed = args.seed if args.seed is not None else 0
+    # The same memory and work estimate as --evaluate's, for every lifetime's episodes of the env's length.
+    env = gym_rule.make_env(args.gymnasium)
+    episode_steps = getattr(env.spec, "max_episode_steps", None) or config.ga.lifetime_steps
+    env.close()
+    resources.check_lifetimes(config, sizes, lifetimes=lifetimes * len(gym_rule.POLICIES),
+                              steps=episodes * episode_steps, what="--gymnasium", allow_large=args.allow_large,
+                              reduce="--lifetimes, --episodes-per-lifetime or --hidden")
     reward = args.reward or "env"
     sees = "the env's reward (Pendulum-v1: -cost)" if reward == "env" else "metarl's height reward 1 - cos theta"
     print(f"{path}: {provenance(model)}; actor {sizes}\non {args.gymnasium} (gymnasium {gymnasium.__version__}): "

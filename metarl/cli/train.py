@@ -45,11 +45,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def config_path(name: str) -> str:
     """``name`` if it exists, else the shipped config it names (``base`` -> configs/base.yaml, also outside the
     repository), else a one-line error that lists the shipped names."""
+    from metarl.config.schema import _clip
+    from metarl.shipped import exists
+
     found = shipped_config(name)
-    if Path(found).exists():
+    if exists(found):
         return found
-    names = ", ".join(sorted(shipped_configs()))
-    raise UserError(f"{name}: no such file, nor a shipped config (shipped: {names})")
+    names = sorted(shipped_configs())
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more, in configs/ and experiments/" if len(names) > 8
+                                     else "")
+    raise UserError(f"{_clip(name)}: no such file, nor a shipped config (shipped: {shown})")
 
 
 # Measured rates of one thread (docs/performance.md): the native kernel and the torch step.
@@ -111,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     lock = None
     try:
         config_file = None
+        if args.resume:
+            stages.refuse_stage_folder(args.resume, "--resume")
         if args.resume and stages.is_stage_run(args.resume):
             return resume_stages(Path(args.resume), args)
         if args.resume:
@@ -208,6 +215,7 @@ def train(state: training.RunState, run_dir: Path, ctx: distributed.Context, *, 
 def new_stages(config_file: str, args: argparse.Namespace, overrides: list[str]) -> int:
     """A new run of a multi-stage config (`metarl.evolve.stages`): checked whole (every stage's config and memory)
     before ``RUN/stages.yaml`` is written."""
+    refuse_torchrun()
     run_dir = Path(args.out) if args.out else training.default_run_dir(args.config)
     plan = [dataclasses.replace(stage, config=with_plugins(stage.config, args.plugin))
             for stage in stages.load(config_file, run_dir, overrides)]
@@ -223,13 +231,21 @@ def new_stages(config_file: str, args: argparse.Namespace, overrides: list[str])
             raise ConfigError(f"{plan[0].where}: {e}") from None
     training.check_new_run_dir(run_dir)
     with training.claim_run_dir(run_dir, new=True):
-        io.atomic_write_text(run_dir / stages.STAGES_FILE, stages.recorded(plan))
+        text = stages.recorded(plan)
+        try:
+            for name in (stages.STARTED_FILE, stages.STAGES_FILE):  # stages.yaml last: it makes a stage run
+                with training.writing(run_dir / name, "run the command again"):
+                    io.atomic_write_text(run_dir / name, text)
+        except UserError:
+            (run_dir / stages.STARTED_FILE).unlink(missing_ok=True)  # the folder as it was: empty
+            raise
         return run_stages(plan, run_dir, args)
 
 
 def resume_stages(run_dir: Path, args: argparse.Namespace) -> int:
     """``--resume RUN`` of a multi-stage run: the stages recorded in ``RUN/stages.yaml``, each resumed
     where it stopped (complete stages are only checked)."""
+    refuse_torchrun()
     if args.generations is not None:
         raise UserError(f"--generations: {run_dir} is a multi-stage run, whose stages' lengths are part of its "
                         f"config ({run_dir / stages.STAGES_FILE}); it cannot be changed on resume")
@@ -242,9 +258,7 @@ def resume_stages(run_dir: Path, args: argparse.Namespace) -> int:
 def run_stages(plan: list[stages.Stage], run_dir: Path, args: argparse.Namespace, *, resumed: bool = False) -> int:
     """Run (or resume) every stage in turn into ``RUN/<name>/``, each warm-started from the model the stage
     before it shipped; then ``RUN/model.yaml``."""
-    if distributed.launched():
-        raise UserError("a multi-stage config runs in one process (torchrun is not supported for it yet); run "
-                        "each stage's config under torchrun instead")
+    refuse_torchrun()
     ctx = distributed.setup(plan[0].config)
     try:
         for i, stage in enumerate(plan):
@@ -273,19 +287,28 @@ def run_stages(plan: list[stages.Stage], run_dir: Path, args: argparse.Namespace
                     code = train(state, stage_dir, ctx, quiet=args.quiet, resume_dir=run_dir)
                     if code:
                         return code
-                shipped = stages.ship(stage, run_dir, state)  # written atomically; a stop before: done on resume
+                with training.writing(stage.shipped(run_dir), f"resume with --resume {run_dir}"):
+                    shipped = stages.ship(stage, run_dir, state)  # written atomically; a stop before: done on resume
                 if stage.rescore:
                     print(f"stage {stage.name}: shipped {shipped} (the best of generation {state.generation - 1}'s "
                           f"{stage.rescore} elites on {evaluation.RESCORE_EPISODES} held-out lifetimes: "
-                          f"{io.load_model(shipped).fitness:.3f})", flush=True)
+                          f"{stages.check_shipped(stage, run_dir).fitness:.3f})", flush=True)
                 elif stage.ship == "snapshot":
                     print(f"stage {stage.name}: shipped {shipped} (generation {state.generation - 1}'s snapshot)",
                           flush=True)
-        final = stages.write_final(plan, run_dir)
+        with training.writing(run_dir / stages.MODEL_FILE, f"resume with --resume {run_dir}"):
+            final = stages.write_final(plan, run_dir)
     finally:
         ctx.close()
     print(f"done: {len(plan)} stages in {run_dir} (model: {final})")
     return 0
+
+
+def refuse_torchrun() -> None:
+    """A multi-stage run under torchrun: refused before anything is read or written."""
+    if distributed.launched():
+        raise UserError("a multi-stage config runs in one process (torchrun is not supported for it yet); run "
+                        "each stage's config under torchrun instead")
 
 
 def check_stage_config(stage: stages.Stage, recorded: cfg_mod.Config, run_dir: Path) -> None:

@@ -120,6 +120,37 @@ class EnvConfig(EnvOptions, _EnvName):
                 _number(pkey, v, 0, MAX_VALUE, open_low=name not in env.may_be_zero, shown=value)
             if isinstance(value, list) and value[0] > value[1]:
                 raise ConfigError(f"{pkey}: a range must be [min, max] with min <= max, got {_show(value)}")
+        self.check_physics(key, env.param_defaults)
+
+    def check_physics(self, key: str, defaults: Any) -> None:
+        """A pendulum (lengths, masses, gravity) whose equation of motion overflows even in float64:
+        ``gravity / length`` or ``max_torque / (mass length^2)`` infinite (a length of 1e-300) is refused naming the
+        parameter, not left to fail the self-check as if the kernel were stale. (Beyond float32's range, a length
+        of 1e-40, float32 lifetimes break down into non-finite fitness, which ranks last: it runs.)"""
+        params = {**defaults, **self.params}
+        lengths = [k for k in params if k.startswith("length")]
+        masses = [k for k in params if k.startswith("mass")]
+        if not lengths or not masses or "gravity" not in params:
+            return
+
+        def low(name: str) -> float:
+            v = params[name]
+            return float(min(v) if isinstance(v, list) else v)
+
+        length, mass = min(lengths, key=low), min(masses, key=low)
+        l_min, m_min = low(length), low(mass)
+        gravity = params["gravity"]
+        g_max = float(max(gravity) if isinstance(gravity, list) else gravity)
+        inertia = m_min * l_min * l_min
+        terms = {"gravity/length": g_max / l_min if l_min > 0 else math.inf,
+                 "max_torque/(mass length^2)": max(self.max_torque, 1.0) / inertia if inertia > 0 else math.inf}
+        name, value = max(terms.items(), key=lambda t: t[1])
+        if not value < math.inf:
+            blamed = length if name == "gravity/length" or abs(math.log10(l_min or 1e-320)) >= abs(
+                math.log10(m_min or 1e-320)) else mass
+            raise ConfigError(f"{key}.params.{blamed}: {_show(params[blamed])} makes the equation of motion overflow "
+                              f"({name} is infinite even in float64): the spec itself is not finite, whatever "
+                              f"computes it; choose a larger {blamed}")
 
     @property
     def obs_dim(self) -> int:
@@ -257,6 +288,11 @@ class GAConfig:
 SEARCHERS = ("ga", "cma")
 
 
+# pycma needs two recombination weights, and from 300 genes on its step-size rule (TPA) spends two samples a
+# generation on the mean's shift: with 2 it has none left and stops with a traceback.
+CMA_MIN_POPULATION = 3
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Which searcher proposes the genomes (`metarl.evolve.searchers`): ``ga``, the genetic algorithm of the
@@ -347,6 +383,9 @@ class Config:
         self.rule.validate("rule")
         self.ga.validate("ga")
         self.search.validate("search")
+        if self.search.name == "cma" and self.ga.population_size < CMA_MIN_POPULATION:
+            raise ConfigError(f"ga.population_size: search.name: cma needs at least {CMA_MIN_POPULATION} samples a "
+                              f"generation (its step-size rule spends two of them), got {self.ga.population_size}")
         self.runtime.validate("runtime")
         for flipped in self.ga.flips:
             if getattr(self.env, flipped) == "random":

@@ -19,9 +19,7 @@ Two searchers, chosen by the config's ``search.name``:
 
 from __future__ import annotations
 
-import io
 import math
-import pickle
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -32,7 +30,7 @@ import torch
 from ..config import Config
 from ..core.genome import GenomeLayout
 from ..errors import ConfigError, ModelFileError
-from . import ga
+from . import cma_state, ga
 
 
 class Searcher(Protocol):
@@ -160,7 +158,8 @@ def _one_blas_thread() -> Iterator[None]:
 class TorchNormal:
     """pycma's ``randn`` option: ``randn(*shape)`` standard normal float64 draws from a `torch.Generator`, so
     that the run's seed and its checkpointed generator state decide every sample (pycma would otherwise
-    draw from numpy's global generator). Pickled without the generator; `CMASearcher` reattaches it."""
+    draw from numpy's global generator). Not part of a checkpoint: a resumed strategy uses the fresh one
+    (`metarl.evolve.cma_state`)."""
 
     def __init__(self, generator: torch.Generator | None) -> None:
         self.generator = generator
@@ -168,12 +167,6 @@ class TorchNormal:
     def __call__(self, *shape: int) -> np.ndarray:
         assert self.generator is not None
         return torch.randn(shape, generator=self.generator, dtype=torch.float64).numpy()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.generator = None
 
 
 class CMASearcher:
@@ -230,59 +223,65 @@ class CMASearcher:
         return mean, labels
 
     def state_dict(self) -> dict[str, Any]:
-        """The samples, the generator's state, pycma's object (pickled, as uint8) and the last generation told
-        (``last_population`` best first and ``last_fitness``, once there is one)."""
-        data = pickle.dumps((self.es, self.pending), protocol=4)
+        """The samples, the generator's state, pycma's object as data (`metarl.evolve.cma_state`, no pickle) with
+        the samples it asked in float64, and the last generation told (``last_population`` best first and
+        ``last_fitness``, once there is one)."""
         out = {"population": self.population, "ga_generator": self.generator.get_state(),
-               "cma": torch.frombuffer(bytearray(data), dtype=torch.uint8)}
+               "cma_state": cma_state.encode(self.es), "cma_pending": torch.from_numpy(self.pending.copy())}
         if self.last is not None:
             out["last_population"], out["last_fitness"] = self.last
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint written by `state_dict`."""
-        blob = state.get("cma")
-        if not isinstance(blob, torch.Tensor) or blob.dtype != torch.uint8 or blob.dim() != 1:
-            raise ModelFileError("corrupt checkpoint (a search.name: cma run's checkpoint needs its 'cma' "
-                                 "state, a uint8 tensor)")
-        try:
-            es, pending = _AllowedUnpickler(io.BytesIO(blob.numpy().tobytes())).load()
-        except Exception as e:  # noqa: BLE001 - any failure to unpickle means a damaged state
-            raise ModelFileError(f"corrupt checkpoint (its cma state does not load: {e.__class__.__name__})") from None
-        cma, _ = _cma_modules()
-        if not isinstance(es, cma.CMAEvolutionStrategy) or not isinstance(es.opts.get("randn"), TorchNormal):
-            raise ModelFileError("corrupt checkpoint (its cma state is not a CMAEvolutionStrategy drawing from "
-                                 "the run's generator)")
-        if not isinstance(pending, np.ndarray) or pending.shape != (es.popsize, self.size):
-            raise ModelFileError("corrupt checkpoint (its cma state does not match the config's population and "
-                                 "genome size)")
+        """Continue from a checkpoint written by `state_dict`: this searcher's pycma object, made from the config,
+        filled with the checkpoint's data (`metarl.evolve.cma_state.decode`); a `ModelFileError` for anything
+        that does not fit it, before any of it is used."""
+        if "cma_state" not in state and "cma" in state:
+            raise ModelFileError("written by metarl 0.x before checkpoint format 2 stored CMA-ES as data: its cma "
+                                 "state is a pickle, which this version does not read (a pickle can run code); "
+                                 "finish the run with the metarl that started it, or start a new run")
+        pending = state.get("cma_pending")
+        if not isinstance(state.get("cma_state"), dict) or not isinstance(pending, torch.Tensor):
+            raise ModelFileError("corrupt checkpoint (a search.name: cma run's checkpoint needs its 'cma_state' "
+                                 "and 'cma_pending')")
+        if pending.dtype != torch.float64 or tuple(pending.shape) != tuple(self.pending.shape) \
+                or not bool(torch.isfinite(pending).all()):
+            raise ModelFileError(f"corrupt checkpoint (its cma_pending must be the samples asked: finite float64 "
+                                 f"{tuple(self.pending.shape)}, got {pending.dtype} {tuple(pending.shape)})")
+        pending_np = pending.numpy().copy()
+        if not torch.equal(torch.from_numpy(pending_np).to(torch.float32), state["population"]):
+            raise ModelFileError("corrupt checkpoint (its population is not its cma_pending samples)")
         last, fitness = state.get("last_population"), state.get("last_fitness")
-        self.last = None
         if last is not None or fitness is not None:
             if not (isinstance(last, torch.Tensor) and last.dtype == torch.float32 and last.shape == pending.shape
                     and isinstance(fitness, torch.Tensor) and fitness.dtype == torch.float64
                     and fitness.shape == (pending.shape[0],) and bool(torch.isfinite(last).all())):
                 raise ModelFileError("corrupt checkpoint (its last_population and last_fitness must be the last "
                                      "generation told: float32 (P, G) and float64 (P,))")
-            self.last = (last, fitness)
-        es.opts["randn"].generator = self.generator
-        self.es, self.pending = es, pending
-        self.population = torch.from_numpy(pending).to(torch.float32)
+        es = cma_state.decode(state["cma_state"], self.es)  # made from the config in __init__, asked once
+        _check_strategy(es, self.size)
+        self.last = None if last is None or fitness is None else (last, fitness)
+        self.es, self.pending = es, pending_np
+        self.population = torch.from_numpy(pending_np).to(torch.float32)
         self.generator.set_state(state["ga_generator"])
 
 
-# What a cma state may name: pycma's and numpy's own classes and functions, a few builtins, TorchNormal.
-# A pickle is still code, in the end: resume only run folders you trust (docs/searchers.md).
-_ALLOWED_MODULES = ("cma", "numpy")
-_ALLOWED_NAMES = {("builtins", n) for n in ("set", "frozenset", "slice", "complex", "object", "dict", "list",
-                                            "tuple", "float", "int", "bool", "str", "bytes", "range")} | {
-    ("collections", "OrderedDict"), ("collections", "defaultdict"), ("copyreg", "_reconstructor"),
-    (__name__, "TorchNormal")}
+def _check_strategy(es: Any, size: int) -> None:
+    """What pycma asserts, or would compute nonsense from, checked on a state read from a file: a finite mean of
+    the genome's size, a positive step size and positive scales (`cma_state.decode` refused NaN, infinite
+    arrays and arrays of other shapes than the config's)."""
+    def bad(why: str) -> ModelFileError:
+        return ModelFileError(f"corrupt checkpoint (its cma state: {why})")
 
-
-class _AllowedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        top = module.split(".")[0]
-        if (module, name) in _ALLOWED_NAMES or top in _ALLOWED_MODULES:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name} is not allowed")
+    mean = getattr(es, "mean", None)
+    if not isinstance(mean, np.ndarray) or mean.shape != (size,):
+        raise bad(f"its mean must be a ({size},) array")
+    sigma = getattr(es, "sigma", None)
+    if not isinstance(sigma, (int, float, np.number)) or not 0 < float(sigma) < math.inf:
+        raise bad(f"sigma must be a positive finite number, got {str(sigma)[:40]}")
+    for name, value in (("sigma_vec.scaling", getattr(es.sigma_vec, "scaling", None)),
+                        ("sm.D", getattr(es.sm, "D", None)), ("dC", getattr(es, "dC", None))):
+        if isinstance(value, np.ndarray) and (value.shape not in ((), (1,), (size,)) or not bool((value > 0).all())):
+            raise bad(f"{name} must be positive, of shape (), (1,) or ({size},)")
+    if not isinstance(es.countiter, int) or es.countiter < 0:
+        raise bad("countiter must be a count")

@@ -42,7 +42,13 @@ from .searchers import candidate_bound
 from .trainer import RunState, layout_of, snapshot_path, with_seed
 
 STAGES_FILE = "stages.yaml"
+# stages.yaml as the run started (the same text): a resume refuses a stages.yaml edited since, naming stage and key.
+STARTED_FILE = ".stages_started.yaml"
 MODEL_FILE = "model.yaml"
+# What a resumed multi-stage run may change in a stage: what is printed or logged, how the work runs, the device.
+FREE_STAGE_KEYS = ("logging", "runtime", "device")
+RECORD_HEAD = ("# The resolved stages of this run (each stage's whole config; a later stage starts from the model the\n"
+               "# stage before it ships). Written by run_config.py; --resume reads it.\n")
 MAX_STAGES = 100
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # no dot: never a run file's name (stages.yaml, ...)
 # The keys of a stage besides the config's own; `device` is the run's (one device for all stages).
@@ -94,7 +100,10 @@ def is_multi_stage(data: Any) -> bool:
 
 def is_stage_run(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` is the run folder of a multi-stage config."""
-    return (Path(run_dir) / STAGES_FILE).is_file()
+    try:
+        return (Path(run_dir) / STAGES_FILE).is_file()
+    except OSError:  # a name too long: no such folder
+        return False
 
 
 def load(path: str | Path, run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> list[Stage]:
@@ -171,7 +180,30 @@ def build(data: Any, run_dir: str | Path, overrides: list[str] | tuple[str, ...]
         if ship == "snapshot" and config.logging.snapshot_every is None:
             raise ConfigError(f"{where}.ship: snapshot needs logging.snapshot_every (the snapshots it ships from)")
         stages.append(Stage(name, config, rescore, i, ship))
+    for before, stage in zip(stages, stages[1:], strict=False):
+        check_warm_start(before, stage)
     return stages
+
+
+def check_warm_start(before: Stage, stage: Stage) -> None:
+    """``stage`` can start from the model ``before`` ships (checked before any stage runs): the same signal and
+    state sizes, and the same rule or that rule with inputs added (`metarl.core.genome.GenomeLayout.embed`)."""
+    import torch
+
+    mine, theirs = layout_of(stage.config), layout_of(before.config)
+    if (mine.signal_dim, mine.state_dim) != (theirs.signal_dim, theirs.state_dim):
+        raise ConfigError(f"{stage.where}: rule.signal_dim, rule.state_dim are {mine.signal_dim}, {mine.state_dim} "
+                          f"but {before.where}'s are {theirs.signal_dim}, {theirs.state_dim}: a stage starts from the "
+                          f"model the stage before it ships, so the rule sizes stay")
+    if mine.rule.signature() == theirs.rule.signature():
+        return
+    try:
+        mine.embed(torch.zeros(theirs.size), theirs)
+    except ValueError:
+        raise ConfigError(f"{stage.where}: rule.declaration is {mine.rule.name!r} but {before.where}'s is "
+                          f"{theirs.rule.name!r}, whose {mine.rule.difference(theirs.rule)}: a stage starts from the "
+                          f"model the stage before it ships, so its rule is that rule or it with inputs "
+                          f"added") from None
 
 
 def _nested(data: dict[str, Any], where: str) -> dict[str, Any]:
@@ -229,20 +261,85 @@ def recorded(stages: list[Stage]) -> str:
             del config["ga"]["init_model"]
         items.append({"name": stage.name, **({"rescore": stage.rescore} if stage.rescore else {}),
                       **({"ship": stage.ship} if stage.ship != "best" else {}), **config})
-    head = ("# The resolved stages of this run (each stage's whole config; a later stage starts from the model the\n"
-            "# stage before it ships). Written by run_config.py; --resume reads it.\n")
     run = {"device": stages[0].config.device, **({"plugins": stages[0].config.plugins} if stages[0].config.plugins
                                                    else {})}
-    return head + yaml.safe_dump({**run, "stages": items}, sort_keys=False)
+    return RECORD_HEAD + yaml.safe_dump({**run, "stages": items}, sort_keys=False)
 
 
 def load_run(run_dir: str | Path) -> list[Stage]:
-    """The stages recorded in a multi-stage run folder."""
+    """The stages recorded in a multi-stage run folder, refused (one line naming the stage and the key) where
+    ``stages.yaml`` was edited since the run started (`STARTED_FILE`) in anything but `FREE_STAGE_KEYS`."""
     path = Path(run_dir) / STAGES_FILE
     try:
-        return build(read_yaml(path), run_dir)
+        plan = build(read_yaml(path), run_dir)
     except ConfigError as e:
         raise ModelFileError(f"{path}: {e}") from None
+    started = Path(run_dir) / STARTED_FILE
+    if started.exists() or started.is_symlink():  # runs started before it was written have none
+        try:
+            first = build(read_yaml(started), run_dir)
+        except ConfigError as e:
+            raise ModelFileError(f"{started}: {e}; it is stages.yaml as the run started: restore it") from None
+        check_unchanged(first, plan, path)
+    return plan
+
+
+def check_unchanged(first: list[Stage], plan: list[Stage], path: Path) -> None:
+    """``plan`` (stages.yaml now) must be ``first`` (as the run started) but for `FREE_STAGE_KEYS`: a stage
+    renamed, dropped, added, moved or changed would compute another run (or orphan a stage's progress)."""
+    from .trainer import config_differences
+
+    tail = "; a multi-stage run keeps the stages it started with (only logging, runtime and device may change): " \
+           "undo the edit, or start a new run with the edited config"
+    for i in range(max(len(first), len(plan))):
+        if i >= len(plan):
+            raise ModelFileError(f"{path}: {first[i].where} is gone (dropped since the run started; its progress is "
+                                 f"in {first[i].name}/){tail}")
+        if i >= len(first):
+            raise ModelFileError(f"{path}: {plan[i].where} was added since the run started{tail}")
+        a, b = first[i], plan[i]
+        if a.name != b.name:
+            raise ModelFileError(f"{path}: stages[{i}] is named {b.name!r} but was {a.name!r} when the run "
+                                 f"started (renamed or moved; its progress is in {a.name}/){tail}")
+        for key in ("rescore", "ship"):
+            if getattr(a, key) != getattr(b, key):
+                raise ModelFileError(f"{path}: {b.where}.{key} is {_show(getattr(b, key))} but was "
+                                     f"{_show(getattr(a, key))} when the run started{tail}")
+        diffs = config_differences(a.config.to_dict(), b.config.to_dict(), free=FREE_STAGE_KEYS)
+        if diffs:
+            key, old, new = diffs[0]
+            raise ModelFileError(f"{path}: {b.where}: {key} is {_show(new)} but was {_show(old)} when the run "
+                                 f"started{tail}")
+
+
+def stage_run_of(folder: str | Path) -> Path | None:
+    """The multi-stage run whose stage folder ``folder`` is (its parent holds the ``stages.yaml`` a run wrote,
+    naming it), or None."""
+    folder = Path(folder).absolute()
+    record = folder.parent / STAGES_FILE
+    try:
+        if not record.is_file() or record.stat().st_size > 2**24:
+            return None
+        text = record.read_text(errors="replace")
+        if not ((folder.parent / STARTED_FILE).exists() or text.startswith(RECORD_HEAD)):
+            return None  # a config file named stages.yaml beside a run folder
+        data = read_yaml(record)
+    except (OSError, ConfigError):  # a name too long, an unreadable file: no stage run to protect
+        return None
+    items = data.get("stages") if isinstance(data, dict) else None
+    named = isinstance(items, list) and any(isinstance(i, dict) and i.get("name") == folder.name for i in items)
+    return folder.parent if named else None
+
+
+def refuse_stage_folder(folder: str | Path, what: str) -> None:
+    """A `ConfigError` for ``what`` (``--resume``, ``--rescore``) on the folder of one stage of a multi-stage run:
+    a stage resumed or rescored alone changes what the run ships (the next stage's warm start, RUN/model.yaml)."""
+    run = stage_run_of(folder)
+    if run is not None:
+        shown = _clip(str(folder))
+        raise ConfigError(f"{shown}: a stage of the multi-stage run {_clip(str(run))}: {what} of one stage would "
+                          f"change what the run ships (the next stage's warm start, model.yaml); resume the whole "
+                          f"run with --resume {_clip(str(run))}, or copy the stage's folder elsewhere first")
 
 
 def ship(stage: Stage, run_dir: Path, state: RunState, progress: ProgressFn | None = None) -> Path:
@@ -261,9 +358,26 @@ def ship(stage: Stage, run_dir: Path, state: RunState, progress: ProgressFn | No
 
 
 def write_final(stages: list[Stage], run_dir: Path) -> Path:
-    """``RUN/model.yaml``: a copy of the model the last stage shipped."""
+    """``RUN/model.yaml``: a copy of the model the last stage shipped, read and checked first
+    (`metarl.runs.io.load_model`: a missing, damaged or foreign file is one line, and nothing is copied)."""
     source = stages[-1].shipped(run_dir)
+    check_shipped(stages[-1], run_dir)
     out = run_dir / MODEL_FILE
     io.atomic_write_text(out, source.read_text())
     return out
+
+
+def check_shipped(stage: Stage, run_dir: Path) -> io.SavedModel:
+    """The model ``stage`` shipped, loaded and checked: a saved model of the stage's rule sizes."""
+    path = stage.shipped(run_dir)
+    try:
+        model = io.load_model(path)
+    except ModelFileError as e:
+        raise ModelFileError(f"{stage.where} shipped {e}; resume the run again to make it anew (delete the stage's "
+                             f"checkpoint.pt to train the stage again)") from None
+    layout = layout_of(stage.config)
+    if (model.layout.size, model.layout.rule.signature()) != (layout.size, layout.rule.signature()):
+        raise ModelFileError(f"{stage.where} shipped {path}: its rule ({model.layout.size} genes) is not the stage's "
+                             f"({layout.size} genes)")
+    return model
 

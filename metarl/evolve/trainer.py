@@ -46,7 +46,8 @@ from .searchers import Searcher
 CHECKPOINT = "checkpoint.pt"
 # The files a run writes; a folder holding one of them (or a folder where one belongs) is a run folder.
 # stages.yaml: a multi-stage run's (metarl.evolve.stages).
-RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT, "stages.yaml")
+RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT, "stages.yaml",
+             ".stages_started.yaml")
 SNAPSHOTS = "snapshots"  # logging.snapshot_every: one model per N generations, gen_NNNNNN.yaml
 # Show a progress bar inside a generation when it has at least this many individual-steps.
 INNER_PROGRESS_MIN = 2_000_000
@@ -147,8 +148,9 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
         raise ModelFileError(f"{run_dir}: no such run folder")
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
-        raise ModelFileError(f"{run_dir}: not a run folder (no config.yaml)")
-    recorded = from_dict(read_yaml(config_path))
+        recorded = config_from_checkpoint(run_dir)  # config.yaml lost mid-run: the checkpoint's copy, if any
+    else:
+        recorded = from_dict(read_yaml(config_path))
     config = recorded
     if generations is not None:
         config = config.replace(ga=dataclasses.replace(config.ga, generations=generations))
@@ -181,22 +183,48 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
     return RunState(config, int(state["generation"]), searcher, list(state["rows"]), best_ever)
 
 
+def config_from_checkpoint(run_dir: Path) -> Config:
+    """The config of a run folder whose ``config.yaml`` is missing (deleted during the run), from the copy its
+    checkpoint holds (format 2); the `Trainer` writes ``config.yaml`` again. A folder without a checkpoint, or
+    with one of format 1 (no copy), is one line."""
+    import warnings
+
+    config_path = run_dir / "config.yaml"
+    if config_path.exists() or config_path.is_symlink():
+        raise ModelFileError(f"{config_path}: not a regular file; a run folder's config.yaml must be a plain file "
+                             f"(move it away)")
+    if not (run_dir / CHECKPOINT).exists():
+        raise ModelFileError(f"{run_dir}: not a run folder (no config.yaml)")
+    state = io.load_checkpoint(run_dir / CHECKPOINT)
+    if not isinstance(state.get("config"), dict):
+        raise ModelFileError(f"{run_dir}: config.yaml is missing and its checkpoint (written by a metarl before "
+                             f"checkpoint format 2) holds no copy: put the run's config.yaml back")
+    try:
+        config = from_dict(state["config"])
+    except ConfigError as e:
+        raise ModelFileError(f"{run_dir / CHECKPOINT}: corrupt checkpoint (its config: {e})") from None
+    warnings.warn(f"{config_path} is missing: the run continues with the config its checkpoint holds (written "
+                  f"again as config.yaml)", stacklevel=2)
+    return config
+
+
 # Keys of config.yaml that a resumed run may change: they do not change any number of the log
 # (how many generations, what is printed or logged, how the work is split, which device and step path).
 # plugins: where the code is (a moved plugin may be named anew), not what it does (rule and env are checked by name)
 FREE_KEYS = ("ga.generations", "logging", "runtime", "device", "plugins")
 
 
-def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(key, old value, new value)`` of the keys where two config dicts differ, except `FREE_KEYS`."""
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "", *,
+                       free: tuple[str, ...] = FREE_KEYS) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` of the keys where two config dicts differ, except ``free``."""
     out = []
     for key in sorted(set(old) | set(new), key=str):
         name = f"{prefix}{key}"
-        if any(name == free or name.startswith(free + ".") for free in FREE_KEYS):
+        if any(name == f or name.startswith(f + ".") for f in free):
             continue
         a, b = old.get(key), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, name + ".")
+            out += config_differences(a, b, name + ".", free=free)
         elif a != b:
             out.append((name, a, b))
     return out
@@ -317,19 +345,34 @@ def claim_run_dir(run_dir: str | Path, *, new: bool) -> RunLock:
     return lock
 
 
-def write_error(path: Path, e: OSError, run_dir: Path, saved: int) -> RunFolderError:
-    """One line for a failed write of ``path`` in a run folder whose checkpoint holds ``saved`` generations."""
-    if not run_dir.is_dir():
-        return RunFolderError(f"{path}: cannot write ({_why(e)}): the run folder {run_dir} was removed during "
-                              f"the run; nothing is left to resume")
+def _advice(path: Path, e: OSError, folder: Path) -> str:
     by_errno: dict[int | None, str] = {  # e.errno is None for an OSError raised without one
         errno.ENOSPC: "free disk space", errno.EDQUOT: "free space within your disk quota",
         errno.EISDIR: f"move the folder {path.name} out of the way",
-        errno.EACCES: f"make {run_dir} writable", errno.EROFS: f"make {run_dir} writable"}
-    advice = by_errno.get(e.errno, "fix this")
-    return RunFolderError(f"{path}: cannot write ({_why(e)}); the previous checkpoint ({saved} complete "
-                          f"generations) is kept: {advice}, then resume with: python3 run_config.py --resume "
-                          f"{run_dir}")
+        errno.EACCES: f"make {io.clip_path(folder)} writable", errno.EROFS: f"make {io.clip_path(folder)} writable",
+        errno.ENAMETOOLONG: "use a shorter path"}
+    return by_errno.get(e.errno, "fix this")
+
+
+def write_error(path: Path, e: OSError, run_dir: Path, saved: int) -> RunFolderError:
+    """One line for a failed write of ``path`` in a run folder whose checkpoint holds ``saved`` generations."""
+    if not run_dir.is_dir():
+        return RunFolderError(f"{io.clip_path(path)}: cannot write ({_why(e)}): the run folder "
+                              f"{io.clip_path(run_dir)} was removed during the run; nothing is left to resume")
+    return RunFolderError(f"{io.clip_path(path)}: cannot write ({_why(e)}); the previous checkpoint ({saved} "
+                          f"complete generations) is kept: {_advice(path, e, run_dir)}, then resume with: python3 "
+                          f"run_config.py --resume {io.clip_path(run_dir)}")
+
+
+@contextmanager
+def writing(path: Path, then: str) -> Iterator[None]:
+    """An OSError while writing ``path`` (disk full, a folder in the way, a read-only folder) -> one line: the
+    file, why, what to do and ``then`` (what to run after)."""
+    try:
+        yield
+    except OSError as e:
+        raise RunFolderError(f"{io.clip_path(path)}: cannot write ({_why(e)}); nothing else was changed: "
+                             f"{_advice(path, e, path.parent)}, then {then}") from None
 
 
 @dataclass

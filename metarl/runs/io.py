@@ -56,15 +56,16 @@ def check_path(path: str | Path, what: str, error: type[Exception] = UserError) 
     path = Path(path)
     text = os.fsencode(str(path))
     if len(text) >= 4096 or any(len(part) > 255 for part in text.split(b"/")):
-        raise error(f"{_clip_path(path)}: {what}: file name too long (at most 255 bytes per name)")
+        raise error(f"{clip_path(path)}: {what}: file name too long (at most 255 bytes per name)")
     resolved = os.path.abspath(path)
     for root in VIRTUAL_ROOTS:
         if (resolved == root or resolved.startswith(root + "/")) and not resolved.startswith("/dev/shm/"):
-            raise error(f"{_clip_path(path)}: {what}: {root} is a kernel file system, not a place for files; "
+            raise error(f"{clip_path(path)}: {what}: {root} is a kernel file system, not a place for files; "
                         f"choose a folder on a disk")
 
 
-def _clip_path(path: Path) -> str:
+def clip_path(path: str | Path) -> str:
+    """A path as an error line quotes it: whole up to 100 characters, else its start and its length."""
     text = str(path)
     return text if len(text) <= 100 else f"{text[:60]}... ({len(text)} characters)"
 
@@ -80,20 +81,20 @@ def check_output_file(path: str | Path, what: str) -> Path:
     except FileNotFoundError:
         mode = None
     except NotADirectoryError:
-        raise UserError(f"{_clip_path(path)}: {what}: a part of the path is a file, not a folder") from None
+        raise UserError(f"{clip_path(path)}: {what}: a part of the path is a file, not a folder") from None
     except OSError as e:
-        raise UserError(f"{_clip_path(path)}: {what}: cannot write ({e.strerror or e.__class__.__name__})") from None
+        raise UserError(f"{clip_path(path)}: {what}: cannot write ({e.strerror or e.__class__.__name__})") from None
     if mode is not None and stat.S_ISDIR(mode):
-        raise UserError(f"{_clip_path(path)}: {what}: is a folder; give a file name")
+        raise UserError(f"{clip_path(path)}: {what}: is a folder; give a file name")
     if mode is not None and not stat.S_ISREG(mode):
-        raise UserError(f"{_clip_path(path)}: {what}: is a special file, not a regular file")
+        raise UserError(f"{clip_path(path)}: {what}: is a special file, not a regular file")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise UserError(f"{_clip_path(path)}: {what}: {parent} is a file, not a folder")
+        raise UserError(f"{clip_path(path)}: {what}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{_clip_path(path)}: {what}: the folder {parent} is not writable")
+        raise UserError(f"{clip_path(path)}: {what}: the folder {parent} is not writable")
     return path
 
 
@@ -159,8 +160,12 @@ def load_model(path: str | Path) -> SavedModel:
     (no duplicate keys, bounded nesting), the rule sizes in the config's ranges, every cell part of
     exactly its shape with finite numbers, and the provenance fields of their types."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
-        raise ModelFileError(f"{path}: no such model file")
+    try:
+        missing = not path.exists() and not path.is_symlink()
+    except OSError as e:  # a name too long
+        raise ModelFileError(f"{clip_path(path)}: cannot read the model ({e.strerror})") from None
+    if missing:
+        raise ModelFileError(f"{clip_path(path)}: no such model file")
     text = read_text_file(path, MAX_MODEL_BYTES, "saved model", ModelFileError)
     try:
         data = parse_yaml(text)
@@ -285,7 +290,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         if key not in state:
             raise bad(f"missing {key!r}")
     if "sha256" in state:
-        if not isinstance(state["sha256"], str) or state["sha256"] != checkpoint_digest(state):
+        try:
+            digest = checkpoint_digest(state)
+        except RecursionError:
+            raise bad("its data is nested too deep") from None
+        if not isinstance(state["sha256"], str) or state["sha256"] != digest:
             raise bad("its data does not match its integrity hash: the file was changed or damaged")
     elif state.get("format", 1) != 1:
         raise bad("no integrity hash")

@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"is a file; to score one model use --evaluate")
     model = load_model(path)
     config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
+    if args.evaluate or args.robustness:
+        config = replay_config(judged_config(config, args.set), args.set)
     sizes = actor_sizes(args.hidden, config)
     steps = args.steps if args.steps is not None else config.ga.lifetime_steps
     if args.gymnasium is not None:
@@ -159,7 +161,7 @@ def check_size(config: Config, sizes: list[int], steps: int, args: argparse.Name
                                   what="--robustness", traced_floats_per_step=state_size, allow_large=args.allow_large)
         return
     if args.evaluate:
-        runs = len(evaluation.CONDITIONS) * len(evaluation.goals_of(config) or (1,))
+        runs = len(evaluation.CONDITIONS) * len(evaluation.variants_of(config))
         episodes = args.episodes or DEFAULT_EVAL_EPISODES
         resources.check_lifetimes(config, sizes, lifetimes=runs * episodes, steps=steps, what="--evaluate",
                                   traced_floats_per_step=3 + state_size, allow_large=args.allow_large)
@@ -178,6 +180,17 @@ def replay_config(config: Config, overrides: list[str]) -> Config:
     if config.runtime.native and not any(item.strip().startswith("runtime.native") for item in overrides):
         return config.replace(runtime=dataclasses.replace(config.runtime, native=None))
     return config
+
+
+def judged_config(config: Config, overrides: list[str]) -> Config:
+    """The task a rule is judged on (``--evaluate``, ``--robustness``): ``config`` (the model's, ``--set``
+    applied) with its ``evaluation`` section applied (`metarl.config.evaluation_task`), then ``--set`` again, so
+    that it overrides the recorded task too."""
+    task = cfg_mod.evaluation_task(config)
+    if task is config:
+        return config
+    rest = [item for item in overrides if not item.strip().startswith("evaluation.")]
+    return cfg_mod.from_dict(cfg_mod.apply_overrides(task.to_dict(), rest))
 
 
 def provenance(model: SavedModel) -> str:
@@ -377,17 +390,22 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
     episodes = args.episodes or DEFAULT_EVAL_EPISODES
     seed = args.seed if args.seed is not None else 0
     device = cfg_mod.resolve_device(config.device)
+    task = evaluation.task_line(config, steps)
+    recorded = "the model's recorded evaluation task" if model.config.evaluation != cfg_mod.EvaluationConfig() \
+        else "the model's training task"
+    given = f" with --set {' '.join(args.set)}" if args.set else ""
     print(f"{path}: {provenance(model)}\n{episodes} episodes x {steps} steps per condition, actor {sizes}, "
-          f"seed {seed}, env {config.env.name} {config.env.params or ''}".rstrip())
-    total = len(evaluation.ALL_CONDITIONS) * len(evaluation.goals_of(config) or (1,)) * episodes * steps
+          f"seed {seed}\n{task} ({recorded}{given})")
+    total = len(evaluation.ALL_CONDITIONS) * len(evaluation.variants_of(config)) * episodes * steps
     with tqdm(total=total, desc="evaluate", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
         result = evaluation.evaluate_rule(model.genome, model.layout, config, episodes=episodes, seed=seed,
                                           steps=steps, sizes=sizes, device=device, progress=bar.update)
     print(evaluation.format_table(result))
     if args.json:
-        data = {**result.to_dict(), "model": str(path),
+        data = {**result.to_dict(), "model": args.path,
                 "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
-                             "overrides": list(args.set), "env": config.to_dict()["env"]}}
+                             "overrides": list(args.set), "task": task, "env": config.to_dict()["env"],
+                             "motors": list(evaluation.motors_of(config) or [])}}
         write_json(args.json, data)
     if args.plot:
         fig = plots.height_curve_figure(result.height_curve, goals=evaluation.goals_of(config),
@@ -425,7 +443,7 @@ def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list
                                 sizes=sizes, device=device, progress=bar.update)
     print(robustness.format_table(points, hidden_goal=evaluation.goals_of(config) is not None))
     if args.json:
-        data = {**robustness.to_dict(points), "model": str(path),
+        data = {**robustness.to_dict(points), "model": args.path,
                 "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
                              "overrides": list(args.set), "env": config.to_dict()["env"]}}
         write_json(args.json, data)
@@ -470,7 +488,7 @@ def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int]
           f"episodes, the actor and the rule keep what they learned:")
     print(gym_rule.format_table(results))
     if args.json:
-        data = {"model": str(path), "env_id": args.gymnasium, "gymnasium": gymnasium.__version__,
+        data = {"model": args.path, "env_id": args.gymnasium, "gymnasium": gymnasium.__version__,
                 "settings": {"episodes_per_lifetime": episodes, "lifetimes": lifetimes, "seed": seed,
                              "reward": reward, "hidden": sizes[1:-1], "overrides": list(args.set)},
                 "policies": {name: {"per_episode": [s.to_dict() for s in gym_rule.summaries(r)],

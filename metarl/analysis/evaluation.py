@@ -124,6 +124,8 @@ class Evaluation:
     # share of the episode's lifetimes (goals) balanced with that direction.
     per_motor: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     balanced_per_motor: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    # Hidden goals only: condition -> goal -> whether each episode's lifetimes with that goal balance (N,).
+    balanced_per_goal: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     # Lifetimes of several episodes (env.episode_steps) only: condition -> reward summed over each of the
     # lifetime's episodes (N, E) (mean over goals); a rule that learns across resets does better in later ones.
     per_episode: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -163,7 +165,9 @@ class Evaluation:
                "last_quarter_height": Summary.of(self.last_quarter_height[name]).to_dict(),
                "balanced_fraction": self.balanced_fraction(name)}
         if name in self.per_goal:
-            out["per_goal"] = {f"{g:+d}": Summary.of(v).to_dict() for g, v in self.per_goal[name].items()}
+            out["per_goal"] = {f"{g:+d}": {**Summary.of(v).to_dict(),
+                                           "balanced_fraction": float(self.balanced_per_goal[name][g].mean())}
+                               for g, v in self.per_goal[name].items()}
         if name in self.per_motor:
             out["per_motor"] = {f"{m:+d}": {**Summary.of(v).to_dict(),
                                             "balanced_fraction": float(self.balanced_per_motor[name][m].mean())}
@@ -378,6 +382,8 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     per_motor = {} if motors is None else {n: {m: mean_over(v, motor=m) for m in motors} for n, v in scores.items()}
     balanced_per_motor = {} if motors is None else {n: {m: mean_over(v, motor=m) for m in motors}
                                                     for n, v in balanced_runs.items()}
+    balanced_per_goal = {} if goals is None else {n: {g: mean_over(v, goal=g) for g in goals}
+                                                  for n, v in balanced_runs.items()}
     per_episode = {}
     if config.env.episode_steps is not None:
         per_episode = {n: mean_over([episode_sums(rw, config.env.episode_steps).cpu() for _, rw, _ in r])
@@ -403,8 +409,9 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
                        ).reshape(shape) for n, r in runs.items()}
     motor_signs = torch.stack(signs).reshape(shape)[0]  # (motors, N): the same under every goal
     return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal, per_motor=per_motor,
-                      balanced_per_motor=balanced_per_motor, per_episode=per_episode, switch=switch,
-                      after_switch=after, action_sign=motor_signs if switch is not None else None)
+                      balanced_per_motor=balanced_per_motor, balanced_per_goal=balanced_per_goal,
+                      per_episode=per_episode, switch=switch, after_switch=after,
+                      action_sign=motor_signs if switch is not None else None)
 
 
 def rescore_best(candidates: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
@@ -479,10 +486,10 @@ def format_table(evaluation: Evaluation) -> str:
     both = [what for what, given in (("the two goals", per_goal), ("the two motor directions", per_motor)) if given]
     lines.append(f"score = reward summed over a lifetime of {evaluation.steps} steps"
                  + (f" (each episode's mean over {' and '.join(both)})" if both else ""))
-    if per_motor:
-        shares = ", ".join(f"motor {m:+d} {float(v.mean()):.3f}"
-                           for m, v in evaluation.balanced_per_motor["learned"].items())
-        lines.append(f"learned balanced per motor direction: {shares}")
+    for what, by in (("goal", evaluation.balanced_per_goal), ("motor", evaluation.balanced_per_motor)):
+        if by:
+            shares = ", ".join(f"{what} {k:+d} {float(v.mean()):.3f}" for k, v in by["learned"].items())
+            lines.append(f"learned balanced per {what}: {shares}")
     lines.append("lq_height = mean height per link over the last quarter (2 = upright); balanced = share of "
                  "lifetimes above 0.9 of the maximum for >= 90% of the last quarter")
     if evaluation.per_episode:

@@ -193,6 +193,17 @@ def judged_config(config: Config, overrides: list[str]) -> Config:
     return cfg_mod.from_dict(cfg_mod.apply_overrides(task.to_dict(), rest))
 
 
+def shown(path: Path, given: str) -> str:
+    """The model as the reports name it: as given, and for a shipped model's name its file relative to the current
+    folder (where it is below it), so that a report written in a repository holds no path of the machine."""
+    if Path(given).exists():
+        return given
+    try:
+        return f"{given} ({path.resolve().relative_to(Path.cwd().resolve())})"
+    except ValueError:
+        return f"{given} ({path})"
+
+
 def provenance(model: SavedModel) -> str:
     """``fitness F at generation G`` with whatever the file records."""
     fitness = "fitness ?" if model.fitness is None else f"fitness {model.fitness:.3f}"
@@ -394,8 +405,8 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
     recorded = "the model's recorded evaluation task" if model.config.evaluation != cfg_mod.EvaluationConfig() \
         else "the model's training task"
     given = f" with --set {' '.join(args.set)}" if args.set else ""
-    print(f"{path}: {provenance(model)}\n{episodes} episodes x {steps} steps per condition, actor {sizes}, "
-          f"seed {seed}\n{task} ({recorded}{given})")
+    print(f"{shown(path, args.path)}: {provenance(model)}\n{episodes} episodes x {steps} steps per condition, "
+          f"actor {sizes}, seed {seed}\n{task} ({recorded}{given})")
     total = len(evaluation.ALL_CONDITIONS) * len(evaluation.variants_of(config)) * episodes * steps
     with tqdm(total=total, desc="evaluate", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
         result = evaluation.evaluate_rule(model.genome, model.layout, config, episodes=episodes, seed=seed,
@@ -435,8 +446,9 @@ def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list
     device = cfg_mod.resolve_device(config.device)
     settings = robustness.grid(config, steps)
     total = sum(2 * len(evaluation.goals_of(cfg) or (1,)) * episodes * n for *_, cfg, n in settings)
-    print(f"{path}: {provenance(model)}\n{episodes} episodes at each of {len(settings)} settings, the rule and the "
-          f"reference controller on the same draws; {steps} steps as configured, actor {sizes}, seed {seed}")
+    print(f"{shown(path, args.path)}: {provenance(model)}\n{episodes} episodes at each of {len(settings)} settings, "
+          f"the rule and the reference controller on the same draws; {steps} steps as configured, actor {sizes}, "
+          f"seed {seed}")
     print(base_setting(config))
     with tqdm(total=total, desc="robustness", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
         points = robustness.run(model.genome, model.layout, config, episodes=episodes, seed=seed, steps=steps,
@@ -477,8 +489,9 @@ def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int]
     seed = args.seed if args.seed is not None else 0
     reward = args.reward or "env"
     sees = "the env's reward (Pendulum-v1: -cost)" if reward == "env" else "metarl's height reward 1 - cos theta"
-    print(f"{path}: {provenance(model)}; actor {sizes}\non {args.gymnasium} (gymnasium {gymnasium.__version__}): "
-          f"{lifetimes} lifetimes of {episodes} episodes, seed {seed}; the rule sees {sees}")
+    print(f"{shown(path, args.path)}: {provenance(model)}; actor {sizes}\non {args.gymnasium} "
+          f"(gymnasium {gymnasium.__version__}): {lifetimes} lifetimes of {episodes} episodes, seed {seed}; the rule "
+          f"sees {sees}")
     results = {}
     for policy in gym_rule.POLICIES:
         results[policy] = gym_rule.run_rule_on_gymnasium(model, args.gymnasium, episodes=episodes,

@@ -48,7 +48,7 @@ from ..backends.lifetime import Conditions, Lifetime, ProgressFn, evaluate, make
 from ..config import Config
 from ..core import rng
 from ..core.actor import ActorState
-from ..core.genome import GenomeLayout
+from ..core.genome import GenomeLayout, layout_of
 from .controllers import run_reference
 from .defaults import RESCORE_EPISODES  # noqa: F401 - evaluation.RESCORE_EPISODES, as before
 
@@ -412,6 +412,22 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
                       balanced_per_motor=balanced_per_motor, balanced_per_goal=balanced_per_goal,
                       per_episode=per_episode, switch=switch, after_switch=after,
                       action_sign=motor_signs if switch is not None else None)
+
+
+def no_plasticity_level(config: Config, *, episodes: int, seed: int, sizes: list[int] | None = None) -> float:
+    """The mean score of a fresh random actor that never learns (the rule off, so any rule gives it) on
+    ``config``'s task, every lifetime with each goal and motor direction training drew, as `evaluate_rule`'s
+    ``no_plasticity``: the level a learned rule starts from."""
+    layout = layout_of(config)
+    genomes = torch.zeros(episodes, layout.size)
+    keys = evaluation_keys(seed, episodes)
+    scores = []
+    for goal, motor in variants_of(config):
+        env = config.env if goal is None else replace(config.env, goal=goal)
+        cfg = config.replace(env=env if motor is None else replace(env, action_sign=motor))
+        total, _ = run_lifetimes(genomes, layout, cfg, keys, conditions=Conditions(plastic=False), sizes=sizes)
+        scores.append(float(total.mean()))
+    return sum(scores) / len(scores)
 
 
 def rescore_best(candidates: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,

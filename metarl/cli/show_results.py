@@ -228,16 +228,52 @@ def show_run(run_dir: Path, args: argparse.Namespace) -> int:
     if args.rescore is not None:
         return rescore_run(run_dir, args)
     rows = run_log(run_dir)
-    title = f"{run_dir.resolve().name}: fitness per generation"
+    config = run_config(run_dir)
+    title = f"{run_dir.resolve().name}: fitness per generation" + ("" if config is None else f"\n{summary(config)}")
+    levels = baseline_levels(rows, config)
     if args.plot:
-        plots.save_figure(plots.fitness_curve_figure(rows, title=title), args.plot)
-        print(f"wrote {args.plot} ({len(rows)} generations)")
+        plots.save_figure(plots.fitness_curve_figure(rows, title=title, levels=levels), args.plot)
+        print(f"wrote {args.plot} ({len(rows)} generations" + "".join(f"; {k} {v:.1f}" for k, v in levels.items())
+              + ")")
         return 0
     plt = window_pyplot()
-    plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)))
+    plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)), levels=levels)
     print(f"{run_dir}: {len(rows)} generations; close the window to quit")
     plt.show()
     return 0
+
+
+LEVEL_EPISODES = 32  # lifetimes of the no-plasticity level in a run's plot (a fraction of a second for base.yaml)
+
+
+def run_config(run_dir: Path) -> Config | None:
+    """The config a run folder records (``config.yaml``), or None where there is none or it no longer loads."""
+    try:
+        return cfg_mod.from_dict(cfg_mod.read_yaml(run_dir / "config.yaml"))
+    except (OSError, UserError, ValueError):
+        return None
+
+
+def summary(config: Config) -> str:
+    """The config in one line, for a figure's title: task, search and budget."""
+    env, ga = config.env, config.ga
+    goal = ", hidden goal" if evaluation.goals_of(config) else ""
+    motor = ", motor either way" if evaluation.motors_of(config) else ""
+    return (f"{env.name}, init {env.init}{goal}{motor}; {config.search.name}, {ga.population_size:,} rules x "
+            f"{ga.evals_per_individual} lifetimes of {ga.lifetime_steps:,} steps")
+
+
+def baseline_levels(rows: list[dict[str, float]], config: Config | None) -> dict[str, float]:
+    """The levels a run's fitness curve is read against: random rules (generation 0's mean, from the log) and a
+    random actor that never learns (no plasticity, `LEVEL_EPISODES` held-out lifetimes of the run's task)."""
+    levels = {}
+    if rows[0]["generation"] == 0 and "mean" in rows[0] and config is not None and config.ga.init_model is None:
+        levels["random rules (generation 0 mean)"] = rows[0]["mean"]
+    if config is not None:
+        use_threads(1)
+        levels["no plasticity (a random actor)"] = evaluation.no_plasticity_level(config, episodes=LEVEL_EPISODES,
+                                                                                  seed=0)
+    return levels
 
 
 def show_runs(run_dirs: list[Path], args: argparse.Namespace) -> int:
@@ -561,7 +597,7 @@ def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: 
     h, env_w, panel_w = WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH
     panels = _panels(config, steps, panel_w, h)
     # The Renderer draws off screen; this window shows its frame and the panels together.
-    screen = open_window(env_w + panel_w, h, "--save replay.gif, or --plot summary.png")
+    screen = open_window(env_w + panel_w, h, "--save replay.gif, or --plot summary.png", endless=True)
     try:
         pygame.display.set_caption("metarl: show_results (Esc or q to quit)")
         print("replaying one fresh lifetime after another; close the window or press Esc or q to stop", flush=True)

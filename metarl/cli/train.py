@@ -47,8 +47,12 @@ def config_path(name: str) -> str:
     found = shipped_config(name)
     if Path(found).exists():
         return found
-    names = ", ".join(sorted(shipped_configs()))
-    raise UserError(f"{name}: no such file, nor a shipped config (shipped: {names})")
+    by_folder: dict[str, list[str]] = {}
+    for stem, path in shipped_configs().items():
+        folder = path.parent.name if path.parent.parent.name != "experiments" else f"experiments/{path.parent.name}"
+        by_folder.setdefault(folder, []).append(stem)
+    names = "; ".join(f"{folder}: {', '.join(sorted(stems))}" for folder, stems in sorted(by_folder.items()))
+    raise UserError(f"{name}: no such file, nor a shipped config (shipped, by folder: {names})")
 
 
 # Measured rates of one thread (docs/performance.md): the native kernel and the torch step.

@@ -324,8 +324,8 @@ def fitness_curve_figure(rows: list[dict[str, float]], *, title: str = "", fig: 
         if all(key in row for row in rows):
             ax.plot(gens, [row[key] for row in rows], color=color, linestyle=style, linewidth=width,
                     marker=marker, markersize=3, label=key.replace("_", " "))
-    for (label, value), (color, style) in zip((levels or {}).items(), LEVEL_STYLES, strict=False):
-        ax.axhline(value, color=color, linestyle=style, linewidth=1.2, label=f"{label}: {value:.1f}")
+    for (label, value), (level_color, dash) in zip((levels or {}).items(), LEVEL_STYLES, strict=False):
+        ax.axhline(value, color=level_color, linestyle=dash, linewidth=1.2, label=f"{label}: {value:.1f}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness (reward summed over a lifetime)")

@@ -283,8 +283,7 @@ def task_line(config: Config, steps: int) -> str:
     goals, motors = goals_of(config), motors_of(config)
     goal = "+1 and -1 (hidden), each episode with both" if goals else f"{env.goal}"
     motor = (f"{motors[0]:+d} and {motors[1]:+d}, each episode with both" if motors else f"{int(env.action_sign):+d}")
-    switch = ("none" if env.goal_switch is None else
-              f"at {env.goal_switch}" + (" (every lifetime)" if env.switch_drawn else ""))
+    switch = "none" if env.goal_switch is None else f"at {env.goal_switch} in every lifetime"
     params = ", ".join(f"{k} {v}" for k, v in env.params.items()) or "default"
     return (f"task: {env.name}, params {params}, sensor noise {env.obs_noise}, dt {env.dt}, max torque "
             f"{env.max_torque}, init {env.init}, goal {goal}, motor {motor}, goal switch {switch}, {steps} steps")

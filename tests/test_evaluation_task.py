@@ -111,3 +111,12 @@ def test_shipped_models_record_the_task_their_results_table_row_is_judged_on() -
     assert task.env.obs_noise == 0 and task.env.goal_switch is None
     assert task.env.params == {"length": 1.0, "mass": 1.0, "damping": 0.1}
     assert model.config.env.obs_noise > 0 and model.config.env.goal_switch is not None  # its training mix
+
+
+def test_reports_name_a_shipped_model_without_a_path_of_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from metarl.cli.show_results import shown
+
+    monkeypatch.chdir(ROOT)
+    model = ROOT / "experiments/pendulum_swingup/model.yaml"
+    assert shown(model, "pendulum_swingup") == "pendulum_swingup (experiments/pendulum_swingup/model.yaml)"
+    assert shown(model, "experiments/pendulum_swingup/model.yaml") == "experiments/pendulum_swingup/model.yaml"

@@ -28,12 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import metarl  # noqa: E402, F401, I001 - before torch: asks OpenMP for passive workers, read when torch loads
 import torch  # noqa: E402
 
 from metarl import backends  # noqa: E402
-from metarl.backends import lifetime, native  # noqa: E402  (before torch: sets its OpenMP wait policy)
+from metarl.backends import lifetime, native  # noqa: E402
 from metarl.config import Config, GAConfig, RuleConfig, RuntimeConfig  # noqa: E402
-from metarl.core import rng  # noqa: E402  (before torch: sets its OpenMP wait policy)
+from metarl.core import rng  # noqa: E402
 from metarl.core.genome import GenomeLayout  # noqa: E402
 
 TANH_OPS = 14  # vecmath.h vtanh: 9 FMA + 2 multiplies + 1 division + 2 compare/select (clamp, saturation)

@@ -71,12 +71,21 @@ SUBMODULES = ("analysis", "backends", "cli", "config", "core", "cpu", "envs", "e
               "resources", "runs", "shipped")
 
 
+OPTIONAL = {"gym": "gymnasium"}  # submodule -> the optional package it needs
+
+
 def __getattr__(name: str):
-    """``metarl.envs`` and the other modules, imported on first access."""
+    """``metarl.envs`` and the other modules, imported on first access. A module whose optional package is missing
+    is no attribute (AttributeError, so that ``help(metarl)`` and ``dir`` walk past it); importing it says why."""
     if name in SUBMODULES:
         import importlib
 
-        return importlib.import_module(f"{__name__}.{name}")
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != OPTIONAL.get(name):
+                raise
+            raise AttributeError(f"metarl.{name} needs {e.name} (pip install '.[{e.name}]')") from None
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -140,17 +140,20 @@ def test_reversal_is_reported_per_motor_direction_and_goal(rule) -> None:
                                "evals_per_individual": 2, "antithetic": "goal"}, "runtime": {"native": False}})
     result = evaluate_rule(genome, layout, config, episodes=6, seed=3)
     groups = result.reversal()
-    signs = result.action_sign
-    assert set(signs.tolist()) == {-1.0, 1.0}
+    signs = result.action_sign  # a motor drawn per lifetime in training: every episode run with both directions
+    assert signs.shape == (2, 6) and signs[0].eq(1).all() and signs[1].eq(-1).all()
     assert set(groups) == {"motor +1", "motor -1", "goal +1->-1", "goal -1->+1", "motor +1, goal +1->-1",
                            "motor +1, goal -1->+1", "motor -1, goal +1->-1", "motor -1, goal -1->+1"}
-    assert groups["motor +1"]["learned"].numel() == int((signs > 0).sum())
+    assert groups["motor +1"]["learned"].numel() == 6 and groups["goal +1->-1"]["learned"].numel() == 12
     # The second half of each lifetime: its rewards from the switch on, here of the reference controller.
     keys = evaluation.evaluation_keys(3, 6)
-    plus = config.replace(env=dataclasses.replace(config.env, goal=1))
-    _, rewards, _ = run_reference(make_env(plus, keys), STEPS, keys)
-    assert torch.equal(groups["goal +1->-1"]["reference"], rewards[:, 8:].double().sum(dim=1))
-    assert torch.equal(groups["motor -1, goal +1->-1"]["reference"], rewards[signs < 0, 8:].double().sum(dim=1))
+    after = {}
+    for sign in (1, -1):
+        plus = config.replace(env=dataclasses.replace(config.env, goal=1, action_sign=sign))
+        _, rewards, _ = run_reference(make_env(plus, keys), STEPS, keys)
+        after[sign] = rewards[:, 8:].double().sum(dim=1)
+    assert torch.equal(groups["goal +1->-1"]["reference"], torch.cat([after[1], after[-1]]))
+    assert torch.equal(groups["motor -1, goal +1->-1"]["reference"], after[-1])
     data = result.to_dict()["reversal"]
     assert data["switch"] == 8 and data["steps_after"] == STEPS - 8
     assert set(data["groups"]["motor -1"]["conditions"]) == set(evaluation.ALL_CONDITIONS)
@@ -164,10 +167,10 @@ def test_reversal_is_reported_per_motor_direction_and_goal(rule) -> None:
     # A switch step drawn per lifetime: each lifetime's second half from its own step on.
     ranged = config.replace(env=dataclasses.replace(config.env, goal_switch=[3, 9]))
     result = evaluate_rule(genome, layout, ranged, episodes=6, seed=3)
-    env = make_env(ranged.replace(env=dataclasses.replace(ranged.env, goal=1)), keys)
+    env = make_env(ranged.replace(env=dataclasses.replace(ranged.env, goal=1, action_sign=1)), keys)
     _, rewards, _ = run_reference(env, STEPS, keys)
-    after = torch.arange(STEPS)[None, :] >= env.switch_step[:, None]
+    mask = torch.arange(STEPS)[None, :] >= env.switch_step[:, None]
     assert len(set(env.switch_step.tolist())) > 1
-    assert torch.equal(result.reversal()["goal +1->-1"]["reference"], (rewards.double() * after).sum(dim=1))
+    assert torch.equal(result.reversal()["motor +1, goal +1->-1"]["reference"], (rewards.double() * mask).sum(dim=1))
     assert result.to_dict()["reversal"]["switch"] == [3, 9]
     assert "a step drawn per lifetime in 3-9" in evaluation.format_table(result)

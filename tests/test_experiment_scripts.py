@@ -48,7 +48,8 @@ def test_check_lineage_compares_every_stage_with_the_committed_logs_and_models(t
     (run / stages.STAGES_FILE).write_text(stages.recorded(plan))
     for stage, model in zip(plan, check.went_on(plan), strict=True):
         stage.folder(run).mkdir()
-        lines = (folder / f"log_{stage.name}.csv").read_text().splitlines()[:1 + stage.config.ga.generations]
+        log = folder / "attempts" / f"log_{stage.name}.csv"
+        lines = log.read_text().splitlines()[:1 + stage.config.ga.generations]
         (stage.folder(run) / "log.csv").write_text("\n".join(lines) + "\n")
         stage.shipped(run).parent.mkdir(exist_ok=True)
         shutil.copy(model, stage.shipped(run))
@@ -57,7 +58,7 @@ def test_check_lineage_compares_every_stage_with_the_committed_logs_and_models(t
     out = capsys.readouterr().out
     assert "fast26: 196 of 196 generations as log_fast26.csv" in out and "model.yaml, bit for bit" in out
     # A stage that shipped another model, and a log row that differs in its last digit, are both reported.
-    shutil.copy(folder / "model_fast8_110.yaml", plan[5].shipped(run))
+    shutil.copy(folder / "attempts" / "model_fast8_110.yaml", plan[5].shipped(run))
     log = plan[1].folder(run) / "log.csv"
     lines = log.read_text().splitlines()
     lines[5] = lines[5].replace(",", ",9", 1)  # generation 4's best, one digit more

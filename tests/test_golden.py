@@ -42,7 +42,7 @@ MODELS = {"seed": ROOT / "tests/data/seed_best_model.yaml", "seed_12_6": ROOT / 
           # sensor noise, the goal flipped at a step drawn per lifetime, the motor either way, physics drawn per
           # lifetime, a floor under sigma, the rate per 0.05 s (floor16d, shipped until 2026-12-03); and the same with
           # the reward_change rule (its trace; the shipped rule, model.yaml, is this rule too)
-          "reward_balance": ROOT / "experiments/pendulum_reward_balance/model_floor16d.yaml",
+          "reward_balance": ROOT / "experiments/pendulum_reward_balance/attempts/model_floor16d.yaml",
           "reward_change": ROOT / "experiments/pendulum_reward_balance/model_change.yaml"}
 KEY_SEED = 2024
 # Native kernel: 16 individuals, the model's whole lifetime, keys individual_keys(2024, 0, 0, 0..15).

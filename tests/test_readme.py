@@ -6,19 +6,22 @@ import json
 import re
 from pathlib import Path
 
-from conftest import ROOT
+import pytest
+from conftest import ROOT, run_script
 
 README = ROOT / "README.md"
-# The results table's rows: model name -> the evaluation its figures come from.
+# The results table's rows: model name -> the evaluation its figures come from, each the plain
+# `show_results.py NAME --evaluate --episodes 256` (seed 0, no --set).
 EVALUATIONS = {
     "pendulum_balance": "experiments/pendulum_balance/eval.json",
     "pendulum_hidden_goal": "experiments/pendulum_hidden_goal/eval.json",
-    "pendulum_reward_balance": "experiments/pendulum_reward_balance/eval_fast28_40.json",
+    "pendulum_reward_balance": "experiments/pendulum_reward_balance/eval.json",
     "pendulum_swingup": "experiments/pendulum_swingup/eval.json",
     "double_pendulum_swingup": "experiments/double_pendulum_swingup/eval.json",
-    "pendulum_balance_attempt": "experiments/pendulum_balance_attempt/eval_random.json",
-    "balance_probes_near_up_episodes": "experiments/balance_probes/H_eval.json",
+    "pendulum_balance_attempt": "experiments/pendulum_balance_attempt/eval.json",
+    "balance_probes_near_up_episodes": "experiments/balance_probes/eval.json",
 }
+RECOMPUTED = "pendulum_hidden_goal"  # the cheapest row (about 10 s of one core)
 
 
 def pages() -> list[Path]:
@@ -57,3 +60,23 @@ def test_results_table_gives_the_committed_evaluations() -> None:
         assert cells[3] == f"{conditions['learned']['mean']:,.1f}", name
         assert cells[4] == f"{conditions['reference']['mean']:,.1f}", name
         assert (ROOT / "experiments").joinpath(*Path(path).parts[1:2], "README.md").is_file()
+        settings = json.loads((ROOT / path).read_text())
+        assert settings["model"] == name, path
+        assert (settings["settings"]["episodes"], settings["settings"]["seed"]) == (256, 0), path
+        assert settings["settings"]["overrides"] == [], f"{path}: made with --set, not the plain command"
+
+
+def table_cells(name: str) -> list[str]:
+    line = next(line for line in README.read_text().splitlines() if line.startswith(f"| `{name}` |"))
+    return [c.strip().strip("*") for c in line.split("|")]
+
+
+@pytest.mark.slow
+def test_a_results_table_row_is_what_the_plain_command_gives_today(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    result = run_script("show_results.py", RECOMPUTED, "--evaluate", "--episodes", "256", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    conditions = json.loads(out.read_text())["conditions"]
+    cells = table_cells(RECOMPUTED)
+    assert cells[3] == f"{conditions['learned']['mean']:,.1f}"
+    assert cells[4] == f"{conditions['reference']['mean']:,.1f}"

@@ -231,6 +231,14 @@ def test_live_window_replays_lifetimes_until_closed(monkeypatch: pytest.MonkeyPa
         return new_lifetime(*args)
 
     monkeypatch.setattr(script, "new_lifetime", counting)
+    # The dummy driver's window is refused (nobody could close it): this one "closes" after 25 frames.
+    import pygame
+
+    def window(width: int, height: int, instead: str, endless: bool) -> pygame.Surface:
+        pygame.display.init()
+        return pygame.display.set_mode((width, height))
+
+    monkeypatch.setattr(script, "open_window", window)
     # "Close the window" after 25 frames: two full lifetimes of 10 steps and part of a third.
     # A tiny dt makes the real-time frame rate high, so the test does not wait.
     monkeypatch.setattr(script, "window_open", lambda: next(polls, None) is not None)
@@ -238,6 +246,17 @@ def test_live_window_replays_lifetimes_until_closed(monkeypatch: pytest.MonkeyPa
     assert run_main(script.main, [str(model), "--steps", "10", "--seed", "2", "--set", "env.dt=0.001"]) == 0
     assert lifetimes == [0, 1, 2]
     assert "seed 2" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_live_replay_under_a_dummy_video_driver_is_one_line(tmp_path: Path) -> None:
+    # SDL_VIDEODRIVER=dummy (asked for, as scripts and CI do) draws nowhere: the endless replay would loop unseen.
+    done = run_script("show_results.py", "experiments/pendulum_swingup/model.yaml", cwd=ROOT,
+                      env={"SDL_VIDEODRIVER": "dummy"})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot open a window (SDL_VIDEODRIVER=dummy"), lines
+    assert "--save" in lines[0]
 
 
 @pytest.mark.slow

@@ -309,8 +309,8 @@ def test_the_balance_recipe_keeps_the_three_stage_numbers(tmp_path):
 
 def test_the_reward_balance_lineage_is_its_nine_trainings(tmp_path):
     """experiments/pendulum_reward_balance/pendulum_reward_balance_lineage.yaml: each stage is the training of the same
-    name (pendulum_reward_balance_<name>.yaml) run to the generation whose snapshot the next training started from,
-    and the last to the shipped model's generation (the run itself: experiments/pendulum_reward_balance/README.md)."""
+    name (attempts/pendulum_reward_balance_<name>.yaml) run to the generation whose snapshot the next training started
+    from, and the last to the shipped model's generation (the run: experiments/pendulum_reward_balance/README.md)."""
     from metarl import config as cfg_mod
 
     folder = ROOT / "experiments" / "pendulum_reward_balance"
@@ -319,15 +319,16 @@ def test_the_reward_balance_lineage_is_its_nine_trainings(tmp_path):
                                       "fast28"]
     # change2's model is its best ever (generation 74), the best of its last generation here; the rest are snapshots
     assert [s.ship for s in plan] == ["best"] + ["snapshot"] * 8 and all(s.rescore is None for s in plan)
-    trainings = [cfg_mod.load(folder / f"pendulum_reward_balance_{s.name}.yaml") for s in plan]
+    trainings = [cfg_mod.load(folder / "attempts" / f"pendulum_reward_balance_{s.name}.yaml") for s in plan]
     assert plan[0].config.ga.init_model == trainings[0].ga.init_model
     went_on = [alone.ga.init_model for alone in trainings[1:]] + [str(folder / "model.yaml")]
 
-    def numbers(c):  # what a run's numbers depend on: all but its length, its warm start's path and logging
+    def numbers(c):  # what a run's numbers depend on: all but its length, its warm start's path, logging, evaluation
         d = c.to_dict()
         d["ga"].pop("generations")
         d["ga"].pop("init_model")
         d.pop("logging")
+        d.pop("evaluation")
         return d
 
     for stage, alone, model in zip(plan, trainings, went_on, strict=True):

@@ -3,9 +3,9 @@
     python3 run_config.py experiments/pendulum_reward_balance/pendulum_reward_balance_lineage.yaml --out RUN
     python3 experiments/pendulum_reward_balance/check_lineage.py RUN
 
-Per stage, one line: the generations of its ``log.csv`` whose fitness columns (best, mean, median, worst, best ever)
-are the committed training log's (``log_<stage>.csv``), character for character, and whether the model the stage
-shipped has the genome of the model the next training started from (its ``ga.init_model``; the last stage:
+Per stage, one line: the generations of its ``log.csv`` whose fitness columns (best, mean, median, worst, best
+ever) are the committed training log's (``attempts/log_<stage>.csv``), character for character, and whether the model
+the stage shipped has the genome of the model the next training started from (its ``ga.init_model``; the last stage:
 ``model.yaml``). A stage still running is checked as far as it got. Exit code 0 when everything that exists matches
 and ``RUN/model.yaml`` is ``model.yaml``'s genome; 1 otherwise; 2 for a folder that is not such a run.
 """
@@ -25,6 +25,7 @@ from metarl.runs import io  # noqa: E402
 
 FOLDER = Path(__file__).resolve().parent
 ROOT = FOLDER.parents[1]
+ATTEMPTS = FOLDER / "attempts"  # each training's config, log and models
 COLUMNS = ("best", "mean", "median", "worst", "best_ever")
 
 
@@ -35,7 +36,7 @@ def rows(path: Path) -> list[tuple[str, ...]]:
 
 def went_on(plan: list[stages.Stage]) -> list[Path]:
     """The committed model each stage must ship: the model the next training started from, then model.yaml."""
-    nexts = [cfg_mod.load(FOLDER / f"pendulum_reward_balance_{s.name}.yaml").ga.init_model for s in plan[1:]]
+    nexts = [cfg_mod.load(ATTEMPTS / f"pendulum_reward_balance_{s.name}.yaml").ga.init_model for s in plan[1:]]
     return [ROOT / str(p) for p in nexts] + [FOLDER / "model.yaml"]
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage, model in zip(plan, went_on(plan), strict=True):
         log = stage.folder(args.run) / "log.csv"
         mine = rows(log) if log.is_file() else []
-        theirs = rows(FOLDER / f"log_{stage.name}.csv")
+        theirs = rows(ATTEMPTS / f"log_{stage.name}.csv")
         equal = sum(1 for a, b in zip(mine, theirs, strict=False) if a == b)
         complete = len(mine) == stage.config.ga.generations  # (best_model.yaml exists from the first generation on)
         shipped = same_genome(stage.shipped(args.run), model) if complete else None

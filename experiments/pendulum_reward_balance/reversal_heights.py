@@ -2,7 +2,7 @@
 -1 -> +1 one with a second argument -1 (the goal before the flip).
 
     python3 experiments/pendulum_reward_balance/reversal_heights.py \
-        experiments/pendulum_reward_balance/model_floor2.yaml
+        experiments/pendulum_reward_balance/attempts/model_floor2.yaml
     python3 experiments/pendulum_reward_balance/reversal_heights.py experiments/pendulum_reward_balance/model.yaml -1
 
 128 held-out lifetimes (the evaluation keys of seed 0), nominal physics (length 1, mass 1, damping 0.1), no sensor

@@ -14,11 +14,15 @@ actor, environment parameters and sampling noise in all of them (common random n
 - ``reference``: a classic controller that knows the physics and the goal
   (`metarl.analysis.controllers`), the bar a learned rule is held against.
 
-The score of an episode is its summed reward (the training fitness). For a task with a hidden
-goal (``ga.antithetic: goal`` or ``env.goal: random``) every episode is run once with each goal
-(+1 and -1) and its score is the mean of the two, as in training; the scores per goal are
-reported too. With a reversal (``env.goal_switch`` within the lifetime) the reward summed from the switch on
-(the *second half*) is reported per motor direction (``action_sign`` +1 and -1, the episodes drawn with each)
+The score of an episode is its summed reward (the training fitness). Every episode is run with each hidden goal
+and each motor direction that training drew, and its score is their mean, as in training: with a hidden goal
+(``ga.antithetic: goal`` or ``env.goal: random``) once with each goal (+1 and -1); with both motor directions
+(``ga.antithetic: true``/``motor`` or ``env.action_sign: random``) once with each (the configured sign and its
+opposite; +1 and -1 for random); the scores per goal and per motor direction are reported too. A fixed
+``env.action_sign`` without antithetic motor pairs (``--set env.action_sign=1`` on a model trained with the motor
+random) evaluates that direction only. The task is the config given (`metarl.config.evaluation_task` makes it
+from a model's recorded ``evaluation`` section). With a reversal (``env.goal_switch`` within the lifetime) the
+reward summed from the switch on (the *second half*) is reported per motor direction (``action_sign`` +1 and -1)
 and, for a hidden goal, per reversal (+1 -> -1, -1 -> +1), for every condition: a rule that follows the reversal
 both ways scores there as the reference controller does (a training mix, ``env.goal_switch_probability``
 below 1, is evaluated with every lifetime reversed). ``last_quarter_height`` is the mean height per link
@@ -44,7 +48,7 @@ from ..backends.lifetime import Conditions, Lifetime, ProgressFn, evaluate, make
 from ..config import Config
 from ..core import rng
 from ..core.actor import ActorState
-from ..core.genome import GenomeLayout
+from ..core.genome import GenomeLayout, layout_of
 from .controllers import run_reference
 from .defaults import RESCORE_EPISODES  # noqa: F401 - evaluation.RESCORE_EPISODES, as before
 
@@ -116,12 +120,19 @@ class Evaluation:
     balanced: dict[str, torch.Tensor]  # condition -> share of the episode's lifetimes (goals) balanced (N,)
     height_curve: dict[str, torch.Tensor]  # condition -> mean height per link at every step, per goal (goals, T)
     per_goal: dict[str, dict[int, torch.Tensor]]  # condition -> goal -> score per episode (N,); hidden goals only
+    # Both motor directions only: condition -> motor direction -> score per episode (N,) (mean over goals), and the
+    # share of the episode's lifetimes (goals) balanced with that direction.
+    per_motor: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    balanced_per_motor: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    # Hidden goals only: condition -> goal -> whether each episode's lifetimes with that goal balance (N,).
+    balanced_per_goal: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     # Lifetimes of several episodes (env.episode_steps) only: condition -> reward summed over each of the
     # lifetime's episodes (N, E) (mean over goals); a rule that learns across resets does better in later ones.
     per_episode: dict[str, torch.Tensor] = field(default_factory=dict)
     # Reversal (env.goal_switch within the lifetime) only: the step the goal flips at (or the range [first, last]
-    # each lifetime draws its step from), condition -> reward summed from the lifetime's step on per goal (goals, N)
-    # (one row without a hidden goal), and each episode's motor direction (N,).
+    # each lifetime draws its step from), condition -> reward summed from the lifetime's step on per goal and motor
+    # variant (goals, motors, N) (one goal row without a hidden goal, one motor column without both motor
+    # directions), and each lifetime's motor direction per motor variant (motors, N).
     switch: int | list[int] | None = None
     after_switch: dict[str, torch.Tensor] = field(default_factory=dict)
     action_sign: torch.Tensor | None = None
@@ -154,7 +165,13 @@ class Evaluation:
                "last_quarter_height": Summary.of(self.last_quarter_height[name]).to_dict(),
                "balanced_fraction": self.balanced_fraction(name)}
         if name in self.per_goal:
-            out["per_goal"] = {f"{g:+d}": Summary.of(v).to_dict() for g, v in self.per_goal[name].items()}
+            out["per_goal"] = {f"{g:+d}": {**Summary.of(v).to_dict(),
+                                           "balanced_fraction": float(self.balanced_per_goal[name][g].mean())}
+                               for g, v in self.per_goal[name].items()}
+        if name in self.per_motor:
+            out["per_motor"] = {f"{m:+d}": {**Summary.of(v).to_dict(),
+                                            "balanced_fraction": float(self.balanced_per_motor[name][m].mean())}
+                                for m, v in self.per_motor[name].items()}
         if name in self.per_episode:
             out["per_episode"] = [Summary.of(v).to_dict() for v in self.per_episode[name].unbind(1)]
         return out
@@ -166,18 +183,22 @@ class Evaluation:
         if self.switch is None or self.action_sign is None:
             return {}
         goals = tuple(self.per_goal["learned"]) if self.per_goal else None
+        signs = self.action_sign  # (motors, N)
+
+        def pick(values: torch.Tensor, sign: int) -> torch.Tensor:
+            """The lifetimes of ``values (motors, N)`` with motor direction ``sign``, every motor variant's."""
+            return torch.cat([values[m][signs[m] == sign] for m in range(signs.shape[0])])
+
         groups: dict[str, dict[str, torch.Tensor]] = {}
         for sign in (1, -1):
-            mask = self.action_sign == sign
-            if bool(mask.any()):
-                groups[f"motor {sign:+d}"] = {n: v.mean(dim=0)[mask] for n, v in self.after_switch.items()}
+            if bool((signs == sign).any()):
+                groups[f"motor {sign:+d}"] = {n: pick(v.mean(dim=0), sign) for n, v in self.after_switch.items()}
         for i, goal in enumerate(goals or ()):
-            groups[f"goal {goal:+d}->{-goal:+d}"] = {n: v[i] for n, v in self.after_switch.items()}
+            groups[f"goal {goal:+d}->{-goal:+d}"] = {n: v[i].reshape(-1) for n, v in self.after_switch.items()}
             for sign in (1, -1):
-                mask = self.action_sign == sign
-                if bool(mask.any()):
+                if bool((signs == sign).any()):
                     groups[f"motor {sign:+d}, goal {goal:+d}->{-goal:+d}"] = {
-                        n: v[i][mask] for n, v in self.after_switch.items()}
+                        n: pick(v[i], sign) for n, v in self.after_switch.items()}
         return groups
 
     def reversal_dict(self) -> dict[str, Any]:
@@ -239,6 +260,35 @@ def goals_of(config: Config) -> tuple[int, ...] | None:
     return None
 
 
+def motors_of(config: Config) -> tuple[int, ...] | None:
+    """The motor directions every evaluation episode is run with: the configured sign and its opposite where
+    training drew both (antithetic motor pairs), (1, -1) for a motor drawn per lifetime, else None (the config's
+    one direction)."""
+    if "action_sign" in config.ga.flips:
+        sign = int(config.env.action_sign)
+        return (sign, -sign)
+    if config.env.action_sign == "random":
+        return (1, -1)
+    return None
+
+
+def variants_of(config: Config) -> list[tuple[int | None, int | None]]:
+    """``(goal, motor)`` of each lifetime an evaluation episode is run as (None: the config's own), goals outer."""
+    return [(g, m) for g in goals_of(config) or (None,) for m in motors_of(config) or (None,)]
+
+
+def task_line(config: Config, steps: int) -> str:
+    """One line naming the task an evaluation runs: physics, noise, goals, motor directions, reversal, length."""
+    env = config.env
+    goals, motors = goals_of(config), motors_of(config)
+    goal = "+1 and -1 (hidden), each episode with both" if goals else f"{env.goal}"
+    motor = (f"{motors[0]:+d} and {motors[1]:+d}, each episode with both" if motors else f"{int(env.action_sign):+d}")
+    switch = "none" if env.goal_switch is None else f"at {env.goal_switch} in every lifetime"
+    params = ", ".join(f"{k} {v}" for k, v in env.params.items()) or "default"
+    return (f"task: {env.name}, params {params}, sensor noise {env.obs_noise}, dt {env.dt}, max torque "
+            f"{env.max_torque}, init {env.init}, goal {goal}, motor {motor}, goal switch {switch}, {steps} steps")
+
+
 def heights(states: torch.Tensor) -> torch.Tensor:
     """Mean height per link ``(N, T)`` of states ``(N, T, 2 * links)`` (0 hanging, 2 upright)."""
     theta = states[..., 0::2].double()
@@ -272,19 +322,25 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
     steps = config.ga.lifetime_steps if steps is None else steps
     if config.env.switch_drawn:  # a training mix of lifetimes with and without a reversal: reverse every one
         config = config.replace(env=replace(config.env, goal_switch_probability=1.0))
-    goals = goals_of(config)
-    configs = [config] if goals is None else [config.replace(env=replace(config.env, goal=g)) for g in goals]
+    goals, motors = goals_of(config), motors_of(config)
+    variants = variants_of(config)
+
+    def variant_config(goal: int | None, motor: int | None) -> Config:
+        env = config.env if goal is None else replace(config.env, goal=goal)
+        return config.replace(env=env if motor is None else replace(env, action_sign=motor))
+
+    configs = [variant_config(g, m) for g, m in variants]
     keys = evaluation_keys(seed, episodes).to(device)
     learned = genome.to(device).expand(episodes, -1).contiguous()
     genomes = {name: learned for name in CONDITIONS}
     genomes["random_rule"] = random_rule_genomes(layout, episodes, config.rule.init_std, seed).to(
         device=device, dtype=learned.dtype)
     state_size = envs.env_class(config.env.name).state_size()
-    # Per condition, one (fitness, rewards, heights) per goal.
+    # Per condition, one (fitness, rewards, heights) per variant (goal and motor direction).
     runs: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
     for name, conditions in CONDITIONS.items():
         if name == "reward_shuffled":
-            pooled = torch.cat([r for _, r, _ in runs["learned"]])  # every learned lifetime, all goals
+            pooled = torch.cat([r for _, r, _ in runs["learned"]])  # every learned lifetime, all variants
             seen = pooled[derangement(pooled.shape[0], seed)]
         runs[name] = []
         for i, cfg in enumerate(configs):
@@ -296,11 +352,11 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
                                            sizes=sizes, trace=True, progress=progress, states=states)
             assert rewards is not None  # trace=True
             runs[name].append((total.cpu(), rewards, heights(states).cpu()))
-    signs = None
-    switch_steps = []  # per goal: the step each lifetime's goal flips at (an int for all, a tensor, or None)
+    signs = []  # per variant: each lifetime's motor direction (N,)
+    switch_steps = []  # per variant: the step each lifetime's goal flips at (an int for all, a tensor, or None)
     for cfg in configs:
         env = make_env(cfg, keys)
-        signs = env.action_sign.cpu()
+        signs.append(env.action_sign.cpu() * torch.ones(episodes, dtype=torch.int64))
         switch_steps.append(env.switch_step)
         total, rewards, states = run_reference(env, steps, keys)
         runs.setdefault("reference", []).append((total.cpu(), rewards, heights(states).cpu()))
@@ -308,21 +364,31 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
             progress(episodes * steps)
     quarter = max(1, steps // 4)
 
-    def mean_over_goals(values: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(values).mean(dim=0)
+    def mean_over(values: list[torch.Tensor], goal: int | None = None, motor: int | None = None) -> torch.Tensor:
+        """The mean over the variants (those of ``goal`` and/or ``motor`` when given) of per-variant values."""
+        chosen = [v for v, (g, m) in zip(values, variants, strict=True)
+                  if (goal is None or g == goal) and (motor is None or m == motor)]
+        return torch.stack(chosen).mean(dim=0)
 
-    fitness = {n: mean_over_goals([f for f, _, _ in r]) for n, r in runs.items()}
-    last = {n: mean_over_goals([h[:, -quarter:].mean(dim=1) for _, _, h in r]) for n, r in runs.items()}
-    balanced = {n: mean_over_goals([balanced_lifetimes(h) for _, _, h in r]) for n, r in runs.items()}
-    curve = {n: torch.stack([h.mean(dim=0) for _, _, h in r]) for n, r in runs.items()}
-    per_goal = {} if goals is None else {n: {g: f for g, (f, _, _) in zip(goals, r, strict=True)}
-                                         for n, r in runs.items()}
+    scores = {n: [f for f, _, _ in r] for n, r in runs.items()}
+    balanced_runs = {n: [balanced_lifetimes(h) for _, _, h in r] for n, r in runs.items()}
+    fitness = {n: mean_over(v) for n, v in scores.items()}
+    last = {n: mean_over([h[:, -quarter:].mean(dim=1) for _, _, h in r]) for n, r in runs.items()}
+    balanced = {n: mean_over(v) for n, v in balanced_runs.items()}
+    curve = {n: torch.stack([mean_over([h.mean(dim=0) for _, _, h in r], goal=g) for g in goals or (None,)])
+             for n, r in runs.items()}
+    per_goal = {} if goals is None else {n: {g: mean_over(v, goal=g) for g in goals} for n, v in scores.items()}
+    per_motor = {} if motors is None else {n: {m: mean_over(v, motor=m) for m in motors} for n, v in scores.items()}
+    balanced_per_motor = {} if motors is None else {n: {m: mean_over(v, motor=m) for m in motors}
+                                                    for n, v in balanced_runs.items()}
+    balanced_per_goal = {} if goals is None else {n: {g: mean_over(v, goal=g) for g in goals}
+                                                  for n, v in balanced_runs.items()}
     per_episode = {}
     if config.env.episode_steps is not None:
-        per_episode = {n: mean_over_goals([episode_sums(rw, config.env.episode_steps).cpu() for _, rw, _ in r])
+        per_episode = {n: mean_over([episode_sums(rw, config.env.episode_steps).cpu() for _, rw, _ in r])
                        for n, r in runs.items()}
-    gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["learned"]])
-    base_gain = mean_over_goals([lifetime_gain(rw).cpu() for _, rw, _ in runs["no_plasticity"]])
+    gain = mean_over([lifetime_gain(rw).cpu() for _, rw, _ in runs["learned"]])
+    base_gain = mean_over([lifetime_gain(rw).cpu() for _, rw, _ in runs["no_plasticity"]])
     switch = config.env.goal_switch
     if switch is not None and config.env.switch_range[0] >= steps:
         switch = None  # no reversal within the lifetime
@@ -336,11 +402,31 @@ def evaluate_rule(genome: torch.Tensor, layout: GenomeLayout, config: Config, *,
         # where, not a product with the mask: a non-finite reward before the step must not reach the sum (inf * 0)
         return torch.where(after, rewards.double(), 0.0).sum(dim=1).cpu()
 
+    shape = (len(goals or (None,)), len(motors or (None,)), episodes)  # variants are goals outer, motors inner
     after = {} if switch is None else {
-        n: torch.stack([summed_after(rw, step) for (_, rw, _), step in zip(r, switch_steps, strict=True)])
-        for n, r in runs.items()}
-    return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal, per_episode,
-                      switch, after, signs if switch is not None else None)
+        n: torch.stack([summed_after(rw, step) for (_, rw, _), step in zip(r, switch_steps, strict=True)]
+                       ).reshape(shape) for n, r in runs.items()}
+    motor_signs = torch.stack(signs).reshape(shape)[0]  # (motors, N): the same under every goal
+    return Evaluation(fitness, gain, base_gain, steps, last, balanced, curve, per_goal, per_motor=per_motor,
+                      balanced_per_motor=balanced_per_motor, balanced_per_goal=balanced_per_goal,
+                      per_episode=per_episode, switch=switch, after_switch=after,
+                      action_sign=motor_signs if switch is not None else None)
+
+
+def no_plasticity_level(config: Config, *, episodes: int, seed: int, sizes: list[int] | None = None) -> float:
+    """The mean score of a fresh random actor that never learns (the rule off, so any rule gives it) on
+    ``config``'s task, every lifetime with each goal and motor direction training drew, as `evaluate_rule`'s
+    ``no_plasticity``: the level a learned rule starts from."""
+    layout = layout_of(config)
+    genomes = torch.zeros(episodes, layout.size)
+    keys = evaluation_keys(seed, episodes)
+    scores = []
+    for goal, motor in variants_of(config):
+        env = config.env if goal is None else replace(config.env, goal=goal)
+        cfg = config.replace(env=env if motor is None else replace(env, action_sign=motor))
+        total, _ = run_lifetimes(genomes, layout, cfg, keys, conditions=Conditions(plastic=False), sizes=sizes)
+        scores.append(float(total.mean()))
+    return sum(scores) / len(scores)
 
 
 def rescore_best(candidates: torch.Tensor, layout: GenomeLayout, config: Config, *, episodes: int, seed: int,
@@ -399,16 +485,26 @@ def format_table(evaluation: Evaluation) -> str:
     per_goal = bool(evaluation.per_goal)
     goal_head = "".join(f"{f'goal {g:+d}':>11}" for g in next(iter(evaluation.per_goal.values()), {})) \
         if per_goal else ""
+    per_motor = bool(evaluation.per_motor)
+    motor_head = "".join(f"{f'motor {m:+d}':>11}" for m in next(iter(evaluation.per_motor.values()), {})) \
+        if per_motor else ""
     lines = [f"{'condition':<16}{'mean':>11}{'std':>11}{'95% CI':>25}{'n':>7}{'lq_height':>11}{'balanced':>10}"
-             + goal_head]
+             + goal_head + motor_head]
     for name, s in evaluation.summaries.items():
         lo, hi = s.ci95
         goals = "".join(f"{float(v.mean()):>11.3f}" for v in evaluation.per_goal[name].values()) if per_goal else ""
+        motors = "".join(f"{float(v.mean()):>11.3f}" for v in evaluation.per_motor[name].values()) \
+            if per_motor else ""
         lines.append(f"{name:<16}{s.mean:>11.3f}{s.std:>11.3f}{f'[{lo:.3f}, {hi:.3f}]':>25}{s.n:>7}"
                      f"{float(evaluation.last_quarter_height[name].mean()):>11.3f}"
-                     f"{evaluation.balanced_fraction(name):>10.3f}{goals}")
+                     f"{evaluation.balanced_fraction(name):>10.3f}{goals}{motors}")
+    both = [what for what, given in (("the two goals", per_goal), ("the two motor directions", per_motor)) if given]
     lines.append(f"score = reward summed over a lifetime of {evaluation.steps} steps"
-                 + (" (mean of the two goals)" if per_goal else ""))
+                 + (f" (each episode's mean over {' and '.join(both)})" if both else ""))
+    for what, by in (("goal", evaluation.balanced_per_goal), ("motor", evaluation.balanced_per_motor)):
+        if by:
+            shares = ", ".join(f"{what} {k:+d} {float(v.mean()):.3f}" for k, v in by["learned"].items())
+            lines.append(f"learned balanced per {what}: {shares}")
     lines.append("lq_height = mean height per link over the last quarter (2 = upright); balanced = share of "
                  "lifetimes above 0.9 of the maximum for >= 90% of the last quarter")
     if evaluation.per_episode:

@@ -309,8 +309,13 @@ CURVES = (("best_ever", "black", ":", 2.2), ("best", "tab:blue", "-", 1.4), ("me
           ("median", "tab:green", "--", 1.4))
 
 
-def fitness_curve_figure(rows: list[dict[str, float]], *, title: str = "", fig: Figure | None = None) -> Figure:
-    """Best, mean, median and best-ever fitness against generation, from a run's log rows."""
+LEVEL_STYLES = ((BASELINE_COLOR, (0, (4, 3))), ("tab:brown", (0, (1, 2))), ("black", (0, (6, 2, 1, 2))))
+
+
+def fitness_curve_figure(rows: list[dict[str, float]], *, title: str = "", fig: Figure | None = None,
+                         levels: dict[str, float] | None = None) -> Figure:
+    """Best, mean, median and best-ever fitness against generation, from a run's log rows; ``levels`` (label ->
+    fitness) drawn as horizontal lines (the baselines: a random actor, random rules)."""
     fig = fig if fig is not None else _agg_figure(9, 5.5)
     ax = fig.add_subplot(1, 1, 1)
     gens = [row["generation"] for row in rows]
@@ -319,6 +324,8 @@ def fitness_curve_figure(rows: list[dict[str, float]], *, title: str = "", fig: 
         if all(key in row for row in rows):
             ax.plot(gens, [row[key] for row in rows], color=color, linestyle=style, linewidth=width,
                     marker=marker, markersize=3, label=key.replace("_", " "))
+    for (label, value), (level_color, dash) in zip((levels or {}).items(), LEVEL_STYLES, strict=False):
+        ax.axhline(value, color=level_color, linestyle=dash, linewidth=1.2, label=f"{label}: {value:.1f}")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness (reward summed over a lifetime)")

@@ -60,16 +60,20 @@ ANIMATION_SUFFIXES = (".gif", ".png")
 UNSEEN_DRIVERS = ("offscreen", "dummy")
 
 
-def open_window(width: int, height: int, instead: str) -> pygame.Surface:
+def open_window(width: int, height: int, instead: str, *, endless: bool = False) -> pygame.Surface:
     """A pygame window, or a `UserError` naming ``instead`` (the option that writes a file) where none can
     open: an error from SDL, or a fall-back to a driver that draws nowhere (``offscreen``/``dummy``)
-    which the user did not ask for with ``SDL_VIDEODRIVER`` (tests and scripted runs do ask)."""
+    which the user did not ask for with ``SDL_VIDEODRIVER`` (tests and scripted runs do ask). ``endless``: a
+    window that only closing ends (the live replay) is refused on such a driver even when asked for: nobody
+    could close it."""
     try:
         pygame.display.init()
         driver = pygame.display.get_driver()
         asked = os.environ.get("SDL_VIDEODRIVER", "").strip().lower()
         if driver in UNSEEN_DRIVERS and driver != asked:
             raise pygame.error(f"no display: SDL fell back to its {driver} driver")
+        if driver in UNSEEN_DRIVERS and endless:
+            raise pygame.error(f"SDL_VIDEODRIVER={driver} draws nowhere, and this window runs until it is closed")
         return pygame.display.set_mode((width, height))
     except pygame.error as e:
         pygame.display.quit()

@@ -347,7 +347,12 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
     def pad(t: torch.Tensor, n: int) -> torch.Tensor:
         return torch.cat((t, t[-1:].expand(chunk_size - n, *t.shape[1:]))) if padded and n < chunk_size else t
 
-    with torch.no_grad(), _without_gc():
+    # The native kernel runs its own threads (torch's thread count); torch's own small operations between its calls
+    # run on one, so that no OpenMP worker spins beside the kernel's threads after them, whether or not torch was
+    # imported before metarl (whose import asks OpenMP for passive workers: read once, when torch loads).
+    threads = torch.get_num_threads()
+    around_kernel = chosen.name == backends.NATIVE.name and genomes.device.type == "cpu" and threads > 1
+    with torch.no_grad(), _without_gc(), _torch_threads(1 if around_kernel else threads):
         for start in range(0, pop, chunk_size):
             sl = slice(start, min(start + chunk_size, pop))
             n = sl.stop - sl.start
@@ -361,8 +366,9 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
                                        device=genomes.device) if states is not None else None
             for t0 in range(0, steps, PROGRESS_STEPS):
                 count = min(PROGRESS_STEPS, steps - t0)
-                life.run(count, total, None if chunk_rewards is None else chunk_rewards[t0:t0 + count],
-                         None if chunk_states is None else chunk_states[t0:t0 + count])
+                with _torch_threads(threads):
+                    life.run(count, total, None if chunk_rewards is None else chunk_rewards[t0:t0 + count],
+                             None if chunk_states is None else chunk_states[t0:t0 + count])
                 if progress is not None:
                     progress(count * n)
             fitness[sl] = total[:n]
@@ -379,6 +385,19 @@ def run_lifetimes(genomes: torch.Tensor, layout: GenomeLayout, config: Config, k
         if states is not None:
             states[broken] = float("nan")
     return fitness, rewards
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's CPU threads set to ``threads`` inside, put back after (never changes a result)."""
+    before = torch.get_num_threads()
+    if threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @contextmanager

@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"is a file; to score one model use --evaluate")
     model = load_model(path)
     config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
+    if args.evaluate or args.robustness:
+        config = replay_config(judged_config(config, args.set), args.set)
     sizes = actor_sizes(args.hidden, config)
     steps = args.steps if args.steps is not None else config.ga.lifetime_steps
     if args.gymnasium is not None:
@@ -163,7 +165,7 @@ def check_size(config: Config, sizes: list[int], steps: int, args: argparse.Name
                                   what="--robustness", traced_floats_per_step=state_size, allow_large=args.allow_large)
         return
     if args.evaluate:
-        runs = len(evaluation.CONDITIONS) * len(evaluation.goals_of(config) or (1,))
+        runs = len(evaluation.CONDITIONS) * len(evaluation.variants_of(config))
         episodes = args.episodes or DEFAULT_EVAL_EPISODES
         resources.check_lifetimes(config, sizes, lifetimes=runs * episodes, steps=steps, what="--evaluate",
                                   traced_floats_per_step=3 + state_size, allow_large=args.allow_large)
@@ -182,6 +184,28 @@ def replay_config(config: Config, overrides: list[str]) -> Config:
     if config.runtime.native and not any(item.strip().startswith("runtime.native") for item in overrides):
         return config.replace(runtime=dataclasses.replace(config.runtime, native=None))
     return config
+
+
+def judged_config(config: Config, overrides: list[str]) -> Config:
+    """The task a rule is judged on (``--evaluate``, ``--robustness``): ``config`` (the model's, ``--set``
+    applied) with its ``evaluation`` section applied (`metarl.config.evaluation_task`), then ``--set`` again, so
+    that it overrides the recorded task too."""
+    task = cfg_mod.evaluation_task(config)
+    if task is config:
+        return config
+    rest = [item for item in overrides if not item.strip().startswith("evaluation.")]
+    return cfg_mod.from_dict(cfg_mod.apply_overrides(task.to_dict(), rest))
+
+
+def shown(path: Path, given: str) -> str:
+    """The model as the reports name it: as given, and for a shipped model's name its file relative to the current
+    folder (where it is below it), so that a report written in a repository holds no path of the machine."""
+    if Path(given).exists():
+        return given
+    try:
+        return f"{given} ({path.resolve().relative_to(Path.cwd().resolve())})"
+    except ValueError:
+        return f"{given} ({path})"
 
 
 def provenance(model: SavedModel) -> str:
@@ -208,16 +232,52 @@ def show_run(run_dir: Path, args: argparse.Namespace) -> int:
     if args.rescore is not None:
         return rescore_run(run_dir, args)
     rows = run_log(run_dir)
-    title = f"{run_dir.resolve().name}: fitness per generation"
+    config = run_config(run_dir)
+    title = f"{run_dir.resolve().name}: fitness per generation" + ("" if config is None else f"\n{summary(config)}")
+    levels = baseline_levels(rows, config)
     if args.plot:
-        plots.save_figure(plots.fitness_curve_figure(rows, title=title), args.plot)
-        print(f"wrote {args.plot} ({len(rows)} generations)")
+        plots.save_figure(plots.fitness_curve_figure(rows, title=title, levels=levels), args.plot)
+        print(f"wrote {args.plot} ({len(rows)} generations" + "".join(f"; {k} {v:.1f}" for k, v in levels.items())
+              + ")")
         return 0
     plt = window_pyplot()
-    plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)))
+    plots.fitness_curve_figure(rows, title=title, fig=plt.figure(figsize=(9, 5.5)), levels=levels)
     print(f"{run_dir}: {len(rows)} generations; close the window to quit")
     plt.show()
     return 0
+
+
+LEVEL_EPISODES = 32  # lifetimes of the no-plasticity level in a run's plot (a fraction of a second for base.yaml)
+
+
+def run_config(run_dir: Path) -> Config | None:
+    """The config a run folder records (``config.yaml``), or None where there is none or it no longer loads."""
+    try:
+        return cfg_mod.from_dict(cfg_mod.read_yaml(run_dir / "config.yaml"))
+    except (OSError, UserError, ValueError):
+        return None
+
+
+def summary(config: Config) -> str:
+    """The config in one line, for a figure's title: task, search and budget."""
+    env, ga = config.env, config.ga
+    goal = ", hidden goal" if evaluation.goals_of(config) else ""
+    motor = ", motor either way" if evaluation.motors_of(config) else ""
+    return (f"{env.name}, init {env.init}{goal}{motor}; {config.search.name}, {ga.population_size:,} rules x "
+            f"{ga.evals_per_individual} lifetimes of {ga.lifetime_steps:,} steps")
+
+
+def baseline_levels(rows: list[dict[str, float]], config: Config | None) -> dict[str, float]:
+    """The levels a run's fitness curve is read against: random rules (generation 0's mean, from the log) and a
+    random actor that never learns (no plasticity, `LEVEL_EPISODES` held-out lifetimes of the run's task)."""
+    levels = {}
+    if rows[0]["generation"] == 0 and "mean" in rows[0] and config is not None and config.ga.init_model is None:
+        levels["random rules (generation 0 mean)"] = rows[0]["mean"]
+    if config is not None:
+        use_threads(1)
+        levels["no plasticity (a random actor)"] = evaluation.no_plasticity_level(config, episodes=LEVEL_EPISODES,
+                                                                                  seed=0)
+    return levels
 
 
 def show_runs(run_dirs: list[Path], args: argparse.Namespace) -> int:
@@ -386,17 +446,22 @@ def evaluate(path: Path, model: SavedModel, config: Config, sizes: list[int], st
     episodes = args.episodes or DEFAULT_EVAL_EPISODES
     seed = args.seed if args.seed is not None else 0
     device = cfg_mod.resolve_device(config.device)
-    print(f"{path}: {provenance(model)}\n{episodes} episodes x {steps} steps per condition, actor {sizes}, "
-          f"seed {seed}, env {config.env.name} {config.env.params or ''}".rstrip())
-    total = len(evaluation.ALL_CONDITIONS) * len(evaluation.goals_of(config) or (1,)) * episodes * steps
+    task = evaluation.task_line(config, steps)
+    recorded = "the model's recorded evaluation task" if model.config.evaluation != cfg_mod.EvaluationConfig() \
+        else "the model's training task"
+    given = f" with --set {' '.join(args.set)}" if args.set else ""
+    print(f"{shown(path, args.path)}: {provenance(model)}\n{episodes} episodes x {steps} steps per condition, "
+          f"actor {sizes}, seed {seed}\n{task} ({recorded}{given})")
+    total = len(evaluation.ALL_CONDITIONS) * len(evaluation.variants_of(config)) * episodes * steps
     with tqdm(total=total, desc="evaluate", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
         result = evaluation.evaluate_rule(model.genome, model.layout, config, episodes=episodes, seed=seed,
                                           steps=steps, sizes=sizes, device=device, progress=bar.update)
     print(evaluation.format_table(result))
     if args.json:
-        data = {**result.to_dict(), "model": str(path),
+        data = {**result.to_dict(), "model": args.path,
                 "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
-                             "overrides": list(args.set), "env": config.to_dict()["env"]}}
+                             "overrides": list(args.set), "task": task, "env": config.to_dict()["env"],
+                             "motors": list(evaluation.motors_of(config) or [])}}
         write_json(args.json, data)
     if args.plot:
         fig = plots.height_curve_figure(result.height_curve, goals=evaluation.goals_of(config),
@@ -426,15 +491,16 @@ def robustness_report(path: Path, model: SavedModel, config: Config, sizes: list
     device = cfg_mod.resolve_device(config.device)
     settings = robustness.grid(config, steps)
     total = sum(2 * len(evaluation.goals_of(cfg) or (1,)) * episodes * n for *_, cfg, n in settings)
-    print(f"{path}: {provenance(model)}\n{episodes} episodes at each of {len(settings)} settings, the rule and the "
-          f"reference controller on the same draws; {steps} steps as configured, actor {sizes}, seed {seed}")
+    print(f"{shown(path, args.path)}: {provenance(model)}\n{episodes} episodes at each of {len(settings)} settings, "
+          f"the rule and the reference controller on the same draws; {steps} steps as configured, actor {sizes}, "
+          f"seed {seed}")
     print(base_setting(config))
     with tqdm(total=total, desc="robustness", unit="ind-step", unit_scale=True, leave=False, disable=None) as bar:
         points = robustness.run(model.genome, model.layout, config, episodes=episodes, seed=seed, steps=steps,
                                 sizes=sizes, device=device, progress=bar.update)
     print(robustness.format_table(points, hidden_goal=evaluation.goals_of(config) is not None))
     if args.json:
-        data = {**robustness.to_dict(points), "model": str(path),
+        data = {**robustness.to_dict(points), "model": args.path,
                 "settings": {"episodes": episodes, "seed": seed, "steps": steps, "hidden": sizes[1:-1],
                              "overrides": list(args.set), "env": config.to_dict()["env"]}}
         write_json(args.json, data)
@@ -504,8 +570,9 @@ def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int]
                               reduce="--lifetimes, --episodes-per-lifetime or --hidden")
     reward = args.reward or "env"
     sees = "the env's reward (Pendulum-v1: -cost)" if reward == "env" else "metarl's height reward 1 - cos theta"
-    print(f"{path}: {provenance(model)}; actor {sizes}\non {args.gymnasium} (gymnasium {gymnasium.__version__}): "
-          f"{lifetimes} lifetimes of {episodes} episodes, seed {seed}; the rule sees {sees}")
+    print(f"{shown(path, args.path)}: {provenance(model)}; actor {sizes}\non {args.gymnasium} "
+          f"(gymnasium {gymnasium.__version__}): {lifetimes} lifetimes of {episodes} episodes, seed {seed}; the rule "
+          f"sees {sees}")
     results = {}
     for policy in gym_rule.POLICIES:
         results[policy] = gym_rule.run_rule_on_gymnasium(model, args.gymnasium, episodes=episodes,
@@ -515,7 +582,7 @@ def on_gymnasium(path: Path, model: SavedModel, config: Config, sizes: list[int]
           f"episodes, the actor and the rule keep what they learned:")
     print(gym_rule.format_table(results))
     if args.json:
-        data = {"model": str(path), "env_id": args.gymnasium, "gymnasium": gymnasium.__version__,
+        data = {"model": args.path, "env_id": args.gymnasium, "gymnasium": gymnasium.__version__,
                 "settings": {"episodes_per_lifetime": episodes, "lifetimes": lifetimes, "seed": seed,
                              "reward": reward, "hidden": sizes[1:-1], "overrides": list(args.set)},
                 "policies": {name: {"per_episode": [s.to_dict() for s in gym_rule.summaries(r)],
@@ -575,7 +642,7 @@ def live(model: SavedModel, config: Config, sizes: list[int], steps: int, seed: 
     h, env_w, panel_w = WINDOW_HEIGHT, WINDOW_ENV_WIDTH, WINDOW_PANEL_WIDTH
     panels = _panels(config, steps, panel_w, h)
     # The Renderer draws off screen; this window shows its frame and the panels together.
-    screen = open_window(env_w + panel_w, h, "--save replay.gif, or --plot summary.png")
+    screen = open_window(env_w + panel_w, h, "--save replay.gif, or --plot summary.png", endless=True)
     try:
         pygame.display.set_caption("metarl: show_results (Esc or q to quit)")
         print("replaying one fresh lifetime after another; close the window or press Esc or q to stop", flush=True)

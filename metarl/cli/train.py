@@ -51,10 +51,14 @@ def config_path(name: str) -> str:
     found = shipped_config(name)
     if exists(found):
         return found
-    names = sorted(shipped_configs())
-    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more, in configs/ and experiments/" if len(names) > 8
-                                     else "")
-    raise UserError(f"{_clip(name)}: no such file, nor a shipped config (shipped: {shown})")
+    by_folder: dict[str, list[str]] = {}
+    for stem, path in shipped_configs().items():
+        folder = path.parent.name if path.parent.parent.name != "experiments" else f"experiments/{path.parent.name}"
+        by_folder.setdefault(folder, []).append(stem)
+    # At most four names a folder (the line stays short: the folders say where to look for the rest).
+    names = "; ".join(f"{folder}: {', '.join(sorted(stems)[:4])}{f' +{len(stems) - 4} more' if len(stems) > 4 else ''}"
+                      for folder, stems in sorted(by_folder.items()))
+    raise UserError(f"{_clip(name)}: no such file, nor a shipped config (shipped, by folder: {names})")
 
 
 # Measured rates of one thread (docs/performance.md): the native kernel and the torch step.

@@ -7,7 +7,7 @@ problem raises `ConfigError` with one line naming the key. Everything public is
 re-exported here: ``from metarl.config import load, Config``.
 """
 
-from .build import SECTIONS, from_dict
+from .build import SECTIONS, evaluation_task, from_dict
 from .files import MAX_YAML_BYTES, apply_overrides, load, parse_yaml, read_yaml, resolve_device, to_yaml
 from .legacy import LEGACY_KEYS, from_legacy, is_legacy
 from .schema import (
@@ -24,6 +24,7 @@ from .schema import (
            ActorConfig,
            Config,
            EnvConfig,
+           EvaluationConfig,
            GAConfig,
            LoggingConfig,
            PhysicalValue,
@@ -34,6 +35,6 @@ from .schema import (
 
 __all__ = ["ANTITHETIC", "LEGACY_KEYS", "MAX_COUNT", "MAX_DT", "MAX_HIDDEN_LAYERS", "MAX_RULE_DIM", "MAX_SEED",
            "MAX_THREADS", "MAX_VALUE", "MAX_WIDTH", "MAX_YAML_BYTES", "MIN_DT", "SECTIONS", "ActorConfig", "Config",
-           "EnvConfig", "GAConfig", "LoggingConfig", "PhysicalValue", "RuleConfig", "RuntimeConfig",
-           "SearchConfig", "apply_overrides", "from_dict", "from_legacy", "is_legacy", "load", "parse_yaml",
-           "read_yaml", "resolve_device", "to_yaml"]
+           "EnvConfig", "EvaluationConfig", "GAConfig", "LoggingConfig", "PhysicalValue", "RuleConfig",
+           "RuntimeConfig", "SearchConfig", "apply_overrides", "evaluation_task", "from_dict", "from_legacy",
+           "is_legacy", "load", "parse_yaml", "read_yaml", "resolve_device", "to_yaml"]

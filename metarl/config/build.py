@@ -18,6 +18,7 @@ from .schema import (
     ActorConfig,
     Config,
     EnvConfig,
+    EvaluationConfig,
     GAConfig,
     LoggingConfig,
     RuleConfig,
@@ -29,7 +30,7 @@ from .schema import (
 )
 
 SECTIONS = {"env": EnvConfig, "actor": ActorConfig, "rule": RuleConfig, "ga": GAConfig, "search": SearchConfig,
-            "runtime": RuntimeConfig, "logging": LoggingConfig}
+            "runtime": RuntimeConfig, "logging": LoggingConfig, "evaluation": EvaluationConfig}
 
 
 def from_dict(data: Any, *, import_plugins: bool = True) -> Config:
@@ -52,7 +53,27 @@ def from_dict(data: Any, *, import_plugins: bool = True) -> Config:
             data = {**data, "plugins": plugins.load(entries)}
     config = _build(Config, data, "")
     config.validate()
+    evaluation_task(config)  # a bad evaluation task is a bad config, named now rather than at evaluation
     return config
+
+
+def evaluation_task(config: Config) -> Config:
+    """The config of the task ``config``'s rule is judged on: its ``evaluation`` section applied (``env`` keys
+    replaced, ``params`` key by key; ``ga.lifetime_steps``); ``config`` itself when the section is empty.
+    Errors name the ``evaluation`` key."""
+    task = config.evaluation
+    if not task.env and task.lifetime_steps is None:
+        return config
+    data = config.to_dict()["env"]
+    env = {**data, **task.env, "params": {**data["params"], **task.env.get("params", {})}}
+    built = _build(EnvConfig, env, "evaluation.env.")
+    built.validate("evaluation.env")
+    for flipped in config.ga.flips:
+        if getattr(built, flipped) == "random":
+            raise ConfigError(f"evaluation.env.{flipped}: ga.antithetic: {config.ga.antithetic} evaluates both "
+                              f"signs of a fixed env.{flipped} (1 or -1), not random")
+    steps = config.ga.lifetime_steps if task.lifetime_steps is None else task.lifetime_steps
+    return config.replace(env=built, ga=dataclasses.replace(config.ga, lifetime_steps=steps))
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -84,6 +105,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
             except ConfigError as e:
                 errors.append(e)
         raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_show(value)}")
+    if hint is Any:
+        return value
     if hint is type(None):
         if value is None:
             return None

@@ -127,6 +127,12 @@ MEANINGS: dict[str, tuple[str, str]] = {
     "logging.snapshot_every": (f"{_COUNT}, or null",
                                "every N generations (and the last) the searcher's best guess saved as "
                                "RUN/snapshots/gen_NNNNNN.yaml, to pick a model from anywhere in the run; null = none"),
+    "evaluation.env": ("a mapping of env keys (not name) to values in their ranges; params key by key",
+                       "the task show_results.py --evaluate and --robustness judge the rule on, where it differs "
+                       "from the training mix (e.g. {obs_noise: 0, params: {length: 1.0}, goal_switch: null}); "
+                       "{} = the training task. Every motor direction and hidden goal training drew is evaluated "
+                       "either way (--set overrides any of it)"),
+    "evaluation.lifetime_steps": (f"{_COUNT}, or null", "lifetime length of the evaluation; null = ga.lifetime_steps"),
 }
 
 

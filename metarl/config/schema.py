@@ -350,6 +350,28 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """The task a rule is judged on (``show_results.py MODEL --evaluate`` and ``--robustness``), where it differs
+    from the training mix: ``env`` replaces those keys of the ``env`` section (``params`` key by key), and
+    ``lifetime_steps`` the lifetime's length. Empty: the training task. Either way the evaluation covers every
+    motor direction and hidden goal training drew (`Config.evaluation_task`)."""
+
+    env: dict[str, Any] = field(default_factory=dict)  # e.g. {obs_noise: 0, params: {length: 1.0}, goal_switch: null}
+    lifetime_steps: int | None = None  # null = ga.lifetime_steps
+
+    def validate(self, key: str) -> None:
+        names = [f.name for f in dataclasses.fields(EnvConfig) if f.name != "name"]
+        for name in self.env:
+            if name not in names:
+                raise ConfigError(f"{key}.env.{_clip(name)}: unknown key{_suggest(name, names)}; "
+                                  f"valid: {', '.join(names)}")
+        if "params" in self.env and not isinstance(self.env["params"], dict):
+            raise ConfigError(f"{key}.env.params: expected a mapping, got {_show(self.env['params'])}")
+        if self.lifetime_steps is not None:
+            _integer(f"{key}.lifetime_steps", self.lifetime_steps, 1, MAX_COUNT)
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole experiment."""
 
@@ -365,6 +387,7 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     def validate(self) -> None:
         from .. import plugins
@@ -387,6 +410,7 @@ class Config:
             raise ConfigError(f"ga.population_size: search.name: cma needs at least {CMA_MIN_POPULATION} samples a "
                               f"generation (its step-size rule spends two of them), got {self.ga.population_size}")
         self.runtime.validate("runtime")
+        self.evaluation.validate("evaluation")
         for flipped in self.ga.flips:
             if getattr(self.env, flipped) == "random":
                 raise ConfigError(f"ga.antithetic: {self.ga.antithetic} groups need a fixed env.{flipped} (1 or -1), "

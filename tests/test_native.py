@@ -50,6 +50,9 @@ ENV_CASES = [
     ("Pendulum", {"integrator": "euler", "reward": "height_delta", "max_speed": None}),
     ("DoublePendulum", {"reward": "height_delta", "init": "random", "action_sign": "random"}),
     ("Pendulum", {"init": "down", "action_sign": -1, "params": {"length": [0.5, 1.5], "mass": [0.8, 1.2]}}),
+    # generated programs the shipped models do not pin: the gym reward on two links, spin with a drawn reversal
+    ("DoublePendulum", {"reward": "gym", "integrator": "euler", "dt": [0.02, 0.05]}),
+    ("Pendulum", {"reward": "spin", "obs_noise": 0.05, "goal": "random", "goal_switch": [5, 20], "max_torque": 2.5}),
 ]
 
 

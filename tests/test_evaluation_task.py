@@ -120,3 +120,11 @@ def test_reports_name_a_shipped_model_without_a_path_of_this_machine(monkeypatch
     model = ROOT / "experiments/pendulum_swingup/model.yaml"
     assert shown(model, "pendulum_swingup") == "pendulum_swingup (experiments/pendulum_swingup/model.yaml)"
     assert shown(model, "experiments/pendulum_swingup/model.yaml") == "experiments/pendulum_swingup/model.yaml"
+
+
+def test_a_random_motor_on_antithetic_pairs_says_the_evaluation_runs_both_already() -> None:
+    done = run_script("show_results.py", "pendulum_swingup", "--evaluate", "--set", "env.action_sign=random")
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ga.antithetic: True groups need a fixed env.action_sign")
+    assert "--evaluate already runs every lifetime with both motor directions" in line

@@ -37,7 +37,7 @@ from metarl.cli.parsers import (
 from metarl.config import Config
 from metarl.config.schema import MAX_SEED, _show
 from metarl.core.genome import GenomeLayout
-from metarl.errors import ModelFileError, UserError
+from metarl.errors import ConfigError, ModelFileError, UserError
 from metarl.evolve import stages
 from metarl.evolve import trainer as training
 from metarl.evolve.searchers import candidate_bound
@@ -127,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--rescore needs a run folder (it scores the elites of the last generation), but {path} "
                         f"is a file; to score one model use --evaluate")
     model = load_model(path)
-    config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)), args.set)
+    try:
+        config = replay_config(cfg_mod.from_dict(cfg_mod.apply_overrides(model.config.to_dict(), args.set)),
+                               args.set)
+    except ConfigError as e:
+        if args.evaluate and "groups need a fixed env.action_sign" in str(e):
+            raise ConfigError(f"{e}; --evaluate already runs every lifetime with both motor directions, each "
+                              f"reported (drop --set env.action_sign)") from None
+        raise
     if args.evaluate or args.robustness:
         config = replay_config(judged_config(config, args.set), args.set)
     sizes = actor_sizes(args.hidden, config)

@@ -30,17 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import metarl  # noqa: E402, F401, I001 - before torch: asks OpenMP for passive workers, read when torch loads
 import torch  # noqa: E402
 
-from metarl import (
-    backends,  # noqa: E402  (before torch: sets its OpenMP wait policy)
-    plugins,  # noqa: E402
-)
-from metarl.backends import (
-    compiled,  # noqa: E402
-    lifetime,  # noqa: E402  (before torch: sets its OpenMP wait policy)
-    use_threads,  # noqa: E402
-)
+from metarl import backends, plugins  # noqa: E402
+from metarl.backends import compiled, lifetime, use_threads  # noqa: E402
 from metarl.cli.main import run_main  # noqa: E402
 from metarl.config import (  # noqa: E402
     Config,

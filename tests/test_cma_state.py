@@ -215,6 +215,8 @@ HOSTILE = [
     ("pending-nan", pending(lambda t: t.fill_(math.nan)), "its cma_pending must be the samples asked"),
     ("pending-other", pending(lambda t: t + 1), "its population is not its cma_pending samples"),
     ("no-state", lambda s: s.pop("cma_state"), "needs its 'cma_state' and 'cma_pending'"),
+    ("other-pycma", lambda s: s.__setitem__("cma_version", "3.0.0"), "written with pycma '3.0.0', this is pycma "),
+    ("no-pycma-version", lambda s: s.pop("cma_version"), "written with pycma None, this is pycma "),
     ("old-pickle", old_pickle, "its cma state is a pickle, which this version does not read"),
 ]
 

@@ -238,9 +238,9 @@ class CMASearcher:
         filled with the checkpoint's data (`metarl.evolve.cma_state.decode`); a `ModelFileError` for anything
         that does not fit it, before any of it is used."""
         if "cma_state" not in state and "cma" in state:
-            raise ModelFileError("written by metarl 0.x before checkpoint format 2 stored CMA-ES as data: its cma "
-                                 "state is a pickle, which this version does not read (a pickle can run code); "
-                                 "finish the run with the metarl that started it, or start a new run")
+            raise ModelFileError("written by an earlier metarl: its cma state is a pickle, which this version does not "
+                                 "read (a pickle can run code); finish the run with the metarl that started it, or "
+                                 "start a new run")
         pending = state.get("cma_pending")
         if not isinstance(state.get("cma_state"), dict) or not isinstance(pending, torch.Tensor):
             raise ModelFileError("corrupt checkpoint (a search.name: cma run's checkpoint needs its 'cma_state' "

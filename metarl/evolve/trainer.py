@@ -180,7 +180,8 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
     try:
         searcher.load_state_dict(state)
     except ModelFileError as e:
-        raise ModelFileError(f"{run_dir / CHECKPOINT}: {e}; restore it, or start a new run") from None
+        advice = "" if "start a new run" in str(e) else "; restore it, or start a new run"
+        raise ModelFileError(f"{run_dir / CHECKPOINT}: {e}{advice}") from None
     return RunState(config, int(state["generation"]), searcher, list(state["rows"]), best_ever)
 
 

@@ -118,20 +118,22 @@ def node_at(tree: dict[str, Any], path: str) -> dict[str, Any]:
 
     def collect(node: Any) -> None:
         if isinstance(node, dict):
-            if node.get("~") not in (None, "ref") and isinstance(node.get("i"), int):
+            if isinstance(node.get("i"), int):
                 index[node["i"]] = node
             for v in node.values():
                 collect(v)
         elif isinstance(node, list):
+            if node and node[0] in ("v", "d", "l") and isinstance(node[1], int):
+                index[node[1]] = node
             for v in node:
                 collect(v)
 
     collect(tree)
-    node = tree
+    node: Any = tree
     for name in path.split("."):
         node = node["a"][name]
-        while node.get("~") in ("ref", "view"):
-            node = index[node["i"]] if node["~"] == "ref" else node["base"]
+        while isinstance(node, list) and node[0] in ("r", "v"):  # a reference, a view: to the array
+            node = index[node[1]] if node[0] == "r" else node[2]
     return node
 
 
@@ -201,12 +203,16 @@ HOSTILE = [
      "es.mean: a float64 array of shape (3,)"),
     ("object-where-none", replace("best.x", {"~": "obj", "i": 10**6, "a": {}}),
      "es.best.x: an object where the config's state has none"),
-    ("ref-to-nothing", replace("mean", {"~": "ref", "i": 10**7}), "es.mean: a reference to nothing read yet"),
+    ("ref-to-nothing", replace("mean", ["r", 10**7]), "es.mean: a reference to nothing read yet"),
+    ("short-node-of-other-length", replace("mean", ["v", 10**6]), "es.mean: a list of 2 that is not a state node"),
+    ("list-node-tag", replace("mean", [["r"], 1]), "es.mean: a list of 2 that is not a state node"),
     ("unknown-node", replace("mean", {"~": "global", "v": "os.system"}), "es.mean: an unknown node 'global'"),
     ("raw-tensor", replace("mean", torch.zeros(56, dtype=torch.float64)), "es.mean: a Tensor, not a state node"),
-    ("view-outside", replace("dC", {"~": "view", "i": 10**6, "base": {"~": "array", "i": 10**6 + 1,
-                                                                         "v": torch.ones(4, dtype=torch.float64)},
-                                    "offset": 0, "shape": [56], "strides": [8]}), "es.dC: a view outside its array"),
+    ("view-outside", replace("dC", ["v", 10**6, {"~": "array", "i": 10**6 + 1, "v": torch.ones(4, dtype=torch.float64)},
+                                    0, [56], [8]]), "es.dC: a view outside its array"),
+    ("row-outside", replace("dC", ["v", 10**6, {"~": "array", "i": 10**6 + 1,
+                                                "v": torch.ones(4, 4, dtype=torch.float64)}, 8 * 16]),
+     "es.dC: a view outside its array"),
     ("keep-where-none", replace("nonexistent", {"~": "keep"}), "es.nonexistent: no such part in the config's state"),
     ("method-shadow", replace("tell", 1.0), "es.tell: an attribute that would hide the object's code"),
     ("dunder", replace("__class__", "x"), "es.__class__: an attribute that would hide the object's code"),
@@ -215,6 +221,8 @@ HOSTILE = [
     ("pending-nan", pending(lambda t: t.fill_(math.nan)), "its cma_pending must be the samples asked"),
     ("pending-other", pending(lambda t: t + 1), "its population is not its cma_pending samples"),
     ("no-state", lambda s: s.pop("cma_state"), "needs its 'cma_state' and 'cma_pending'"),
+    ("other-pycma", lambda s: s.__setitem__("cma_version", "3.0.0"), "written with pycma '3.0.0', this is pycma "),
+    ("no-pycma-version", lambda s: s.pop("cma_version"), "written with pycma None, this is pycma "),
     ("old-pickle", old_pickle, "its cma state is a pickle, which this version does not read"),
 ]
 
@@ -310,7 +318,7 @@ def test_a_state_nested_too_deep_is_one_line(cma_run, tmp_path):
     state = torch.load(run / training.CHECKPOINT, weights_only=True)
     node: Any = 1.0
     for _ in range(3000):
-        node = {"~": "list", "i": 10**6, "v": [node]}
+        node = ["l", 10**6, [node]]
     state["cma_state"]["a"]["deep"] = node
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(50_000)  # only to write it: a hostile file is made however its maker likes

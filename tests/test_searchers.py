@@ -240,7 +240,7 @@ def test_a_damaged_cma_state_is_one_line(tmp_path):
     config = cma_config()
     training.Trainer(training.new_run(config), tmp_path, evaluator=toy).run(1)
     state = torch.load(tmp_path / training.CHECKPOINT, weights_only=True)
-    state["cma_state"] = {"~": "obj", "i": 0, "a": {"mean": {"~": "list", "i": 1, "v": [1.0]}}}
+    state["cma_state"] = {"~": "obj", "i": 0, "a": {"mean": ["l", 1, [1.0]]}}
     io.save_checkpoint(tmp_path / training.CHECKPOINT, {k: v for k, v in state.items()
                                                         if k not in ("format", "sha256")})
     with pytest.raises(io.ModelFileError, match=r"checkpoint.pt: corrupt checkpoint \(its cma state at es.mean: a "

@@ -211,6 +211,16 @@ def test_a_full_disk_at_stages_yaml_leaves_an_empty_folder_to_run_again(tmp_path
     assert tree(out) == {}
 
 
+def test_a_start_stopped_before_stages_yaml_starts_again(tmp_path):
+    # Killed between the record of the stages and stages.yaml: nothing ran, the same command starts the run.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / stages.STARTED_FILE).write_text("stages: []\n")
+    code, err = run_in_process([str(write_config(tmp_path)), "--out", str(out), "--quiet"])
+    assert code == 0, err
+    assert (out / stages.STARTED_FILE).read_text() == (out / stages.STAGES_FILE).read_text()
+
+
 @pytest.mark.parametrize("name", ["model.yaml", "rescored_model.yaml"])
 def test_a_full_disk_at_a_shipped_model_is_one_line_and_resumes(finished, tmp_path, monkeypatch, name):
     out = copy(finished, tmp_path)

@@ -1,7 +1,9 @@
 """pycma's `CMAEvolutionStrategy` as data: a tree of tensors and plain values, read back without pickle.
 
 `encode` walks the object as pickle would (every attribute; an object referenced twice is written once and
-referenced), but writes only data: None, numbers, strings, lists, tuples, dicts and numpy arrays (as tensors).
+referenced), but writes only data: None, numbers, strings, lists, tuples, dicts and numpy arrays (as tensors);
+a node is a dict tagged ``"~"``, or, for the frequent ones (a reference, a view, a dict, a list), a short list
+``[tag, index, ...]`` (`decode`'s ``dec_short``).
 Code is not written: functions, classes, the `TorchNormal` draws and pycma's options with the constants derived
 from them (`CONFIG_ATTRIBUTES`: the run's config decides them). `decode` takes those from a fresh
 `CMAEvolutionStrategy` made from the run's config and fills that object's attributes with the data, path by
@@ -60,10 +62,10 @@ def encode(root: Any) -> Any:
             if x.dtype not in _DTYPES:
                 raise ValueError(f"cma state: a number of dtype {x.dtype}")
             return {"~": "np", "d": str(x.dtype), "v": x.item()}
-        if id(x) in keep or _is_code(x):
-            return {"~": "keep"}
         if id(x) in memo:
-            return {"~": "ref", "i": memo[id(x)]}
+            return ["r", memo[id(x)]]
+        if id(x) in keep or not isinstance(x, (np.ndarray, dict, list, tuple, range)) and _is_code(x):
+            return {"~": "keep"}
         if isinstance(x, tuple):
             return {"~": "tuple", "v": [enc(v) for v in x]}
         if type(x) is range:  # pycma's index ranges of small populations
@@ -76,16 +78,17 @@ def encode(root: Any) -> Any:
             if isinstance(x.base, np.ndarray):  # a view: of the same memory as in pycma (np.diag(C) follows C)
                 base = x.base
                 offset = x.__array_interface__["data"][0] - base.__array_interface__["data"][0]
-                return {"~": "view", "i": i, "base": enc(base), "offset": offset, "shape": list(x.shape),
-                        "strides": list(x.strides)}
+                if x.shape == base.shape[1:] and x.strides == base.strides[1:]:
+                    return ["v", i, enc(base), offset]  # a row (a sample of a population): the short form
+                return ["v", i, enc(base), offset, list(x.shape), list(x.strides)]
             # The memory layout as in pycma too: BLAS sums a Fortran-ordered matrix in another order.
             fortran = x.flags.f_contiguous and not x.flags.c_contiguous
             data = np.ascontiguousarray(x.T if fortran else x)
             return {"~": "array", "i": i, "v": torch.from_numpy(data.copy()), "fortran": fortran}
         if isinstance(x, dict) and type(x) is dict:
-            return {"~": "dict", "i": i, "k": [enc(k) for k in x], "v": [enc(v) for v in x.values()]}
+            return ["d", i, [enc(k) for k in x], [enc(v) for v in x.values()]]
         if isinstance(x, list) and type(x) is list:
-            return {"~": "list", "i": i, "v": [enc(v) for v in x]}
+            return ["l", i, [enc(v) for v in x]]
         if not type(x).__module__.startswith("cma") or not hasattr(x, "__dict__"):
             raise ValueError(f"cma state: a {type(x).__module__}.{type(x).__qualname__}")
         attrs = dict(vars(x))
@@ -179,8 +182,8 @@ def decode(tree: Any, fresh: Any) -> Any:
         now.update(filled)
         return old
 
-    def _index(node: dict[str, Any], path: str) -> int:
-        i = node.get("i")
+    def _index(node: dict[str, Any] | list[Any], path: str) -> int:
+        i = node.get("i") if isinstance(node, dict) else node[1]
         if not isinstance(i, int) or isinstance(i, bool) or i in memo:
             raise bad(path, "a node without a fresh index")
         return i
@@ -191,6 +194,52 @@ def decode(tree: Any, fresh: Any) -> Any:
             raise bad(path, f"a node without its {key!r} list")
         return items
 
+    def dec_short(node: list[Any], old: Any, path: str) -> Any:
+        """The frequent nodes, as short lists: ``["r", i]`` a reference, ``["v", i, base, offset(, shape,
+        strides)]`` a view (without shape and strides: a row of its base), ``["d", i, keys, values]`` a dict,
+        ``["l", i, items]`` a list."""
+        tag = node[0] if node and isinstance(node[0], str) else None
+        sizes = {"r": (2,), "v": (4, 6), "d": (4,), "l": (3,)}
+        if tag not in sizes or len(node) not in sizes[tag]:
+            raise bad(path, f"a list of {len(node)} that is not a state node")
+        if tag == "r":
+            if not isinstance(node[1], int) or node[1] not in memo:
+                raise bad(path, "a reference to nothing read yet")
+            return memo[node[1]]
+        i = _index(node, path)
+        if tag == "v":
+            base = dec(node[2], _MISSING, f"{path}.base")
+            if not isinstance(base, np.ndarray) or not (base.flags.c_contiguous or base.flags.f_contiguous):
+                raise bad(path, "a view of no array")
+            shape, strides = (node[4], node[5]) if len(node) == 6 else (base.shape[1:], base.strides[1:])
+            try:
+                value = np.ndarray(tuple(shape), base.dtype, buffer=base, offset=node[3], strides=tuple(strides))
+            except (ValueError, TypeError, OverflowError):
+                raise bad(path, "a view outside its array") from None
+            memo[i] = value
+            return value
+        if tag == "l":
+            if not isinstance(node[2], list):
+                raise bad(path, "a list node without its items")
+            items: list[Any] = []
+            memo[i] = items
+            olds = old if type(old) is list else []
+            items.extend(dec(v, olds[j] if j < len(olds) else _MISSING, f"{path}[{j}]") for j, v in enumerate(node[2]))
+            return items
+        keys, values = node[2], node[3]
+        if not isinstance(keys, list) or not isinstance(values, list) or len(keys) != len(values):
+            raise bad(path, "a mapping with more keys than values")
+        mapping: dict[Any, Any] = {}
+        memo[i] = mapping
+        olds_dict = old if type(old) is dict else {}
+        for k, v in zip(keys, values, strict=True):
+            key = dec(k, _MISSING, path)
+            try:
+                mapping[key] = dec(v, olds_dict.get(key, _MISSING), f"{path}[{key!r}]")
+            except TypeError:
+                raise bad(path, "a mapping with an unhashable key") from None
+        return mapping
+
     def dec(node: Any, old: Any, path: str) -> Any:
         if node is None or isinstance(node, (bool, int, str)):
             value: Any = node
@@ -198,6 +247,8 @@ def decode(tree: Any, fresh: Any) -> Any:
             if math.isnan(node):
                 raise bad(path, "NaN")
             value = node
+        elif isinstance(node, list):
+            value = dec_short(node, old, path)
         elif not isinstance(node, dict) or not isinstance(node.get("~"), str):
             raise bad(path, f"a {type(node).__name__}, not a state node")
         else:
@@ -206,11 +257,7 @@ def decode(tree: Any, fresh: Any) -> Any:
                 if old is _MISSING:
                     raise bad(path, "no such part in the config's state")
                 return old
-            if kind == "ref":
-                if node.get("i") not in memo:
-                    raise bad(path, "a reference to nothing read yet")
-                value = memo[node["i"]]
-            elif kind == "np":
+            if kind == "np":
                 dtype = np.dtype(node.get("d")) if node.get("d") in _DTYPES_BY_NAME else None
                 if dtype is None or not isinstance(node.get("v"), (bool, int, float)):
                     raise bad(path, "a number of no known type")
@@ -227,17 +274,6 @@ def decode(tree: Any, fresh: Any) -> Any:
                 if value.dtype.kind == "f" and not bool(np.isfinite(value).all()) and not _same_infinities(value, old):
                     raise bad(path, "NaN or infinite entries")
                 memo[_index(node, path)] = value
-            elif kind == "view":
-                i = _index(node, path)
-                base = dec(node.get("base"), _MISSING, f"{path}.base")
-                if not isinstance(base, np.ndarray) or not (base.flags.c_contiguous or base.flags.f_contiguous):
-                    raise bad(path, "a view of no array")
-                try:
-                    value = np.ndarray(tuple(node["shape"]), base.dtype, buffer=base, offset=node["offset"],
-                                       strides=tuple(node["strides"]))
-                except (ValueError, TypeError, KeyError, OverflowError):
-                    raise bad(path, "a view outside its array") from None
-                memo[i] = value
             elif kind == "range":
                 bounds = node.get("v")
                 if not isinstance(bounds, list) or len(bounds) != 3 or not all(type(b) is int for b in bounds) \
@@ -246,25 +282,6 @@ def decode(tree: Any, fresh: Any) -> Any:
                 value = range(*bounds)
             elif kind == "tuple":
                 value = tuple(dec(v, _MISSING, f"{path}[{j}]") for j, v in enumerate(_items(node, "v", path)))
-            elif kind == "list":
-                value = []
-                memo[_index(node, path)] = value
-                olds_list = old if type(old) is list else []
-                value.extend(dec(v, olds_list[j] if j < len(olds_list) else _MISSING, f"{path}[{j}]")
-                             for j, v in enumerate(_items(node, "v", path)))
-            elif kind == "dict":
-                value = {}
-                memo[_index(node, path)] = value
-                keys, values = _items(node, "k", path), _items(node, "v", path)
-                if len(keys) != len(values):
-                    raise bad(path, "a mapping with more keys than values")
-                olds = old if type(old) is dict else {}
-                for k, v in zip(keys, values, strict=True):
-                    key = dec(k, _MISSING, path)
-                    try:
-                        value[key] = dec(v, olds.get(key, _MISSING), f"{path}[{key!r}]")
-                    except TypeError:
-                        raise bad(path, "a mapping with an unhashable key") from None
             elif kind in ("obj", "solutions", "dictobj", "listobj"):
                 return fill_object(node, old, path, kind)
             else:

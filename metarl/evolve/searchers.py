@@ -227,7 +227,8 @@ class CMASearcher:
         the samples it asked in float64, and the last generation told (``last_population`` best first and
         ``last_fitness``, once there is one)."""
         out = {"population": self.population, "ga_generator": self.generator.get_state(),
-               "cma_state": cma_state.encode(self.es), "cma_pending": torch.from_numpy(self.pending.copy())}
+               "cma_state": cma_state.encode(self.es), "cma_pending": torch.from_numpy(self.pending.copy()),
+               "cma_version": _cma_modules()[0].__version__}
         if self.last is not None:
             out["last_population"], out["last_fitness"] = self.last
         return out
@@ -237,13 +238,19 @@ class CMASearcher:
         filled with the checkpoint's data (`metarl.evolve.cma_state.decode`); a `ModelFileError` for anything
         that does not fit it, before any of it is used."""
         if "cma_state" not in state and "cma" in state:
-            raise ModelFileError("written by metarl 0.x before checkpoint format 2 stored CMA-ES as data: its cma "
-                                 "state is a pickle, which this version does not read (a pickle can run code); "
-                                 "finish the run with the metarl that started it, or start a new run")
+            raise ModelFileError("written by an earlier metarl: its cma state is a pickle, which this version does not "
+                                 "read (a pickle can run code); finish the run with the metarl that started it, or "
+                                 "start a new run")
         pending = state.get("cma_pending")
         if not isinstance(state.get("cma_state"), dict) or not isinstance(pending, torch.Tensor):
             raise ModelFileError("corrupt checkpoint (a search.name: cma run's checkpoint needs its 'cma_state' "
                                  "and 'cma_pending')")
+        version, written = _cma_modules()[0].__version__, state.get("cma_version")
+        if written != version:  # pycma's object is filled attribute by attribute: the same pycma's
+            from ..config.schema import _show
+
+            raise ModelFileError(f"written with pycma {_show(written)}, this is pycma {version}: resume with the "
+                                 f"pycma that started the run")
         if pending.dtype != torch.float64 or tuple(pending.shape) != tuple(self.pending.shape) \
                 or not bool(torch.isfinite(pending).all()):
             raise ModelFileError(f"corrupt checkpoint (its cma_pending must be the samples asked: finite float64 "

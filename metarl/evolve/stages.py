@@ -39,11 +39,9 @@ from ..config.schema import _clip, _show, _suggest
 from ..errors import ConfigError, ModelFileError
 from ..runs import io
 from .searchers import candidate_bound
-from .trainer import RunState, layout_of, snapshot_path, with_seed
+from .trainer import STARTED_FILE, RunState, layout_of, snapshot_path, with_seed
 
 STAGES_FILE = "stages.yaml"
-# stages.yaml as the run started (the same text): a resume refuses a stages.yaml edited since, naming stage and key.
-STARTED_FILE = ".stages_started.yaml"
 MODEL_FILE = "model.yaml"
 # What a resumed multi-stage run may change in a stage: what is printed or logged, how the work runs, the device.
 FREE_STAGE_KEYS = ("logging", "runtime", "device")

@@ -46,8 +46,9 @@ from .searchers import Searcher
 CHECKPOINT = "checkpoint.pt"
 # The files a run writes; a folder holding one of them (or a folder where one belongs) is a run folder.
 # stages.yaml: a multi-stage run's (metarl.evolve.stages).
-RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT, "stages.yaml",
-             ".stages_started.yaml")
+# stages.yaml as a multi-stage run started (`metarl.evolve.stages`): a resume refuses a stages.yaml edited since.
+STARTED_FILE = ".stages_started.yaml"
+RUN_FILES = ("config.yaml", "log.csv", "best_model.yaml", "best_ever.yaml", CHECKPOINT, "stages.yaml", STARTED_FILE)
 SNAPSHOTS = "snapshots"  # logging.snapshot_every: one model per N generations, gen_NNNNNN.yaml
 # Show a progress bar inside a generation when it has at least this many individual-steps.
 INNER_PROGRESS_MIN = 2_000_000
@@ -179,7 +180,8 @@ def load_run(run_dir: str | Path, *, generations: int | None = None, device: str
     try:
         searcher.load_state_dict(state)
     except ModelFileError as e:
-        raise ModelFileError(f"{run_dir / CHECKPOINT}: {e}; restore it, or start a new run") from None
+        advice = "" if "start a new run" in str(e) else "; restore it, or start a new run"
+        raise ModelFileError(f"{run_dir / CHECKPOINT}: {e}{advice}") from None
     return RunState(config, int(state["generation"]), searcher, list(state["rows"]), best_ever)
 
 
@@ -296,6 +298,8 @@ def check_new_run_dir(run_dir: str | Path) -> None:
         names = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE and not _is_temporary(p.name))
     except OSError as e:
         raise RunFolderError(f"{run_dir}: cannot read the folder ({_why(e)})") from None
+    if STARTED_FILE in names and "stages.yaml" not in names:
+        names.remove(STARTED_FILE)  # a multi-stage start stopped before stages.yaml: nothing ran, start again
     if any(name in RUN_FILES for name in names):
         raise RunFolderError(f"{run_dir} already holds a run; use --resume {run_dir} or another --out")
     if names:

@@ -62,8 +62,8 @@ def test_a_path_too_long_is_one_short_line(tmp_path, path, name, script, args, m
 
 def test_a_missing_config_names_a_few_shipped_ones():
     line = one_short_line(*run("run_config.py", ["no_such_config"]),
-                          "no_such_config: no such file, nor a shipped config (shipped: base, ")
-    assert " more, in configs/ and experiments/)" in line
+                          "no_such_config: no such file, nor a shipped config (shipped, by folder: configs: base, ")
+    assert " more folders in experiments/)" in line
 
 
 @pytest.mark.parametrize(("script", "args"), [

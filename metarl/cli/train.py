@@ -55,10 +55,18 @@ def config_path(name: str) -> str:
     for stem, path in shipped_configs().items():
         folder = path.parent.name if path.parent.parent.name != "experiments" else f"experiments/{path.parent.name}"
         by_folder.setdefault(folder, []).append(stem)
-    # At most four names a folder (the line stays short: the folders say where to look for the rest).
-    names = "; ".join(f"{folder}: {', '.join(sorted(stems)[:4])}{f' +{len(stems) - 4} more' if len(stems) > 4 else ''}"
-                      for folder, stems in sorted(by_folder.items()))
-    raise UserError(f"{_clip(name)}: no such file, nor a shipped config (shipped, by folder: {names})")
+    # configs/ first; at most four names a folder, and folders while the line stays short (~160 characters of
+    # names): the folders say where to look for the rest.
+    parts, left = [], 0
+    for folder, stems in sorted(by_folder.items(), key=lambda item: (item[0] != "configs", item[0])):
+        more = f" +{len(stems) - 4} more" if len(stems) > 4 else ""
+        part = f"{folder}: {', '.join(sorted(stems)[:4])}{more}"
+        if parts and sum(len(p) + 2 for p in parts) + len(part) > 160:
+            left += 1
+            continue
+        parts.append(part)
+    tail = f"; +{left} more folders in experiments/" if left else ""
+    raise UserError(f"{_clip(name)}: no such file, nor a shipped config (shipped, by folder: {'; '.join(parts)}{tail})")
 
 
 # Measured rates of one thread (docs/performance.md): the native kernel and the torch step.

@@ -57,7 +57,8 @@ def config_path(name: str) -> str:
         by_folder.setdefault(folder, []).append(stem)
     # configs/ first; at most four names a folder, and folders while the line stays short (~160 characters of
     # names): the folders say where to look for the rest.
-    parts, left = [], 0
+    parts: list[str] = []
+    left = 0
     for folder, stems in sorted(by_folder.items(), key=lambda item: (item[0] != "configs", item[0])):
         more = f" +{len(stems) - 4} more" if len(stems) > 4 else ""
         part = f"{folder}: {', '.join(sorted(stems)[:4])}{more}"

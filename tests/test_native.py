@@ -236,3 +236,38 @@ def test_any_registered_environment_is_generated_and_one_with_no_vector_form_is_
         "torch.atan2 (the generator has no vector form of it)")
     with pytest.raises(native.NativeUnavailable, match="torch.atan2"):
         native.program(STANDARD, twisted, 1)
+
+
+@needs_native
+def test_an_env_reading_the_step_number_runs_natively_and_a_python_branch_on_it_is_declined() -> None:
+    # The step number is a runtime value of the generated code (never baked in at the step the tracer saw).
+    from metarl.core.rule import STANDARD
+
+    class Doubling(envs.Pendulum):
+        name = "Doubling"
+
+        def reward(self, start, state, height, prev_height, t, torque=None):  # type: ignore[no-untyped-def]
+            base = super().reward(start, state, height, prev_height, t, torque)
+            return base * torch.where(torch.as_tensor(t) < 10, 1.0, 2.0)
+
+    class Branchy(envs.Pendulum):
+        name = "Branchy"
+
+        def reward(self, start, state, height, prev_height, t, torque=None):  # type: ignore[no-untyped-def]
+            base = super().reward(start, state, height, prev_height, t, torque)
+            return base * 2 if t > 10 else base
+
+    params = {k: torch.ones(1) for k in envs.Pendulum.param_defaults}
+    assert native.declines(STANDARD, Doubling(1, params, EnvOptions()), 1) is None
+    assert native.declines(STANDARD, Branchy(1, params, EnvOptions()), 1).endswith(
+        "the environment Branchy: a Python branch on a value computed in the step (use torch.where)")
+    layout = GenomeLayout(1, 8)
+    g, keys = genomes(layout, 4), rng.individual_keys(0, 0, 0, torch.arange(4))
+    envs.register("Doubling", Doubling)
+    try:
+        config = small_config(steps=20).replace(env=EnvConfig(name="Doubling", init="down"))
+        rewards = {backend: lifetime.run_lifetimes(g, layout, config, keys, backend=backend, trace=True)[1]
+                   for backend in ("spec", "native")}
+    finally:
+        envs.ENVS.pop("Doubling", None)
+    torch.testing.assert_close(rewards["native"], rewards["spec"], rtol=1e-4, atol=1e-4)

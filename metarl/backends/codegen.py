@@ -69,7 +69,7 @@ class Expr:
         return f"Expr({self.op}, {self.args})"
 
     def __bool__(self) -> bool:
-        raise Unsupported("a branch on a value computed per individual (use torch.where)")
+        raise Unsupported("a Python branch on a value computed in the step (use torch.where)")
 
 
 class _Table:
@@ -404,7 +404,7 @@ class Sym(torch.Tensor):
         return f"Sym{tuple(self.a.shape)}"
 
     def __bool__(self) -> bool:
-        raise Unsupported("a branch on a value computed per individual (use torch.where)")
+        raise Unsupported("a Python branch on a value computed in the step (use torch.where)")
 
     __hash__ = object.__hash__
 
@@ -777,7 +777,8 @@ def env_code(env: BatchedEnv, scalars: _Scalars) -> tuple[str, int, int, int]:
     state = sym(lambda s: f"st[{s}]", (1, n_state))
     try:
         obs = elements(traced.observation(state))
-        after, reward = traced.transition(EnvState(state, sym("prev_height"), 0), sym("action"))
+        t = Sym(np.array(load("splat((float)t)"), dtype=object).reshape(()))  # the step number: not baked in
+        after, reward = traced.transition(EnvState(state, sym("prev_height"), t), sym("action"))
     except Unsupported as e:
         raise Unsupported(f"the environment {cls.name}: {e}") from None
     new_state = elements(after.state)
@@ -792,8 +793,8 @@ def env_code(env: BatchedEnv, scalars: _Scalars) -> tuple[str, int, int, int]:
             "inline void env_observe(const vf* v, const Layout& L, const vf* st, const float* sc, vf* x) {\n"
             f"    (void)v; (void)L; (void)sc;\n{emit(outs)}\n}}",
             "inline void env_transition(const vf* v, const Layout& L, vf* st, vf action, vf prev_height, vf goal, "
-            "const float* sc, vf* height, vf* reward) {\n"
-            "    (void)v; (void)L; (void)sc; (void)prev_height; (void)goal; (void)action;\n"
+            "uint32_t t, const float* sc, vf* height, vf* reward) {\n"
+            "    (void)v; (void)L; (void)sc; (void)prev_height; (void)goal; (void)action; (void)t;\n"
             + emit([*((f"vf next{n}", e) for n, e in enumerate(new_state)), ("*height", height[0]),
                     ("*reward", rew[0])]) + "\n"
             + "\n".join(f"    st[{n}] = next{n};" for n in range(n_state)) + "\n}"]

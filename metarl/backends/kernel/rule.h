@@ -210,7 +210,7 @@ struct Kernel {
                 goal = splat((float)((int64_t)t - o.goal_switch)) >= v[L.goal + 2] ? v[L.goal + 1] : v[L.goal];
         }
         vf height, reward;
-        env_transition(v, L, st, v[L.outputs[layers - 1]], v[L.prev_height], goal, o.scalars, &height, &reward);
+        env_transition(v, L, st, v[L.outputs[layers - 1]], v[L.prev_height], goal, t, o.scalars, &height, &reward);
         v[L.prev_height] = height;
         if (o.plastic) rule(v, x, o.zero_reward ? splat(0.0f) : (seen ? *seen : reward), t, sc);
         return reward;

@@ -40,7 +40,6 @@ from ..envs.base import BatchedEnv, EnvState
 
 # Runtime scalars: values read from `Options.scalars` at run time (not baked into the code), by name.
 ENV_SCALARS = ("max_torque", "max_speed")  # EnvOptions fields a traced environment reads as runtime scalars
-RULE_SCALARS = ("lifetime_steps", "reward_mean_time")  # Site fields the sources and traces read
 
 
 class Unsupported(Exception):
@@ -73,7 +72,7 @@ class Expr:
 
 
 class _Table:
-    """Interning of expressions, and the runtime scalars in order of first use."""
+    """Interning of expressions: one object per distinct (op, operands)."""
 
     def __init__(self) -> None:
         self.nodes: dict[tuple, Expr] = {}
@@ -123,7 +122,7 @@ def _c(x: Any) -> Expr:
 
 _FOLD: dict[str, Callable[..., Any]] = {
     "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-    "div": lambda a, b: a / b if b != 0 else (math.copysign(math.inf, a) * math.copysign(1, b) if a else math.nan),
+    "div": lambda a, b: a / b,  # float32: a zero divisor gives IEEE's inf or NaN (errstate below)
     "neg": lambda a: -a, "min": lambda a, b: a if a < b else b, "max": lambda a, b: a if a > b else b,
     "abs": abs,
 }
@@ -137,7 +136,7 @@ def op(name: str, *args: Any, mask: bool = False) -> Expr:
             values = [np.float32(a.const) for a in ex]
             return const(float(np.float32(_FOLD[name](*values))))
     for a in ex:
-        if a.mask and name not in ("where", "and", "or", "not"):
+        if a.mask and name not in ("where", "and", "or"):
             raise Unsupported(f"a comparison's result used as a number in {name} (use torch.where)")
     return _t().make(name, ex, mask)
 
@@ -624,6 +623,7 @@ class Program:
         return hashlib.sha256(self.code.encode()).hexdigest()[:16]
 
     def scalar_values(self, values: dict[str, float]) -> list[float]:
+        """The runtime scalars, in `Options.scalars` order, from ``values`` by name (each one the program reads)."""
         return [float(values[name]) for name in self.scalars]
 
 
@@ -669,7 +669,7 @@ def _cell_inputs(rule: RuleDeclaration, cell: str, layer: int, signal_dim: int, 
         except Unsupported as e:
             raise Unsupported(f"the source {block.source} ({cell} input {block.name}): {e}") from None
         got = elements(value)
-        want = block.size(signal_dim) * (1 if not conn else 1)
+        want = block.size(signal_dim)
         if len(got) != want:
             raise Unsupported(f"the source {block.source} gave {len(got)} values per instance, expected {want}")
         features += got

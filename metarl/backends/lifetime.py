@@ -75,10 +75,10 @@ class Lifetime:
         self.env = make_env(config, keys, dtype=dtype)
         self._keys = keys
         a = config.actor
-        lib = None
+        lib = prog = None
         if self.backend == "native":
-            lib = native_mod.library(layout.signal_dim, layout.state_dim,
-                                     prog=native_mod.program(layout.rule, self.env, layout.signal_dim))
+            prog = native_mod.program(layout.rule, self.env, layout.signal_dim)
+            lib = native_mod.library(layout.signal_dim, layout.state_dim, prog=prog)
         draw = None if lib is None else functools.partial(native_mod.normal, lib)  # the same numbers, faster
         actor = actor_mod.initial_actor(self.sizes, keys, weight_init=a.weight_init,
                                         weight_limit=a.weight_limit, sigma_init=a.sigma_init, dtype=dtype,
@@ -97,9 +97,9 @@ class Lifetime:
         obs_keys = rng.stream_keys(keys, rng.STREAM_OBS_NOISE) if self.env.options.obs_noise > 0 else None
         rate = learning_rates(config, self.env)  # a float, or (P,) where dt is drawn per individual
         self._native = None
-        if lib is not None:
+        if lib is not None and prog is not None:
             self._native = native_mod.Runner(
-                genomes, layout, self.env,
+                lib, prog, genomes, layout, self.env,
                 native_mod.FeatureMajor.of(actor, rule, rule_population_last=True), noise_keys, learning_rate=rate,
                 weight_limit=a.weight_limit, sigma_limit=a.sigma_limit, sigma_min=a.sigma_min,
                 reward_mean_time=config.rule.reward_mean_time, lifetime_steps=config.ga.lifetime_steps,

@@ -282,6 +282,7 @@ class Options(ctypes.Structure):
            sigma_min: float = 0.0, reward_mean_time: float = REWARD_MEAN_TIME, lifetime_steps: int = 1,
            plastic: bool = True, zero_reward: bool = False) -> Options:
         """The step ``dt`` and the learning rate are per individual: `Buffers` ``dt`` and ``learning_rate``."""
+        # (max_speed None: the program has no clamp and reads no such scalar; -1 stands in, unread)
         values = {"max_torque": env.max_torque, "max_speed": -1.0 if env.max_speed is None else env.max_speed,
                   "reward_mean_time": reward_mean_time, "lifetime_steps": lifetime_steps}
         scalars = prog.scalar_values(values)
@@ -479,15 +480,15 @@ class Runner:
     ``env.state`` takes effect.
     """
 
-    def __init__(self, genomes: torch.Tensor, layout: GenomeLayout, env: BatchedEnv,
+    def __init__(self, lib: ctypes.CDLL, prog: codegen.Program, genomes: torch.Tensor, layout: GenomeLayout,
+                 env: BatchedEnv,
                  state: FeatureMajor, noise_keys: torch.Tensor, *, learning_rate: float | torch.Tensor,
                  weight_limit: float, sigma_limit: float, plastic: bool, zero_reward: bool, sigma_min: float = 0.0,
                  reward_mean_time: float = REWARD_MEAN_TIME, lifetime_steps: int = 1,
                  seen_rewards: torch.Tensor | None = None, obs_keys: torch.Tensor | None = None) -> None:
         if genomes.device.type != "cpu" or genomes.dtype != torch.float32:
             raise ValueError("the native kernel runs float32 on CPU")
-        self.program = program(layout.rule, env, layout.signal_dim)
-        self.lib = library(layout.signal_dim, layout.state_dim, prog=self.program)
+        self.program, self.lib = prog, lib  # `program` of the rule and env, `library` of it
         self.env = env
         self.pop = genomes.shape[0]
         self.sizes = [state.actor["weights"][0].shape[0]] + [w.shape[1] for w in state.actor["weights"]]
